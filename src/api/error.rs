@@ -1,0 +1,184 @@
+//! One error shape for every failure: `{"error": {"type", "code", "message", "param"}}`.
+
+use crate::ledger::LedgerError;
+use crate::store::StoreError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    InvalidRequestError,
+    AuthenticationError,
+    IdempotencyError,
+    CardError,
+    ApiError,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    #[serde(rename = "type")]
+    pub kind: ErrorType,
+    pub code: String,
+    pub message: String,
+    /// The request field at fault, as a dotted path (`card.number`), or a header name.
+    pub param: Option<String>,
+    /// For card errors: the issuer's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decline_code: Option<String>,
+    /// For card errors: the failed payment that was recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub payment: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Boxed: errors travel in every handler's Result, and the common path is Ok.
+    pub body: Box<ErrorBody>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        kind: ErrorType,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            body: Box::new(ErrorBody {
+                error: ErrorDetail {
+                    kind,
+                    code: code.to_string(),
+                    message: message.into(),
+                    param: None,
+                    decline_code: None,
+                    payment: None,
+                },
+            }),
+        }
+    }
+
+    pub fn param(mut self, param: impl Into<String>) -> Self {
+        self.body.error.param = Some(param.into());
+        self
+    }
+
+    pub fn invalid(code: &str, param: &str, message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorType::InvalidRequestError,
+            code,
+            message,
+        )
+        .param(param)
+    }
+
+    pub fn not_found(what: &str, param: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorType::InvalidRequestError,
+            "resource_missing",
+            format!("No such {what}"),
+        )
+        .param(param)
+    }
+
+    pub fn unauthorized(message: &str) -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorType::AuthenticationError,
+            "invalid_api_key",
+            message,
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorType::ApiError,
+            "internal_error",
+            message,
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorType::ApiError,
+            "store_unavailable",
+            message,
+        )
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.body).expect("error bodies serialize")
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.to_json()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::not_found("payment", "id"),
+            StoreError::IdempotencyMismatch => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorType::IdempotencyError,
+                "idempotency_key_reused",
+                e.to_string(),
+            )
+            .param("Idempotency-Key"),
+            StoreError::Ledger(l) => l.into(),
+            StoreError::Overloaded | StoreError::Unavailable(_) => {
+                ApiError::unavailable(e.to_string())
+            }
+            StoreError::Internal(_) | StoreError::ShardCountMismatch { .. } => {
+                tracing::error!(error = %e, "store error");
+                ApiError::internal(
+                    "internal error; the request may be retried with the same Idempotency-Key",
+                )
+            }
+        }
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::NotCapturable { .. } | LedgerError::NotRefundable { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "payment_unexpected_state",
+                e.to_string(),
+            ),
+            LedgerError::AmountTooLarge { .. } => {
+                ApiError::invalid("amount_too_large", "amount", e.to_string())
+            }
+            LedgerError::AmountNotPositive => {
+                ApiError::invalid("amount_too_small", "amount", e.to_string())
+            }
+            LedgerError::Invariant(_) => {
+                tracing::error!(error = %e, "ledger invariant");
+                ApiError::internal(e.to_string())
+            }
+        }
+    }
+}

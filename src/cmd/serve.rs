@@ -1,0 +1,167 @@
+use super::UsageError;
+use paytool::api::{ServeOptions, Server};
+use paytool::config::{ConfigFile, in_range};
+use paytool::secrets::Secret;
+use paytool::store::sqlite::{Faults, WriterLimits};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const EXAMPLES: &str = "\
+Examples:
+  paytool serve                                   # 127.0.0.1:8080, data in ./data
+  paytool serve --listen 127.0.0.1:0 --data-dir /tmp/pt --shards 4
+  PAYTOOL_LISTEN=0.0.0.0:8080 paytool serve
+  paytool serve --config paytool.toml             # [serve] table, keys as the flags
+
+  # then, with the admin token it prints the path of:
+  curl -s -X POST localhost:8080/v1/merchants -H \"Authorization: Bearer $(cat data/admin_token)\" \\
+       -d '{\"name\":\"Acme\"}'
+
+Writes are durable before they are answered (SQLite WAL, synchronous=FULL), grouped into
+one commit per shard per batch. SIGTERM or Ctrl-C finishes in-flight requests and exits 0.
+
+Exit codes: 0 stopped cleanly, 1 failed while running, 2 bad flags or config.";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free one) [default: 127.0.0.1:8080]
+    #[arg(long, env = "PAYTOOL_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite files, the admin token and the fingerprint key [default: ./data]
+    #[arg(long, env = "PAYTOOL_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of shard files; fixed when the data dir is created [default: 1]
+    #[arg(long, env = "PAYTOOL_SHARDS")]
+    pub shards: Option<usize>,
+    /// Admin token for POST /v1/merchants; generated into DATA_DIR/admin_token (0600) when absent
+    #[arg(long, env = "PAYTOOL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// TOML file with a [serve] table; flags and env vars override it
+    #[arg(long, env = "PAYTOOL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Most writes committed in one transaction per shard [default: 512]
+    #[arg(long, env = "PAYTOOL_BATCH_MAX")]
+    pub batch_max: Option<usize>,
+    /// Most writes queued per shard before callers wait [default: 8192]
+    #[arg(long, env = "PAYTOOL_QUEUE_MAX")]
+    pub queue_max: Option<usize>,
+    /// Largest request body accepted, in bytes; larger gets 413 [default: 65536]
+    #[arg(long, env = "PAYTOOL_BODY_LIMIT_BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// How long a request waits for its commit before 503 [default: 10000]
+    #[arg(long, env = "PAYTOOL_WRITE_TIMEOUT_MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// Testing the audit only: acknowledge every Nth payment without keeping it.
+    #[arg(long, hide = true)]
+    pub fault_drop_ack_every: Option<u64>,
+}
+
+impl Args {
+    pub fn resolve(self) -> Result<ServeOptions, UsageError> {
+        let file = match &self.config {
+            Some(path) => ConfigFile::load(path).map_err(|e| UsageError(e.to_string()))?,
+            None => ConfigFile::default(),
+        };
+        let origin = self
+            .config
+            .as_ref()
+            .map(|p| format!("flags, env or {}", p.display()))
+            .unwrap_or_else(|| "flags or env".to_string());
+        let s = file.serve;
+        let check = |key, value, range| {
+            in_range(&origin, key, value, range).map_err(|e| UsageError(e.to_string()))
+        };
+        let batch_max = check(
+            "batch_max",
+            self.batch_max.or(s.batch_max).unwrap_or(512),
+            1..=10_000,
+        )?;
+        let queue_max = check(
+            "queue_max",
+            self.queue_max.or(s.queue_max).unwrap_or(8192),
+            batch_max..=1_000_000,
+        )?;
+        let write_timeout_ms = self
+            .write_timeout_ms
+            .or(s.write_timeout_ms)
+            .unwrap_or(10_000);
+        if !(100..=600_000).contains(&write_timeout_ms) {
+            return Err(UsageError(format!(
+                "{origin}: `write_timeout_ms` is {write_timeout_ms}; it must be 100 to 600000"
+            )));
+        }
+        if self.fault_drop_ack_every == Some(0) {
+            return Err(UsageError(
+                "--fault-drop-ack-every must be at least 1".into(),
+            ));
+        }
+        Ok(ServeOptions {
+            listen: self
+                .listen
+                .or(s.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: self
+                .data_dir
+                .or(s.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            shards: check("shards", self.shards.or(s.shards).unwrap_or(1), 1..=64)?,
+            admin_token: self.admin_token.or(s.admin_token).map(Secret::new),
+            limits: WriterLimits {
+                batch_max,
+                queue_max,
+            },
+            faults: Faults {
+                drop_ack_every: self.fault_drop_ack_every,
+            },
+            body_limit_bytes: check(
+                "body_limit_bytes",
+                self.body_limit_bytes
+                    .or(s.body_limit_bytes)
+                    .unwrap_or(64 * 1024),
+                1024..=16 * 1024 * 1024,
+            )?,
+            write_timeout: Duration::from_millis(write_timeout_ms),
+        })
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let opts = args.resolve()?;
+    let data_dir = opts.data_dir.clone();
+    let faulty = opts.faults.drop_ack_every.is_some();
+    let server = Server::bind(opts).await?;
+    let addr = server.local_addr()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "paytool serve: listening on http://{addr}")?;
+    writeln!(
+        out,
+        "  data:        {} ({} shard(s))",
+        data_dir.display(),
+        server.shards()
+    )?;
+    writeln!(out, "  admin token: {}", server.admin_token_source)?;
+    writeln!(out, "  API spec:    http://{addr}/openapi.json")?;
+    if faulty {
+        writeln!(
+            out,
+            "  WARNING: fault injection is on: some acknowledged payments are dropped"
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+    server.run(shutdown_signal()).await?;
+    eprintln!("paytool serve: stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,9 @@
+//! paytool: a reference payment API, load tests with a money audit, and the ops commands
+//! around them. The library does the work and never prints; `src/cmd/` presents.
+
+pub mod api;
+pub mod config;
+pub mod ids;
+pub mod ledger;
+pub mod secrets;
+pub mod store;

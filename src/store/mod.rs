@@ -1,0 +1,171 @@
+//! Storage: one `Store` trait, backends behind it. SQLite (bundled) is the embedded
+//! default; writes go through one group-commit writer per shard.
+
+pub mod sqlite;
+
+use crate::ledger::{Currency, LedgerError, Payment, Posting};
+use crate::secrets::Secret;
+use serde::Serialize;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub bucket: u16,
+    pub shard: usize,
+    pub created_ms: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refund {
+    pub id: String,
+    pub payment_id: String,
+    pub amount: u64,
+    pub currency: Currency,
+    pub created_ms: i64,
+}
+
+/// What a write did, handed to the request's renderer.
+#[derive(Debug)]
+pub enum Outcome {
+    Payment(Payment),
+    Refund { refund: Refund, payment: Payment },
+}
+
+/// An HTTP answer kept for idempotent replay: the exact status and body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+    /// True when this is a replay of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+/// The client's Idempotency-Key with a keyed hash of what the request asked for.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_fingerprint: [u8; 32],
+}
+
+#[derive(Debug)]
+pub enum Mutation {
+    /// A payment already decided by the ledger (authorization and capture are pure).
+    Create {
+        payment: Payment,
+        postings: Vec<Posting>,
+    },
+    Capture {
+        payment_id: String,
+        amount: Option<u64>,
+    },
+    Cancel {
+        payment_id: String,
+    },
+    Refund {
+        payment_id: String,
+        refund_id: String,
+        amount: Option<u64>,
+    },
+}
+
+/// One write, answered after its batch commits. `render` turns the outcome into the
+/// response that is stored with the idempotency key in the same transaction, so a
+/// replay returns exactly what the first request got.
+pub struct WriteRequest {
+    pub merchant: Arc<Merchant>,
+    pub idempotency: Option<Idempotency>,
+    pub mutation: Mutation,
+    pub render: fn(&Outcome) -> StoredResponse,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such payment")]
+    NotFound,
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyMismatch,
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("the write queue is full; retry later")]
+    Overloaded,
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+    #[error(
+        "the data dir holds {found} shards but {wanted} were asked for; moving merchants between shards is `paytool shard move`, not built yet"
+    )]
+    ShardCountMismatch { found: usize, wanted: usize },
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Internal(e.to_string())
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct BalanceLine {
+    pub currency: String,
+    pub pending: i64,
+    pub available: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditCheck {
+    pub name: &'static str,
+    pub ok: bool,
+    pub violation_count: u64,
+    /// The first violations, bounded so a broken store cannot make the report huge.
+    pub violations: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditReport {
+    pub ok: bool,
+    pub shards: usize,
+    pub merchants: u64,
+    pub payments: u64,
+    pub postings: u64,
+    pub checks: Vec<AuditCheck>,
+}
+
+pub const AUDIT_VIOLATIONS_SHOWN_MAX: usize = 50;
+
+pub trait Store: Send + Sync + 'static {
+    /// Create a merchant and its secret key; only the key's hash is stored.
+    fn create_merchant(
+        &self,
+        name: String,
+    ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>>;
+    /// Authenticate by the SHA-256 of an API key; served from memory.
+    fn merchant_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<Arc<Merchant>>;
+    fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>>;
+    fn payment(
+        &self,
+        merchant: Arc<Merchant>,
+        id: String,
+    ) -> BoxFuture<'_, Result<Option<Payment>, StoreError>>;
+    /// Newest first; the bool says whether more follow.
+    fn list_payments(
+        &self,
+        merchant: Arc<Merchant>,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<(Vec<Payment>, bool), StoreError>>;
+    fn balance(
+        &self,
+        merchant: Arc<Merchant>,
+    ) -> BoxFuture<'_, Result<Vec<BalanceLine>, StoreError>>;
+    /// Walk every shard and check the ledger's invariants.
+    fn audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>>;
+    fn ready(&self) -> bool;
+    /// Stop accepting writes, commit what is queued, and close.
+    fn shutdown(&self);
+}

@@ -1,0 +1,203 @@
+//! The ledger audit over one shard: the same invariants the writer asserts, checked
+//! again from what is on disk.
+
+use super::rows::{PAYMENT_COLUMNS, payment_from_row};
+use crate::ledger::Account;
+use crate::store::{AUDIT_VIOLATIONS_SHOWN_MAX, AuditCheck, AuditReport, StoreError};
+use rusqlite::Connection;
+use std::collections::HashMap;
+
+pub struct ShardAudit {
+    payments: u64,
+    postings: u64,
+    checks: Vec<AuditCheck>,
+}
+
+struct Check {
+    name: &'static str,
+    count: u64,
+    shown: Vec<String>,
+}
+
+impl Check {
+    fn new(name: &'static str) -> Self {
+        Check {
+            name,
+            count: 0,
+            shown: Vec::new(),
+        }
+    }
+    fn fail(&mut self, what: String) {
+        self.count += 1;
+        if self.shown.len() < AUDIT_VIOLATIONS_SHOWN_MAX {
+            self.shown.push(what);
+        }
+    }
+    fn done(self) -> AuditCheck {
+        AuditCheck {
+            name: self.name,
+            ok: self.count == 0,
+            violation_count: self.count,
+            violations: self.shown,
+        }
+    }
+}
+
+pub fn audit_shard(conn: &Connection) -> Result<ShardAudit, StoreError> {
+    // One read transaction: every check sees the same snapshot.
+    conn.execute_batch("BEGIN")?;
+    let result = audit_snapshot(conn);
+    conn.execute_batch("COMMIT")?;
+    result
+}
+
+fn audit_snapshot(conn: &Connection) -> Result<ShardAudit, StoreError> {
+    let mut balanced = Check::new("postings_balance_per_currency");
+    let mut stmt = conn.prepare("SELECT currency, SUM(amount) FROM postings GROUP BY currency")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (currency, sum): (String, i64) = (r.get(0)?, r.get(1)?);
+        if sum != 0 {
+            balanced.fail(format!("postings in {currency} sum to {sum}"));
+        }
+    }
+    let postings: u64 =
+        conn.query_row("SELECT COUNT(*) FROM postings", [], |r| r.get::<_, i64>(0))? as u64;
+
+    // Per payment and account, what the postings add up to.
+    let mut sums: HashMap<(String, Account), i64> = HashMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT payment_id, account, SUM(amount) FROM postings GROUP BY payment_id, account",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let account: String = r.get(1)?;
+        let account = Account::parse(&account).ok_or_else(|| {
+            StoreError::Internal(format!("unknown account {account:?} in postings"))
+        })?;
+        sums.insert((r.get(0)?, account), r.get(2)?);
+    }
+    let mut refunds: HashMap<String, i64> = HashMap::new();
+    let mut stmt =
+        conn.prepare("SELECT payment_id, SUM(amount) FROM refunds GROUP BY payment_id")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        refunds.insert(r.get(0)?, r.get(1)?);
+    }
+
+    let mut invariants = Check::new("payment_invariants");
+    let mut matches_postings = Check::new("payment_matches_postings");
+    let mut matches_refunds = Check::new("refunds_match_payment");
+    let mut payments = 0u64;
+    let mut stmt = conn.prepare(&format!("SELECT {PAYMENT_COLUMNS} FROM payments"))?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        payments += 1;
+        let payment = match payment_from_row(r)? {
+            Ok(p) => p,
+            Err(e) => {
+                invariants.fail(e.to_string());
+                continue;
+            }
+        };
+        for (account, expected) in payment.expected_account_sums() {
+            let found = sums.remove(&(payment.id.clone(), account)).unwrap_or(0);
+            if found != expected {
+                matches_postings.fail(format!(
+                    "{}: {} postings sum to {found}, the payment's state says {expected}",
+                    payment.id,
+                    account.as_str()
+                ));
+            }
+        }
+        let refunded = refunds.remove(&payment.id).unwrap_or(0);
+        if refunded != payment.amount_refunded as i64 {
+            matches_refunds.fail(format!(
+                "{}: refunds sum to {refunded}, amount_refunded is {}",
+                payment.id, payment.amount_refunded
+            ));
+        }
+    }
+    // Whatever is left belongs to no payment.
+    for ((payment_id, account), sum) in sums.into_iter().filter(|(_, s)| *s != 0) {
+        matches_postings.fail(format!(
+            "{payment_id}: {} postings of {sum} with no payment",
+            account.as_str()
+        ));
+    }
+    for (payment_id, sum) in refunds {
+        matches_refunds.fail(format!("{payment_id}: refunds of {sum} with no payment"));
+    }
+
+    let mut balances = Check::new("balances_match_postings");
+    let mut stmt = conn.prepare(
+        "SELECT p.merchant_id, p.currency, p.account, SUM(p.amount), COALESCE(b.amount, 0) \
+         FROM postings p LEFT JOIN balances b \
+           ON b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = p.account \
+         WHERE p.account IN ('merchant_pending', 'merchant_available') \
+         GROUP BY p.merchant_id, p.currency, p.account \
+         HAVING SUM(p.amount) != COALESCE(b.amount, 0)",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (merchant, currency, account, sum, kept): (String, String, String, i64, i64) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        balances.fail(format!(
+            "{merchant} {currency} {account}: postings sum to {sum}, balance says {kept}"
+        ));
+    }
+
+    let mut one_payment_per_key = Check::new("one_payment_per_idempotency_key");
+    let mut stmt = conn.prepare(
+        "SELECT merchant_id, idempotency_key, COUNT(*) FROM payments WHERE idempotency_key IS NOT NULL \
+         GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (merchant, key, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        one_payment_per_key.fail(format!("{merchant}: key {key:?} made {n} payments"));
+    }
+
+    Ok(ShardAudit {
+        payments,
+        postings,
+        checks: vec![
+            balanced.done(),
+            invariants.done(),
+            matches_postings.done(),
+            matches_refunds.done(),
+            balances.done(),
+            one_payment_per_key.done(),
+        ],
+    })
+}
+
+pub fn combine(parts: Vec<ShardAudit>, merchants: u64) -> AuditReport {
+    let shards = parts.len();
+    let mut payments = 0;
+    let mut postings = 0;
+    let mut checks: Vec<AuditCheck> = Vec::new();
+    for part in parts {
+        payments += part.payments;
+        postings += part.postings;
+        for c in part.checks {
+            match checks.iter_mut().find(|x| x.name == c.name) {
+                Some(x) => {
+                    x.ok &= c.ok;
+                    x.violation_count += c.violation_count;
+                    let room = AUDIT_VIOLATIONS_SHOWN_MAX.saturating_sub(x.violations.len());
+                    x.violations.extend(c.violations.into_iter().take(room));
+                }
+                None => checks.push(c),
+            }
+        }
+    }
+    AuditReport {
+        ok: checks.iter().all(|c| c.ok),
+        shards,
+        merchants,
+        payments,
+        postings,
+        checks,
+    }
+}

@@ -1,0 +1,344 @@
+//! The embedded store: a catalog file for merchants and one SQLite file per shard under
+//! the data dir. Merchants hash to buckets; contiguous bucket ranges map to shards.
+
+mod audit;
+mod rows;
+mod schema;
+pub mod writer;
+
+use super::{
+    AuditReport, BalanceLine, BoxFuture, Merchant, Store, StoreError, StoredResponse, WriteRequest,
+};
+use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
+use crate::ledger::Payment;
+use crate::secrets::{Secret, hash_key, new_api_key};
+use rows::{PAYMENT_COLUMNS, load_payment, payment_from_row};
+use rusqlite::{Connection, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot};
+pub use writer::{Faults, WriterLimits};
+
+/// Read connections per shard. WAL lets readers run beside the writer.
+const READERS_PER_SHARD: usize = 4;
+
+struct Shard {
+    writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl Shard {
+    /// Run `f` on a read connection, off the async runtime.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let shard = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let i = shard.next_reader.fetch_add(1, Ordering::Relaxed) % shard.readers.len();
+            let conn = shard.readers[i].lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("read task failed: {e}")))?
+    }
+}
+
+struct Merchants {
+    by_key_hash: HashMap<[u8; 32], Arc<Merchant>>,
+}
+
+pub struct SqliteStore {
+    catalog: Mutex<Connection>,
+    merchants: RwLock<Merchants>,
+    shards: Vec<Arc<Shard>>,
+    data_dir: PathBuf,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the data dir with `shards` shard files. The shard count
+    /// is recorded on first start; a different count later is refused.
+    pub fn open(
+        data_dir: &Path,
+        shards: usize,
+        limits: WriterLimits,
+        faults: Faults,
+    ) -> Result<Self, StoreError> {
+        assert!(
+            shards >= 1 && shards <= BUCKETS as usize,
+            "shard count checked by the config"
+        );
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
+        let catalog = schema::open_writer(&data_dir.join("catalog.db"), schema::CATALOG)?;
+        let recorded: Option<String> = catalog
+            .query_row("SELECT value FROM meta WHERE key = 'shards'", [], |r| {
+                r.get(0)
+            })
+            .ok();
+        match recorded.and_then(|v| v.parse::<usize>().ok()) {
+            Some(found) if found != shards => {
+                return Err(StoreError::ShardCountMismatch {
+                    found,
+                    wanted: shards,
+                });
+            }
+            Some(_) => {}
+            None => {
+                catalog.execute(
+                    "INSERT INTO meta (key, value) VALUES ('shards', ?1), ('buckets', ?2)",
+                    params![shards.to_string(), BUCKETS.to_string()],
+                )?;
+            }
+        }
+        let mut by_key_hash = HashMap::new();
+        {
+            let mut stmt =
+                catalog.prepare("SELECT id, name, key_hash, bucket, created_ms FROM merchants")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let hash: Vec<u8> = r.get(2)?;
+                let bucket: u16 = r.get(3)?;
+                let merchant = Merchant {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    bucket,
+                    shard: shard_of_bucket(bucket, shards),
+                    created_ms: r.get(4)?,
+                };
+                let hash: [u8; 32] = hash.try_into().map_err(|_| {
+                    StoreError::Internal("merchant key hash is not 32 bytes".into())
+                })?;
+                by_key_hash.insert(hash, Arc::new(merchant));
+            }
+        }
+        let mut shard_list = Vec::with_capacity(shards);
+        for i in 0..shards {
+            let path = data_dir.join(format!("shard-{i:03}.db"));
+            let conn = schema::open_writer(&path, schema::SHARD)?;
+            let (tx, handle) = writer::spawn(i, conn, limits, faults);
+            let readers = (0..READERS_PER_SHARD)
+                .map(|_| schema::open_reader(&path).map(Mutex::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            shard_list.push(Arc::new(Shard {
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }));
+        }
+        Ok(SqliteStore {
+            catalog: Mutex::new(catalog),
+            merchants: RwLock::new(Merchants { by_key_hash }),
+            shards: shard_list,
+            data_dir: data_dir.to_path_buf(),
+        })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard(&self, merchant: &Merchant) -> &Arc<Shard> {
+        &self.shards[merchant.shard]
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_merchant(
+        &self,
+        name: String,
+    ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>> {
+        Box::pin(async move {
+            let id = new_id("mer");
+            let key = new_api_key();
+            let hash = hash_key(key.expose());
+            let bucket = bucket_of(&id);
+            let merchant = Merchant {
+                shard: shard_of_bucket(bucket, self.shards.len()),
+                id,
+                name,
+                bucket,
+                created_ms: now_ms(),
+            };
+            let row = merchant.clone();
+            // Merchant creation is rare: a durable commit of its own, off the runtime.
+            tokio::task::block_in_place(|| {
+                let conn = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+                conn.execute(
+                    "INSERT INTO merchants (id, name, key_hash, bucket, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![row.id, row.name, &hash[..], row.bucket, row.created_ms],
+                )
+            })?;
+            self.merchants
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_key_hash
+                .insert(hash, Arc::new(merchant.clone()));
+            Ok((merchant, key))
+        })
+    }
+
+    fn merchant_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<Arc<Merchant>> {
+        self.merchants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key_hash
+            .get(key_hash)
+            .cloned()
+    }
+
+    fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
+        Box::pin(async move {
+            let sender = self
+                .shard(&request.merchant)
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .ok_or_else(|| StoreError::Unavailable("shutting down".into()))?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(writer::Job { request, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
+            answer
+                .await
+                .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?
+        })
+    }
+
+    fn payment(
+        &self,
+        merchant: Arc<Merchant>,
+        id: String,
+    ) -> BoxFuture<'_, Result<Option<Payment>, StoreError>> {
+        let shard = Arc::clone(self.shard(&merchant));
+        Box::pin(async move {
+            shard
+                .read(move |c| load_payment(c, &merchant.id, &id))
+                .await
+        })
+    }
+
+    fn list_payments(
+        &self,
+        merchant: Arc<Merchant>,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<(Vec<Payment>, bool), StoreError>> {
+        let shard = Arc::clone(self.shard(&merchant));
+        Box::pin(async move {
+            shard
+                .read(move |c| {
+                    // Ids are time-ordered, so "older than the cursor" is "id < cursor".
+                    let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE merchant_id = ?1 AND id < ?2 \
+                         ORDER BY id DESC LIMIT ?3"
+                    ))?;
+                    let mut rows = stmt.query(params![merchant.id, cursor, (limit + 1) as i64])?;
+                    let mut page = Vec::with_capacity(limit + 1);
+                    while let Some(row) = rows.next()? {
+                        page.push(payment_from_row(row)??);
+                    }
+                    let has_more = page.len() > limit;
+                    page.truncate(limit);
+                    Ok((page, has_more))
+                })
+                .await
+        })
+    }
+
+    fn balance(
+        &self,
+        merchant: Arc<Merchant>,
+    ) -> BoxFuture<'_, Result<Vec<BalanceLine>, StoreError>> {
+        let shard = Arc::clone(self.shard(&merchant));
+        Box::pin(async move {
+            shard
+                .read(move |c| {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT currency, account, amount FROM balances WHERE merchant_id = ?1 ORDER BY currency",
+                    )?;
+                    let mut rows = stmt.query(params![merchant.id])?;
+                    let mut lines: Vec<BalanceLine> = Vec::new();
+                    while let Some(r) = rows.next()? {
+                        let currency: String = r.get(0)?;
+                        let account: String = r.get(1)?;
+                        let amount: i64 = r.get(2)?;
+                        if lines.last().map(|l| l.currency != currency).unwrap_or(true) {
+                            lines.push(BalanceLine {
+                                currency,
+                                ..Default::default()
+                            });
+                        }
+                        let line = lines.last_mut().expect("pushed above");
+                        match account.as_str() {
+                            "merchant_pending" => line.pending = amount,
+                            "merchant_available" => line.available = amount,
+                            _ => {}
+                        }
+                    }
+                    Ok(lines)
+                })
+                .await
+        })
+    }
+
+    fn audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>> {
+        Box::pin(async move {
+            let merchants = self
+                .merchants
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_key_hash
+                .len() as u64;
+            let mut parts = Vec::with_capacity(self.shards.len());
+            for shard in &self.shards {
+                parts.push(shard.read(audit::audit_shard).await?);
+            }
+            Ok(audit::combine(parts, merchants))
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.shards.iter().all(|s| {
+            s.writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|tx| !tx.is_closed())
+        })
+    }
+
+    fn shutdown(&self) {
+        for shard in &self.shards {
+            // Dropping the sender lets the writer drain its queue and stop.
+            shard
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+        for shard in &self.shards {
+            if let Some(handle) = shard
+                .writer_thread
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+            {
+                let _ = handle.join();
+            }
+        }
+    }
+}

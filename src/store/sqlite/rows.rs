@@ -1,0 +1,140 @@
+//! Payments to and from rows. Every payment read back is checked against the ledger's
+//! invariants: a row that breaks them is an error, never a silent answer.
+
+use crate::ledger::{Currency, Payment, PaymentStatus, Posting};
+use crate::store::StoreError;
+use rusqlite::{Connection, Row, params};
+
+pub const PAYMENT_COLUMNS: &str = "id, merchant_id, amount, currency, status, amount_captured, \
+     amount_refunded, card_brand, card_last4, card_fingerprint, failure_code, created_ms";
+
+pub fn payment_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Payment, StoreError>> {
+    let currency: String = row.get(3)?;
+    let status: String = row.get(4)?;
+    let (Ok(currency), Some(status)) = (Currency::parse(&currency), PaymentStatus::parse(&status))
+    else {
+        return Ok(Err(StoreError::Internal(format!(
+            "payment row has currency {currency:?} and status {status:?}"
+        ))));
+    };
+    let payment = Payment {
+        id: row.get(0)?,
+        merchant_id: row.get(1)?,
+        amount: row.get::<_, i64>(2)? as u64,
+        currency,
+        status,
+        amount_captured: row.get::<_, i64>(5)? as u64,
+        amount_refunded: row.get::<_, i64>(6)? as u64,
+        card_brand: row.get(7)?,
+        card_last4: row.get(8)?,
+        card_fingerprint: row.get(9)?,
+        failure_code: row.get(10)?,
+        created_ms: row.get(11)?,
+    };
+    Ok(payment.check().map(|()| payment).map_err(StoreError::from))
+}
+
+pub fn load_payment(
+    conn: &Connection,
+    merchant_id: &str,
+    id: &str,
+) -> Result<Option<Payment>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE merchant_id = ?1 AND id = ?2"
+    ))?;
+    let mut rows = stmt.query(params![merchant_id, id])?;
+    match rows.next()? {
+        Some(row) => payment_from_row(row)?.map(Some),
+        None => Ok(None),
+    }
+}
+
+pub fn insert_payment(
+    conn: &Connection,
+    p: &Payment,
+    idempotency_key: Option<&str>,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO payments (id, merchant_id, idempotency_key, amount, currency, status, \
+         amount_captured, amount_refunded, card_brand, card_last4, card_fingerprint, failure_code, \
+         created_ms, updated_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?13)",
+    )?
+    .execute(params![
+        p.id,
+        p.merchant_id,
+        idempotency_key,
+        p.amount as i64,
+        p.currency.code(),
+        p.status.as_str(),
+        p.amount_captured as i64,
+        p.amount_refunded as i64,
+        p.card_brand,
+        p.card_last4,
+        p.card_fingerprint,
+        p.failure_code,
+        p.created_ms,
+    ])?;
+    Ok(())
+}
+
+pub fn update_payment(conn: &Connection, p: &Payment, now_ms: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE payments SET status = ?3, amount_captured = ?4, amount_refunded = ?5, updated_ms = ?6 \
+         WHERE merchant_id = ?1 AND id = ?2",
+    )?
+    .execute(params![
+        p.merchant_id,
+        p.id,
+        p.status.as_str(),
+        p.amount_captured as i64,
+        p.amount_refunded as i64,
+        now_ms
+    ])?;
+    Ok(())
+}
+
+/// Append the postings and fold their merchant-side net into the balances table, in the
+/// caller's transaction.
+pub fn insert_postings(
+    conn: &Connection,
+    merchant_id: &str,
+    payment_id: &str,
+    postings: &[Posting],
+    now_ms: i64,
+) -> rusqlite::Result<()> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO postings (merchant_id, payment_id, currency, account, amount, created_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut net: Vec<(&Posting, i64)> = Vec::with_capacity(postings.len());
+    for p in postings {
+        insert.execute(params![
+            merchant_id,
+            payment_id,
+            p.currency.code(),
+            p.account.as_str(),
+            p.amount,
+            now_ms
+        ])?;
+        match net
+            .iter_mut()
+            .find(|(q, _)| q.account == p.account && q.currency == p.currency)
+        {
+            Some((_, sum)) => *sum += p.amount,
+            None => net.push((p, p.amount)),
+        }
+    }
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO balances (merchant_id, currency, account, amount) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT (merchant_id, currency, account) DO UPDATE SET amount = amount + excluded.amount",
+    )?;
+    for (p, sum) in net.into_iter().filter(|(_, sum)| *sum != 0) {
+        upsert.execute(params![
+            merchant_id,
+            p.currency.code(),
+            p.account.as_str(),
+            sum
+        ])?;
+    }
+    Ok(())
+}

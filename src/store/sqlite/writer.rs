@@ -1,0 +1,243 @@
+//! The group-commit writer: one thread per shard owns the shard's write connection. It
+//! takes whatever requests are queued (up to `batch_max`), applies each inside its own
+//! savepoint, commits them all with one fsync, and only then answers each. A request
+//! that fails rolls back its savepoint alone; a commit that fails answers every request
+//! in the batch with an error, so nothing unacknowledged is ever reported as done.
+
+use super::rows::{insert_payment, insert_postings, load_payment, update_payment};
+use crate::ids::now_ms;
+use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+pub type Reply = oneshot::Sender<Result<StoredResponse, StoreError>>;
+
+pub struct Job {
+    pub request: WriteRequest,
+    pub reply: Reply,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct WriterLimits {
+    /// Most requests committed in one transaction.
+    pub batch_max: usize,
+    /// Most requests waiting for the writer; past it, callers wait (bounded by the API's timeout).
+    pub queue_max: usize,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits {
+            batch_max: 512,
+            queue_max: 8192,
+        }
+    }
+}
+
+/// Test-only fault injection: acknowledge every Nth payment creation without keeping it.
+/// Exists so the load test's money audit can be shown to catch a lost write.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    pub drop_ack_every: Option<u64>,
+}
+
+pub fn spawn(
+    shard: usize,
+    conn: Connection,
+    limits: WriterLimits,
+    faults: Faults,
+) -> (mpsc::Sender<Job>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(limits.queue_max);
+    let handle = std::thread::Builder::new()
+        .name(format!("shard-{shard}-writer"))
+        .spawn(move || run(shard, conn, rx, limits, faults))
+        .expect("spawning a thread");
+    (tx, handle)
+}
+
+fn run(
+    shard: usize,
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    limits: WriterLimits,
+    faults: Faults,
+) {
+    let shard_label = shard.to_string();
+    let batch_size =
+        metrics::histogram!("paytool_group_commit_batch_size", "shard" => shard_label.clone());
+    let commit_seconds =
+        metrics::histogram!("paytool_group_commit_seconds", "shard" => shard_label.clone());
+    let queue_depth = metrics::gauge!("paytool_write_queue_depth", "shard" => shard_label);
+    let mut creates_seen = 0u64;
+    let mut batch: Vec<Job> = Vec::with_capacity(limits.batch_max);
+    let mut results: Vec<Result<StoredResponse, StoreError>> = Vec::with_capacity(limits.batch_max);
+    // blocking_recv returns None once every sender is gone: the store is shutting down
+    // and the queue is drained.
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < limits.batch_max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        queue_depth.set(rx.len() as f64);
+        batch_size.record(batch.len() as f64);
+        let started = Instant::now();
+        let committed = commit_batch(&mut conn, &batch, &mut results, faults, &mut creates_seen);
+        commit_seconds.record(started.elapsed().as_secs_f64());
+        for (job, result) in batch.drain(..).zip(results.drain(..)) {
+            let answer = match &committed {
+                Ok(()) => result,
+                Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+            };
+            // The caller may have gone (client hung up); the write stands regardless.
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    results: &mut Vec<Result<StoredResponse, StoreError>>,
+    faults: Faults,
+    creates_seen: &mut u64,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = now_ms();
+    for job in batch {
+        tx.execute_batch("SAVEPOINT op")?;
+        let result = apply(&tx, &job.request, now);
+        if let (Some(every), Mutation::Create { .. }) =
+            (faults.drop_ack_every, &job.request.mutation)
+        {
+            *creates_seen += 1;
+            if *creates_seen % every == 0 && result.is_ok() {
+                // Fault injection: roll the write back but answer as if it were kept.
+                tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                results.push(result);
+                continue;
+            }
+        }
+        if result.is_ok() {
+            tx.execute_batch("RELEASE op")?;
+        } else {
+            tx.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            if let Err(StoreError::Internal(e)) = &result {
+                tracing::error!(error = %e, "write failed");
+            }
+        }
+        results.push(result);
+    }
+    tx.commit()
+}
+
+fn apply(
+    conn: &Connection,
+    request: &WriteRequest,
+    now: i64,
+) -> Result<StoredResponse, StoreError> {
+    let merchant_id = request.merchant.id.as_str();
+    if let Some(idem) = &request.idempotency {
+        let stored: Option<(Vec<u8>, i64, Vec<u8>)> = conn
+            .prepare_cached(
+                "SELECT request_fingerprint, status, body FROM idempotency WHERE merchant_id = ?1 AND key = ?2",
+            )?
+            .query_row(params![merchant_id, idem.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?;
+        if let Some((fingerprint, status, body)) = stored {
+            if fingerprint != idem.request_fingerprint {
+                return Err(StoreError::IdempotencyMismatch);
+            }
+            return Ok(StoredResponse {
+                status: status as u16,
+                body,
+                replayed: true,
+            });
+        }
+    }
+    let outcome = match &request.mutation {
+        Mutation::Create { payment, postings } => {
+            if payment.merchant_id != merchant_id {
+                return Err(StoreError::Internal(format!(
+                    "payment {} belongs to {}, not {merchant_id}",
+                    payment.id, payment.merchant_id
+                )));
+            }
+            payment.check()?;
+            crate::ledger::check_balanced(postings)?;
+            insert_payment(
+                conn,
+                payment,
+                request.idempotency.as_ref().map(|i| i.key.as_str()),
+            )?;
+            insert_postings(conn, merchant_id, &payment.id, postings, now)?;
+            Outcome::Payment(payment.clone())
+        }
+        Mutation::Capture { payment_id, amount } => {
+            let mut payment =
+                load_payment(conn, merchant_id, payment_id)?.ok_or(StoreError::NotFound)?;
+            let postings = payment.capture(*amount)?;
+            update_payment(conn, &payment, now)?;
+            insert_postings(conn, merchant_id, payment_id, &postings, now)?;
+            Outcome::Payment(payment)
+        }
+        Mutation::Cancel { payment_id } => {
+            let mut payment =
+                load_payment(conn, merchant_id, payment_id)?.ok_or(StoreError::NotFound)?;
+            let postings = payment.cancel()?;
+            update_payment(conn, &payment, now)?;
+            insert_postings(conn, merchant_id, payment_id, &postings, now)?;
+            Outcome::Payment(payment)
+        }
+        Mutation::Refund {
+            payment_id,
+            refund_id,
+            amount,
+        } => {
+            let mut payment =
+                load_payment(conn, merchant_id, payment_id)?.ok_or(StoreError::NotFound)?;
+            let (refunded, postings) = payment.refund(*amount)?;
+            update_payment(conn, &payment, now)?;
+            insert_postings(conn, merchant_id, payment_id, &postings, now)?;
+            conn.prepare_cached(
+                "INSERT INTO refunds (merchant_id, id, payment_id, amount, currency, created_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                merchant_id,
+                refund_id,
+                payment_id,
+                refunded as i64,
+                payment.currency.code(),
+                now
+            ])?;
+            let refund = Refund {
+                id: refund_id.clone(),
+                payment_id: payment_id.clone(),
+                amount: refunded,
+                currency: payment.currency,
+                created_ms: now,
+            };
+            Outcome::Refund { refund, payment }
+        }
+    };
+    let response = (request.render)(&outcome);
+    if let Some(idem) = &request.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency (merchant_id, key, request_fingerprint, status, body, created_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            merchant_id,
+            idem.key,
+            &idem.request_fingerprint[..],
+            response.status as i64,
+            response.body,
+            now
+        ])?;
+    }
+    Ok(response)
+}
