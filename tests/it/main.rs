@@ -1,0 +1,8 @@
+//! Integration tests: one binary (one link), modules per area. Every test starts the
+//! real `paytool` binary on a free loopback port with its own data dir and talks to it
+//! as a user would: HTTP, the CLI, the SQLite files.
+
+mod support;
+
+mod cli;
+mod crash;
