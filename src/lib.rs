@@ -2,8 +2,12 @@
 //! around them. The library does the work and never prints; `src/cmd/` presents.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod ids;
 pub mod ledger;
+pub mod loadtest;
+pub mod profile;
+pub mod scenarios;
 pub mod secrets;
 pub mod store;

@@ -12,16 +12,22 @@ Ops and load-testing toolkit for payment APIs.
 
 paytool ships a reference payment API (`paytool serve`): merchants with API keys,
 payments with idempotency keys, authorize / capture / refund / cancel, and a
-double-entry ledger whose invariants are checked on every write and by an audit.";
+double-entry ledger whose invariants are checked on every write and by an audit.
+`paytool loadtest` drives Goose scenarios described by TOML profiles against it (or
+any URL), gates on thresholds, and audits the money afterwards.";
 
 const AFTER_HELP: &str = "\
 Examples:
+  paytool loadtest                                   # smoke test against the embedded API
+  paytool loadtest -p profiles/ci-gate.toml          # the CI capacity gate
+  paytool report diff reports/OLD reports/NEW        # a baseline gate
   paytool serve --listen 127.0.0.1:8080 --data-dir ./data
   paytool completions bash > ~/.local/share/bash-completion/completions/paytool
 
-Not built yet: loadtest, shard, cache, scale (see the README).
+Not built yet: shard, cache, scale (see the README).
 
-Exit codes: 0 success, 1 failure at run time, 2 usage or configuration error.";
+Exit codes: 0 success; 1 failure (a threshold, the audit, a regression, a run-time
+error); 2 usage or configuration error; 3 (loadtest) target unreachable or run not started.";
 
 #[derive(Parser, Debug)]
 #[command(name = "paytool", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -35,6 +41,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a load test from a profile: live progress, reports, thresholds, money audit
+    Loadtest(cmd::loadtest::Args),
+    /// Show a run's summary again, or diff two runs (a baseline gate)
+    Report(cmd::report::Args),
     /// Run the reference payment API on the embedded SQLite store
     Serve(cmd::serve::Args),
     /// Print shell completions
@@ -49,15 +59,21 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Completions(args) => cmd::completions::run::<Cli>(args),
-        Command::Serve(args) => runtime().and_then(|rt| rt.block_on(cmd::serve::run(args))),
+        Command::Completions(args) => cmd::completions::run::<Cli>(args).map(|()| 0),
+        Command::Serve(args) => runtime()
+            .and_then(|rt| rt.block_on(cmd::serve::run(args)))
+            .map(|()| 0),
+        Command::Loadtest(args) => runtime().and_then(|rt| rt.block_on(cmd::loadtest::run(args))),
+        Command::Report(args) => cmd::report::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("paytool: error: {e:#}");
             if e.downcast_ref::<cmd::UsageError>().is_some() {
                 ExitCode::from(2)
+            } else if let Some(f) = e.downcast_ref::<cmd::Failure>() {
+                ExitCode::from(f.code)
             } else {
                 ExitCode::from(1)
             }

@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>, body_limit_bytes: usize) -> Router {
         .route("/v1/balance", get(payments::get_balance))
         .route("/v1/merchants", post(admin::create_merchant))
         .route("/v1/admin/audit", get(admin::audit))
+        .route("/v1/admin/payments/lookup", post(admin::lookup))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -125,6 +126,8 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(opts: ServeOptions) -> anyhow::Result<Server> {
+        // The recorder first: the shard writers take their metric handles when they start.
+        telemetry::handle();
         let store = SqliteStore::open(&opts.data_dir, opts.shards, opts.limits, opts.faults)
             .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
         let token_path = opts.data_dir.join("admin_token");
@@ -142,7 +145,6 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .with_context(|| format!("listening on {}", opts.listen))?;
-        telemetry::handle();
         let store = Arc::new(store);
         let state = Arc::new(AppState {
             store: store.clone(),

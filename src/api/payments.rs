@@ -340,17 +340,7 @@ fn fingerprint(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
 }
 
 fn current_year_month() -> (u16, u8) {
-    // Days since the epoch to a civil date (Howard Hinnant's algorithm), to avoid a
-    // date-time dependency for one comparison.
-    let days = now_ms().div_euclid(86_400_000);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    let (year, month, ..) = crate::clock::utc_now();
     (year as u16, month as u8)
 }
 
@@ -425,14 +415,5 @@ fn stored<T: serde::Serialize>(status: StatusCode, value: &T) -> StoredResponse 
         status: status.as_u16(),
         body: serde_json::to_vec(value).expect("response bodies serialize"),
         replayed: false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn year_month_is_plausible() {
-        let (y, m) = super::current_year_month();
-        assert!((2025..2100).contains(&y) && (1..=12).contains(&m));
     }
 }

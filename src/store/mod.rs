@@ -146,6 +146,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>>;
     /// Authenticate by the SHA-256 of an API key; served from memory.
     fn merchant_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<Arc<Merchant>>;
+    fn merchant_by_id(&self, id: &str) -> Option<Arc<Merchant>>;
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>>;
     fn payment(
         &self,

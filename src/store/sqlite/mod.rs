@@ -50,6 +50,7 @@ impl Shard {
 
 struct Merchants {
     by_key_hash: HashMap<[u8; 32], Arc<Merchant>>,
+    by_id: HashMap<String, Arc<Merchant>>,
 }
 
 pub struct SqliteStore {
@@ -97,6 +98,7 @@ impl SqliteStore {
             }
         }
         let mut by_key_hash = HashMap::new();
+        let mut by_id = HashMap::new();
         {
             let mut stmt =
                 catalog.prepare("SELECT id, name, key_hash, bucket, created_ms FROM merchants")?;
@@ -114,7 +116,9 @@ impl SqliteStore {
                 let hash: [u8; 32] = hash.try_into().map_err(|_| {
                     StoreError::Internal("merchant key hash is not 32 bytes".into())
                 })?;
-                by_key_hash.insert(hash, Arc::new(merchant));
+                let merchant = Arc::new(merchant);
+                by_id.insert(merchant.id.clone(), merchant.clone());
+                by_key_hash.insert(hash, merchant);
             }
         }
         let mut shard_list = Vec::with_capacity(shards);
@@ -134,7 +138,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             catalog: Mutex::new(catalog),
-            merchants: RwLock::new(Merchants { by_key_hash }),
+            merchants: RwLock::new(Merchants { by_key_hash, by_id }),
             shards: shard_list,
             data_dir: data_dir.to_path_buf(),
         })
@@ -179,11 +183,10 @@ impl Store for SqliteStore {
                     params![row.id, row.name, &hash[..], row.bucket, row.created_ms],
                 )
             })?;
-            self.merchants
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .by_key_hash
-                .insert(hash, Arc::new(merchant.clone()));
+            let shared = Arc::new(merchant.clone());
+            let mut merchants = self.merchants.write().unwrap_or_else(|p| p.into_inner());
+            merchants.by_id.insert(shared.id.clone(), shared.clone());
+            merchants.by_key_hash.insert(hash, shared);
             Ok((merchant, key))
         })
     }
@@ -194,6 +197,15 @@ impl Store for SqliteStore {
             .unwrap_or_else(|p| p.into_inner())
             .by_key_hash
             .get(key_hash)
+            .cloned()
+    }
+
+    fn merchant_by_id(&self, id: &str) -> Option<Arc<Merchant>> {
+        self.merchants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_id
+            .get(id)
             .cloned()
     }
 

@@ -1,0 +1,181 @@
+use super::{Failure, UsageError, present};
+use indicatif::{ProgressBar, ProgressStyle};
+use paytool::loadtest::{self, LoadtestError};
+use paytool::profile::load::{self as profile, Overrides};
+use paytool::store::sqlite::Faults;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const EXAMPLES: &str = "\
+Examples:
+  paytool loadtest                                    # profiles/smoke.toml, ~15 s
+  paytool loadtest --profile profiles/ci-gate.toml --output json > summary.json
+  paytool loadtest -p profiles/peak.toml --users 128 --run-time 2m
+  paytool loadtest -p profiles/smoke.toml --threshold p99_ms_max=50 \\
+                   --threshold \"POST /v1/payments:error_rate_max=0\"
+  PAYTOOL_ADMIN_TOKEN=... paytool loadtest -p profiles/smoke.toml --target http://127.0.0.1:8080
+
+Without a target, the reference API is started in this process on a free loopback port
+with a fresh data dir under the run's report dir (kept only if the run fails).
+Each run writes reports/<time>-<profile>/: Goose's HTML, JSON and Markdown reports,
+profile.toml, summary.json, summary.md, junit.xml, acks.jsonl, audit.json, merchants.json.
+
+Threshold keys: error_rate_max (0.0-1.0), p95_ms_max, p99_ms_max, rps_min; over all
+requests, or for one request name as the summary table shows it.
+
+Exit codes: 0 passed; 1 a threshold or the money audit failed (or the run broke);
+2 usage or profile error; 3 the target could not be reached or the run could not start.";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    /// Load profile (TOML)
+    #[arg(
+        short,
+        long,
+        env = "PAYTOOL_PROFILE",
+        default_value = "profiles/smoke.toml"
+    )]
+    pub profile: PathBuf,
+    /// Override load.users
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Override load.ramp, e.g. 5s
+    #[arg(long)]
+    pub ramp: Option<String>,
+    /// Override load.run_time, e.g. 30s
+    #[arg(long)]
+    pub run_time: Option<String>,
+    /// Override target.url: load test a running API instead of spawning one
+    #[arg(long, env = "PAYTOOL_TARGET")]
+    pub target: Option<String>,
+    /// Override merchants.count
+    #[arg(long)]
+    pub merchants: Option<usize>,
+    /// Add or override a threshold: KEY=VALUE or "REQUEST NAME:KEY=VALUE" (repeatable)
+    #[arg(long = "threshold", value_name = "RULE")]
+    pub thresholds: Vec<String>,
+    /// Override report.dir
+    #[arg(long, env = "PAYTOOL_REPORT_DIR")]
+    pub report_dir: Option<PathBuf>,
+    /// Skip the money audit
+    #[arg(long)]
+    pub no_audit: bool,
+    /// text: live progress, tables and a verdict; json: the summary as JSON on stdout
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: super::Output,
+    /// Testing the audit only: the spawned API drops every Nth acknowledged payment.
+    #[arg(long, hide = true)]
+    pub server_fault_drop_ack_every: Option<u64>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    let overrides = Overrides {
+        users: args.users,
+        ramp: args.ramp.clone(),
+        run_time: args.run_time.clone(),
+        target: args.target.clone(),
+        merchants: args.merchants,
+        report_dir: args.report_dir.clone(),
+        no_audit: args.no_audit,
+        thresholds: args.thresholds.clone(),
+    };
+    let plan = profile::load(&args.profile, &overrides).map_err(|e| UsageError(e.to_string()))?;
+    if args.server_fault_drop_ack_every == Some(0) {
+        return Err(UsageError("--server-fault-drop-ack-every must be at least 1".into()).into());
+    }
+    let text = args.output == super::Output::Text;
+    let faults = Faults {
+        drop_ack_every: args.server_fault_drop_ack_every,
+    };
+    let prepared = loadtest::prepare(plan, faults).await.map_err(classify)?;
+    if text {
+        eprintln!(
+            "paytool loadtest: {} against {}; reports in {}",
+            args.profile.display(),
+            prepared.base_url(),
+            prepared.run_dir().display()
+        );
+    }
+    let progress = text.then(|| spawn_progress(&prepared));
+    let result = prepared.execute().await;
+    if let Some((task, bar)) = progress {
+        task.abort();
+        bar.finish_and_clear();
+    }
+    let summary = result.map_err(classify)?;
+    if text {
+        present::print_summary(&summary);
+        println!("{}", present::verdict(&summary));
+        println!("report: {}", summary_dir(&args, &summary.run_id).display());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    }
+    Ok(if summary.passed { 0 } else { 1 })
+}
+
+fn summary_dir(args: &Args, run_id: &str) -> PathBuf {
+    let base = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reports"));
+    base.join(run_id)
+}
+
+fn classify(e: LoadtestError) -> anyhow::Error {
+    match e {
+        LoadtestError::Config(m) => UsageError(m).into(),
+        LoadtestError::Unreachable(_) | LoadtestError::Start(_) => Failure {
+            code: 3,
+            message: e.to_string(),
+        }
+        .into(),
+        other => other.into(),
+    }
+}
+
+/// A bar on a terminal; a line every 5 s otherwise (CI logs).
+fn spawn_progress(prepared: &loadtest::Prepared) -> (tokio::task::JoinHandle<()>, ProgressBar) {
+    let total = prepared.duration();
+    let live = prepared.live();
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        ProgressBar::new(total.as_secs().max(1))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len}s  {msg}")
+            .expect("a valid template"),
+    );
+    let handle_bar = bar.clone();
+    let task = tokio::spawn(async move {
+        let started = Instant::now();
+        let (mut last_requests, mut last_at) = (0u64, Instant::now());
+        let mut last_line = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let s = live.snapshot();
+            let now = Instant::now();
+            let rps = (s.requests - last_requests) as f64
+                / now.duration_since(last_at).as_secs_f64().max(0.001);
+            (last_requests, last_at) = (s.requests, now);
+            let msg = format!(
+                "{rps:>7.0} req/s  {} requests  {} errors  p99 {:.1} ms",
+                s.requests,
+                s.errors,
+                s.p99.as_secs_f64() * 1000.0
+            );
+            let elapsed = started.elapsed().as_secs().min(total.as_secs());
+            if tty {
+                handle_bar.set_position(elapsed);
+                handle_bar.set_message(msg);
+            } else if last_line.elapsed() >= Duration::from_secs(5) {
+                eprintln!("  [{elapsed:>4}/{}s] {msg}", total.as_secs());
+                last_line = Instant::now();
+            }
+        }
+    });
+    (task, bar)
+}

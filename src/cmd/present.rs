@@ -1,0 +1,103 @@
+//! Tables and verdict lines shared by `loadtest` and `report`.
+
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use paytool::loadtest::report::RunSummary;
+use paytool::loadtest::summary::RequestRow;
+
+pub fn requests_table(s: &RunSummary) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "request", "count", "rps", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
+    ]);
+    for r in s.requests.iter().chain(std::iter::once(&s.total)) {
+        t.add_row(row(r));
+    }
+    for i in 1..8 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
+fn row(r: &RequestRow) -> Vec<Cell> {
+    vec![
+        Cell::new(&r.name),
+        Cell::new(r.count),
+        Cell::new(format!("{:.1}", r.rps)),
+        Cell::new(r.p50_ms),
+        Cell::new(r.p95_ms),
+        Cell::new(r.p99_ms),
+        Cell::new(r.max_ms),
+        Cell::new(format!("{} ({:.2}%)", r.errors, r.error_rate * 100.0)),
+    ]
+}
+
+pub fn print_summary(s: &RunSummary) {
+    println!("{}", requests_table(s));
+    if !s.thresholds.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["threshold", "limit", "actual", "result"]);
+        for th in &s.thresholds {
+            t.add_row([
+                format!("{} {}", th.scope, th.rule),
+                th.limit.to_string(),
+                th.actual
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "no samples".into()),
+                if th.passed {
+                    "pass".into()
+                } else {
+                    "FAIL".into()
+                },
+            ]);
+        }
+        println!("{t}");
+    }
+    if let Some(a) = &s.audit {
+        println!(
+            "money audit over {} acknowledged payments: {}",
+            a.acknowledged_payments,
+            if a.ok { "clean" } else { "FAILED" }
+        );
+        for c in a.checks.iter().filter(|c| !c.ok) {
+            println!("  FAIL {} ({} violation(s))", c.name, c.violation_count);
+            for v in c.violations.iter().take(10) {
+                println!("    - {v}");
+            }
+        }
+    }
+    if let Some(f) = &s.server {
+        println!(
+            "server: {} group commits, mean batch {} writes, write queue depth up to {}",
+            f.commit_batches, f.commit_batch_size_mean, f.write_queue_depth_max
+        );
+    }
+}
+
+pub fn verdict(s: &RunSummary) -> String {
+    let failed: Vec<String> = s
+        .failed_thresholds()
+        .map(|t| format!("{} {}", t.scope, t.rule))
+        .chain(
+            s.audit
+                .iter()
+                .filter(|a| !a.ok)
+                .map(|_| "money audit".to_string()),
+        )
+        .collect();
+    if s.passed {
+        let audit = match &s.audit {
+            Some(a) => format!(
+                ", money audit clean over {} payments",
+                a.acknowledged_payments
+            ),
+            None => ", audit off".into(),
+        };
+        format!("PASSED: {} threshold(s) met{audit}", s.thresholds.len())
+    } else {
+        format!("FAILED: {}", failed.join(", "))
+    }
+}

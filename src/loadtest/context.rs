@@ -1,0 +1,129 @@
+//! What the scenarios share during a run: merchants and their keys, the merchant
+//! sampler, the acknowledgement log and the live figures. Goose transactions are plain
+//! functions, so the run's context is installed in a process-wide slot before the attack.
+
+use super::acks::AckLog;
+use super::live::LiveStats;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MerchantCreds {
+    pub id: String,
+    pub key: String,
+}
+
+/// Picks a merchant: uniformly, or Zipf (merchant k in proportion to 1/k^s), by a
+/// precomputed cumulative distribution.
+pub struct MerchantSampler {
+    cdf: Vec<f64>,
+}
+
+impl MerchantSampler {
+    pub fn new(count: usize, zipf_exponent: f64) -> Self {
+        assert!(count > 0, "at least one merchant");
+        let weights: Vec<f64> = (1..=count)
+            .map(|k| 1.0 / (k as f64).powf(zipf_exponent))
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let cdf = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        MerchantSampler { cdf }
+    }
+
+    /// `u` uniform in [0, 1).
+    pub fn pick(&self, u: f64) -> usize {
+        self.cdf
+            .partition_point(|c| *c <= u)
+            .min(self.cdf.len() - 1)
+    }
+}
+
+pub struct RunContext {
+    pub merchants: Vec<MerchantCreds>,
+    pub sampler: MerchantSampler,
+    pub acks: AckLog,
+    pub live: Arc<LiveStats>,
+    /// Retry-storm keys whose answers named different payments.
+    pub storm_violations: Mutex<Vec<String>>,
+    key_prefix: String,
+    next_key: AtomicU64,
+}
+
+impl RunContext {
+    pub fn new(merchants: Vec<MerchantCreds>, zipf_exponent: f64, run_id: &str) -> Self {
+        RunContext {
+            sampler: MerchantSampler::new(merchants.len(), zipf_exponent),
+            merchants,
+            acks: AckLog::new(),
+            live: Arc::default(),
+            storm_violations: Mutex::default(),
+            key_prefix: run_id.to_string(),
+            next_key: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh Idempotency-Key, unique across runs against the same target.
+    pub fn new_key(&self) -> String {
+        format!(
+            "{}-{}",
+            self.key_prefix,
+            self.next_key.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    pub fn pick_merchant(&self) -> usize {
+        self.sampler.pick(rand::random::<f64>())
+    }
+}
+
+static CURRENT: RwLock<Option<Arc<RunContext>>> = RwLock::new(None);
+
+pub fn install(ctx: Arc<RunContext>) {
+    *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some(ctx);
+}
+
+pub fn uninstall() {
+    CURRENT.write().unwrap_or_else(|p| p.into_inner()).take();
+}
+
+/// The running load test's context. Scenarios only run inside a run.
+pub fn current() -> Arc<RunContext> {
+    CURRENT
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .expect("scenarios run only while a load test's context is installed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zipf_makes_hot_merchants() {
+        let s = MerchantSampler::new(100, 1.2);
+        let mut hits = vec![0u32; 100];
+        for i in 0..100_000 {
+            hits[s.pick(i as f64 / 100_000.0)] += 1;
+        }
+        assert!(
+            hits[0] > 20 * hits[50].max(1),
+            "{} vs {}",
+            hits[0],
+            hits[50]
+        );
+        let u = MerchantSampler::new(4, 0.0);
+        assert_eq!(
+            (u.pick(0.0), u.pick(0.3), u.pick(0.6), u.pick(0.99)),
+            (0, 1, 2, 3)
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! `paytool loadtest`: a profile becomes a Goose attack against the reference API (spawned
+//! in-process) or a URL, then a summary, thresholds, a money audit and reports.
+//! Data flows one way: profile -> plan -> execution -> report. Nothing here prints.
+
+pub mod acks;
+pub mod audit;
+pub mod context;
+pub mod live;
+pub mod report;
+pub mod summary;
+pub mod target;
+pub mod thresholds;
+
+use crate::profile::load::{LoadPlan, Shape};
+use crate::scenarios;
+use crate::store::sqlite::Faults;
+use context::RunContext;
+use goose::config::GooseConfiguration;
+use goose::prelude::*;
+use live::LiveStats;
+use report::RunSummary;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use target::{Admin, Target};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadtestError {
+    #[error("the target cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the run could not start: {0}")]
+    Start(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("the run failed: {0}")]
+    Run(String),
+    #[error("writing the report: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A run whose target is up and whose merchants exist, ready to execute.
+pub struct Prepared {
+    plan: LoadPlan,
+    run_id: String,
+    run_dir: PathBuf,
+    target: Target,
+    base_url: String,
+    admin: Admin,
+    ctx: Arc<RunContext>,
+}
+
+pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, LoadtestError> {
+    let run_id = format!("{}-{}", crate::clock::utc_compact(), plan.name);
+    let run_dir = unique_dir(&plan.report_dir, &run_id)?;
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or(run_id);
+    std::fs::write(
+        run_dir.join("profile.toml"),
+        toml::to_string_pretty(&plan.profile).map_err(|e| LoadtestError::Run(e.to_string()))?,
+    )?;
+    let (target, base_url, token) = match &plan.target_url {
+        Some(url) => {
+            let token = std::env::var(&plan.admin_token_env).map_err(|_| {
+                LoadtestError::Config(format!(
+                    "target {url} needs its admin token in the env var {} (profile key target.admin_token_env)",
+                    plan.admin_token_env
+                ))
+            })?;
+            (Target::Remote, url.clone(), token)
+        }
+        None => Target::spawn(run_dir.join("server-data"), plan.shards, faults).await?,
+    };
+    let admin = Admin::new(base_url.clone(), token);
+    admin.check_reachable().await?;
+    let merchants = admin.create_merchants(plan.merchants, &run_id).await?;
+    // Merchant keys are secrets: only in the run dir, readable by the owner.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(run_dir.join("merchants.json"))?;
+    f.write_all(
+        &serde_json::to_vec_pretty(&merchants).map_err(|e| LoadtestError::Run(e.to_string()))?,
+    )?;
+    let ctx = Arc::new(RunContext::new(merchants, plan.zipf_exponent, &run_id));
+    Ok(Prepared {
+        plan,
+        run_id,
+        run_dir,
+        target,
+        base_url,
+        admin,
+        ctx,
+    })
+}
+
+fn unique_dir(parent: &Path, name: &str) -> Result<PathBuf, LoadtestError> {
+    std::fs::create_dir_all(parent)?;
+    for i in 0..100 {
+        let dir = if i == 0 {
+            parent.join(name)
+        } else {
+            parent.join(format!("{name}-{i}"))
+        };
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(LoadtestError::Start(format!(
+        "too many runs named {name} in {}",
+        parent.display()
+    )))
+}
+
+impl Prepared {
+    pub fn live(&self) -> Arc<LiveStats> {
+        self.ctx.live.clone()
+    }
+
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// Users-and-ramp or test-plan length: what the progress bar counts to.
+    pub fn duration(&self) -> Duration {
+        self.plan.shape.duration()
+    }
+
+    pub async fn execute(mut self) -> Result<RunSummary, LoadtestError> {
+        context::install(self.ctx.clone());
+        let figures = Arc::new(Mutex::new(summary::ServerFigures::default()));
+        let scraped_any = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = {
+            let (admin, figures, scraped_any) =
+                (self.admin.clone(), figures.clone(), scraped_any.clone());
+            tokio::spawn(async move {
+                loop {
+                    if let Some(text) = admin.metrics().await {
+                        summary::absorb_scrape(
+                            &mut figures.lock().unwrap_or_else(|p| p.into_inner()),
+                            &text,
+                        );
+                        scraped_any.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        };
+        let attack = build_attack(&self.plan, &self.base_url, &self.run_dir);
+        let result = match attack {
+            Ok(a) => a
+                .execute()
+                .await
+                .map_err(|e| LoadtestError::Start(format!("Goose: {e}"))),
+            Err(e) => Err(e),
+        };
+        scraper.abort();
+        context::uninstall();
+        let metrics = result?;
+        if let Some(text) = self.admin.metrics().await {
+            summary::absorb_scrape(
+                &mut figures.lock().unwrap_or_else(|p| p.into_inner()),
+                &text,
+            );
+            scraped_any.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (requests, total) = summary::rows(&metrics);
+        let thresholds = thresholds::evaluate(&self.plan.thresholds, &requests, &total);
+        self.write_acks()?;
+        let audit = if self.plan.audit {
+            Some(audit::run(&self.admin, &self.ctx).await?)
+        } else {
+            None
+        };
+        self.target.stop().await?;
+        let passed = thresholds.iter().all(|t| t.passed) && audit.as_ref().is_none_or(|a| a.ok);
+        if passed && let Target::Spawned { data_dir, .. } = &self.target {
+            // The spawned API's files are kept only when something went wrong.
+            let _ = std::fs::remove_dir_all(data_dir);
+        }
+        let server = scraped_any
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| figures.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let summary = RunSummary {
+            run_id: self.run_id.clone(),
+            profile: self.plan.name.clone(),
+            target: match self.plan.target_url {
+                Some(_) => self.base_url.clone(),
+                None => format!("the reference API (spawned at {})", self.base_url),
+            },
+            duration_s: metrics.duration as f64,
+            users_max: metrics.maximum_users,
+            requests,
+            total,
+            server,
+            thresholds,
+            audit,
+            passed,
+        };
+        report::write_all(&self.run_dir, &summary)?;
+        Ok(summary)
+    }
+
+    fn write_acks(&self) -> Result<(), LoadtestError> {
+        let mut out =
+            std::io::BufWriter::new(std::fs::File::create(self.run_dir.join("acks.jsonl"))?);
+        for a in self.ctx.acks.all() {
+            serde_json::to_writer(&mut out, &a).map_err(|e| LoadtestError::Run(e.to_string()))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAttack, LoadtestError> {
+    let goose_err = |e: GooseError| LoadtestError::Start(format!("Goose: {e}"));
+    let mut config = GooseConfiguration::default();
+    config.host = Some(base.to_string());
+    // No controllers: a second run in the same process could not bind their ports.
+    config.no_telnet = true;
+    config.quiet = 1;
+    config.no_print_metrics = true;
+    config.no_error_summary = true;
+    config.timeout = Some(format!("{:.3}", plan.timeout.as_secs_f64()));
+    config.report_file = plan
+        .formats
+        .iter()
+        .map(|f| {
+            run_dir
+                .join(format!("goose.{f}"))
+                .to_string_lossy()
+                .to_string()
+        })
+        .collect();
+    if let Shape::Users {
+        users,
+        ramp,
+        run_time,
+    } = &plan.shape
+    {
+        config.users = Some(*users);
+        let rate = if ramp.is_zero() {
+            *users as f64
+        } else {
+            *users as f64 / ramp.as_secs_f64()
+        };
+        config.increase_rate = Some(format!("{rate:.3}"));
+        config.run_time = Some(format!("{}", run_time.as_secs().max(1)));
+    }
+    let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_err)?;
+    if let Shape::TestPlan {
+        plan: test_plan, ..
+    } = &plan.shape
+    {
+        attack = *attack
+            .set_default(GooseDefault::TestPlan, test_plan.as_str())
+            .map_err(goose_err)?;
+    }
+    for (name, weight) in &plan.scenarios {
+        attack = attack.register_scenario(scenarios::scenario(name, *weight).map_err(goose_err)?);
+    }
+    Ok(attack)
+}

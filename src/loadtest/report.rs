@@ -1,0 +1,181 @@
+//! What a run leaves in reports/<run-id>/: summary.json (read back by `paytool report`),
+//! summary.md for a CI job summary, junit.xml, the acknowledgement log and the audit.
+
+use super::audit::AuditOutcome;
+use super::summary::{RequestRow, ServerFigures};
+use super::thresholds::ThresholdResult;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub profile: String,
+    pub target: String,
+    pub duration_s: f64,
+    pub users_max: usize,
+    pub requests: Vec<RequestRow>,
+    pub total: RequestRow,
+    pub server: Option<ServerFigures>,
+    pub thresholds: Vec<ThresholdResult>,
+    pub audit: Option<AuditOutcome>,
+    pub passed: bool,
+}
+
+impl RunSummary {
+    pub fn read(dir: &Path) -> Result<RunSummary, String> {
+        let path = dir.join("summary.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn failed_thresholds(&self) -> impl Iterator<Item = &ThresholdResult> {
+        self.thresholds.iter().filter(|t| !t.passed)
+    }
+}
+
+pub fn write_all(dir: &Path, s: &RunSummary) -> std::io::Result<()> {
+    std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(s)?)?;
+    std::fs::write(dir.join("summary.md"), markdown(s))?;
+    std::fs::write(dir.join("junit.xml"), junit(s))?;
+    if let Some(a) = &s.audit {
+        std::fs::write(dir.join("audit.json"), serde_json::to_vec_pretty(a)?)?;
+    }
+    Ok(())
+}
+
+pub fn markdown(s: &RunSummary) -> String {
+    let mut md = String::new();
+    let verdict = if s.passed { "PASSED" } else { "FAILED" };
+    let _ = writeln!(md, "## paytool loadtest `{}`: {verdict}\n", s.profile);
+    let _ = writeln!(
+        md,
+        "Run `{}` against {}, {:.0} s, up to {} users.\n",
+        s.run_id, s.target, s.duration_s, s.users_max
+    );
+    let _ = writeln!(
+        md,
+        "| request | count | rps | p50 ms | p95 ms | p99 ms | max ms | errors |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in s.requests.iter().chain(std::iter::once(&s.total)) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.1} | {} | {} | {} | {} | {} ({:.2}%) |",
+            r.name,
+            r.count,
+            r.rps,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.errors,
+            r.error_rate * 100.0
+        );
+    }
+    if !s.thresholds.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n| threshold | limit | actual | |\n|---|---:|---:|---|"
+        );
+        for t in &s.thresholds {
+            let actual = t
+                .actual
+                .map(|a| format!("{a}"))
+                .unwrap_or_else(|| "no samples".into());
+            let mark = if t.passed { "pass" } else { "**FAIL**" };
+            let _ = writeln!(
+                md,
+                "| {} {} | {} | {actual} | {mark} |",
+                t.scope, t.rule, t.limit
+            );
+        }
+    }
+    if let Some(a) = &s.audit {
+        let _ = writeln!(
+            md,
+            "\nMoney audit over {} acknowledged payments: {}\n",
+            a.acknowledged_payments,
+            if a.ok { "passed" } else { "**FAILED**" }
+        );
+        for c in &a.checks {
+            let _ = writeln!(
+                md,
+                "- {} {}",
+                if c.ok { "pass" } else { "**FAIL**" },
+                c.name
+            );
+            for v in c.violations.iter().take(10) {
+                let _ = writeln!(md, "  - {v}");
+            }
+        }
+    }
+    if let Some(f) = &s.server {
+        let _ = writeln!(
+            md,
+            "\nServer: {} group commits, mean batch {} writes, write queue depth up to {}.",
+            f.commit_batches, f.commit_batch_size_mean, f.write_queue_depth_max
+        );
+    }
+    md
+}
+
+fn xml(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
+}
+
+/// One test case per threshold and per audit check.
+pub fn junit(s: &RunSummary) -> String {
+    let mut cases = String::new();
+    let mut failures = 0;
+    for t in &s.thresholds {
+        let name = format!("threshold {} {} {}", t.scope, t.rule, t.limit);
+        let _ = write!(
+            cases,
+            "    <testcase classname=\"paytool.thresholds\" name=\"{}\">",
+            xml(&name)
+        );
+        if !t.passed {
+            failures += 1;
+            let actual = t
+                .actual
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "no samples".into());
+            let _ = write!(
+                cases,
+                "<failure message=\"{}\"/>",
+                xml(&format!("actual {actual}, limit {}", t.limit))
+            );
+        }
+        cases.push_str("</testcase>\n");
+    }
+    for c in s.audit.iter().flat_map(|a| &a.checks) {
+        let _ = write!(
+            cases,
+            "    <testcase classname=\"paytool.audit\" name=\"{}\">",
+            xml(&c.name)
+        );
+        if !c.ok {
+            failures += 1;
+            let _ = write!(
+                cases,
+                "<failure message=\"{} violation(s)\">{}</failure>",
+                c.violation_count,
+                xml(&c.violations.join("\n"))
+            );
+        }
+        cases.push_str("</testcase>\n");
+    }
+    let tests = s.thresholds.len() + s.audit.as_ref().map_or(0, |a| a.checks.len());
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites>\n  <testsuite name=\"paytool loadtest {}\" tests=\"{tests}\" failures=\"{failures}\" time=\"{:.1}\">\n{cases}  </testsuite>\n</testsuites>\n",
+        xml(&s.profile),
+        s.duration_s
+    )
+}

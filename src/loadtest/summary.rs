@@ -1,0 +1,117 @@
+//! The per-request summary of a run, from Goose's metrics.
+
+use goose::metrics::GooseMetrics;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RequestRow {
+    /// "POST /v1/payments", as thresholds name it.
+    pub name: String,
+    pub count: u64,
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: u64,
+    pub error_rate: f64,
+}
+
+/// Server-side figures scraped from the target's /metrics during the run.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ServerFigures {
+    pub commit_batches: u64,
+    pub commit_batch_size_mean: f64,
+    pub write_queue_depth_max: f64,
+}
+
+pub fn rows(metrics: &GooseMetrics) -> (Vec<RequestRow>, RequestRow) {
+    let seconds = (metrics.duration as f64).max(1.0);
+    let mut rows = Vec::new();
+    let mut all_buckets: BTreeMap<u64, u64> = BTreeMap::new();
+    let (mut count, mut errors, mut max_us) = (0u64, 0u64, 0u64);
+    for (name, r) in &metrics.requests {
+        let data = &r.raw_data;
+        let n = (r.success_count + r.fail_count) as u64;
+        for (bucket, c) in data.times_us.iter() {
+            *all_buckets.entry(*bucket).or_default() += *c as u64;
+        }
+        count += n;
+        errors += r.fail_count as u64;
+        max_us = max_us.max(data.maximum_time_us);
+        rows.push(RequestRow {
+            name: name.clone(),
+            count: n,
+            rps: n as f64 / seconds,
+            p50_ms: ms(data.percentile_us(0.50)),
+            p95_ms: ms(data.percentile_us(0.95)),
+            p99_ms: ms(data.percentile_us(0.99)),
+            max_ms: ms(data.maximum_time_us),
+            errors: r.fail_count as u64,
+            error_rate: rate(r.fail_count as u64, n),
+        });
+    }
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    let pct = |p: f64| {
+        let target = (p * count as f64).ceil() as u64;
+        let mut seen = 0;
+        for (bucket, c) in &all_buckets {
+            seen += c;
+            if seen >= target {
+                return ms(*bucket);
+            }
+        }
+        ms(max_us)
+    };
+    let total = RequestRow {
+        name: "All".into(),
+        count,
+        rps: count as f64 / seconds,
+        p50_ms: pct(0.50),
+        p95_ms: pct(0.95),
+        p99_ms: pct(0.99),
+        max_ms: ms(max_us),
+        errors,
+        error_rate: rate(errors, count),
+    };
+    (rows, total)
+}
+
+fn ms(us: u64) -> f64 {
+    (us as f64 / 1000.0 * 100.0).round() / 100.0
+}
+
+fn rate(errors: u64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        errors as f64 / count as f64
+    }
+}
+
+/// Fold one scrape of Prometheus text into the figures.
+pub fn absorb_scrape(figures: &mut ServerFigures, text: &str) {
+    let (mut sum, mut count) = (0.0, 0.0);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let metric = series.split('{').next().unwrap_or_default();
+        match metric {
+            "paytool_group_commit_batch_size_sum" => sum += value,
+            "paytool_group_commit_batch_size_count" => count += value,
+            "paytool_write_queue_depth" => {
+                figures.write_queue_depth_max = figures.write_queue_depth_max.max(value)
+            }
+            _ => {}
+        }
+    }
+    if count > 0.0 {
+        figures.commit_batches = count as u64;
+        figures.commit_batch_size_mean = (sum / count * 10.0).round() / 10.0;
+    }
+}

@@ -1,0 +1,247 @@
+//! The system under test: the reference API spawned in-process on a free loopback port,
+//! or a URL. And the admin client that prepares merchants and fetches what the audit needs.
+
+use super::LoadtestError;
+use super::context::MerchantCreds;
+use crate::api::{ServeOptions, Server};
+use crate::secrets::{Secret, random_hex};
+use crate::store::sqlite::{Faults, WriterLimits};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Merchants created at once before a run.
+const MERCHANT_CREATES_IN_FLIGHT_MAX: usize = 16;
+pub const LOOKUP_BATCH: usize = 500;
+
+pub enum Target {
+    Spawned {
+        stop: Option<oneshot::Sender<()>>,
+        task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+        data_dir: PathBuf,
+    },
+    Remote,
+}
+
+impl Target {
+    /// Start the reference API in this process with its data under `data_dir`.
+    pub async fn spawn(
+        data_dir: PathBuf,
+        shards: usize,
+        faults: Faults,
+    ) -> Result<(Target, String, String), LoadtestError> {
+        let admin_token = format!("adm_{}", random_hex(24));
+        let server = Server::bind(ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.clone(),
+            shards,
+            admin_token: Some(Secret::new(admin_token.clone())),
+            limits: WriterLimits::default(),
+            faults,
+            body_limit_bytes: 64 * 1024,
+            write_timeout: Duration::from_secs(10),
+        })
+        .await
+        .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;
+        let addr = server
+            .local_addr()
+            .map_err(|e| LoadtestError::Start(e.to_string()))?;
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(server.run(async {
+            let _ = stopped.await;
+        }));
+        Ok((
+            Target::Spawned {
+                stop: Some(stop),
+                task: Some(task),
+                data_dir,
+            },
+            format!("http://{addr}"),
+            admin_token,
+        ))
+    }
+
+    /// Stop a spawned server: in-flight requests finish, queued writes commit.
+    pub async fn stop(&mut self) -> Result<(), LoadtestError> {
+        if let Target::Spawned { stop, task, .. } = self {
+            if let Some(s) = stop.take() {
+                let _ = s.send(());
+            }
+            if let Some(t) = task.take() {
+                t.await
+                    .map_err(|e| LoadtestError::Run(format!("reference API task: {e}")))?
+                    .map_err(|e| LoadtestError::Run(format!("reference API: {e:#}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Target::Spawned { stop, .. } = self
+            && let Some(s) = stop.take()
+        {
+            let _ = s.send(());
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    pub base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(base: String, token: String) -> Self {
+        Admin {
+            base,
+            token,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+        }
+    }
+
+    /// Is anything answering at the target? Exit code 3 when not.
+    pub async fn check_reachable(&self) -> Result<(), LoadtestError> {
+        let url = format!("{}/healthz", self.base);
+        let res = self
+            .client
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|e| LoadtestError::Unreachable(format!("{url}: {e}")))?;
+        if !res.status().is_success() {
+            return Err(LoadtestError::Unreachable(format!(
+                "{url} answered {}",
+                res.status()
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn create_merchants(
+        &self,
+        count: usize,
+        run_id: &str,
+    ) -> Result<Vec<MerchantCreds>, LoadtestError> {
+        let mut out = Vec::with_capacity(count);
+        let mut pending = tokio::task::JoinSet::new();
+        let mut next = 0;
+        while out.len() < count {
+            while next < count && pending.len() < MERCHANT_CREATES_IN_FLIGHT_MAX {
+                let this = self.clone();
+                let name = format!("{run_id}-m{next}");
+                pending.spawn(async move { (next, this.create_merchant(&name).await) });
+                next += 1;
+            }
+            let (i, created) = pending
+                .join_next()
+                .await
+                .expect("tasks are pending")
+                .map_err(|e| LoadtestError::Start(e.to_string()))?;
+            out.push((i, created?));
+        }
+        out.sort_by_key(|(i, _)| *i);
+        Ok(out.into_iter().map(|(_, m)| m).collect())
+    }
+
+    async fn create_merchant(&self, name: &str) -> Result<MerchantCreds, LoadtestError> {
+        let res = self
+            .client
+            .post(format!("{}/v1/merchants", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .map_err(|e| LoadtestError::Unreachable(format!("creating merchants: {e}")))?;
+        let status = res.status();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        match (
+            status.is_success(),
+            body["id"].as_str(),
+            body["secret_key"].as_str(),
+        ) {
+            (true, Some(id), Some(key)) => Ok(MerchantCreds {
+                id: id.to_string(),
+                key: key.to_string(),
+            }),
+            _ => Err(LoadtestError::Start(format!(
+                "creating a merchant: the target answered {status}: {body}; is the admin token right?"
+            ))),
+        }
+    }
+
+    pub async fn ledger_audit(&self) -> Result<Value, LoadtestError> {
+        let res = self
+            .client
+            .get(format!("{}/v1/admin/audit", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .map_err(|e| LoadtestError::Run(format!("fetching the ledger audit: {e}")))?;
+        if !res.status().is_success() {
+            return Err(LoadtestError::Run(format!(
+                "the ledger audit answered {}",
+                res.status()
+            )));
+        }
+        res.json()
+            .await
+            .map_err(|e| LoadtestError::Run(e.to_string()))
+    }
+
+    /// Look up (merchant id, payment id) pairs; returns the found payment objects.
+    pub async fn lookup(&self, pairs: &[(String, String)]) -> Result<Vec<Value>, LoadtestError> {
+        let mut found = Vec::with_capacity(pairs.len());
+        for chunk in pairs.chunks(LOOKUP_BATCH) {
+            let payments: Vec<Value> = chunk
+                .iter()
+                .map(|(m, id)| json!({ "merchant_id": m, "id": id }))
+                .collect();
+            let res = self
+                .client
+                .post(format!("{}/v1/admin/payments/lookup", self.base))
+                .bearer_auth(&self.token)
+                .json(&json!({ "payments": payments }))
+                .send()
+                .await
+                .map_err(|e| LoadtestError::Run(format!("looking payments up: {e}")))?;
+            if !res.status().is_success() {
+                return Err(LoadtestError::Run(format!(
+                    "payment lookup answered {}",
+                    res.status()
+                )));
+            }
+            let body: Value = res
+                .json()
+                .await
+                .map_err(|e| LoadtestError::Run(e.to_string()))?;
+            found.extend(body["found"].as_array().cloned().unwrap_or_default());
+        }
+        Ok(found)
+    }
+
+    /// The target's Prometheus text, when it has /metrics.
+    pub async fn metrics(&self) -> Option<String> {
+        let res = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        if !res.status().is_success() {
+            return None;
+        }
+        res.text().await.ok()
+    }
+}

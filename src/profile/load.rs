@@ -1,0 +1,584 @@
+//! Load profiles (profiles/*.toml): what to run, how hard, for how long, and what
+//! counts as passing. `LoadProfile` is the file as written; `LoadPlan` is it checked.
+
+use super::ProfileError;
+use crate::scenarios::SCENARIO_NAMES;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadProfile {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub target: TargetSection,
+    pub load: LoadSection,
+    #[serde(default)]
+    pub merchants: MerchantsSection,
+    /// Scenario name -> weight.
+    pub scenarios: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub thresholds: ThresholdsSection,
+    #[serde(default)]
+    pub report: ReportSection,
+    #[serde(default)]
+    pub audit: AuditSection,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    /// Base URL of a running API. Absent: spawn the reference API on a free port.
+    pub url: Option<String>,
+    /// Env var holding the target's admin token (never put the token in a profile).
+    pub admin_token_env: Option<String>,
+    /// Shards of the spawned reference API.
+    pub shards: Option<usize>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSection {
+    pub users: Option<usize>,
+    /// Time to start all users, e.g. "2s".
+    pub ramp: Option<String>,
+    pub run_time: Option<String>,
+    /// Goose test plan instead of users/ramp/run_time: "users,time;users,time".
+    pub test_plan: Option<String>,
+    /// Per-request timeout, e.g. "10s".
+    pub timeout: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Skew {
+    #[default]
+    Uniform,
+    Zipf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantsSection {
+    #[serde(default = "default_merchants")]
+    pub count: usize,
+    #[serde(default)]
+    pub skew: Skew,
+    /// Zipf exponent s: merchant k gets traffic in proportion to 1/k^s.
+    pub zipf_exponent: Option<f64>,
+}
+
+fn default_merchants() -> usize {
+    8
+}
+
+impl Default for MerchantsSection {
+    fn default() -> Self {
+        MerchantsSection {
+            count: default_merchants(),
+            skew: Skew::Uniform,
+            zipf_exponent: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Failed requests / all requests, 0.0 to 1.0.
+    pub error_rate_max: Option<f64>,
+    pub p95_ms_max: Option<u64>,
+    pub p99_ms_max: Option<u64>,
+    pub rps_min: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdsSection {
+    /// Over all requests.
+    #[serde(flatten)]
+    pub all: Limits,
+    /// Per request name, as the summary table shows it ("POST /v1/payments").
+    #[serde(default)]
+    pub request: Vec<RequestLimits>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLimits {
+    pub name: String,
+    #[serde(flatten)]
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSection {
+    #[serde(default = "default_report_dir")]
+    pub dir: PathBuf,
+    /// Goose's reports to write: any of "html", "json", "md".
+    #[serde(default = "default_formats")]
+    pub formats: Vec<String>,
+}
+
+fn default_report_dir() -> PathBuf {
+    PathBuf::from("reports")
+}
+
+fn default_formats() -> Vec<String> {
+    vec!["html".into(), "json".into(), "md".into()]
+}
+
+impl Default for ReportSection {
+    fn default() -> Self {
+        ReportSection {
+            dir: default_report_dir(),
+            formats: default_formats(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        AuditSection { enabled: true }
+    }
+}
+
+pub const USERS_MAX: usize = 10_000;
+pub const MERCHANTS_MAX: usize = 10_000;
+pub const RUN_TIME_MAX: Duration = Duration::from_secs(24 * 3600);
+
+/// How users are started and stopped.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Shape {
+    /// `users` started over `ramp`, then held until `run_time` has passed.
+    Users {
+        users: usize,
+        ramp: Duration,
+        run_time: Duration,
+    },
+    /// Goose's test plan syntax, checked.
+    TestPlan {
+        plan: String,
+        total: Duration,
+        users_max: usize,
+    },
+}
+
+impl Shape {
+    pub fn duration(&self) -> Duration {
+        match self {
+            Shape::Users { ramp, run_time, .. } => *ramp + *run_time,
+            Shape::TestPlan { total, .. } => *total,
+        }
+    }
+}
+
+/// A profile, checked and resolved: every value typed and in range.
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    pub name: String,
+    pub source: PathBuf,
+    pub profile: LoadProfile,
+    pub target_url: Option<String>,
+    pub admin_token_env: String,
+    pub shards: usize,
+    pub shape: Shape,
+    pub timeout: Duration,
+    pub merchants: usize,
+    pub skew: Skew,
+    pub zipf_exponent: f64,
+    pub scenarios: Vec<(&'static str, usize)>,
+    pub thresholds: ThresholdsSection,
+    pub report_dir: PathBuf,
+    pub formats: Vec<String>,
+    pub audit: bool,
+}
+
+/// What flags may override; each is the profile key of the same name.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub users: Option<usize>,
+    pub ramp: Option<String>,
+    pub run_time: Option<String>,
+    pub target: Option<String>,
+    pub merchants: Option<usize>,
+    pub report_dir: Option<PathBuf>,
+    pub no_audit: bool,
+    /// `KEY=VALUE` or `REQUEST NAME:KEY=VALUE`, e.g. `p99_ms_max=250`.
+    pub thresholds: Vec<String>,
+}
+
+pub fn load(path: &Path, overrides: &Overrides) -> Result<LoadPlan, ProfileError> {
+    let mut profile: LoadProfile = super::read_toml(path)?;
+    apply(&mut profile, overrides, path)?;
+    check(profile, path)
+}
+
+fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ProfileError {
+    ProfileError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileError> {
+    if let Some(u) = o.users {
+        p.load.users = Some(u);
+        p.load.test_plan = None;
+    }
+    if let Some(r) = &o.ramp {
+        p.load.ramp = Some(r.clone());
+    }
+    if let Some(r) = &o.run_time {
+        p.load.run_time = Some(r.clone());
+        p.load.test_plan = None;
+    }
+    if let Some(t) = &o.target {
+        p.target.url = Some(t.clone());
+    }
+    if let Some(m) = o.merchants {
+        p.merchants.count = m;
+    }
+    if let Some(d) = &o.report_dir {
+        p.report.dir = d.clone();
+    }
+    if o.no_audit {
+        p.audit.enabled = false;
+    }
+    for t in &o.thresholds {
+        let (scope, rule) = match t.rsplit_once(':') {
+            Some((name, rule)) => (Some(name.trim().to_string()), rule),
+            None => (None, t.as_str()),
+        };
+        let (key, value) = rule.split_once('=').ok_or_else(|| {
+            invalid(
+                path,
+                "--threshold",
+                format!("{t:?}: expected KEY=VALUE or \"REQUEST:KEY=VALUE\""),
+            )
+        })?;
+        let limits = match scope {
+            None => &mut p.thresholds.all,
+            Some(name) => {
+                let idx = match p.thresholds.request.iter().position(|r| r.name == name) {
+                    Some(i) => i,
+                    None => {
+                        p.thresholds.request.push(RequestLimits {
+                            name,
+                            limits: Limits::default(),
+                        });
+                        p.thresholds.request.len() - 1
+                    }
+                };
+                &mut p.thresholds.request[idx].limits
+            }
+        };
+        let bad = |m: &str| invalid(path, "--threshold", format!("{t:?}: {m}"));
+        let value = value.trim();
+        match key.trim() {
+            "error_rate_max" => {
+                limits.error_rate_max = Some(value.parse().map_err(|_| bad("not a number"))?)
+            }
+            "p95_ms_max" => {
+                limits.p95_ms_max = Some(value.parse().map_err(|_| bad("not a whole number"))?)
+            }
+            "p99_ms_max" => {
+                limits.p99_ms_max = Some(value.parse().map_err(|_| bad("not a whole number"))?)
+            }
+            "rps_min" => limits.rps_min = Some(value.parse().map_err(|_| bad("not a number"))?),
+            _ => {
+                return Err(bad(
+                    "KEY must be one of error_rate_max, p95_ms_max, p99_ms_max, rps_min",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn duration(path: &Path, key: &str, value: &str) -> Result<Duration, ProfileError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            path,
+            key,
+            format!("is {value:?}: {e}; write a duration such as \"500ms\", \"15s\", \"2m\""),
+        )
+    })
+}
+
+fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
+    let name = p.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "profile".into())
+    });
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(invalid(
+            path,
+            "name",
+            format!("is {name:?}: use letters, digits, - and _"),
+        ));
+    }
+    let target_url = match &p.target.url {
+        Some(url) => {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| invalid(path, "target.url", format!("is {url:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(invalid(
+                    path,
+                    "target.url",
+                    format!("is {url:?}: expected http://HOST:PORT"),
+                ));
+            }
+            Some(url.trim_end_matches('/').to_string())
+        }
+        None => None,
+    };
+    let shards = p.target.shards.unwrap_or(1);
+    if !(1..=64).contains(&shards) {
+        return Err(invalid(
+            path,
+            "target.shards",
+            format!("is {shards}: it must be 1 to 64"),
+        ));
+    }
+    let l = &p.load;
+    let shape = match &l.test_plan {
+        Some(plan) => {
+            if l.users.is_some() || l.run_time.is_some() || l.ramp.is_some() {
+                return Err(invalid(
+                    path,
+                    "load.test_plan",
+                    "cannot be combined with users, ramp or run_time",
+                ));
+            }
+            let (total, users_max) =
+                check_test_plan(plan).map_err(|m| invalid(path, "load.test_plan", m))?;
+            Shape::TestPlan {
+                plan: plan.clone(),
+                total,
+                users_max,
+            }
+        }
+        None => {
+            let users = l
+                .users
+                .ok_or_else(|| invalid(path, "load.users", "is missing: how many users to run"))?;
+            if !(1..=USERS_MAX).contains(&users) {
+                return Err(invalid(
+                    path,
+                    "load.users",
+                    format!("is {users}: it must be 1 to {USERS_MAX}"),
+                ));
+            }
+            let run_time = duration(
+                path,
+                "load.run_time",
+                l.run_time
+                    .as_deref()
+                    .ok_or_else(|| invalid(path, "load.run_time", "is missing, e.g. \"15s\""))?,
+            )?;
+            if run_time < Duration::from_secs(1) || run_time > RUN_TIME_MAX {
+                return Err(invalid(path, "load.run_time", "must be 1s to 24h"));
+            }
+            let ramp = match &l.ramp {
+                Some(r) => duration(path, "load.ramp", r)?,
+                None => Duration::ZERO,
+            };
+            if ramp > run_time {
+                return Err(invalid(
+                    path,
+                    "load.ramp",
+                    "must not be longer than load.run_time",
+                ));
+            }
+            Shape::Users {
+                users,
+                ramp,
+                run_time,
+            }
+        }
+    };
+    let timeout = match &l.timeout {
+        Some(t) => duration(path, "load.timeout", t)?,
+        None => Duration::from_secs(10),
+    };
+    if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(300) {
+        return Err(invalid(path, "load.timeout", "must be 10ms to 300s"));
+    }
+    let merchants = p.merchants.count;
+    if !(1..=MERCHANTS_MAX).contains(&merchants) {
+        return Err(invalid(
+            path,
+            "merchants.count",
+            format!("is {merchants}: it must be 1 to {MERCHANTS_MAX}"),
+        ));
+    }
+    let zipf_exponent = match (p.merchants.skew, p.merchants.zipf_exponent) {
+        (Skew::Zipf, Some(s)) if s > 0.0 && s <= 5.0 => s,
+        (Skew::Zipf, Some(s)) => {
+            return Err(invalid(
+                path,
+                "merchants.zipf_exponent",
+                format!("is {s}: it must be above 0 and at most 5"),
+            ));
+        }
+        (Skew::Zipf, None) => 1.0,
+        (Skew::Uniform, Some(_)) => {
+            return Err(invalid(
+                path,
+                "merchants.zipf_exponent",
+                "only applies with skew = \"zipf\"",
+            ));
+        }
+        (Skew::Uniform, None) => 0.0,
+    };
+    if p.scenarios.is_empty() {
+        return Err(invalid(
+            path,
+            "scenarios",
+            format!(
+                "is empty: give weights to some of {}",
+                SCENARIO_NAMES.join(", ")
+            ),
+        ));
+    }
+    let mut scenarios = Vec::new();
+    for (name, weight) in &p.scenarios {
+        let known = SCENARIO_NAMES.iter().find(|n| **n == name).ok_or_else(|| {
+            invalid(
+                path,
+                &format!("scenarios.{name}"),
+                format!("is not a scenario; known: {}", SCENARIO_NAMES.join(", ")),
+            )
+        })?;
+        if *weight > 1000 {
+            return Err(invalid(
+                path,
+                &format!("scenarios.{name}"),
+                "weight must be 0 to 1000",
+            ));
+        }
+        if *weight > 0 {
+            scenarios.push((*known, *weight));
+        }
+    }
+    if scenarios.is_empty() {
+        return Err(invalid(
+            path,
+            "scenarios",
+            "every weight is 0: nothing would run",
+        ));
+    }
+    check_limits(path, "thresholds", &p.thresholds.all)?;
+    for (i, r) in p.thresholds.request.iter().enumerate() {
+        check_limits(
+            path,
+            &format!("thresholds.request[{i}] ({})", r.name),
+            &r.limits,
+        )?;
+    }
+    for f in &p.report.formats {
+        if !["html", "json", "md"].contains(&f.as_str()) {
+            return Err(invalid(
+                path,
+                "report.formats",
+                format!("has {f:?}: allowed are \"html\", \"json\", \"md\""),
+            ));
+        }
+    }
+    Ok(LoadPlan {
+        name,
+        source: path.to_path_buf(),
+        target_url,
+        admin_token_env: p
+            .target
+            .admin_token_env
+            .clone()
+            .unwrap_or_else(|| "PAYTOOL_ADMIN_TOKEN".into()),
+        shards,
+        shape,
+        timeout,
+        merchants,
+        skew: p.merchants.skew,
+        zipf_exponent,
+        scenarios,
+        thresholds: p.thresholds.clone(),
+        report_dir: p.report.dir.clone(),
+        formats: p.report.formats.clone(),
+        audit: p.audit.enabled,
+        profile: p,
+    })
+}
+
+fn check_limits(path: &Path, key: &str, l: &Limits) -> Result<(), ProfileError> {
+    if let Some(e) = l.error_rate_max
+        && !(0.0..=1.0).contains(&e)
+    {
+        return Err(invalid(
+            path,
+            &format!("{key}.error_rate_max"),
+            format!("is {e}: a fraction from 0.0 to 1.0"),
+        ));
+    }
+    if let Some(r) = l.rps_min
+        && !(r >= 0.0 && r.is_finite())
+    {
+        return Err(invalid(
+            path,
+            &format!("{key}.rps_min"),
+            format!("is {r}: it must be 0 or more"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check "users,time;users,time" and return its total time and peak users.
+fn check_test_plan(plan: &str) -> Result<(Duration, usize), String> {
+    let mut total = Duration::ZERO;
+    let mut users_max = 0;
+    for step in plan.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (users, time) = step
+            .split_once(',')
+            .ok_or_else(|| format!("step {step:?}: expected USERS,TIME such as \"10,30s\""))?;
+        let users: usize = users
+            .trim()
+            .parse()
+            .map_err(|_| format!("step {step:?}: users is not a whole number"))?;
+        if users > USERS_MAX {
+            return Err(format!("step {step:?}: at most {USERS_MAX} users"));
+        }
+        total +=
+            humantime::parse_duration(time.trim()).map_err(|e| format!("step {step:?}: {e}"))?;
+        users_max = users_max.max(users);
+    }
+    if total.is_zero() || users_max == 0 {
+        return Err(format!(
+            "is {plan:?}: it must start some users for some time"
+        ));
+    }
+    if total > RUN_TIME_MAX {
+        return Err("must total at most 24h".into());
+    }
+    Ok((total, users_max))
+}
