@@ -4,5 +4,8 @@
 
 mod support;
 
+mod api;
 mod cli;
 mod crash;
+mod errors;
+mod idempotency;

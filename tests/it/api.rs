@@ -1,0 +1,822 @@
+//! The payment API's happy paths and its promises: authorize, capture (full and partial),
+//! cancel, refunds, reads, lists, balances, test cards, no card number kept or shown,
+//! merchant isolation, and the operational endpoints.
+
+use crate::support::{Merchant, Server, payment_body};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+
+/// A request with a raw body and an optional bearer token; the answer's raw text.
+pub async fn raw(
+    server: &Server,
+    bearer: Option<&str>,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, String, HeaderMap) {
+    let mut req = server.client.request(method, server.url(path));
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    if let Some(k) = key {
+        req = req.header("Idempotency-Key", k);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    (status, res.text().await.unwrap(), headers)
+}
+
+/// The one error shape: `{"error": {"type", "code", "message", "param"}}`, plus
+/// `decline_code` and `payment` for card declines, and nothing else.
+pub fn assert_error(
+    status: StatusCode,
+    body: &Value,
+    want_status: StatusCode,
+    kind: &str,
+    code: &str,
+    param: Option<&str>,
+) {
+    assert_eq!(status, want_status, "{body:#}");
+    let top = body
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {body}"));
+    assert_eq!(top.len(), 1, "only `error` at the top: {body:#}");
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no error object: {body:#}"));
+    for field in ["type", "code", "message", "param"] {
+        assert!(error.contains_key(field), "error.{field} missing: {body:#}");
+    }
+    for field in error.keys() {
+        assert!(
+            [
+                "type",
+                "code",
+                "message",
+                "param",
+                "decline_code",
+                "payment"
+            ]
+            .contains(&field.as_str()),
+            "unexpected error.{field}: {body:#}"
+        );
+    }
+    assert_eq!(error["type"], kind, "{body:#}");
+    assert_eq!(error["code"], code, "{body:#}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body:#}"
+    );
+    match param {
+        Some(p) => assert_eq!(error["param"], p, "{body:#}"),
+        None => assert!(error["param"].is_null(), "{body:#}"),
+    }
+}
+
+pub fn payment_with_card(amount: i64, currency: &str, capture: bool, number: &str) -> Value {
+    let mut body = payment_body(amount, currency, capture);
+    body["card"]["number"] = json!(number);
+    body
+}
+
+pub async fn balance_of(server: &Server, merchant: &Merchant, currency: &str) -> (i64, i64) {
+    let (status, body, _) = server
+        .call(merchant, Method::GET, "/v1/balance", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["object"], "balance");
+    let pick = |side: &str| {
+        body[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["currency"] == currency)
+            .map(|l| l["amount"].as_i64().unwrap())
+            .unwrap_or(0)
+    };
+    (pick("pending"), pick("available"))
+}
+
+pub async fn assert_audit_ok(server: &Server) -> Value {
+    let audit = server.audit().await;
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    audit
+}
+
+fn id(body: &Value) -> String {
+    body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id: {body:#}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn authorize_then_partial_capture_releases_the_rest() {
+    let server = Server::start();
+    let m = server.create_merchant("partial").await;
+
+    let (status, auth) = server.pay(&m, "auth-1", 1000, false).await;
+    assert_eq!(status, StatusCode::OK, "{auth:#}");
+    assert_eq!(auth["object"], "payment");
+    assert_eq!(auth["status"], "requires_capture");
+    assert_eq!(auth["amount"], 1000);
+    assert_eq!(auth["amount_capturable"], 1000);
+    assert_eq!(auth["amount_captured"], 0);
+    assert_eq!(auth["currency"], "usd");
+    assert_eq!(auth["card"]["brand"], "visa");
+    assert_eq!(auth["card"]["last4"], "4242");
+    assert!(auth["failure_code"].is_null());
+    assert_eq!(balance_of(&server, &m, "usd").await, (1000, 0));
+
+    let pay_id = id(&auth);
+    let (status, captured, _) = server
+        .call(
+            &m,
+            Method::POST,
+            &format!("/v1/payments/{pay_id}/capture"),
+            None,
+            Some(json!({ "amount": 600 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured:#}");
+    assert_eq!(captured["id"], pay_id.as_str());
+    assert_eq!(captured["status"], "succeeded");
+    assert_eq!(captured["amount"], 1000);
+    assert_eq!(captured["amount_captured"], 600);
+    assert_eq!(captured["amount_capturable"], 0);
+    // The 400 not captured is released: nothing stays pending.
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 600));
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn capture_true_is_one_step_and_cancel_releases_the_hold() {
+    let server = Server::start();
+    let m = server.create_merchant("one-step").await;
+
+    let (status, paid) = server.pay(&m, "now", 2500, true).await;
+    assert_eq!(status, StatusCode::OK, "{paid:#}");
+    assert_eq!(paid["status"], "succeeded");
+    assert_eq!(paid["amount_captured"], 2500);
+    assert_eq!(paid["amount_capturable"], 0);
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 2500));
+
+    let (status, held) = server.pay(&m, "hold", 700, false).await;
+    assert_eq!(status, StatusCode::OK, "{held:#}");
+    assert_eq!(balance_of(&server, &m, "usd").await, (700, 2500));
+    let (status, canceled, _) = server
+        .call(
+            &m,
+            Method::POST,
+            &format!("/v1/payments/{}/cancel", id(&held)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{canceled:#}");
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(canceled["amount_captured"], 0);
+    assert_eq!(canceled["amount_capturable"], 0);
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 2500));
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn cancel_of_the_only_payment_leaves_a_zero_balance() {
+    let server = Server::start();
+    let m = server.create_merchant("cancel").await;
+    let (_, held) = server.pay(&m, "hold", 1234, false).await;
+    assert_eq!(balance_of(&server, &m, "usd").await, (1234, 0));
+    let (status, canceled, _) = server
+        .call(
+            &m,
+            Method::POST,
+            &format!("/v1/payments/{}/cancel", id(&held)),
+            None,
+            // An empty JSON object is accepted as "no parameters" too.
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{canceled:#}");
+    assert_eq!(canceled["status"], "canceled");
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn partial_refunds_never_exceed_what_was_captured() {
+    let server = Server::start();
+    let m = server.create_merchant("refunds").await;
+    let (_, paid) = server.pay(&m, "paid", 1000, true).await;
+    let pay_id = id(&paid);
+    let path = format!("/v1/payments/{pay_id}/refunds");
+
+    let mut refund_ids = HashSet::new();
+    for amount in [300, 300] {
+        let (status, refund, _) = server
+            .call(
+                &m,
+                Method::POST,
+                &path,
+                None,
+                Some(json!({ "amount": amount })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{refund:#}");
+        assert_eq!(refund["object"], "refund");
+        assert_eq!(refund["payment"], pay_id.as_str());
+        assert_eq!(refund["amount"], amount);
+        assert_eq!(refund["currency"], "usd");
+        assert_eq!(refund["status"], "succeeded");
+        assert!(refund_ids.insert(id(&refund)), "refund ids repeat");
+    }
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 400));
+
+    // 400 remains: 500 is too much, and nothing changes.
+    let (status, err, _) = server
+        .call(
+            &m,
+            Method::POST,
+            &path,
+            None,
+            Some(json!({ "amount": 500 })),
+        )
+        .await;
+    assert_error(
+        status,
+        &err,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "amount_too_large",
+        Some("amount"),
+    );
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 400));
+
+    // Without an amount, a refund takes all that remains.
+    let (status, refund, _) = server.call(&m, Method::POST, &path, None, None).await;
+    assert_eq!(status, StatusCode::OK, "{refund:#}");
+    assert_eq!(refund["amount"], 400);
+
+    let (status, err, _) = server
+        .call(&m, Method::POST, &path, None, Some(json!({ "amount": 1 })))
+        .await;
+    assert_error(
+        status,
+        &err,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "amount_too_large",
+        Some("amount"),
+    );
+    // Observed: a refund without an amount once nothing remains asks for 0, which the
+    // ledger calls too small rather than too large.
+    let (status, err, _) = server.call(&m, Method::POST, &path, None, None).await;
+    assert_error(
+        status,
+        &err,
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        "amount_too_small",
+        Some("amount"),
+    );
+
+    let (status, got, _) = server
+        .call(
+            &m,
+            Method::GET,
+            &format!("/v1/payments/{pay_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got["status"], "succeeded");
+    assert_eq!(got["amount_captured"], 1000);
+    assert_eq!(got["amount_refunded"], 1000);
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn get_returns_what_create_returned() {
+    let server = Server::start();
+    let m = server.create_merchant("get").await;
+    let (_, created) = server.pay(&m, "g", 4200, false).await;
+    let (status, got, headers) = server
+        .call(
+            &m,
+            Method::GET,
+            &format!("/v1/payments/{}", id(&created)),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(got, created);
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(headers.get("idempotent-replayed").is_none());
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn list_pages_newest_first_without_duplicates() {
+    let server = Server::start();
+    let m = server.create_merchant("list").await;
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let (status, body) = server.pay(&m, &format!("l-{i}"), 100 + i, i % 2 == 0).await;
+        assert_eq!(status, StatusCode::OK);
+        created.push(id(&body));
+    }
+    let newest_first: Vec<String> = created.iter().rev().cloned().collect();
+
+    let mut seen = Vec::new();
+    let mut has_more_seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/payments?limit=2&starting_after={c}"),
+            None => "/v1/payments?limit=2".to_string(),
+        };
+        let (status, page, _) = server.call(&m, Method::GET, &path, None, None).await;
+        assert_eq!(status, StatusCode::OK, "{page:#}");
+        assert_eq!(page["object"], "list");
+        assert_eq!(page["url"], "/v1/payments");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        seen.extend(data.iter().map(id));
+        let has_more = page["has_more"].as_bool().unwrap();
+        has_more_seen.push(has_more);
+        if !has_more {
+            break;
+        }
+        cursor = seen.last().cloned();
+        assert!(has_more_seen.len() < 10, "pagination does not end");
+    }
+    assert_eq!(has_more_seen, [true, true, false]);
+    assert_eq!(seen, newest_first);
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
+
+    // Default limit covers all five; a cursor at the oldest gives an empty last page.
+    let (_, all, _) = server
+        .call(&m, Method::GET, "/v1/payments", None, None)
+        .await;
+    let all: Vec<String> = all["data"].as_array().unwrap().iter().map(id).collect();
+    assert_eq!(all, newest_first);
+    let (status, empty, _) = server
+        .call(
+            &m,
+            Method::GET,
+            &format!("/v1/payments?starting_after={}", created[0]),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(empty["data"], json!([]));
+    assert_eq!(empty["has_more"], false);
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn balance_is_per_currency_in_minor_units() {
+    let server = Server::start();
+    let m = server.create_merchant("fx").await;
+    // usd: 2 decimals, jpy: 0, kwd: 3. Amounts are minor units whatever the exponent.
+    let flows = [
+        ("usd", 1999, true),
+        ("jpy", 500, false),
+        ("jpy", 1200, true),
+        ("kwd", 12_345, true),
+        ("kwd", 2_000, false),
+    ];
+    for (i, (currency, amount, capture)) in flows.into_iter().enumerate() {
+        let (status, body, _) = server
+            .call(
+                &m,
+                Method::POST,
+                "/v1/payments",
+                Some(&format!("fx-{i}")),
+                Some(payment_body(amount, currency, capture)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body:#}");
+        assert_eq!(body["currency"], currency);
+        assert_eq!(body["amount"], amount);
+    }
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 1999));
+    assert_eq!(balance_of(&server, &m, "jpy").await, (500, 1200));
+    assert_eq!(balance_of(&server, &m, "kwd").await, (2_000, 12_345));
+
+    let (_, body, _) = server
+        .call(&m, Method::GET, "/v1/balance", None, None)
+        .await;
+    let currencies = |side: &str| -> Vec<String> {
+        body[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["currency"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // One line per currency used, sorted by code, nothing for currencies never used.
+    assert_eq!(currencies("pending"), ["jpy", "kwd", "usd"]);
+    assert_eq!(currencies("available"), ["jpy", "kwd", "usd"]);
+
+    // Another merchant's balance is empty.
+    let other = server.create_merchant("fx-other").await;
+    let (status, body, _) = server
+        .call(&other, Method::GET, "/v1/balance", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        json!({ "object": "balance", "pending": [], "available": [] })
+    );
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn declined_cards_are_402_with_the_failed_payment() {
+    let server = Server::start();
+    let m = server.create_merchant("declines").await;
+    for (i, (number, decline_code)) in [
+        ("4000000000000002", "generic_decline"),
+        ("4000000000009995", "insufficient_funds"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, err, _) = server
+            .call(
+                &m,
+                Method::POST,
+                "/v1/payments",
+                Some(&format!("decline-{i}")),
+                Some(payment_with_card(900, "usd", true, number)),
+            )
+            .await;
+        assert_error(
+            status,
+            &err,
+            StatusCode::PAYMENT_REQUIRED,
+            "card_error",
+            "card_declined",
+            None,
+        );
+        assert_eq!(err["error"]["decline_code"], decline_code);
+        let payment = &err["error"]["payment"];
+        assert_eq!(payment["object"], "payment");
+        assert_eq!(payment["status"], "failed");
+        assert_eq!(payment["failure_code"], decline_code);
+        assert_eq!(payment["amount_captured"], 0);
+        assert_eq!(payment["card"]["last4"], &number[12..]);
+        // The failed payment was recorded and can be read back.
+        let (status, got, _) = server
+            .call(
+                &m,
+                Method::GET,
+                &format!("/v1/payments/{}", id(payment)),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&got, payment);
+    }
+
+    let (status, err, _) = server
+        .call(
+            &m,
+            Method::POST,
+            "/v1/payments",
+            Some("processor"),
+            Some(payment_with_card(900, "usd", false, "4000000000000119")),
+        )
+        .await;
+    assert_error(
+        status,
+        &err,
+        StatusCode::PAYMENT_REQUIRED,
+        "card_error",
+        "processing_error",
+        None,
+    );
+    assert!(err["error"].get("decline_code").is_none(), "{err:#}");
+    assert_eq!(err["error"]["payment"]["status"], "failed");
+    assert_eq!(err["error"]["payment"]["failure_code"], "processing_error");
+
+    // Failed payments move no money, but they are listed.
+    assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
+    let (_, list, _) = server
+        .call(&m, Method::GET, "/v1/payments", None, None)
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 3);
+    assert_audit_ok(&server).await;
+}
+
+const PANS: &[&str] = &["4242424242424242", "5555555555554444", "4000000000000002"];
+
+fn assert_no_pan(what: &str, text: &str) {
+    for pan in PANS {
+        assert!(!text.contains(pan), "{what} contains the card number {pan}");
+    }
+    assert!(
+        !text.contains("5555 5555 5555 4444"),
+        "{what} contains the spaced card number"
+    );
+}
+
+/// Every file in the data dir, byte for byte (the WAL included).
+fn assert_no_pan_on_disk(dir: &std::path::Path) {
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        files += 1;
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert_no_pan(&path.display().to_string(), &text);
+    }
+    assert!(files > 0, "no files in {}", dir.display());
+}
+
+#[tokio::test]
+async fn the_card_number_is_never_shown_or_stored() {
+    let mut server = Server::start();
+    let m = server.create_merchant("pan").await;
+    let bearer = Some(m.key.as_str());
+    let mut bodies = Vec::new();
+
+    let create = payment_body(5000, "usd", false).to_string();
+    let (status, text, _) = raw(
+        &server,
+        bearer,
+        Method::POST,
+        "/v1/payments",
+        Some("pan-1"),
+        Some(&create),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let pay_id = id(&serde_json::from_str(&text).unwrap());
+    bodies.push(text);
+    // The replay, the spaced number, a decline, a validation error echoing input.
+    let requests: Vec<(Method, String, Option<&str>, Option<String>)> = vec![
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            Some("pan-1"),
+            Some(create.clone()),
+        ),
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            Some("pan-2"),
+            Some(payment_with_card(100, "usd", true, "5555 5555 5555 4444").to_string()),
+        ),
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            Some("pan-3"),
+            Some(payment_with_card(100, "usd", true, "4000000000000002").to_string()),
+        ),
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            Some("pan-4"),
+            Some({
+                let mut b = payment_body(100, "usd", true);
+                b["card"]["exp_month"] = json!(13);
+                b.to_string()
+            }),
+        ),
+        (
+            Method::POST,
+            "/v1/payments".into(),
+            Some("pan-5"),
+            Some({
+                let mut b = payment_body(100, "usd", true);
+                b["card"]["pan"] = json!("4242424242424242");
+                b.to_string()
+            }),
+        ),
+        (
+            Method::POST,
+            format!("/v1/payments/{pay_id}/capture"),
+            None,
+            Some(json!({ "amount": 4000 }).to_string()),
+        ),
+        (
+            Method::POST,
+            format!("/v1/payments/{pay_id}/refunds"),
+            None,
+            Some(json!({ "amount": 1000 }).to_string()),
+        ),
+        (Method::GET, format!("/v1/payments/{pay_id}"), None, None),
+        (Method::GET, "/v1/payments".into(), None, None),
+        (Method::GET, "/v1/balance".into(), None, None),
+    ];
+    for (method, path, key, body) in requests {
+        let (status, text, _) = raw(&server, bearer, method, &path, key, body.as_deref()).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {text}");
+        bodies.push(text);
+    }
+    let (_, metrics, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    bodies.push(metrics);
+    let audit = assert_audit_ok(&server).await;
+    bodies.push(audit.to_string());
+    for (i, text) in bodies.iter().enumerate() {
+        assert_no_pan(&format!("response {i}"), text);
+    }
+    // The last four digits are what is kept.
+    assert!(bodies[0].contains("\"last4\":\"4242\""), "{}", bodies[0]);
+
+    // On disk, while running (the WAL holds the recent writes) and after a clean stop.
+    assert_no_pan_on_disk(server.data_dir());
+    assert!(server.terminate().success());
+    assert_no_pan_on_disk(server.data_dir());
+}
+
+#[tokio::test]
+async fn merchants_cannot_see_or_touch_each_others_payments() {
+    let server = Server::start();
+    let a = server.create_merchant("alice").await;
+    let b = server.create_merchant("bob").await;
+    let (_, a_held) = server.pay(&a, "same-key", 800, false).await;
+    let (_, a_paid) = server.pay(&a, "a-paid", 900, true).await;
+    let (_, b_paid) = server.pay(&b, "b-paid", 300, true).await;
+    let a_held_id = id(&a_held);
+    let a_paid_id = id(&a_paid);
+
+    // Another merchant's payment is simply not there: 404, never 403.
+    let attempts = [
+        (Method::GET, format!("/v1/payments/{a_held_id}"), None),
+        (
+            Method::POST,
+            format!("/v1/payments/{a_held_id}/capture"),
+            Some(json!({ "amount": 100 })),
+        ),
+        (
+            Method::POST,
+            format!("/v1/payments/{a_held_id}/cancel"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/payments/{a_paid_id}/refunds"),
+            Some(json!({ "amount": 100 })),
+        ),
+        (
+            Method::POST,
+            format!("/v1/payments/{a_paid_id}/refunds"),
+            None,
+        ),
+    ];
+    for (method, path, body) in attempts {
+        let (status, err, _) = server.call(&b, method, &path, None, body).await;
+        assert_error(
+            status,
+            &err,
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "resource_missing",
+            Some("id"),
+        );
+    }
+
+    // A's payments are untouched.
+    let (_, got, _) = server
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/payments/{a_held_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(got, a_held);
+    let (_, got, _) = server
+        .call(
+            &a,
+            Method::GET,
+            &format!("/v1/payments/{a_paid_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(got["amount_refunded"], 0);
+    assert_eq!(balance_of(&server, &a, "usd").await, (800, 900));
+    assert_eq!(balance_of(&server, &b, "usd").await, (0, 300));
+
+    let ids_of =
+        |list: &Value| -> Vec<String> { list["data"].as_array().unwrap().iter().map(id).collect() };
+    let (_, a_list, _) = server
+        .call(&a, Method::GET, "/v1/payments", None, None)
+        .await;
+    assert_eq!(ids_of(&a_list), [a_paid_id.clone(), a_held_id.clone()]);
+    let (_, b_list, _) = server
+        .call(&b, Method::GET, "/v1/payments", None, None)
+        .await;
+    assert_eq!(ids_of(&b_list), [id(&b_paid)]);
+    // A cursor naming another merchant's payment pages B's own list, nothing of A's.
+    let (status, b_list, _) = server
+        .call(
+            &b,
+            Method::GET,
+            &format!("/v1/payments?starting_after={a_paid_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        ids_of(&b_list).iter().all(|i| *i == id(&b_paid)),
+        "{b_list:#}"
+    );
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+async fn health_ready_metrics_and_openapi() {
+    let server = Server::start();
+    let m = server.create_merchant("ops").await;
+    // A write first, so there is a request of each kind to count.
+    let (status, _) = server.pay(&m, "ops-1", 100, true).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, text, _) = raw(&server, None, Method::GET, "/healthz", None, None).await;
+    assert_eq!((status, text.trim()), (StatusCode::OK, "ok"));
+    let (status, text, _) = raw(&server, None, Method::GET, "/readyz", None, None).await;
+    assert_eq!((status, text.trim()), (StatusCode::OK, "ready"));
+
+    let (status, text, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains("paytool_http_requests_total"),
+        "/metrics lacks paytool_http_requests_total:\n{text}"
+    );
+    // Requests are labelled by the route template, not the raw path.
+    assert!(
+        text.contains("route=\"/v1/payments\""),
+        "no /v1/payments route label:\n{text}"
+    );
+
+    let (status, text, headers) =
+        raw(&server, None, Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    let doc: Value = serde_json::from_str(&text).expect("/openapi.json is JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with('3')));
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/v1/payments",
+        "/v1/payments/{id}",
+        "/v1/payments/{id}/capture",
+        "/v1/payments/{id}/cancel",
+        "/v1/payments/{id}/refunds",
+        "/v1/balance",
+    ] {
+        assert!(paths.contains_key(path), "openapi lacks {path}");
+    }
+    assert!(paths["/v1/payments"].get("post").is_some());
+    assert!(paths["/v1/payments"].get("get").is_some());
+    let components = doc["components"].as_object().expect("components");
+    assert!(components["schemas"].get("ErrorBody").is_some());
+    assert!(components["securitySchemes"].get("api_key").is_some());
+    assert_audit_ok(&server).await;
+}
+
+#[tokio::test]
+#[ignore = "bug: src/api/mod.rs:128 (Server::bind) opens the store, spawning the shard \
+            writer threads, before telemetry::handle() installs the recorder at :145; each \
+            writer takes its metric handles as it starts (src/store/sqlite/writer.rs:67-71), \
+            so it usually gets no-op handles and the group-commit metrics never reach /metrics"]
+async fn metrics_show_the_group_commit() {
+    let server = Server::start();
+    let m = server.create_merchant("commit-metrics").await;
+    for i in 0..3 {
+        let (status, _) = server.pay(&m, &format!("cm-{i}"), 100, true).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (status, text, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    for name in [
+        "paytool_group_commit_batch_size",
+        "paytool_group_commit_seconds",
+        "paytool_write_queue_depth",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+}
