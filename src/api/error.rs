@@ -169,6 +169,12 @@ impl From<LedgerError> for ApiError {
                 "payment_unexpected_state",
                 e.to_string(),
             ),
+            LedgerError::FullyRefunded => ApiError::new(
+                StatusCode::CONFLICT,
+                ErrorType::InvalidRequestError,
+                "payment_already_refunded",
+                e.to_string(),
+            ),
             LedgerError::AmountTooLarge { .. } => {
                 ApiError::invalid("amount_too_large", "amount", e.to_string())
             }

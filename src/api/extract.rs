@@ -153,8 +153,8 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
@@ -179,7 +179,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             ("parameter_invalid", path)
         };
         ApiError::invalid(code, &param, format!("Invalid `{param}`: {message}"))
-    })
+    })?;
+    // One JSON value and nothing after it.
+    de.end().map_err(|e| {
+        ApiError::invalid(
+            "json_invalid",
+            "body",
+            format!("The body is not valid JSON: {e}"),
+        )
+    })?;
+    Ok(value)
 }
 
 /// `missing field `amount`` -> `amount`.

@@ -56,7 +56,7 @@ struct DiffRow {
     regression: Option<String>,
 }
 
-fn read(dir: &PathBuf) -> anyhow::Result<RunSummary> {
+fn read(dir: &std::path::Path) -> anyhow::Result<RunSummary> {
     RunSummary::read(dir).map_err(|e| super::UsageError(format!("not a paytool run: {e}")).into())
 }
 

@@ -59,6 +59,8 @@ pub enum LedgerError {
     },
     #[error("payment is {status}; only a succeeded payment can be refunded")]
     NotRefundable { status: &'static str },
+    #[error("payment is already fully refunded")]
+    FullyRefunded,
     #[error("amount {requested} is more than the {what} {available}")]
     AmountTooLarge {
         requested: u64,
@@ -189,6 +191,9 @@ impl Payment {
             });
         }
         let remaining = self.amount_captured - self.amount_refunded;
+        if remaining == 0 {
+            return Err(LedgerError::FullyRefunded);
+        }
         let refunded = self.bounded(amount, remaining, "amount still refundable")?;
         let postings = vec![
             self.posting(Account::MerchantAvailable, -(refunded as i64)),

@@ -99,7 +99,13 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
 }
 
 fn unique_dir(parent: &Path, name: &str) -> Result<PathBuf, LoadtestError> {
-    std::fs::create_dir_all(parent)?;
+    let cannot = |e: std::io::Error| {
+        LoadtestError::Config(format!(
+            "cannot create a run dir in {}: {e}",
+            parent.display()
+        ))
+    };
+    std::fs::create_dir_all(parent).map_err(cannot)?;
     for i in 0..100 {
         let dir = if i == 0 {
             parent.join(name)
@@ -109,10 +115,10 @@ fn unique_dir(parent: &Path, name: &str) -> Result<PathBuf, LoadtestError> {
         match std::fs::create_dir(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(cannot(e)),
         }
     }
-    Err(LoadtestError::Start(format!(
+    Err(LoadtestError::Config(format!(
         "too many runs named {name} in {}",
         parent.display()
     )))

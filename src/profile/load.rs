@@ -490,6 +490,20 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             "every weight is 0: nothing would run",
         ));
     }
+    let users_max = match &shape {
+        Shape::Users { users, .. } => *users,
+        Shape::TestPlan { users_max, .. } => *users_max,
+    };
+    if users_max < scenarios.len() {
+        return Err(invalid(
+            path,
+            "load.users",
+            format!(
+                "is {users_max}, fewer than the {} scenarios with a weight: Goose gives each user one scenario, so some would never run",
+                scenarios.len()
+            ),
+        ));
+    }
     check_limits(path, "thresholds", &p.thresholds.all)?;
     for (i, r) in p.thresholds.request.iter().enumerate() {
         check_limits(

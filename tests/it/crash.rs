@@ -20,6 +20,9 @@ struct Ack {
     capture_in_flight: Option<i64>,
 }
 
+/// (merchant index, Idempotency-Key, amount, capture): every create sent, answered or not.
+type SentKey = (usize, String, i64, bool);
+
 const CLIENTS: usize = 24;
 /// Bounds each client's loop; the kill normally ends it much sooner.
 const REQUESTS_PER_CLIENT_MAX: usize = 3_000;
@@ -33,7 +36,7 @@ async fn sigkill_loses_no_acknowledged_payment() {
     }
     let merchants = Arc::new(merchants);
     let acks: Arc<Mutex<HashMap<String, Ack>>> = Arc::default();
-    let sent_keys: Arc<Mutex<Vec<(usize, String, i64, bool)>>> = Arc::default();
+    let sent_keys: Arc<Mutex<Vec<SentKey>>> = Arc::default();
     let server = Arc::new(server);
 
     let mut clients = Vec::new();

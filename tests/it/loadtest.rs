@@ -1,0 +1,408 @@
+//! `paytool loadtest` and `paytool report` run for real: short load tests against the
+//! spawned reference API, checked by exit code, output and the files they leave.
+
+use crate::support::{Server, paytool, temp_dir};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml");
+
+/// A short smoke run: few users, a few seconds, JSON summary on stdout.
+fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let mut args = vec![
+        "loadtest",
+        "--profile",
+        PROFILE,
+        "--users",
+        "8",
+        "--ramp",
+        "1s",
+        "--run-time",
+        "3s",
+        "--merchants",
+        "3",
+        "--report-dir",
+        reports.to_str().unwrap(),
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = paytool(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let summary = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code(), summary, format!("{stdout}\n{stderr}"))
+}
+
+fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
+    reports.join(summary["run_id"].as_str().expect("a run id"))
+}
+
+#[test]
+fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
+    let reports = temp_dir();
+    let (code, summary, output) = loadtest(reports.path(), &[]);
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(summary["passed"], true);
+    let audit = &summary["audit"];
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    assert!(
+        audit["acknowledged_payments"].as_u64().unwrap() > 20,
+        "{audit:#}"
+    );
+    // Every journey ran and has its stable request name.
+    let names: Vec<&str> = summary["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for name in [
+        "POST /v1/payments",
+        "POST /v1/payments/{id}/capture",
+        "POST /v1/payments/{id}/cancel",
+        "POST /v1/payments/{id}/refunds",
+        "GET /v1/balance",
+        "POST /v1/payments (decline)",
+        "POST /v1/payments (retry storm)",
+    ] {
+        assert!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    assert!(
+        summary["server"]["commit_batches"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
+    let dir = run_dir(reports.path(), &summary);
+    for file in [
+        "goose.html",
+        "goose.json",
+        "goose.md",
+        "profile.toml",
+        "summary.json",
+        "summary.md",
+        "junit.xml",
+        "acks.jsonl",
+        "audit.json",
+        "merchants.json",
+    ] {
+        assert!(
+            dir.join(file).is_file(),
+            "{file} missing in {}",
+            dir.display()
+        );
+    }
+    // A passed run keeps no server data; merchant keys are private to the owner.
+    assert!(!dir.join("server-data").exists());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("merchants.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "merchants.json is readable by others: {mode:o}"
+    );
+    let acks = std::fs::read_to_string(dir.join("acks.jsonl")).unwrap();
+    assert_eq!(
+        acks.lines().count() as u64,
+        audit["acknowledged_payments"].as_u64().unwrap()
+    );
+    let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
+    assert!(
+        junit.contains("failures=\"0\"") && junit.contains("paytool.audit"),
+        "{junit}"
+    );
+    // `report show` prints the same table again.
+    let out = paytool(&["report", "show", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("POST /v1/payments") && shown.contains("PASSED"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn an_impossible_threshold_exits_1_and_says_which() {
+    let reports = temp_dir();
+    let (code, summary, output) = loadtest(
+        reports.path(),
+        &[
+            "--no-audit",
+            "--threshold",
+            "POST /v1/payments:p99_ms_max=0",
+            "--threshold",
+            "rps_min=1000000",
+        ],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert_eq!(summary["passed"], false);
+    let failed: Vec<String> = summary["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["passed"] == false)
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["scope"].as_str().unwrap(),
+                t["rule"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(failed, ["All rps_min", "POST /v1/payments p99_ms_max"]);
+    let junit =
+        std::fs::read_to_string(run_dir(reports.path(), &summary).join("junit.xml")).unwrap();
+    assert!(junit.contains("failures=\"2\""), "{junit}");
+}
+
+#[test]
+fn a_corrupted_profile_exits_2_naming_file_and_key() {
+    let dir = temp_dir();
+    let profile = dir.path().join("broken.toml");
+    let good = std::fs::read_to_string(PROFILE).unwrap();
+    std::fs::write(&profile, good.replace("users = 8", "usres = 8")).unwrap();
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("broken.toml") && err.contains("usres") && err.contains("users"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &profile,
+        good.replace("run_time = \"12s\"", "run_time = \"soon\""),
+    )
+    .unwrap();
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("broken.toml") && err.contains("load.run_time") && err.contains("15s"),
+        "{err}"
+    );
+
+    std::fs::write(&profile, good.replace("checkout = 10", "chekout = 10")).unwrap();
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("scenarios.chekout") && err.contains("checkout"),
+        "{err}"
+    );
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        PROFILE,
+        "--users",
+        "3",
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("load.users") && err.contains("never run"),
+        "{err}"
+    );
+    // Nothing ran: no run directory was made.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn an_unreachable_target_exits_3() {
+    let reports = temp_dir();
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("http://127.0.0.1:{port}");
+    let out = std::process::Command::new(crate::support::BIN)
+        .args([
+            "loadtest",
+            "--profile",
+            PROFILE,
+            "--target",
+            &target,
+            "--report-dir",
+        ])
+        .arg(reports.path())
+        .env("PAYTOOL_ADMIN_TOKEN", "adm_whatever")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains(&target), "{err}");
+}
+
+#[test]
+fn a_remote_target_without_its_admin_token_exits_2() {
+    let reports = temp_dir();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args([
+            "loadtest",
+            "--profile",
+            PROFILE,
+            "--target",
+            "http://127.0.0.1:9",
+            "--report-dir",
+        ])
+        .arg(reports.path())
+        .env_remove("PAYTOOL_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("PAYTOOL_ADMIN_TOKEN"), "{err}");
+}
+
+#[test]
+fn the_audit_catches_a_dropped_acknowledged_payment() {
+    let reports = temp_dir();
+    let (code, summary, output) =
+        loadtest(reports.path(), &["--server-fault-drop-ack-every", "25"]);
+    assert_eq!(code, Some(1), "{output}");
+    let audit = &summary["audit"];
+    assert_eq!(audit["ok"], false);
+    let missing = audit["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "acknowledged_payments_exist")
+        .unwrap();
+    assert_eq!(missing["ok"], false, "{audit:#}");
+    assert!(missing["violation_count"].as_u64().unwrap() >= 1);
+    assert!(
+        missing["violations"][0]
+            .as_str()
+            .unwrap()
+            .contains("not in the store")
+    );
+    // A failed run keeps the server's data for a post-mortem.
+    assert!(
+        run_dir(reports.path(), &summary)
+            .join("server-data")
+            .is_dir()
+    );
+}
+
+#[tokio::test]
+async fn a_running_target_is_load_tested_through_its_url() {
+    let server = Server::start();
+    let reports = temp_dir();
+    let out = tokio::process::Command::new(crate::support::BIN)
+        .args([
+            "loadtest",
+            "--profile",
+            PROFILE,
+            "--users",
+            "7",
+            "--run-time",
+            "2s",
+            "--ramp",
+            "1s",
+            "--output",
+            "json",
+        ])
+        .args(["--target", &server.base, "--report-dir"])
+        .arg(reports.path())
+        .env("PAYTOOL_ADMIN_TOKEN", &server.admin_token)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["audit"]["ok"], true);
+    // The payments are in the server we started, and its ledger agrees.
+    let audit = server.audit().await;
+    assert_eq!(audit["ok"], true);
+    assert!(
+        audit["payments"].as_u64().unwrap()
+            >= summary["audit"]["acknowledged_payments"].as_u64().unwrap()
+    );
+}
+
+#[test]
+fn report_diff_gates_on_a_regression() {
+    let reports = temp_dir();
+    let (code, summary, output) = loadtest(reports.path(), &["--no-audit"]);
+    assert_eq!(code, Some(0), "{output}");
+    let base = run_dir(reports.path(), &summary);
+    // The same run against itself: no regression.
+    let out = paytool(&[
+        "report",
+        "diff",
+        base.to_str().unwrap(),
+        base.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A copy whose payments got ten times slower: a regression, exit 1.
+    let slower = reports.path().join("slower");
+    std::fs::create_dir(&slower).unwrap();
+    let mut s: Value =
+        serde_json::from_str(&std::fs::read_to_string(base.join("summary.json")).unwrap()).unwrap();
+    for r in s["requests"].as_array_mut().unwrap() {
+        if r["name"] == "POST /v1/payments" {
+            r["p99_ms"] = Value::from(r["p99_ms"].as_f64().unwrap() * 10.0 + 1.0);
+        }
+    }
+    std::fs::write(slower.join("summary.json"), s.to_string()).unwrap();
+    let out = paytool(&[
+        "report",
+        "diff",
+        base.to_str().unwrap(),
+        slower.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let diff: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(diff["regressed"], true);
+    let regressed: Vec<&str> = diff["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| !r["regression"].is_null())
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(regressed, ["POST /v1/payments"]);
+    // Not a run directory: exit 2.
+    assert_eq!(
+        paytool(&["report", "show", reports.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+}
