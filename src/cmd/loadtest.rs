@@ -12,6 +12,7 @@ Examples:
   paytool loadtest                                    # profiles/smoke.toml, ~15 s
   paytool loadtest --profile profiles/ci-gate.toml --output json > summary.json
   paytool loadtest -p profiles/peak.toml --users 128 --run-time 2m
+  paytool loadtest -p profiles/open-checkout.toml --rate 3000/s   # open model
   paytool loadtest -p profiles/smoke.toml --threshold p99_ms_max=50 \\
                    --threshold \"POST /v1/payments:error_rate_max=0\"
   PAYTOOL_ADMIN_TOKEN=... paytool loadtest -p profiles/smoke.toml --target http://127.0.0.1:8080
@@ -50,6 +51,12 @@ pub struct Args {
     /// Override target.url: load test a running API instead of spawning one
     #[arg(long, env = "PAYTOOL_TARGET")]
     pub target: Option<String>,
+    /// Open model: override load.rate with an arrival rate, e.g. 2000/s (replaces users)
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Open model: override load.connections (most requests in flight)
+    #[arg(long)]
+    pub connections: Option<usize>,
     /// Override merchants.count
     #[arg(long)]
     pub merchants: Option<usize>,
@@ -79,6 +86,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         merchants: args.merchants,
         report_dir: args.report_dir.clone(),
         no_audit: args.no_audit,
+        rate: args.rate.clone(),
+        connections: args.connections,
         thresholds: args.thresholds.clone(),
     };
     let plan = profile::load(&args.profile, &overrides).map_err(|e| UsageError(e.to_string()))?;

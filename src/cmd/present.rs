@@ -69,6 +69,19 @@ pub fn print_summary(s: &RunSummary) {
             }
         }
     }
+    if let Some(o) = &s.open_model {
+        println!(
+            "open model: {} of {} scheduled arrivals sent ({}..{}/s, {} connections); {} more than {} ms late, send lag p99 {:.1} ms",
+            o.sent,
+            o.scheduled,
+            o.rate_start_per_s,
+            o.rate_end_per_s,
+            o.connections,
+            o.late,
+            o.late_after_ms,
+            o.send_lag_p99_ms
+        );
+    }
     if let Some(f) = &s.server {
         println!(
             "server: {} group commits, mean batch {} writes, write queue depth up to {}",

@@ -4,6 +4,7 @@
 
 use super::acks::AckLog;
 use super::live::LiveStats;
+use super::open_model::OpenModel;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,13 +54,21 @@ pub struct RunContext {
     pub live: Arc<LiveStats>,
     /// Retry-storm keys whose answers named different payments.
     pub storm_violations: Mutex<Vec<String>>,
+    /// The arrival schedule, in the open model.
+    pub open: Option<Arc<OpenModel>>,
     key_prefix: String,
     next_key: AtomicU64,
 }
 
 impl RunContext {
-    pub fn new(merchants: Vec<MerchantCreds>, zipf_exponent: f64, run_id: &str) -> Self {
+    pub fn new(
+        merchants: Vec<MerchantCreds>,
+        zipf_exponent: f64,
+        run_id: &str,
+        open: Option<OpenModel>,
+    ) -> Self {
         RunContext {
+            open: open.map(Arc::new),
             sampler: MerchantSampler::new(merchants.len(), zipf_exponent),
             merchants,
             acks: AckLog::new(),

@@ -6,6 +6,7 @@ pub mod acks;
 pub mod audit;
 pub mod context;
 pub mod live;
+pub mod open_model;
 pub mod report;
 pub mod summary;
 pub mod target;
@@ -18,6 +19,7 @@ use context::RunContext;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
 use live::LiveStats;
+use open_model::run as open_model_run;
 use report::RunSummary;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -86,7 +88,28 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
     f.write_all(
         &serde_json::to_vec_pretty(&merchants).map_err(|e| LoadtestError::Run(e.to_string()))?,
     )?;
-    let ctx = Arc::new(RunContext::new(merchants, plan.zipf_exponent, &run_id));
+    let open = match &plan.shape {
+        Shape::Arrival(arrival) => {
+            if !base_url.starts_with("http://") {
+                return Err(LoadtestError::Config(format!(
+                    "load.rate runs over plain HTTP; {base_url} is not an http:// URL"
+                )));
+            }
+            Some(open_model::OpenModel::new(
+                &base_url,
+                *arrival,
+                plan.scenarios.clone(),
+                plan.timeout,
+            ))
+        }
+        _ => None,
+    };
+    let ctx = Arc::new(RunContext::new(
+        merchants,
+        plan.zipf_exponent,
+        &run_id,
+        open,
+    ));
     Ok(Prepared {
         plan,
         run_id,
@@ -180,7 +203,12 @@ impl Prepared {
             );
             scraped_any.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        let (requests, total) = summary::rows(&metrics);
+        // The open model's rates are over the schedule, not Goose's padded run time.
+        let seconds = match &self.ctx.open {
+            Some(o) => o.elapsed_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+            None => metrics.duration as f64,
+        };
+        let (requests, total) = summary::rows(&metrics, seconds);
         let thresholds = thresholds::evaluate(&self.plan.thresholds, &requests, &total);
         self.write_acks()?;
         let audit = if self.plan.audit {
@@ -194,6 +222,19 @@ impl Prepared {
             // The spawned API's files are kept only when something went wrong.
             let _ = std::fs::remove_dir_all(data_dir);
         }
+        let open_model = self.ctx.open.as_ref().map(|o| {
+            let lag = o.lag.snapshot();
+            report::OpenModelFigures {
+                rate_start_per_s: o.arrival.start_per_s,
+                rate_end_per_s: o.arrival.end_per_s,
+                connections: o.arrival.connections,
+                scheduled: o.arrival.total(),
+                sent: o.sent.load(std::sync::atomic::Ordering::Relaxed),
+                late: o.late.load(std::sync::atomic::Ordering::Relaxed),
+                late_after_ms: open_model::LATE_AFTER.as_millis() as u64,
+                send_lag_p99_ms: lag.p99.as_secs_f64() * 1000.0,
+            }
+        });
         let server = scraped_any
             .load(std::sync::atomic::Ordering::Relaxed)
             .then(|| figures.lock().unwrap_or_else(|p| p.into_inner()).clone());
@@ -204,11 +245,12 @@ impl Prepared {
                 Some(_) => self.base_url.clone(),
                 None => format!("the reference API (spawned at {})", self.base_url),
             },
-            duration_s: metrics.duration as f64,
+            duration_s: seconds,
             users_max: metrics.maximum_users,
             requests,
             total,
             server,
+            open_model,
             thresholds,
             audit,
             passed,
@@ -264,6 +306,14 @@ fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAtta
         config.increase_rate = Some(format!("{rate:.3}"));
         config.run_time = Some(format!("{}", run_time.as_secs().max(1)));
     }
+    if let Shape::Arrival(arrival) = &plan.shape {
+        // One Goose user runs the whole schedule once (see open_model.rs).
+        config.users = Some(1);
+        config.increase_rate = Some("1".into());
+        let run_time = open_model::goose_run_time(arrival, plan.timeout);
+        config.run_time = Some(format!("{}", run_time.as_secs_f64().ceil() as u64));
+        config.no_reset_metrics = true;
+    }
     let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_err)?;
     if let Shape::TestPlan {
         plan: test_plan, ..
@@ -272,6 +322,11 @@ fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAtta
         attack = *attack
             .set_default(GooseDefault::TestPlan, test_plan.as_str())
             .map_err(goose_err)?;
+    }
+    if let Shape::Arrival(_) = plan.shape {
+        let schedule = scenario!("arrivals")
+            .register_transaction(transaction!(open_model_run).set_name("arrivals"));
+        return Ok(attack.register_scenario(schedule));
     }
     for (name, weight) in &plan.scenarios {
         attack = attack.register_scenario(scenarios::scenario(name, *weight).map_err(goose_err)?);

@@ -18,9 +18,25 @@ pub struct RunSummary {
     pub requests: Vec<RequestRow>,
     pub total: RequestRow,
     pub server: Option<ServerFigures>,
+    /// Open model only: how well the schedule was kept.
+    #[serde(default)]
+    pub open_model: Option<OpenModelFigures>,
     pub thresholds: Vec<ThresholdResult>,
     pub audit: Option<AuditOutcome>,
     pub passed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OpenModelFigures {
+    pub rate_start_per_s: f64,
+    pub rate_end_per_s: f64,
+    pub connections: usize,
+    pub scheduled: u64,
+    pub sent: u64,
+    /// Arrivals sent more than `late_after_ms` after their due time.
+    pub late: u64,
+    pub late_after_ms: u64,
+    pub send_lag_p99_ms: f64,
 }
 
 impl RunSummary {
@@ -111,6 +127,20 @@ pub fn markdown(s: &RunSummary) -> String {
                 let _ = writeln!(md, "  - {v}");
             }
         }
+    }
+    if let Some(o) = &s.open_model {
+        let _ = writeln!(
+            md,
+            "\nOpen model: {} of {} scheduled arrivals sent at {}..{}/s over {} connections; {} sent more than {} ms late (send lag p99 {:.1} ms).",
+            o.sent,
+            o.scheduled,
+            o.rate_start_per_s,
+            o.rate_end_per_s,
+            o.connections,
+            o.late,
+            o.late_after_ms,
+            o.send_lag_p99_ms
+        );
     }
     if let Some(f) = &s.server {
         let _ = writeln!(

@@ -26,8 +26,9 @@ pub struct ServerFigures {
     pub write_queue_depth_max: f64,
 }
 
-pub fn rows(metrics: &GooseMetrics) -> (Vec<RequestRow>, RequestRow) {
-    let seconds = (metrics.duration as f64).max(1.0);
+/// Per-request rows and the "All" row; rates are over `seconds`.
+pub fn rows(metrics: &GooseMetrics, seconds: f64) -> (Vec<RequestRow>, RequestRow) {
+    let seconds = seconds.max(0.001);
     let mut rows = Vec::new();
     let mut all_buckets: BTreeMap<u64, u64> = BTreeMap::new();
     let (mut count, mut errors, mut max_us) = (0u64, 0u64, 0u64);

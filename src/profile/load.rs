@@ -50,6 +50,12 @@ pub struct LoadSection {
     pub test_plan: Option<String>,
     /// Per-request timeout, e.g. "10s".
     pub timeout: Option<String>,
+    /// Open model: arrivals per second, e.g. "2000/s", instead of users.
+    pub rate: Option<String>,
+    /// Ramp the arrival rate linearly from `rate` to this over `run_time`.
+    pub rate_end: Option<String>,
+    /// Open model: connections (the most requests in flight at once).
+    pub connections: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -177,13 +183,55 @@ pub enum Shape {
         total: Duration,
         users_max: usize,
     },
+    /// Open model: requests arrive at their scheduled times whatever the answers do.
+    Arrival(ArrivalRate),
 }
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ArrivalRate {
+    pub start_per_s: f64,
+    pub end_per_s: f64,
+    pub run_time: Duration,
+    pub connections: usize,
+}
+
+impl ArrivalRate {
+    /// When arrival `i` (from 0) is due, from the start: a linear ramp of the rate
+    /// integrates to N(t) = r0 t + (r1 - r0) t^2 / 2T; solve N(t) = i for t.
+    pub fn due(&self, i: u64) -> Duration {
+        let (r0, r1, t) = (
+            self.start_per_s,
+            self.end_per_s,
+            self.run_time.as_secs_f64(),
+        );
+        let i = i as f64;
+        let secs = if (r1 - r0).abs() < 1e-9 {
+            i / r0
+        } else {
+            let a = (r1 - r0) / (2.0 * t);
+            (-r0 + (r0 * r0 + 4.0 * a * i).sqrt()) / (2.0 * a)
+        };
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    /// How many arrivals the schedule holds.
+    pub fn total(&self) -> u64 {
+        let t = self.run_time.as_secs_f64();
+        ((self.start_per_s + self.end_per_s) / 2.0 * t).floor() as u64
+    }
+}
+
+pub const CONNECTIONS_MAX: usize = 4096;
+pub const RATE_MAX_PER_S: f64 = 1_000_000.0;
+/// Scenarios that are one request, and so can be scheduled as arrivals.
+pub const ARRIVAL_SCENARIOS: &[&str] = &["checkout", "browse", "declines", "healthz"];
 
 impl Shape {
     pub fn duration(&self) -> Duration {
         match self {
             Shape::Users { ramp, run_time, .. } => *ramp + *run_time,
             Shape::TestPlan { total, .. } => *total,
+            Shape::Arrival(a) => a.run_time,
         }
     }
 }
@@ -219,6 +267,8 @@ pub struct Overrides {
     pub merchants: Option<usize>,
     pub report_dir: Option<PathBuf>,
     pub no_audit: bool,
+    pub rate: Option<String>,
+    pub connections: Option<usize>,
     /// `KEY=VALUE` or `REQUEST NAME:KEY=VALUE`, e.g. `p99_ms_max=250`.
     pub thresholds: Vec<String>,
 }
@@ -241,6 +291,19 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
     if let Some(u) = o.users {
         p.load.users = Some(u);
         p.load.test_plan = None;
+        p.load.rate = None;
+        p.load.rate_end = None;
+        p.load.connections = None;
+    }
+    if let Some(r) = &o.rate {
+        p.load.rate = Some(r.clone());
+        p.load.rate_end = None;
+        p.load.users = None;
+        p.load.ramp = None;
+        p.load.test_plan = None;
+    }
+    if let Some(c) = o.connections {
+        p.load.connections = Some(c);
     }
     if let Some(r) = &o.ramp {
         p.load.ramp = Some(r.clone());
@@ -363,59 +426,104 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         ));
     }
     let l = &p.load;
-    let shape = match &l.test_plan {
-        Some(plan) => {
-            if l.users.is_some() || l.run_time.is_some() || l.ramp.is_some() {
-                return Err(invalid(
-                    path,
-                    "load.test_plan",
-                    "cannot be combined with users, ramp or run_time",
-                ));
-            }
-            let (total, users_max) =
-                check_test_plan(plan).map_err(|m| invalid(path, "load.test_plan", m))?;
-            Shape::TestPlan {
-                plan: plan.clone(),
-                total,
-                users_max,
-            }
-        }
-        None => {
-            let users = l
-                .users
-                .ok_or_else(|| invalid(path, "load.users", "is missing: how many users to run"))?;
-            if !(1..=USERS_MAX).contains(&users) {
-                return Err(invalid(
-                    path,
-                    "load.users",
-                    format!("is {users}: it must be 1 to {USERS_MAX}"),
-                ));
-            }
-            let run_time = duration(
+    let shape = if let Some(rate) = &l.rate {
+        if l.users.is_some() || l.ramp.is_some() || l.test_plan.is_some() {
+            return Err(invalid(
                 path,
-                "load.run_time",
-                l.run_time
-                    .as_deref()
-                    .ok_or_else(|| invalid(path, "load.run_time", "is missing, e.g. \"15s\""))?,
-            )?;
-            if run_time < Duration::from_secs(1) || run_time > RUN_TIME_MAX {
-                return Err(invalid(path, "load.run_time", "must be 1s to 24h"));
+                "load.rate",
+                "cannot be combined with users, ramp or test_plan: an arrival rate replaces them",
+            ));
+        }
+        let start_per_s = parse_rate(path, "load.rate", rate)?;
+        let end_per_s = match &l.rate_end {
+            Some(r) => parse_rate(path, "load.rate_end", r)?,
+            None => start_per_s,
+        };
+        let run_time = duration(
+            path,
+            "load.run_time",
+            l.run_time
+                .as_deref()
+                .ok_or_else(|| invalid(path, "load.run_time", "is missing, e.g. \"15s\""))?,
+        )?;
+        if run_time < Duration::from_secs(1) || run_time > RUN_TIME_MAX {
+            return Err(invalid(path, "load.run_time", "must be 1s to 24h"));
+        }
+        let connections = l.connections.unwrap_or(64);
+        if !(1..=CONNECTIONS_MAX).contains(&connections) {
+            return Err(invalid(
+                path,
+                "load.connections",
+                format!("is {connections}: it must be 1 to {CONNECTIONS_MAX}"),
+            ));
+        }
+        Shape::Arrival(ArrivalRate {
+            start_per_s,
+            end_per_s,
+            run_time,
+            connections,
+        })
+    } else if l.rate_end.is_some() || l.connections.is_some() {
+        return Err(invalid(
+            path,
+            "load.rate_end",
+            "and load.connections only apply with load.rate",
+        ));
+    } else {
+        match &l.test_plan {
+            Some(plan) => {
+                if l.users.is_some() || l.run_time.is_some() || l.ramp.is_some() {
+                    return Err(invalid(
+                        path,
+                        "load.test_plan",
+                        "cannot be combined with users, ramp or run_time",
+                    ));
+                }
+                let (total, users_max) =
+                    check_test_plan(plan).map_err(|m| invalid(path, "load.test_plan", m))?;
+                Shape::TestPlan {
+                    plan: plan.clone(),
+                    total,
+                    users_max,
+                }
             }
-            let ramp = match &l.ramp {
-                Some(r) => duration(path, "load.ramp", r)?,
-                None => Duration::ZERO,
-            };
-            if ramp > run_time {
-                return Err(invalid(
+            None => {
+                let users = l.users.ok_or_else(|| {
+                    invalid(path, "load.users", "is missing: how many users to run")
+                })?;
+                if !(1..=USERS_MAX).contains(&users) {
+                    return Err(invalid(
+                        path,
+                        "load.users",
+                        format!("is {users}: it must be 1 to {USERS_MAX}"),
+                    ));
+                }
+                let run_time = duration(
                     path,
-                    "load.ramp",
-                    "must not be longer than load.run_time",
-                ));
-            }
-            Shape::Users {
-                users,
-                ramp,
-                run_time,
+                    "load.run_time",
+                    l.run_time.as_deref().ok_or_else(|| {
+                        invalid(path, "load.run_time", "is missing, e.g. \"15s\"")
+                    })?,
+                )?;
+                if run_time < Duration::from_secs(1) || run_time > RUN_TIME_MAX {
+                    return Err(invalid(path, "load.run_time", "must be 1s to 24h"));
+                }
+                let ramp = match &l.ramp {
+                    Some(r) => duration(path, "load.ramp", r)?,
+                    None => Duration::ZERO,
+                };
+                if ramp > run_time {
+                    return Err(invalid(
+                        path,
+                        "load.ramp",
+                        "must not be longer than load.run_time",
+                    ));
+                }
+                Shape::Users {
+                    users,
+                    ramp,
+                    run_time,
+                }
             }
         }
     };
@@ -493,7 +601,22 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
     let users_max = match &shape {
         Shape::Users { users, .. } => *users,
         Shape::TestPlan { users_max, .. } => *users_max,
+        Shape::Arrival(_) => usize::MAX,
     };
+    if let Shape::Arrival(_) = shape
+        && let Some((name, _)) = scenarios
+            .iter()
+            .find(|(n, _)| !ARRIVAL_SCENARIOS.contains(n))
+    {
+        return Err(invalid(
+            path,
+            &format!("scenarios.{name}"),
+            format!(
+                "is a multi-request journey; under load.rate only single-request scenarios run: {}",
+                ARRIVAL_SCENARIOS.join(", ")
+            ),
+        ));
+    }
     if users_max < scenarios.len() {
         return Err(invalid(
             path,
@@ -543,6 +666,21 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         audit: p.audit.enabled,
         profile: p,
     })
+}
+
+/// "2000/s" -> 2000.0
+fn parse_rate(path: &Path, key: &str, value: &str) -> Result<f64, ProfileError> {
+    let number = value.trim().strip_suffix("/s").unwrap_or(value.trim());
+    match number.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= RATE_MAX_PER_S => Ok(r),
+        _ => Err(invalid(
+            path,
+            key,
+            format!(
+                "is {value:?}: write arrivals per second such as \"2000/s\" (above 0, at most {RATE_MAX_PER_S})"
+            ),
+        )),
+    }
 }
 
 fn check_limits(path: &Path, key: &str, l: &Limits) -> Result<(), ProfileError> {
@@ -595,4 +733,30 @@ fn check_test_plan(plan: &str) -> Result<(Duration, usize), String> {
         return Err("must total at most 24h".into());
     }
     Ok((total, users_max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrivals_follow_the_ramp() {
+        let flat = ArrivalRate {
+            start_per_s: 100.0,
+            end_per_s: 100.0,
+            run_time: Duration::from_secs(10),
+            connections: 1,
+        };
+        assert_eq!(flat.total(), 1000);
+        assert_eq!(flat.due(500), Duration::from_secs(5));
+        let ramp = ArrivalRate {
+            end_per_s: 300.0,
+            ..flat
+        };
+        // 100/s rising to 300/s over 10 s: 2000 arrivals, the last due at the end.
+        assert_eq!(ramp.total(), 2000);
+        assert!((ramp.due(2000).as_secs_f64() - 10.0).abs() < 1e-6);
+        // The first half of the time holds fewer than half of the arrivals.
+        assert!(ramp.due(1000) > Duration::from_secs(5));
+    }
 }

@@ -1,15 +1,8 @@
 //! Declines and processor errors from the test cards: a 402 is the expected answer,
 //! and the failed payment it carries is logged like any acknowledged payment.
 
-use super::{Call, ctx, names, payment_body, send};
+use super::{Call, FAILING_CARDS, ctx, names, payment_body, send};
 use goose::prelude::*;
-
-const FAILING_CARDS: &[&str] = &[
-    "4000000000000002",
-    "4000000000009995",
-    "4000000000009987",
-    "4000000000000119",
-];
 
 pub async fn run(user: &mut GooseUser) -> TransactionResult {
     let ctx = ctx();

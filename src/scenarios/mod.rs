@@ -6,6 +6,7 @@ mod browse;
 mod cancel;
 mod checkout;
 mod declines;
+mod healthz;
 mod refund;
 mod retry_storm;
 
@@ -17,6 +18,7 @@ use cancel::run as cancel_run;
 use checkout::run as checkout_run;
 use declines::run as declines_run;
 use goose::prelude::*;
+use healthz::run as healthz_run;
 use refund::run as refund_run;
 use retry_storm::run as retry_storm_run;
 use serde_json::{Value, json};
@@ -31,6 +33,7 @@ pub const SCENARIO_NAMES: &[&str] = &[
     "browse",
     "declines",
     "retry_storm",
+    "healthz",
 ];
 
 /// Request names as they appear in reports and thresholds (Goose prefixes the method).
@@ -60,6 +63,7 @@ pub fn scenario(name: &str, weight: usize) -> Result<Scenario, GooseError> {
         "retry_storm" => {
             s.register_transaction(transaction!(retry_storm_run).set_name("retry_storm"))
         }
+        "healthz" => s.register_transaction(transaction!(healthz_run).set_name("healthz")),
         other => unreachable!("profile checking admits only known scenarios, not {other:?}"),
     })
 }
@@ -141,6 +145,13 @@ pub(crate) fn payment_body(capture: bool, card_number: &str) -> Value {
     };
     json!({ "amount": amount, "currency": currency, "card": card(card_number), "capture": capture })
 }
+
+pub(crate) const FAILING_CARDS: &[&str] = &[
+    "4000000000000002",
+    "4000000000009995",
+    "4000000000009987",
+    "4000000000000119",
+];
 
 pub(crate) const APPROVED_CARD: &str = "4242424242424242";
 
