@@ -1,5 +1,6 @@
 use super::{Failure, UsageError, present};
 use indicatif::{ProgressBar, ProgressStyle};
+use paytool::loadtest::find_max::SearchLimits;
 use paytool::loadtest::{self, LoadtestError};
 use paytool::profile::load::{self as profile, Overrides};
 use paytool::store::sqlite::Faults;
@@ -13,6 +14,7 @@ Examples:
   paytool loadtest --profile profiles/ci-gate.toml --output json > summary.json
   paytool loadtest -p profiles/peak.toml --users 128 --run-time 2m
   paytool loadtest -p profiles/open-checkout.toml --rate 3000/s   # open model
+  paytool loadtest -p profiles/open-checkout.toml --find-max --run-time 10s
   paytool loadtest -p profiles/smoke.toml --threshold p99_ms_max=50 \\
                    --threshold \"POST /v1/payments:error_rate_max=0\"
   PAYTOOL_ADMIN_TOKEN=... paytool loadtest -p profiles/smoke.toml --target http://127.0.0.1:8080
@@ -57,6 +59,19 @@ pub struct Args {
     /// Open model: override load.connections (most requests in flight)
     #[arg(long)]
     pub connections: Option<usize>,
+    /// Capacity search: raise the arrival rate step by step, then bisect, until a
+    /// threshold or the audit fails; report the highest rate that met everything
+    #[arg(long)]
+    pub find_max: bool,
+    /// --find-max: multiply the rate by this each growing step
+    #[arg(long, default_value_t = 2.0, requires = "find_max")]
+    pub find_max_factor: f64,
+    /// --find-max: bisection steps after the first failure
+    #[arg(long, default_value_t = 3, requires = "find_max")]
+    pub find_max_bisect: usize,
+    /// --find-max: never schedule above this many arrivals per second
+    #[arg(long, default_value_t = 1_000_000.0, requires = "find_max")]
+    pub rate_max: f64,
     /// Override merchants.count
     #[arg(long)]
     pub merchants: Option<usize>,
@@ -98,7 +113,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let faults = Faults {
         drop_ack_every: args.server_fault_drop_ack_every,
     };
+    if args.find_max && !(args.find_max_factor > 1.0 && args.find_max_factor <= 10.0) {
+        return Err(UsageError("--find-max-factor must be above 1 and at most 10".into()).into());
+    }
+    if args.find_max && args.find_max_bisect > 10 {
+        return Err(UsageError("--find-max-bisect must be at most 10".into()).into());
+    }
     let prepared = loadtest::prepare(plan, faults).await.map_err(classify)?;
+    if args.find_max {
+        return find_max(prepared, &args, text).await;
+    }
     if text {
         eprintln!(
             "paytool loadtest: {} against {}; reports in {}",
@@ -187,4 +211,83 @@ fn spawn_progress(prepared: &loadtest::Prepared) -> (tokio::task::JoinHandle<()>
         }
     });
     (task, bar)
+}
+
+async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyhow::Result<u8> {
+    let limits = SearchLimits {
+        factor: args.find_max_factor,
+        bisect_steps: args.find_max_bisect,
+        rate_max_per_s: args.rate_max,
+        ..Default::default()
+    };
+    if text {
+        eprintln!(
+            "paytool loadtest --find-max: {} against {}; reports in {}",
+            args.profile.display(),
+            prepared.base_url(),
+            prepared.run_dir().display()
+        );
+    }
+    let run_dir = prepared.run_dir().to_path_buf();
+    let result = loadtest::find_max::find_max(prepared, limits, |step| {
+        if text {
+            eprintln!(
+                "  step {:>2}: {:>9.0}/s scheduled -> {:>9.1} req/s, p99 {:>8.2} ms, errors {:.2}%  {}",
+                step.index,
+                step.rate_per_s,
+                step.achieved_rps,
+                step.p99_ms,
+                step.error_rate * 100.0,
+                if step.passed { "pass".to_string() } else { format!("FAIL ({})", step.failed.join(", ")) }
+            );
+        }
+    })
+    .await
+    .map_err(classify)?;
+    if text {
+        let mut t = comfy_table::Table::new();
+        t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+        t.set_header([
+            "step",
+            "scheduled/s",
+            "achieved req/s",
+            "p99 ms",
+            "errors",
+            "result",
+        ]);
+        for s in &result.steps {
+            t.add_row([
+                s.index.to_string(),
+                format!("{:.0}", s.rate_per_s),
+                format!("{:.1}", s.achieved_rps),
+                s.p99_ms.to_string(),
+                format!("{:.2}%", s.error_rate * 100.0),
+                if s.passed {
+                    "pass".into()
+                } else {
+                    format!("FAIL: {}", s.failed.join(", "))
+                },
+            ]);
+        }
+        println!("{t}");
+        match (result.best_rate_per_s, &result.best_step_dir) {
+            (Some(rate), Some(dir)) => println!(
+                "highest rate meeting every threshold and the audit: {rate:.0}/s ({:.1} req/s measured); report: {}",
+                result.best_achieved_rps.unwrap_or_default(),
+                run_dir.join(dir).display()
+            ),
+            _ => println!(
+                "FAILED: even the first step ({:.0}/s) missed a threshold or the audit",
+                result.steps.first().map_or(0.0, |s| s.rate_per_s)
+            ),
+        }
+        println!("search: {}", run_dir.join("find-max.json").display());
+    } else {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    }
+    Ok(if result.best_rate_per_s.is_some() {
+        0
+    } else {
+        1
+    })
 }

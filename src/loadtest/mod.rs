@@ -5,6 +5,7 @@
 pub mod acks;
 pub mod audit;
 pub mod context;
+pub mod find_max;
 pub mod live;
 pub mod open_model;
 pub mod report;
@@ -12,7 +13,7 @@ pub mod summary;
 pub mod target;
 pub mod thresholds;
 
-use crate::profile::load::{LoadPlan, Shape};
+use crate::profile::load::{ArrivalRate, LoadPlan, Shape};
 use crate::scenarios;
 use crate::store::sqlite::Faults;
 use context::RunContext;
@@ -42,7 +43,8 @@ pub enum LoadtestError {
     Io(#[from] std::io::Error),
 }
 
-/// A run whose target is up and whose merchants exist, ready to execute.
+/// A run whose target is up and whose merchants exist, ready to execute one or more
+/// steps (one, or a `--find-max` search) against the same target.
 pub struct Prepared {
     plan: LoadPlan,
     run_id: String,
@@ -50,7 +52,10 @@ pub struct Prepared {
     target: Target,
     base_url: String,
     admin: Admin,
+    merchants: Vec<context::MerchantCreds>,
+    /// The current step's context; a new one each step.
     ctx: Arc<RunContext>,
+    steps: usize,
 }
 
 pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, LoadtestError> {
@@ -88,37 +93,19 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
     f.write_all(
         &serde_json::to_vec_pretty(&merchants).map_err(|e| LoadtestError::Run(e.to_string()))?,
     )?;
-    let open = match &plan.shape {
-        Shape::Arrival(arrival) => {
-            if !base_url.starts_with("http://") {
-                return Err(LoadtestError::Config(format!(
-                    "load.rate runs over plain HTTP; {base_url} is not an http:// URL"
-                )));
-            }
-            Some(open_model::OpenModel::new(
-                &base_url,
-                *arrival,
-                plan.scenarios.clone(),
-                plan.timeout,
-            ))
-        }
-        _ => None,
-    };
-    let ctx = Arc::new(RunContext::new(
-        merchants,
-        plan.zipf_exponent,
-        &run_id,
-        open,
-    ));
-    Ok(Prepared {
+    let mut prepared = Prepared {
+        ctx: Arc::new(RunContext::new(merchants.clone(), 0.0, &run_id, None)),
         plan,
         run_id,
         run_dir,
         target,
         base_url,
         admin,
-        ctx,
-    })
+        merchants,
+        steps: 0,
+    };
+    prepared.new_context(None);
+    Ok(prepared)
 }
 
 fn unique_dir(parent: &Path, name: &str) -> Result<PathBuf, LoadtestError> {
@@ -148,6 +135,7 @@ fn unique_dir(parent: &Path, name: &str) -> Result<PathBuf, LoadtestError> {
 }
 
 impl Prepared {
+    /// The live figures of the step about to run (or running).
     pub fn live(&self) -> Arc<LiveStats> {
         self.ctx.live.clone()
     }
@@ -160,18 +148,58 @@ impl Prepared {
         &self.base_url
     }
 
+    pub fn plan(&self) -> &LoadPlan {
+        &self.plan
+    }
+
     /// Users-and-ramp or test-plan length: what the progress bar counts to.
     pub fn duration(&self) -> Duration {
         self.plan.shape.duration()
     }
 
+    /// A fresh context for the next step: new acknowledgement log, live figures and
+    /// schedule, and an idempotency-key prefix of its own (the merchants stay).
+    fn new_context(&mut self, arrival: Option<ArrivalRate>) {
+        let arrival = arrival.or(match self.plan.shape {
+            Shape::Arrival(a) => Some(a),
+            _ => None,
+        });
+        let open = arrival.map(|a| {
+            open_model::OpenModel::new(
+                &self.base_url,
+                a,
+                self.plan.scenarios.clone(),
+                self.plan.timeout,
+            )
+        });
+        let prefix = format!("{}-s{}", self.run_id, self.steps);
+        self.ctx = Arc::new(RunContext::new(
+            self.merchants.clone(),
+            self.plan.zipf_exponent,
+            &prefix,
+            open,
+        ));
+    }
+
+    /// Run the plan once, report into the run dir, stop the target.
     pub async fn execute(mut self) -> Result<RunSummary, LoadtestError> {
+        let dir = self.run_dir.clone();
+        let summary = self.run_step(&dir).await?;
+        self.finish(summary.passed).await?;
+        Ok(summary)
+    }
+
+    /// Run one step with the current context and write its reports into `dir`.
+    async fn run_step(&mut self, dir: &Path) -> Result<RunSummary, LoadtestError> {
+        self.steps += 1;
+        let mut plan = self.plan.clone();
+        if let Some(o) = &self.ctx.open {
+            plan.shape = Shape::Arrival(o.arrival);
+        }
         context::install(self.ctx.clone());
-        let figures = Arc::new(Mutex::new(summary::ServerFigures::default()));
-        let scraped_any = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let figures = Arc::new(Mutex::new(summary::Scrapes::default()));
         let scraper = {
-            let (admin, figures, scraped_any) =
-                (self.admin.clone(), figures.clone(), scraped_any.clone());
+            let (admin, figures) = (self.admin.clone(), figures.clone());
             tokio::spawn(async move {
                 loop {
                     if let Some(text) = admin.metrics().await {
@@ -179,13 +207,12 @@ impl Prepared {
                             &mut figures.lock().unwrap_or_else(|p| p.into_inner()),
                             &text,
                         );
-                        scraped_any.store(true, std::sync::atomic::Ordering::Relaxed);
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             })
         };
-        let attack = build_attack(&self.plan, &self.base_url, &self.run_dir);
+        let attack = build_attack(&plan, &self.base_url, dir);
         let result = match attack {
             Ok(a) => a
                 .execute()
@@ -201,7 +228,6 @@ impl Prepared {
                 &mut figures.lock().unwrap_or_else(|p| p.into_inner()),
                 &text,
             );
-            scraped_any.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         // The open model's rates are over the schedule, not Goose's padded run time.
         let seconds = match &self.ctx.open {
@@ -209,39 +235,32 @@ impl Prepared {
             None => metrics.duration as f64,
         };
         let (requests, total) = summary::rows(&metrics, seconds);
-        let thresholds = thresholds::evaluate(&self.plan.thresholds, &requests, &total);
-        self.write_acks()?;
-        let audit = if self.plan.audit {
+        let thresholds = thresholds::evaluate(&plan.thresholds, &requests, &total);
+        self.write_acks(dir)?;
+        let audit = if plan.audit {
             Some(audit::run(&self.admin, &self.ctx).await?)
         } else {
             None
         };
-        self.target.stop().await?;
         let passed = thresholds.iter().all(|t| t.passed) && audit.as_ref().is_none_or(|a| a.ok);
-        if passed && let Target::Spawned { data_dir, .. } = &self.target {
-            // The spawned API's files are kept only when something went wrong.
-            let _ = std::fs::remove_dir_all(data_dir);
-        }
-        let open_model = self.ctx.open.as_ref().map(|o| {
-            let lag = o.lag.snapshot();
-            report::OpenModelFigures {
-                rate_start_per_s: o.arrival.start_per_s,
-                rate_end_per_s: o.arrival.end_per_s,
-                connections: o.arrival.connections,
-                scheduled: o.arrival.total(),
-                sent: o.sent.load(std::sync::atomic::Ordering::Relaxed),
-                late: o.late.load(std::sync::atomic::Ordering::Relaxed),
-                late_after_ms: open_model::LATE_AFTER.as_millis() as u64,
-                send_lag_p99_ms: lag.p99.as_secs_f64() * 1000.0,
-            }
+        let open_model = self.ctx.open.as_ref().map(|o| report::OpenModelFigures {
+            rate_start_per_s: o.arrival.start_per_s,
+            rate_end_per_s: o.arrival.end_per_s,
+            connections: o.arrival.connections,
+            scheduled: o.arrival.total(),
+            sent: o.sent.load(std::sync::atomic::Ordering::Relaxed),
+            late: o.late.load(std::sync::atomic::Ordering::Relaxed),
+            late_after_ms: open_model::LATE_AFTER.as_millis() as u64,
+            send_lag_p99_ms: o.lag.snapshot().p99.as_secs_f64() * 1000.0,
         });
-        let server = scraped_any
-            .load(std::sync::atomic::Ordering::Relaxed)
-            .then(|| figures.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let server = figures.lock().unwrap_or_else(|p| p.into_inner()).finish();
         let summary = RunSummary {
-            run_id: self.run_id.clone(),
-            profile: self.plan.name.clone(),
-            target: match self.plan.target_url {
+            run_id: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| self.run_id.clone()),
+            profile: plan.name.clone(),
+            target: match plan.target_url {
                 Some(_) => self.base_url.clone(),
                 None => format!("the reference API (spawned at {})", self.base_url),
             },
@@ -255,13 +274,21 @@ impl Prepared {
             audit,
             passed,
         };
-        report::write_all(&self.run_dir, &summary)?;
+        report::write_all(dir, &summary)?;
         Ok(summary)
     }
 
-    fn write_acks(&self) -> Result<(), LoadtestError> {
-        let mut out =
-            std::io::BufWriter::new(std::fs::File::create(self.run_dir.join("acks.jsonl"))?);
+    /// Stop a spawned target; keep its files only when something failed.
+    async fn finish(mut self, passed: bool) -> Result<(), LoadtestError> {
+        self.target.stop().await?;
+        if passed && let Target::Spawned { data_dir, .. } = &self.target {
+            let _ = std::fs::remove_dir_all(data_dir);
+        }
+        Ok(())
+    }
+
+    fn write_acks(&self, dir: &Path) -> Result<(), LoadtestError> {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("acks.jsonl"))?);
         for a in self.ctx.acks.all() {
             serde_json::to_writer(&mut out, &a).map_err(|e| LoadtestError::Run(e.to_string()))?;
             out.write_all(b"\n")?;
@@ -312,7 +339,6 @@ fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAtta
         config.increase_rate = Some("1".into());
         let run_time = open_model::goose_run_time(arrival, plan.timeout);
         config.run_time = Some(format!("{}", run_time.as_secs_f64().ceil() as u64));
-        config.no_reset_metrics = true;
     }
     let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_err)?;
     if let Shape::TestPlan {

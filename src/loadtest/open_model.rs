@@ -26,12 +26,15 @@ use tokio::sync::mpsc;
 pub const LATE_AFTER: Duration = Duration::from_millis(10);
 /// Samples waiting for the recorder; workers wait when it is full.
 const SAMPLES_QUEUED_MAX: usize = 65_536;
+/// The schedule starts this long after its Goose user, once Goose has reset its metrics
+/// (it does when all users are launched; with `no_reset_metrics` it prints to stdout).
+const START_DELAY: Duration = Duration::from_secs(1);
 /// How long a call that is not the schedule's waits before returning to Goose.
 const IDLE: Duration = Duration::from_millis(200);
 
 /// Goose's run time for a schedule: all of it, plus the last answers' timeout, plus slack.
 pub fn goose_run_time(arrival: &ArrivalRate, timeout: Duration) -> Duration {
-    arrival.run_time + timeout + Duration::from_secs(1)
+    START_DELAY + arrival.run_time + timeout + Duration::from_secs(1)
 }
 
 pub struct OpenModel {
@@ -111,7 +114,7 @@ pub async fn run(user: &mut GooseUser) -> TransactionResult {
     }
     let (tx, mut rx) = mpsc::channel::<Sample>(SAMPLES_QUEUED_MAX);
     let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now() + Duration::from_millis(20);
+    let start = Instant::now() + START_DELAY;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..open.arrival.connections {
         workers.spawn(worker(

@@ -26,7 +26,31 @@ pub struct ServerFigures {
     pub write_queue_depth_max: f64,
 }
 
-/// Per-request rows and the "All" row; rates are over `seconds`.
+/// Scrapes during one step. Prometheus counters run from the server's start, so the
+/// step's figures are the difference between its first and last scrape.
+#[derive(Default)]
+pub struct Scrapes {
+    first: Option<(f64, f64)>,
+    last: Option<(f64, f64)>,
+    queue_depth_max: f64,
+}
+
+impl Scrapes {
+    pub fn finish(&self) -> Option<ServerFigures> {
+        let ((s0, c0), (s1, c1)) = (self.first?, self.last?);
+        let batches = (c1 - c0).max(0.0);
+        Some(ServerFigures {
+            commit_batches: batches as u64,
+            commit_batch_size_mean: if batches > 0.0 {
+                ((s1 - s0) / batches * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
+            write_queue_depth_max: self.queue_depth_max,
+        })
+    }
+}
+
 pub fn rows(metrics: &GooseMetrics, seconds: f64) -> (Vec<RequestRow>, RequestRow) {
     let seconds = seconds.max(0.001);
     let mut rows = Vec::new();
@@ -91,9 +115,9 @@ fn rate(errors: u64, count: u64) -> f64 {
     }
 }
 
-/// Fold one scrape of Prometheus text into the figures.
-pub fn absorb_scrape(figures: &mut ServerFigures, text: &str) {
-    let (mut sum, mut count) = (0.0, 0.0);
+/// Fold one scrape of Prometheus text into the step's scrapes.
+pub fn absorb_scrape(scrapes: &mut Scrapes, text: &str) {
+    let (mut sum, mut count, mut seen) = (0.0, 0.0, false);
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -103,16 +127,16 @@ pub fn absorb_scrape(figures: &mut ServerFigures, text: &str) {
         };
         let metric = series.split('{').next().unwrap_or_default();
         match metric {
-            "paytool_group_commit_batch_size_sum" => sum += value,
+            "paytool_group_commit_batch_size_sum" => (sum, seen) = (sum + value, true),
             "paytool_group_commit_batch_size_count" => count += value,
             "paytool_write_queue_depth" => {
-                figures.write_queue_depth_max = figures.write_queue_depth_max.max(value)
+                scrapes.queue_depth_max = scrapes.queue_depth_max.max(value)
             }
             _ => {}
         }
     }
-    if count > 0.0 {
-        figures.commit_batches = count as u64;
-        figures.commit_batch_size_mean = (sum / count * 10.0).round() / 10.0;
+    if seen {
+        scrapes.first.get_or_insert((sum, count));
+        scrapes.last = Some((sum, count));
     }
 }

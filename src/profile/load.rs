@@ -617,6 +617,15 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             ),
         ));
     }
+    if let (Shape::Arrival(_), Some(url)) = (&shape, &target_url)
+        && !url.starts_with("http://")
+    {
+        return Err(invalid(
+            path,
+            "target.url",
+            format!("is {url:?}: load.rate runs over plain http:// only"),
+        ));
+    }
     if users_max < scenarios.len() {
         return Err(invalid(
             path,

@@ -1,0 +1,170 @@
+//! Capacity search: step the arrival rate up by a factor until a step fails its
+//! thresholds or audit, then bisect between the last pass and the first failure. The
+//! answer is the highest rate that met everything, with that step's report.
+
+use super::report::RunSummary;
+use super::{LoadtestError, Prepared};
+use crate::profile::load::{ArrivalRate, RATE_MAX_PER_S, Shape};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug)]
+pub struct SearchLimits {
+    /// Each growing step multiplies the rate by this.
+    pub factor: f64,
+    /// Bisection steps after the first failure.
+    pub bisect_steps: usize,
+    /// Never schedule above this rate.
+    pub rate_max_per_s: f64,
+    /// Never run more steps than this in all.
+    pub steps_max: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        SearchLimits {
+            factor: 2.0,
+            bisect_steps: 3,
+            rate_max_per_s: RATE_MAX_PER_S,
+            steps_max: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Step {
+    pub index: usize,
+    pub rate_per_s: f64,
+    pub passed: bool,
+    /// The step's report directory, relative to the run directory.
+    pub dir: String,
+    pub achieved_rps: f64,
+    pub p99_ms: f64,
+    pub error_rate: f64,
+    /// What failed: threshold rules and "money audit".
+    pub failed: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FindMax {
+    pub profile: String,
+    /// The highest arrival rate that met every threshold and the audit.
+    pub best_rate_per_s: Option<f64>,
+    /// Its measured request rate.
+    pub best_achieved_rps: Option<f64>,
+    pub best_step_dir: Option<String>,
+    pub step_time_s: f64,
+    pub connections: usize,
+    pub steps: Vec<Step>,
+}
+
+impl FindMax {
+    pub fn read(dir: &std::path::Path) -> Result<FindMax, String> {
+        let path = dir.join("find-max.json");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// Run the search. `on_step` hears of each step as it finishes.
+pub async fn find_max(
+    mut prepared: Prepared,
+    limits: SearchLimits,
+    mut on_step: impl FnMut(&Step),
+) -> Result<FindMax, LoadtestError> {
+    let Shape::Arrival(first) = prepared.plan().shape else {
+        return Err(LoadtestError::Config(
+            "--find-max searches over an arrival rate: give the profile load.rate, or pass --rate"
+                .into(),
+        ));
+    };
+    if prepared.plan().thresholds.all == Default::default()
+        && prepared.plan().thresholds.request.is_empty()
+    {
+        return Err(LoadtestError::Config(
+            "--find-max needs thresholds to fail: the profile has none".into(),
+        ));
+    }
+    let run_dir = prepared.run_dir().to_path_buf();
+    let mut steps: Vec<Step> = Vec::new();
+    let mut best: Option<(f64, RunSummary, String)> = None;
+    let mut failed_at: Option<f64> = None;
+    let mut rate = first.start_per_s;
+    let mut bisections = 0;
+    while steps.len() < limits.steps_max {
+        let arrival = ArrivalRate {
+            start_per_s: rate,
+            end_per_s: rate,
+            ..first
+        };
+        let name = format!("step-{:02}-{:.0}-per-s", steps.len() + 1, rate);
+        let dir: PathBuf = run_dir.join(&name);
+        std::fs::create_dir_all(&dir)?;
+        prepared.new_context(Some(arrival));
+        let summary = prepared.run_step(&dir).await?;
+        let step = Step {
+            index: steps.len() + 1,
+            rate_per_s: rate,
+            passed: summary.passed,
+            dir: name.clone(),
+            achieved_rps: summary.total.rps,
+            p99_ms: summary.total.p99_ms,
+            error_rate: summary.total.error_rate,
+            failed: summary
+                .failed_thresholds()
+                .map(|t| format!("{} {}", t.scope, t.rule))
+                .chain(
+                    summary
+                        .audit
+                        .iter()
+                        .filter(|a| !a.ok)
+                        .map(|_| "money audit".to_string()),
+                )
+                .collect(),
+        };
+        on_step(&step);
+        steps.push(step);
+        if summary.passed {
+            best = Some((rate, summary, name));
+        } else {
+            failed_at = Some(failed_at.map_or(rate, |f: f64| f.min(rate)));
+        }
+        // Next rate: grow until the first failure, then bisect.
+        let next = match (failed_at, &best) {
+            (None, _) => rate * limits.factor,
+            (Some(hi), Some((lo, ..))) => {
+                if bisections == limits.bisect_steps || hi - lo < 1.0 {
+                    break;
+                }
+                bisections += 1;
+                (lo + hi) / 2.0
+            }
+            (Some(_), None) => break,
+        };
+        if next > limits.rate_max_per_s {
+            break;
+        }
+        rate = next.round().max(1.0);
+    }
+    let result = FindMax {
+        profile: prepared.plan().name.clone(),
+        best_rate_per_s: best.as_ref().map(|b| b.0),
+        best_achieved_rps: best.as_ref().map(|b| b.1.total.rps),
+        best_step_dir: best.as_ref().map(|b| b.2.clone()),
+        step_time_s: first.run_time.as_secs_f64(),
+        connections: first.connections,
+        steps,
+    };
+    std::fs::write(
+        run_dir.join("find-max.json"),
+        serde_json::to_vec_pretty(&result).map_err(|e| LoadtestError::Run(e.to_string()))?,
+    )?;
+    // The run's own summary is the best step's, so `report show RUN` shows the answer.
+    if let Some((_, summary, _)) = &best {
+        super::report::write_all(&run_dir, summary)?;
+    }
+    // A search always ends on a failing step; keep the server's files only if none passed.
+    prepared.finish(result.best_rate_per_s.is_some()).await?;
+    Ok(result)
+}
