@@ -89,10 +89,9 @@ pub async fn find_max(
     let run_dir = prepared.run_dir().to_path_buf();
     let mut steps: Vec<Step> = Vec::new();
     let mut best: Option<(f64, RunSummary, String)> = None;
-    let mut failed_at: Option<f64> = None;
-    let mut rate = first.start_per_s;
-    let mut bisections = 0;
-    while steps.len() < limits.steps_max {
+    let mut search = Search::new(first.start_per_s, limits);
+    let mut next = Some(first.start_per_s);
+    while let Some(rate) = next {
         let arrival = ArrivalRate {
             start_per_s: rate,
             end_per_s: rate,
@@ -125,27 +124,10 @@ pub async fn find_max(
         };
         on_step(&step);
         steps.push(step);
+        next = search.record(summary.passed);
         if summary.passed {
             best = Some((rate, summary, name));
-        } else {
-            failed_at = Some(failed_at.map_or(rate, |f: f64| f.min(rate)));
         }
-        // Next rate: grow until the first failure, then bisect.
-        let next = match (failed_at, &best) {
-            (None, _) => rate * limits.factor,
-            (Some(hi), Some((lo, ..))) => {
-                if bisections == limits.bisect_steps || hi - lo < 1.0 {
-                    break;
-                }
-                bisections += 1;
-                (lo + hi) / 2.0
-            }
-            (Some(_), None) => break,
-        };
-        if next > limits.rate_max_per_s {
-            break;
-        }
-        rate = next.round().max(1.0);
     }
     let result = FindMax {
         profile: prepared.plan().name.clone(),
@@ -167,4 +149,101 @@ pub async fn find_max(
     // A search always ends on a failing step; keep the server's files only if none passed.
     prepared.finish(result.best_rate_per_s.is_some()).await?;
     Ok(result)
+}
+
+/// The rates a search visits: grow by `factor` while steps pass, then bisect between
+/// the best pass and the lowest failure. Bounded by `steps_max` and `rate_max_per_s`.
+#[derive(Clone, Debug)]
+pub struct Search {
+    limits: SearchLimits,
+    rate: f64,
+    best: Option<f64>,
+    failed_at: Option<f64>,
+    bisections: usize,
+    steps: usize,
+}
+
+impl Search {
+    pub fn new(start_per_s: f64, limits: SearchLimits) -> Self {
+        Search {
+            limits,
+            rate: start_per_s,
+            best: None,
+            failed_at: None,
+            bisections: 0,
+            steps: 0,
+        }
+    }
+
+    /// Record how the step at the current rate went; the next rate, or None when done.
+    pub fn record(&mut self, passed: bool) -> Option<f64> {
+        self.steps += 1;
+        if passed {
+            self.best = Some(self.best.map_or(self.rate, |b| b.max(self.rate)));
+        } else {
+            self.failed_at = Some(self.failed_at.map_or(self.rate, |f| f.min(self.rate)));
+        }
+        let next = match (self.best, self.failed_at) {
+            (_, None) => self.rate * self.limits.factor,
+            (None, Some(_)) => return None,
+            (Some(lo), Some(hi)) => {
+                if self.bisections >= self.limits.bisect_steps || hi - lo <= 1.0 {
+                    return None;
+                }
+                self.bisections += 1;
+                ((lo + hi) / 2.0).round()
+            }
+        };
+        if self.steps >= self.limits.steps_max || next > self.limits.rate_max_per_s {
+            return None;
+        }
+        self.rate = next.max(1.0);
+        Some(self.rate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visit(start: f64, limits: SearchLimits, capacity: f64) -> (Vec<f64>, Option<f64>) {
+        let mut search = Search::new(start, limits);
+        let mut rates = vec![start];
+        let mut rate = start;
+        while let Some(next) = search.record(rate <= capacity) {
+            rates.push(next);
+            rate = next;
+        }
+        (rates, search.best)
+    }
+
+    #[test]
+    fn grows_then_bisects() {
+        let (rates, best) = visit(100.0, SearchLimits::default(), 333.0);
+        assert_eq!(rates, [100.0, 200.0, 400.0, 300.0, 350.0, 325.0]);
+        assert_eq!(best, Some(325.0));
+    }
+
+    #[test]
+    fn stops_at_the_first_step_when_it_fails() {
+        let (rates, best) = visit(100.0, SearchLimits::default(), 50.0);
+        assert_eq!(rates, [100.0]);
+        assert_eq!(best, None);
+    }
+
+    #[test]
+    fn never_passes_its_bounds() {
+        let limits = SearchLimits {
+            rate_max_per_s: 1000.0,
+            ..Default::default()
+        };
+        let (rates, best) = visit(100.0, limits, f64::INFINITY);
+        assert_eq!(rates, [100.0, 200.0, 400.0, 800.0]);
+        assert_eq!(best, Some(800.0));
+        let limits = SearchLimits {
+            steps_max: 3,
+            ..Default::default()
+        };
+        assert_eq!(visit(100.0, limits, f64::INFINITY).0.len(), 3);
+    }
 }

@@ -251,6 +251,7 @@ impl Prepared {
             sent: o.sent.load(std::sync::atomic::Ordering::Relaxed),
             late: o.late.load(std::sync::atomic::Ordering::Relaxed),
             late_after_ms: open_model::LATE_AFTER.as_millis() as u64,
+            dropped: o.dropped.load(std::sync::atomic::Ordering::Relaxed),
             send_lag_p99_ms: o.lag.snapshot().p99.as_secs_f64() * 1000.0,
         });
         let server = figures.lock().unwrap_or_else(|p| p.into_inner()).finish();

@@ -34,7 +34,8 @@ const IDLE: Duration = Duration::from_millis(200);
 
 /// Goose's run time for a schedule: all of it, plus the last answers' timeout, plus slack.
 pub fn goose_run_time(arrival: &ArrivalRate, timeout: Duration) -> Duration {
-    START_DELAY + arrival.run_time + timeout + Duration::from_secs(1)
+    let _ = timeout;
+    START_DELAY + arrival.run_time
 }
 
 pub struct OpenModel {
@@ -44,6 +45,8 @@ pub struct OpenModel {
     pub timeout: Duration,
     pub sent: AtomicU64,
     pub late: AtomicU64,
+    /// Arrivals not sent at all: due longer ago than the request timeout.
+    pub dropped: AtomicU64,
     started: AtomicBool,
     pub done: AtomicBool,
     /// From the first due time to the last answer.
@@ -70,6 +73,7 @@ impl OpenModel {
             timeout,
             sent: AtomicU64::new(0),
             late: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             started: AtomicBool::new(false),
             done: AtomicBool::new(false),
             elapsed_ms: AtomicU64::new(0),
@@ -175,8 +179,25 @@ async fn worker(
         if lag > LATE_AFTER {
             open.late.fetch_add(1, Ordering::Relaxed);
         }
-        open.sent.fetch_add(1, Ordering::Relaxed);
         let kind = open.pick();
+        if lag > open.timeout {
+            // Past its own timeout before it could even be sent: dropped, and counted as a
+            // failed request, so an overloaded target cannot pass by being slow to ask.
+            open.dropped.fetch_add(1, Ordering::Relaxed);
+            let (method, name, _) = request_name(kind);
+            let sample = Sample {
+                method,
+                name,
+                latency: lag,
+                status: None,
+                ok: false,
+            };
+            if tx.send(sample).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        open.sent.fetch_add(1, Ordering::Relaxed);
         let (method, name, sample_status, ok) = match send(&ctx, &open, &mut sender, kind).await {
             Some((method, name, status, ok)) => (method, name, Some(status), ok),
             None => {

@@ -36,6 +36,9 @@ pub struct OpenModelFigures {
     /// Arrivals sent more than `late_after_ms` after their due time.
     pub late: u64,
     pub late_after_ms: u64,
+    /// Arrivals never sent: due longer ago than the request timeout (counted as errors).
+    #[serde(default)]
+    pub dropped: u64,
     pub send_lag_p99_ms: f64,
 }
 
@@ -131,7 +134,7 @@ pub fn markdown(s: &RunSummary) -> String {
     if let Some(o) = &s.open_model {
         let _ = writeln!(
             md,
-            "\nOpen model: {} of {} scheduled arrivals sent at {}..{}/s over {} connections; {} sent more than {} ms late (send lag p99 {:.1} ms).",
+            "\nOpen model: {} of {} scheduled arrivals sent at {}..{}/s over {} connections; {} sent more than {} ms late, {} dropped (send lag p99 {:.1} ms).",
             o.sent,
             o.scheduled,
             o.rate_start_per_s,
@@ -139,6 +142,7 @@ pub fn markdown(s: &RunSummary) -> String {
             o.connections,
             o.late,
             o.late_after_ms,
+            o.dropped,
             o.send_lag_p99_ms
         );
     }

@@ -406,3 +406,153 @@ fn report_diff_gates_on_a_regression() {
         Some(2)
     );
 }
+
+const OPEN_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
+
+fn open_loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+    let mut args = vec![
+        "loadtest",
+        "--profile",
+        OPEN_PROFILE,
+        "--merchants",
+        "3",
+        "--report-dir",
+        reports.to_str().unwrap(),
+        "--output",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = paytool(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let summary = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code(), summary, format!("{stdout}\n{stderr}"))
+}
+
+#[test]
+fn the_open_model_sends_every_scheduled_arrival_and_audits_them() {
+    let reports = temp_dir();
+    let (code, summary, output) =
+        open_loadtest(reports.path(), &["--rate", "200/s", "--run-time", "2s"]);
+    assert_eq!(code, Some(0), "{output}");
+    let open = &summary["open_model"];
+    assert_eq!(open["scheduled"], 400, "{open:#}");
+    assert_eq!(open["sent"], 400);
+    // Every arrival became exactly one recorded request: none lost between schedule and Goose.
+    assert_eq!(summary["total"]["count"], 400, "{summary:#}");
+    let payments = summary["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "POST /v1/payments")
+        .expect("checkouts ran");
+    assert_eq!(summary["audit"]["ok"], true);
+    assert_eq!(summary["audit"]["acknowledged_payments"], payments["count"]);
+}
+
+#[test]
+fn an_arrival_rate_refuses_multi_request_journeys() {
+    let dir = temp_dir();
+    let profile = dir.path().join("open.toml");
+    let text = std::fs::read_to_string(OPEN_PROFILE).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace("browse = 1", "browse = 1\nrefund = 1"),
+    )
+    .unwrap();
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("scenarios.refund") && err.contains("checkout, browse, declines, healthz"),
+        "{err}"
+    );
+    std::fs::write(
+        &profile,
+        text.replace("rate = \"1000/s\"", "rate = \"fast\""),
+    )
+    .unwrap();
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("load.rate") && err.contains("2000/s"), "{err}");
+}
+
+#[test]
+fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
+    let reports2 = temp_dir();
+    let (code, result, output) = open_loadtest(
+        reports2.path(),
+        &[
+            "--rate",
+            "100/s",
+            "--run-time",
+            "1s",
+            "--find-max",
+            "--find-max-bisect",
+            "1",
+            "--rate-max",
+            "400",
+            "--threshold",
+            "p99_ms_max=5000",
+        ],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    let steps = result["steps"].as_array().unwrap();
+    let rates: Vec<f64> = steps
+        .iter()
+        .map(|s| s["rate_per_s"].as_f64().unwrap())
+        .collect();
+    // Grows by the factor while steps pass, and never beyond --rate-max (the bisection
+    // after a failure is covered by find_max's unit tests, which need no timing).
+    assert_eq!(rates, [100.0, 200.0, 400.0], "{result:#}");
+    assert_eq!(result["best_rate_per_s"], 400.0);
+    let run = reports2.path().join(
+        std::fs::read_dir(reports2.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .file_name(),
+    );
+    assert!(run.join("find-max.json").is_file());
+    assert!(
+        run.join(result["best_step_dir"].as_str().unwrap())
+            .join("summary.json")
+            .is_file()
+    );
+    // The run's summary is the best step's.
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["open_model"]["rate_start_per_s"], 400.0);
+
+    // A first step that fails ends the search with no answer: exit 1.
+    let reports3 = temp_dir();
+    let (code, result, output) = open_loadtest(
+        reports3.path(),
+        &[
+            "--rate",
+            "100/s",
+            "--run-time",
+            "1s",
+            "--find-max",
+            "--threshold",
+            "rps_min=1000000",
+        ],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    assert_eq!(result["steps"].as_array().unwrap().len(), 1);
+    assert!(result["best_rate_per_s"].is_null());
+}
