@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod ids;
 pub mod ledger;

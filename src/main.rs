@@ -24,10 +24,13 @@ Examples:
   paytool serve --listen 127.0.0.1:8080 --data-dir ./data
   paytool completions bash > ~/.local/share/bash-completion/completions/paytool
 
-Not built yet: shard, cache, scale (see the README).
+  paytool scale plan -p profiles/scale/payment-api-group.toml   # Terraform-style
+
+Not built yet: shard, cache (see the README).
 
 Exit codes: 0 success; 1 failure (a threshold, the audit, a regression, a run-time
-error); 2 usage or configuration error; 3 (loadtest) target unreachable or run not started.";
+error); 2 usage or configuration error (and, for `scale plan`, changes pending);
+3 (loadtest) target unreachable or run not started.";
 
 #[derive(Parser, Debug)]
 #[command(name = "paytool", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
@@ -45,6 +48,8 @@ enum Command {
     Loadtest(cmd::loadtest::Args),
     /// Show a run's summary again, or diff two runs (a baseline gate)
     Report(cmd::report::Args),
+    /// Plan, apply, inspect, size and destroy the API's AWS Auto Scaling group
+    Scale(cmd::scale::Args),
     /// Run the reference payment API on the embedded SQLite store
     Serve(cmd::serve::Args),
     /// Print shell completions
@@ -53,7 +58,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "warn".into());
+    // The AWS credential chain logs each provider it tries; its outcome is our error message.
+    let filter = format!("aws_config=error,{}", cli.log);
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -65,6 +72,7 @@ fn main() -> ExitCode {
             .map(|()| 0),
         Command::Loadtest(args) => runtime().and_then(|rt| rt.block_on(cmd::loadtest::run(args))),
         Command::Report(args) => cmd::report::run(args),
+        Command::Scale(args) => runtime().and_then(|rt| rt.block_on(cmd::scale::run(args))),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -4,6 +4,7 @@ pub mod completions;
 pub mod loadtest;
 mod present;
 pub mod report;
+pub mod scale;
 pub mod serve;
 
 /// A usage or configuration error: exit code 2.

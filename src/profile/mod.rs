@@ -2,6 +2,7 @@
 //! anything starts, naming the file, the key and what is allowed.
 
 pub mod load;
+pub mod scale;
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,7 @@
 //! real `paytool` binary on a free loopback port with its own data dir and talks to it
 //! as a user would: HTTP, the CLI, the SQLite files.
 
+mod moto;
 mod support;
 
 mod api;
@@ -10,3 +11,4 @@ mod crash;
 mod errors;
 mod idempotency;
 mod loadtest;
+mod scale;

@@ -1,0 +1,7 @@
+//! Auto Scaling: the desired group from a profile, a diff against AWS, the actions that
+//! close it, and sizing from a measured load test. Nothing here prints.
+
+pub mod aws;
+pub mod plan;
+pub mod size;
+pub mod state;

@@ -1,0 +1,529 @@
+use super::{Failure, Output, UsageError};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use indicatif::{ProgressBar, ProgressStyle};
+use paytool::cloud::aws::{self, AwsOptions};
+use paytool::cloud::plan::{self, Plan};
+use paytool::cloud::size::{self, SizingInput};
+use paytool::cloud::state::Desired;
+use paytool::loadtest::find_max::FindMax;
+use paytool::loadtest::report::RunSummary;
+use paytool::profile::scale::{self as scale_profile, ScaleProfile};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const EXAMPLES: &str = "\
+Examples:
+  paytool scale plan    -p profiles/scale/payment-api-group.toml            # exit 0 no change, 2 changes, 1 error
+  paytool scale plan    -p profiles/scale/payment-api-group.toml --out plan.json
+  paytool scale apply   -p profiles/scale/payment-api-group.toml --plan plan.json --yes --wait
+  paytool scale status  -p profiles/scale/payment-api-group.toml
+  paytool scale size    --report reports/RUN --daily 1000000000 --peak-factor 3 -p profiles/scale/payment-api-group.toml
+  paytool scale destroy -p profiles/scale/payment-api-group.toml --yes
+  AWS_ENDPOINT_URL=http://127.0.0.1:5000 paytool scale plan -p ...          # an emulator such as moto
+
+Credentials and region come from the standard AWS chain (env, ~/.aws, SSO, process);
+they are never printed. A profile is checked before any AWS call: min <= desired <= max,
+names, zones, policy metrics and labels. An invalid profile exits 2 naming the key.";
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = EXAMPLES)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Scale profile (TOML): the desired Auto Scaling group
+    #[arg(short, long, env = "PAYTOOL_SCALE_PROFILE")]
+    pub profile: PathBuf,
+    /// AWS region [default: from the AWS chain]
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Named AWS profile (paytool's own -p/--profile is the scale profile)
+    #[arg(long, env = "AWS_PROFILE")]
+    pub aws_profile: Option<String>,
+    /// Point at another endpoint, e.g. the moto emulator
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint_url: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Diff the profile against the group: + create, ~ update, - delete. Exit 0 no change, 2 changes
+    Plan {
+        #[command(flatten)]
+        common: Common,
+        /// Save the plan, for `apply --plan`
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Make exactly the planned changes (asks first unless --yes); idempotent
+    Apply {
+        #[command(flatten)]
+        common: Common,
+        /// A plan saved by `plan --out`: refused if the group changed since
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// Do not ask
+        #[arg(long)]
+        yes: bool,
+        /// Wait until InService instances reach the minimum
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Instances (zone, lifecycle, health), recent scaling activities, policies
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Instances needed for a peak, from a load test's measured capacity (exit 1 if the
+    /// profile's max cannot cover it)
+    Size(SizeArgs),
+    /// Delete the group (asks first unless --yes)
+    Destroy {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Start an instance refresh (replace instances after a launch change)
+    Refresh {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+instances = ceil(peak / (capacity x utilization)) x Z/(Z-1), rounded up to a multiple of Z.
+capacity: the highest rate that met every threshold, from a `loadtest --find-max` run
+(find-max.json), else the measured rate of a passed run (summary.json).
+peak: --peak-rps, or --daily / 86400 x --peak-factor. Z: --zones, else the profile's zone
+count, else 2.")]
+pub struct SizeArgs {
+    /// A load test run directory (reports/<run-id>)
+    #[arg(long)]
+    pub report: PathBuf,
+    /// Requests a day at the peak's day
+    #[arg(long, conflicts_with = "peak_rps")]
+    pub daily: Option<f64>,
+    /// Peak requests per second (instead of --daily)
+    #[arg(long)]
+    pub peak_rps: Option<f64>,
+    /// Peak over average, with --daily
+    #[arg(long, default_value_t = 3.0)]
+    pub peak_factor: f64,
+    /// Fraction of measured capacity to plan for
+    #[arg(long, default_value_t = 0.6)]
+    pub utilization: f64,
+    /// Zones the group spans
+    #[arg(long)]
+    pub zones: Option<u32>,
+    /// Check the profile's min and max against the answer (exit 1 when max is too small)
+    #[arg(short, long)]
+    pub profile: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+}
+
+fn load_profile(path: &Path) -> anyhow::Result<ScaleProfile> {
+    scale_profile::load(path).map_err(|e| UsageError(e.to_string()).into())
+}
+
+fn aws_options(c: &Common) -> AwsOptions {
+    AwsOptions {
+        region: c.region.clone(),
+        profile: c.aws_profile.clone(),
+        endpoint_url: c.endpoint_url.clone(),
+    }
+}
+
+pub async fn run(args: Args) -> anyhow::Result<u8> {
+    match args.command {
+        Command::Plan { common, out } => plan_cmd(common, out).await,
+        Command::Apply {
+            common,
+            plan,
+            yes,
+            wait,
+            timeout,
+        } => apply_cmd(common, plan, yes, wait, timeout).await,
+        Command::Status { common } => status_cmd(common).await,
+        Command::Size(a) => size_cmd(a),
+        Command::Destroy { common, yes } => destroy_cmd(common, yes).await,
+        Command::Refresh { common, yes } => refresh_cmd(common, yes).await,
+    }
+}
+
+async fn current_plan(common: &Common) -> anyhow::Result<(Plan, aws_sdk_autoscaling::Client)> {
+    let profile = load_profile(&common.profile)?;
+    let desired = Desired::from_profile(&profile);
+    let client = aws::client(&aws_options(common)).await;
+    let observed = aws::observe(&client, &desired.name).await?;
+    Ok((plan::diff(&desired, &observed), client))
+}
+
+fn print_plan(p: &Plan) {
+    if p.is_empty() {
+        println!("No changes: group {} matches the profile.", p.group);
+        return;
+    }
+    println!("Group {}:", p.group);
+    for r in &p.rows {
+        let what = match &r.attribute {
+            Some(a) => format!("{}.{a}", r.resource),
+            None => r.resource.clone(),
+        };
+        let change = match (&r.old, &r.new) {
+            (Some(o), Some(n)) => format!("{o} -> {n}"),
+            (None, Some(n)) => n.clone(),
+            (Some(o), None) => format!("{o} (removed)"),
+            (None, None) => String::new(),
+        };
+        println!("  {} {what:<40} {change}", r.op.symbol());
+    }
+    let (c, u, d) = p.counts();
+    println!("Plan: {c} to create, {u} to update, {d} to delete.");
+}
+
+async fn plan_cmd(common: Common, out: Option<PathBuf>) -> anyhow::Result<u8> {
+    let (p, _) = current_plan(&common).await?;
+    if let Some(path) = &out {
+        std::fs::write(path, serde_json::to_vec_pretty(&p)?)?;
+    }
+    match common.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
+        Output::Text => {
+            print_plan(&p);
+            if let Some(path) = &out {
+                println!("saved: {}", path.display());
+            }
+        }
+    }
+    Ok(if p.is_empty() { 0 } else { 2 })
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        return Err(UsageError(format!(
+            "{question}: stdin is not a terminal; pass --yes to proceed"
+        ))
+        .into());
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn apply_cmd(
+    common: Common,
+    saved: Option<PathBuf>,
+    yes: bool,
+    wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    let (p, client) = current_plan(&common).await?;
+    if let Some(path) = &saved {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+        let old: Plan = serde_json::from_str(&text)
+            .map_err(|e| UsageError(format!("{}: not a saved plan: {e}", path.display())))?;
+        if old.observed_fingerprint != p.observed_fingerprint || old.actions != p.actions {
+            return Err(Failure {
+                code: 1,
+                message: format!(
+                    "the saved plan {} no longer matches: the group or the profile changed since it was made; run `paytool scale plan` again",
+                    path.display()
+                ),
+            }
+            .into());
+        }
+    }
+    let text = common.output == Output::Text;
+    if text {
+        print_plan(&p);
+    }
+    if p.is_empty() {
+        if common.output == Output::Json {
+            println!("{}", serde_json::json!({ "group": p.group, "applied": 0 }));
+        }
+        return finish_wait(&client, &common, &p.group, wait, timeout).await;
+    }
+    if !yes && !confirm(&format!("Apply {} change(s) to {}?", p.rows.len(), p.group))? {
+        eprintln!("paytool scale apply: nothing changed");
+        return Ok(1);
+    }
+    for action in &p.actions {
+        aws::apply(&client, &p.group, action).await?;
+    }
+    // Idempotence, checked: what was applied must now plan as no change.
+    let after = plan::diff(
+        &Desired::from_profile(&load_profile(&common.profile)?),
+        &aws::observe(&client, &p.group).await?,
+    );
+    if text {
+        println!("Applied {} action(s) to {}.", p.actions.len(), p.group);
+        if !after.is_empty() {
+            println!("warning: the group still differs from the profile:");
+            print_plan(&after);
+        }
+    } else {
+        println!(
+            "{}",
+            serde_json::json!({ "group": p.group, "applied": p.actions.len(), "rows": p.rows, "remaining": after.rows })
+        );
+    }
+    finish_wait(&client, &common, &p.group, wait, timeout).await
+}
+
+/// --wait: until InService instances reach the group's minimum, bounded by `timeout`.
+async fn finish_wait(
+    client: &aws_sdk_autoscaling::Client,
+    common: &Common,
+    group: &str,
+    wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<u8> {
+    if !wait {
+        return Ok(0);
+    }
+    let Some(observed) = aws::observe(client, group).await? else {
+        return Err(anyhow::anyhow!("group {group} does not exist"));
+    };
+    let want = observed.min.max(0) as u64;
+    let bar = if common.output == Output::Text && std::io::stderr().is_terminal() {
+        ProgressBar::new(want)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} waiting for InService {pos}/{len} [{elapsed}]")
+            .expect("a template"),
+    );
+    let started = Instant::now();
+    loop {
+        let in_service = aws::instances(client, group)
+            .await?
+            .iter()
+            .filter(|i| i.lifecycle == "InService")
+            .count() as u64;
+        bar.set_position(in_service.min(want));
+        if in_service >= want {
+            bar.finish_and_clear();
+            if common.output == Output::Text {
+                println!("{in_service} instance(s) InService (minimum {want}).");
+            }
+            return Ok(0);
+        }
+        if started.elapsed() >= timeout {
+            bar.finish_and_clear();
+            return Err(Failure {
+                code: 1,
+                message: format!(
+                    "timed out after {timeout:?}: {in_service} of {want} instances InService"
+                ),
+            }
+            .into());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn status_cmd(common: Common) -> anyhow::Result<u8> {
+    let profile = load_profile(&common.profile)?;
+    let client = aws::client(&aws_options(&common)).await;
+    let Some(s) = aws::status(&client, &profile.group.name).await? else {
+        return Err(Failure {
+            code: 1,
+            message: format!(
+                "group {} does not exist (paytool scale apply creates it)",
+                profile.group.name
+            ),
+        }
+        .into());
+    };
+    if common.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    let g = &s.group;
+    println!(
+        "group {}: min {} max {} desired {}; {}; zones [{}]",
+        g.name,
+        g.min,
+        g.max,
+        g.desired,
+        g.launch
+            .as_ref()
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "no launch spec".into()),
+        g.zones.join(", ")
+    );
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(["instance", "zone", "lifecycle", "health"]);
+    for i in &s.instances {
+        t.add_row([&i.id, &i.zone, &i.lifecycle, &i.health]);
+    }
+    println!("{t}");
+    if !g.policies.is_empty() {
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(["policy", "metric", "target"]);
+        for (name, p) in &g.policies {
+            t.add_row([name.clone(), p.metric.clone(), p.target.to_string()]);
+        }
+        println!("{t}");
+    }
+    println!("recent activities:");
+    for a in &s.activities {
+        println!("  {} {} {}", a.time, a.status, a.description);
+    }
+    Ok(0)
+}
+
+fn size_cmd(a: SizeArgs) -> anyhow::Result<u8> {
+    let (capacity, source) = match FindMax::read(&a.report) {
+        Ok(f) => match f.best_rate_per_s {
+            Some(rate) => (
+                rate,
+                format!("find-max: highest passing rate in {}", a.report.display()),
+            ),
+            None => {
+                return Err(UsageError(format!(
+                    "{}: the find-max search found no passing rate; nothing to size from",
+                    a.report.display()
+                ))
+                .into());
+            }
+        },
+        Err(_) => {
+            let s = RunSummary::read(&a.report)
+                .map_err(|e| UsageError(format!("not a paytool run: {e}")))?;
+            if !s.passed {
+                return Err(UsageError(format!(
+                    "{}: that run failed its thresholds or audit; size from a passing run",
+                    a.report.display()
+                ))
+                .into());
+            }
+            (
+                s.total.rps,
+                format!("measured rate of the passing run {}", a.report.display()),
+            )
+        }
+    };
+    let profile = a.profile.as_deref().map(load_profile).transpose()?;
+    let peak = match (a.peak_rps, a.daily) {
+        (Some(p), _) => p,
+        (None, Some(d)) => size::peak_from_daily(d, a.peak_factor),
+        (None, None) => return Err(UsageError("give --peak-rps or --daily".into()).into()),
+    };
+    let zones = a
+        .zones
+        .or_else(|| {
+            profile
+                .as_ref()
+                .map(|p| p.group.availability_zones.len().max(p.group.subnets.len()) as u32)
+                .filter(|z| *z > 0)
+        })
+        .unwrap_or(2);
+    let sizing = size::size(SizingInput {
+        capacity_per_instance_rps: capacity,
+        peak_rps: peak,
+        utilization: a.utilization,
+        zones,
+    })
+    .map_err(|e| UsageError(e.to_string()))?;
+    let covered = profile.as_ref().map(|p| {
+        (
+            p.group.min,
+            p.group.max,
+            p.group.max as u64 >= sizing.instances,
+        )
+    });
+    if a.output == Output::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "capacity_source": source,
+                "sizing": sizing,
+                "profile": covered.map(|(min, max, ok)| serde_json::json!({ "min": min, "max": max, "covers": ok })),
+            }))?
+        );
+    } else {
+        println!("capacity: {capacity:.1} req/s per instance ({source})");
+        if a.peak_rps.is_none() {
+            println!(
+                "peak: {:.0}/day / 86400 x {} = {peak:.1} req/s",
+                a.daily.unwrap_or_default(),
+                a.peak_factor
+            );
+        }
+        for w in &sizing.working {
+            println!("  {w}");
+        }
+        println!("instances: {}", sizing.instances);
+        if let Some((min, max, ok)) = covered {
+            if ok {
+                println!(
+                    "the profile covers it: max {max} >= {} (min {min})",
+                    sizing.instances
+                );
+            } else {
+                println!(
+                    "FAILED: the profile's max {max} is below the {} instances needed",
+                    sizing.instances
+                );
+            }
+            if (min as u64) > sizing.instances {
+                println!("note: min {min} is above what the peak needs");
+            }
+        }
+    }
+    Ok(if covered.is_some_and(|(_, _, ok)| !ok) {
+        1
+    } else {
+        0
+    })
+}
+
+async fn destroy_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
+    let profile = load_profile(&common.profile)?;
+    let client = aws::client(&aws_options(&common)).await;
+    let name = &profile.group.name;
+    if aws::observe(&client, name).await?.is_none() {
+        println!("group {name} does not exist: nothing to destroy");
+        return Ok(0);
+    }
+    if !yes && !confirm(&format!("Delete group {name} and its instances?"))? {
+        eprintln!("paytool scale destroy: nothing changed");
+        return Ok(1);
+    }
+    aws::apply(&client, name, &plan::Action::DeleteGroup).await?;
+    println!("deleted group {name}");
+    Ok(0)
+}
+
+async fn refresh_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
+    let profile = load_profile(&common.profile)?;
+    let client = aws::client(&aws_options(&common)).await;
+    let name = &profile.group.name;
+    if !yes && !confirm(&format!("Replace every instance of {name}?"))? {
+        return Ok(1);
+    }
+    let id = aws::start_refresh(&client, name).await?;
+    println!("instance refresh {id} started for {name}");
+    Ok(0)
+}

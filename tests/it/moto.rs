@@ -1,0 +1,90 @@
+//! A real moto server (the AWS emulator) on a free loopback port, one per test, and
+//! boto3 to look at what paytool made, independently of paytool's own code.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m moto.server: install it with `pip install 'moto[server]'` (scripts/test.sh does)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + START_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto did not start within {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Moto { child, endpoint }
+    }
+
+    /// Run a boto3 snippet against this moto; `c` is an autoscaling client, `ec2` an EC2
+    /// client. Returns what it prints.
+    pub fn boto3(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3, json\n\
+             c = boto3.client('autoscaling', endpoint_url='{e}', region_name='us-west-2', aws_access_key_id='test', aws_secret_access_key='test')\n\
+             ec2 = boto3.client('ec2', endpoint_url='{e}', region_name='us-west-2', aws_access_key_id='test', aws_secret_access_key='test')\n\
+             {code}\n",
+            e = self.endpoint
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "boto3 failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `paytool scale ...` against this moto with dummy credentials.
+    pub fn paytool(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = Command::new(crate::support::BIN)
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_REGION", "us-west-2")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("running paytool");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
