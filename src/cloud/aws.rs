@@ -57,10 +57,7 @@ where
             "Timeout".to_string(),
             format!("no answer within {CALL_TIMEOUT:?}"),
         ),
-        SdkError::ConstructionFailure(_) => (
-            "ConstructionFailure".to_string(),
-            format!("{}", source_chain(&e)),
-        ),
+        SdkError::ConstructionFailure(_) => ("ConstructionFailure".to_string(), source_chain(&e)),
         other => ("Error".to_string(), source_chain(other)),
     };
     let text = format!("{code} {message}").to_lowercase();
