@@ -7,7 +7,7 @@ use aws_sdk_autoscaling::Client;
 use aws_sdk_autoscaling::config::http::HttpResponse;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_autoscaling::types::{
-    LaunchTemplateSpecification, MetricType, PredefinedMetricSpecification, Tag,
+    AutoScalingGroup, LaunchTemplateSpecification, MetricType, PredefinedMetricSpecification, Tag,
     TargetTrackingConfiguration,
 };
 use serde::Serialize;
@@ -135,18 +135,23 @@ pub async fn client(opts: &AwsOptions) -> Client {
     Client::new(&loader.load().await)
 }
 
-pub async fn observe(client: &Client, name: &str) -> Result<Option<Observed>, CloudError> {
+/// The group named `name`, if it exists.
+async fn describe(client: &Client, name: &str) -> Result<Option<AutoScalingGroup>, CloudError> {
     let out = client
         .describe_auto_scaling_groups()
         .auto_scaling_group_names(name)
         .send()
         .await
         .map_err(|e| cloud_error("DescribeAutoScalingGroups", e))?;
-    let Some(g) = out
+    Ok(out
         .auto_scaling_groups()
         .iter()
         .find(|g| g.auto_scaling_group_name() == Some(name))
-    else {
+        .cloned())
+}
+
+pub async fn observe(client: &Client, name: &str) -> Result<Option<Observed>, CloudError> {
+    let Some(g) = describe(client, name).await? else {
         return Ok(None);
     };
     let launch = match (g.launch_configuration_name(), g.launch_template()) {
@@ -404,14 +409,8 @@ pub async fn status(client: &Client, name: &str) -> Result<Option<GroupStatus>, 
 }
 
 pub async fn instances(client: &Client, name: &str) -> Result<Vec<InstanceStatus>, CloudError> {
-    let out = client
-        .describe_auto_scaling_groups()
-        .auto_scaling_group_names(name)
-        .send()
-        .await
-        .map_err(|e| cloud_error("DescribeAutoScalingGroups", e))?;
-    Ok(out
-        .auto_scaling_groups()
+    Ok(describe(client, name)
+        .await?
         .iter()
         .flat_map(|g| g.instances())
         .map(|i| InstanceStatus {

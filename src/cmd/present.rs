@@ -70,18 +70,7 @@ pub fn print_summary(s: &RunSummary) {
         }
     }
     if let Some(o) = &s.open_model {
-        println!(
-            "open model: {} of {} scheduled arrivals sent ({}..{}/s, {} connections); {} more than {} ms late, {} dropped; send lag p99 {:.1} ms",
-            o.sent,
-            o.scheduled,
-            o.rate_start_per_s,
-            o.rate_end_per_s,
-            o.connections,
-            o.late,
-            o.late_after_ms,
-            o.dropped,
-            o.send_lag_p99_ms
-        );
+        println!("open model: {}", o.describe());
     }
     if let Some(f) = &s.server {
         println!(

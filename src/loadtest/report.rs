@@ -42,6 +42,24 @@ pub struct OpenModelFigures {
     pub send_lag_p99_ms: f64,
 }
 
+impl OpenModelFigures {
+    /// One line for people: how well the schedule was kept.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} of {} scheduled arrivals sent ({}..{}/s, {} connections); {} more than {} ms late, {} dropped; send lag p99 {:.1} ms",
+            self.sent,
+            self.scheduled,
+            self.rate_start_per_s,
+            self.rate_end_per_s,
+            self.connections,
+            self.late,
+            self.late_after_ms,
+            self.dropped,
+            self.send_lag_p99_ms
+        )
+    }
+}
+
 impl RunSummary {
     pub fn read(dir: &Path) -> Result<RunSummary, String> {
         let path = dir.join("summary.json");
@@ -132,19 +150,7 @@ pub fn markdown(s: &RunSummary) -> String {
         }
     }
     if let Some(o) = &s.open_model {
-        let _ = writeln!(
-            md,
-            "\nOpen model: {} of {} scheduled arrivals sent at {}..{}/s over {} connections; {} sent more than {} ms late, {} dropped (send lag p99 {:.1} ms).",
-            o.sent,
-            o.scheduled,
-            o.rate_start_per_s,
-            o.rate_end_per_s,
-            o.connections,
-            o.late,
-            o.late_after_ms,
-            o.dropped,
-            o.send_lag_p99_ms
-        );
+        let _ = writeln!(md, "\nOpen model: {}.", o.describe());
     }
     if let Some(f) = &s.server {
         let _ = writeln!(

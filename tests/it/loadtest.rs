@@ -10,7 +10,6 @@ const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml"
 /// A short smoke run: few users, a few seconds, JSON summary on stdout.
 fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
     let mut args = vec![
-        "loadtest",
         "--profile",
         PROFILE,
         "--users",
@@ -21,13 +20,22 @@ fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
         "3s",
         "--merchants",
         "3",
+    ];
+    args.extend_from_slice(extra);
+    run_json(reports, &args)
+}
+
+/// `paytool loadtest ARGS --report-dir REPORTS --output json`: exit code, summary, output.
+fn run_json(reports: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
+    let mut all = vec!["loadtest"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
         "--report-dir",
         reports.to_str().unwrap(),
         "--output",
         "json",
-    ];
-    args.extend_from_slice(extra);
-    let out = paytool(&args);
+    ]);
+    let out = paytool(&all);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let summary = serde_json::from_str(&stdout).unwrap_or(Value::Null);
@@ -410,23 +418,9 @@ fn report_diff_gates_on_a_regression() {
 const OPEN_PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
 
 fn open_loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
-    let mut args = vec![
-        "loadtest",
-        "--profile",
-        OPEN_PROFILE,
-        "--merchants",
-        "3",
-        "--report-dir",
-        reports.to_str().unwrap(),
-        "--output",
-        "json",
-    ];
+    let mut args = vec!["--profile", OPEN_PROFILE, "--merchants", "3"];
     args.extend_from_slice(extra);
-    let out = paytool(&args);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let summary = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-    (out.status.code(), summary, format!("{stdout}\n{stderr}"))
+    run_json(reports, &args)
 }
 
 #[test]
