@@ -457,3 +457,27 @@ pub async fn start_refresh(client: &Client, name: &str) -> Result<String, CloudE
         .map_err(|e| cloud_error("StartInstanceRefresh", e))?;
     Ok(out.instance_refresh_id().unwrap_or_default().to_string())
 }
+
+/// Wait, with the SDK's GroupInService waiter, until InService instances reach the group's
+/// minimum; bounded by `max_wait`.
+pub async fn wait_in_service(
+    client: &Client,
+    name: &str,
+    max_wait: Duration,
+) -> Result<(), CloudError> {
+    use aws_sdk_autoscaling::client::Waiters;
+    client
+        .wait_until_group_in_service()
+        .auto_scaling_group_names(name)
+        .wait(max_wait)
+        .await
+        .map(|_| ())
+        .map_err(|e| CloudError {
+            operation: "wait for GroupInService",
+            code: "WaiterError".into(),
+            message: source_chain(&e),
+            hint: Some(format!(
+                "InService instances did not reach the minimum within {max_wait:?}"
+            )),
+        })
+}

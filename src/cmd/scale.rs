@@ -10,7 +10,7 @@ use paytool::loadtest::report::RunSummary;
 use paytool::profile::scale::{self as scale_profile, ScaleProfile};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -311,33 +311,35 @@ async fn finish_wait(
         ProgressStyle::with_template("{spinner} waiting for InService {pos}/{len} [{elapsed}]")
             .expect("a template"),
     );
-    let started = Instant::now();
-    loop {
+    // The SDK's waiter decides; a display loop counts InService instances meanwhile.
+    let display = async {
+        loop {
+            if let Ok(list) = aws::instances(client, group).await {
+                bar.set_position(
+                    (list.iter().filter(|i| i.lifecycle == "InService").count() as u64).min(want),
+                );
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    };
+    let waited = tokio::select! {
+        r = aws::wait_in_service(client, group, timeout) => r,
+        () = display => unreachable!("the display loop never ends"),
+    };
+    bar.finish_and_clear();
+    waited.map_err(|e| Failure {
+        code: 1,
+        message: e.to_string(),
+    })?;
+    if common.output == Output::Text {
         let in_service = aws::instances(client, group)
             .await?
             .iter()
             .filter(|i| i.lifecycle == "InService")
-            .count() as u64;
-        bar.set_position(in_service.min(want));
-        if in_service >= want {
-            bar.finish_and_clear();
-            if common.output == Output::Text {
-                println!("{in_service} instance(s) InService (minimum {want}).");
-            }
-            return Ok(0);
-        }
-        if started.elapsed() >= timeout {
-            bar.finish_and_clear();
-            return Err(Failure {
-                code: 1,
-                message: format!(
-                    "timed out after {timeout:?}: {in_service} of {want} instances InService"
-                ),
-            }
-            .into());
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+            .count();
+        println!("{in_service} instance(s) InService (minimum {want}).");
     }
+    Ok(0)
 }
 
 async fn status_cmd(common: Common) -> anyhow::Result<u8> {
