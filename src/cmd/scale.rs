@@ -505,8 +505,13 @@ async fn destroy_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
     let profile = load_profile(&common.profile)?;
     let client = aws::client(&aws_options(&common)).await;
     let name = &profile.group.name;
+    let json = common.output == Output::Json;
     if aws::observe(&client, name).await?.is_none() {
-        println!("group {name} does not exist: nothing to destroy");
+        if json {
+            println!("{}", serde_json::json!({ "group": name, "deleted": false, "existed": false }));
+        } else {
+            println!("group {name} does not exist: nothing to destroy");
+        }
         return Ok(0);
     }
     if !yes && !confirm(&format!("Delete group {name} and its instances?"))? {
@@ -514,7 +519,11 @@ async fn destroy_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
         return Ok(1);
     }
     aws::apply(&client, name, &plan::Action::DeleteGroup).await?;
-    println!("deleted group {name}");
+    if json {
+        println!("{}", serde_json::json!({ "group": name, "deleted": true, "existed": true }));
+    } else {
+        println!("deleted group {name}");
+    }
     Ok(0)
 }
 
@@ -526,6 +535,10 @@ async fn refresh_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
         return Ok(1);
     }
     let id = aws::start_refresh(&client, name).await?;
-    println!("instance refresh {id} started for {name}");
+    if common.output == Output::Json {
+        println!("{}", serde_json::json!({ "group": name, "instance_refresh_id": id }));
+    } else {
+        println!("instance refresh {id} started for {name}");
+    }
     Ok(0)
 }
