@@ -78,3 +78,40 @@ fn out_of_range_flag_exits_2_naming_the_key() {
 fn unknown_flag_exits_2() {
     assert_eq!(paytool(&["serve", "--no-such-flag"]).status.code(), Some(2));
 }
+
+#[test]
+fn generated_secrets_are_private_and_the_token_can_come_from_env() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = crate::support::Server::start();
+    for file in ["admin_token", "secret.key"] {
+        let mode = std::fs::metadata(server.data_dir().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file} has mode {mode:o}");
+    }
+    drop(server);
+
+    // PAYTOOL_ADMIN_TOKEN replaces the generated token: no file is written.
+    let dir = temp_dir();
+    let mut child = std::process::Command::new(crate::support::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PAYTOOL_ADMIN_TOKEN", "adm_from_env")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(
+        line.starts_with("paytool serve: listening on http://127.0.0.1:"),
+        "{line}"
+    );
+    assert!(!dir.path().join("admin_token").exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
