@@ -508,7 +508,10 @@ async fn destroy_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
     let json = common.output == Output::Json;
     if aws::observe(&client, name).await?.is_none() {
         if json {
-            println!("{}", serde_json::json!({ "group": name, "deleted": false, "existed": false }));
+            println!(
+                "{}",
+                serde_json::json!({ "group": name, "deleted": false, "existed": false })
+            );
         } else {
             println!("group {name} does not exist: nothing to destroy");
         }
@@ -520,7 +523,10 @@ async fn destroy_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
     }
     aws::apply(&client, name, &plan::Action::DeleteGroup).await?;
     if json {
-        println!("{}", serde_json::json!({ "group": name, "deleted": true, "existed": true }));
+        println!(
+            "{}",
+            serde_json::json!({ "group": name, "deleted": true, "existed": true })
+        );
     } else {
         println!("deleted group {name}");
     }
@@ -536,7 +542,10 @@ async fn refresh_cmd(common: Common, yes: bool) -> anyhow::Result<u8> {
     }
     let id = aws::start_refresh(&client, name).await?;
     if common.output == Output::Json {
-        println!("{}", serde_json::json!({ "group": name, "instance_refresh_id": id }));
+        println!(
+            "{}",
+            serde_json::json!({ "group": name, "instance_refresh_id": id })
+        );
     } else {
         println!("instance refresh {id} started for {name}");
     }

@@ -69,13 +69,15 @@ CREATE TABLE IF NOT EXISTS balances (
 
 /// WAL with synchronous=FULL: a commit is on disk before the writer answers, so an
 /// acknowledged payment survives a crash (and, as far as the disk keeps its word, power loss).
+/// A modest page cache: SQLite walks it at the end of every transaction, and a 64 MiB one
+/// made that walk 14% of the writer's CPU (BENCHMARKS.md); readers have their own.
 pub fn open_writer(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA busy_timeout = 5000;
-         PRAGMA cache_size = -65536;",
+         PRAGMA cache_size = -8192;",
     )?;
     conn.execute_batch(schema)?;
     Ok(conn)
