@@ -69,10 +69,12 @@ start=$(date +%s.%N)
 smoke_verdict=$(cd "$WORK" && timeout 120 "$BIN" loadtest -p "$ROOT/profiles/smoke.toml" --report-dir "$WORK/smoke" 2>/dev/null | grep -E '^(PASSED|FAILED)' || true)
 smoke_s=$(python3 -c "import time; print(round($(date +%s.%N) - $start, 1))")
 
+# wrk --version exits 1 after printing its version: read it without tripping set -e.
+wrk_version=$( (wrk --version 2>&1 || true) | head -1 | cut -d' ' -f1-2)
 out="## Load generator vs wrk, $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)
-- paytool $(git rev-parse --short HEAD) release; $(wrk --version 2>&1 | head -1 | cut -d' ' -f1-2)
+- paytool $(git rev-parse --short HEAD) release; $wrk_version
 - command: \`DURATION=$DURATION RUNS=$RUNS bench/generator.sh\`; all on one machine, server and client sharing the cores
 - endpoint: GET /healthz of \`paytool serve\`; wrk -t1 -c64 -d${DURATION}s; paytool open model: 64 connections, offered 2x wrk's measured rate for ${DURATION} s, req/s = requests answered / time from first due to last answer (bench/generator.toml); Goose closed model: 64 users (bench/generator-goose.toml)
 
