@@ -42,6 +42,20 @@ fn run_json(reports: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
     (out.status.code(), summary, format!("{stdout}\n{stderr}"))
 }
 
+/// Run a profile that must be refused before anything starts: exit 2; its stderr.
+fn refused(profile: &Path, reports: &Path) -> String {
+    let out = paytool(&[
+        "loadtest",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--report-dir",
+        reports.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    err
+}
+
 fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
     reports.join(summary["run_id"].as_str().expect("a run id"))
 }
@@ -171,15 +185,7 @@ fn a_corrupted_profile_exits_2_naming_file_and_key() {
     let profile = dir.path().join("broken.toml");
     let good = std::fs::read_to_string(PROFILE).unwrap();
     std::fs::write(&profile, good.replace("users = 8", "usres = 8")).unwrap();
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&profile, dir.path());
     assert!(
         err.contains("broken.toml") && err.contains("usres") && err.contains("users"),
         "{err}"
@@ -190,30 +196,14 @@ fn a_corrupted_profile_exits_2_naming_file_and_key() {
         good.replace("run_time = \"12s\"", "run_time = \"soon\""),
     )
     .unwrap();
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&profile, dir.path());
     assert!(
         err.contains("broken.toml") && err.contains("load.run_time") && err.contains("15s"),
         "{err}"
     );
 
     std::fs::write(&profile, good.replace("checkout = 10", "chekout = 10")).unwrap();
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&profile, dir.path());
     assert!(
         err.contains("scenarios.chekout") && err.contains("checkout"),
         "{err}"
@@ -454,15 +444,7 @@ fn an_arrival_rate_refuses_multi_request_journeys() {
         text.replace("browse = 1", "browse = 1\nrefund = 1"),
     )
     .unwrap();
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&profile, dir.path());
     assert!(
         err.contains("scenarios.refund") && err.contains("checkout, browse, declines, healthz"),
         "{err}"
@@ -472,23 +454,15 @@ fn an_arrival_rate_refuses_multi_request_journeys() {
         text.replace("rate = \"1000/s\"", "rate = \"fast\""),
     )
     .unwrap();
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&profile, dir.path());
     assert!(err.contains("load.rate") && err.contains("2000/s"), "{err}");
 }
 
 #[test]
 fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
-    let reports2 = temp_dir();
+    let reports = temp_dir();
     let (code, result, output) = open_loadtest(
-        reports2.path(),
+        reports.path(),
         &[
             "--rate",
             "100/s",
@@ -513,8 +487,8 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     // after a failure is covered by find_max's unit tests, which need no timing).
     assert_eq!(rates, [100.0, 200.0, 400.0], "{result:#}");
     assert_eq!(result["best_rate_per_s"], 400.0);
-    let run = reports2.path().join(
-        std::fs::read_dir(reports2.path())
+    let run = reports.path().join(
+        std::fs::read_dir(reports.path())
             .unwrap()
             .next()
             .unwrap()
