@@ -14,7 +14,8 @@ paytool ships a reference payment API (`paytool serve`): merchants with API keys
 payments with idempotency keys, authorize / capture / refund / cancel, and a
 double-entry ledger whose invariants are checked on every write and by an audit.
 `paytool loadtest` drives Goose scenarios described by TOML profiles against it (or
-any URL), gates on thresholds, and audits the money afterwards.";
+any URL), gates on thresholds, and audits the money afterwards. `paytool scale`
+plans and applies the AWS Auto Scaling group that runs the API, sized from a run.";
 
 const AFTER_HELP: &str = "\
 Examples:
