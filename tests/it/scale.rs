@@ -22,6 +22,14 @@ fn describe(moto: &Moto) -> Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// The launch configuration the seed profile names: paytool does not manage it.
+fn create_launch_configuration(moto: &Moto) {
+    moto.boto3(
+        "c.create_launch_configuration(LaunchConfigurationName='payment-api-launch-config', \
+         ImageId='ami-12c6146b', InstanceType='t3.micro')",
+    );
+}
+
 fn edited(dir: &Path, from: &str, replace: &str, with: &str) -> PathBuf {
     let text = std::fs::read_to_string(from).unwrap();
     assert!(text.contains(replace), "{replace} not in {from}");
@@ -33,10 +41,7 @@ fn edited(dir: &Path, from: &str, replace: &str, with: &str) -> PathBuf {
 #[test]
 fn the_seed_example_is_planned_created_changed_and_destroyed() {
     let moto = Moto::start();
-    moto.boto3(
-        "c.create_launch_configuration(LaunchConfigurationName='payment-api-launch-config', \
-         ImageId='ami-12c6146b', InstanceType='t3.micro')",
-    );
+    create_launch_configuration(&moto);
     let (code, out, err) = moto.paytool(&["scale", "plan", "-p", SEED]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(
@@ -187,10 +192,7 @@ fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
 #[test]
 fn a_saved_plan_is_refused_once_the_group_changed() {
     let moto = Moto::start();
-    moto.boto3(
-        "c.create_launch_configuration(LaunchConfigurationName='payment-api-launch-config', \
-         ImageId='ami-12c6146b', InstanceType='t3.micro')",
-    );
+    create_launch_configuration(&moto);
     let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
     assert_eq!(code, Some(0), "{err}");
     let dir = temp_dir();
@@ -273,10 +275,7 @@ fn a_policy_owned_capacity_is_left_alone() {
 #[test]
 fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
     let moto = Moto::start();
-    moto.boto3(
-        "c.create_launch_configuration(LaunchConfigurationName='payment-api-launch-config', \
-         ImageId='ami-12c6146b', InstanceType='t3.micro')",
-    );
+    create_launch_configuration(&moto);
     let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
     assert_eq!(code, Some(0), "{err}");
     let (code, _, err) = moto.paytool(&["scale", "refresh", "-p", SEED, "--yes"]);
