@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod ids;
+pub mod layers;
 pub mod ledger;
 pub mod loadtest;
 pub mod profile;

@@ -1,12 +1,14 @@
 //! Money, the payment state machine, postings and their invariants. Pure: no I/O.
 
 pub mod cards;
+mod error;
 pub mod money;
 pub mod payment;
 pub mod postings;
 
+pub use error::LedgerError;
 pub use money::{Currency, Money, MoneyError};
-pub use payment::{Authorization, CardSummary, LedgerError, Payment, PaymentStatus};
+pub use payment::{Authorization, CardSummary, Payment, PaymentStatus};
 pub use postings::{Account, Posting, check_balanced};
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //!    └──declined / processor error──▶ failed
 //! ```
 
+use super::error::LedgerError;
 use super::money::{Currency, Money};
 use super::postings::{Account, Posting, check_balanced};
 use serde::{Deserialize, Serialize};
@@ -48,29 +49,6 @@ impl PaymentStatus {
             (RequiresCapture, Succeeded) | (RequiresCapture, Canceled) | (Succeeded, Succeeded)
         )
     }
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LedgerError {
-    #[error("payment is {status}; only a payment that requires capture can be {action}")]
-    NotCapturable {
-        status: &'static str,
-        action: &'static str,
-    },
-    #[error("payment is {status}; only a succeeded payment can be refunded")]
-    NotRefundable { status: &'static str },
-    #[error("payment is already fully refunded")]
-    FullyRefunded,
-    #[error("amount {requested} is more than the {what} {available}")]
-    AmountTooLarge {
-        requested: u64,
-        available: u64,
-        what: &'static str,
-    },
-    #[error("amount must be positive")]
-    AmountNotPositive,
-    #[error("ledger invariant violated: {0}")]
-    Invariant(String),
 }
 
 /// What is kept of the card: never the number.

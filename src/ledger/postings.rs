@@ -1,7 +1,7 @@
 //! Double-entry postings: every transition writes a set that sums to zero per currency.
 
+use super::error::LedgerError;
 use super::money::Currency;
-use super::payment::LedgerError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Account {

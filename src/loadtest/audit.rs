@@ -2,9 +2,9 @@
 //! amount and state, no idempotency key made two payments, and the ledger balances.
 
 use super::LoadtestError;
-use super::acks::Acked;
-use super::context::RunContext;
 use super::target::Admin;
+use crate::scenarios::acks::Acked;
+use crate::scenarios::context::RunContext;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;

@@ -2,11 +2,8 @@
 //! in-process) or a URL, then a summary, thresholds, a money audit and reports.
 //! Data flows one way: profile -> plan -> execution -> report. Nothing here prints.
 
-pub mod acks;
 pub mod audit;
-pub mod context;
 pub mod find_max;
-pub mod live;
 pub mod open_model;
 pub mod report;
 pub mod summary;
@@ -14,13 +11,12 @@ pub mod target;
 pub mod thresholds;
 
 use crate::profile::load::{ArrivalRate, LoadPlan, Shape};
-use crate::scenarios;
+use crate::scenarios::context::{self, RunContext};
+use crate::scenarios::live::LiveStats;
 use crate::store::sqlite::Faults;
-use context::RunContext;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
-use live::LiveStats;
-use open_model::run as open_model_run;
+use open_model::OpenModel;
 use report::RunSummary;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -55,6 +51,8 @@ pub struct Prepared {
     merchants: Vec<context::MerchantCreds>,
     /// The current step's context; a new one each step.
     ctx: Arc<RunContext>,
+    /// The current step's arrival schedule, in the open model.
+    open: Option<Arc<OpenModel>>,
     steps: usize,
 }
 
@@ -94,7 +92,8 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         &serde_json::to_vec_pretty(&merchants).map_err(|e| LoadtestError::Run(e.to_string()))?,
     )?;
     let mut prepared = Prepared {
-        ctx: Arc::new(RunContext::new(merchants.clone(), 0.0, &run_id, None)),
+        ctx: Arc::new(RunContext::new(merchants.clone(), 0.0, &run_id)),
+        open: None,
         plan,
         run_id,
         run_dir,
@@ -164,20 +163,19 @@ impl Prepared {
             Shape::Arrival(a) => Some(a),
             _ => None,
         });
-        let open = arrival.map(|a| {
-            open_model::OpenModel::new(
+        self.open = arrival.map(|a| {
+            Arc::new(OpenModel::new(
                 &self.base_url,
                 a,
                 self.plan.scenarios.clone(),
                 self.plan.timeout,
-            )
+            ))
         });
         let prefix = format!("{}-s{}", self.run_id, self.steps);
         self.ctx = Arc::new(RunContext::new(
             self.merchants.clone(),
             self.plan.zipf_exponent,
             &prefix,
-            open,
         ));
     }
 
@@ -193,10 +191,9 @@ impl Prepared {
     async fn run_step(&mut self, dir: &Path) -> Result<RunSummary, LoadtestError> {
         self.steps += 1;
         let mut plan = self.plan.clone();
-        if let Some(o) = &self.ctx.open {
+        if let Some(o) = &self.open {
             plan.shape = Shape::Arrival(o.arrival);
         }
-        context::install(self.ctx.clone());
         let figures = Arc::new(Mutex::new(summary::Scrapes::default()));
         let scraper = {
             let (admin, figures) = (self.admin.clone(), figures.clone());
@@ -212,7 +209,7 @@ impl Prepared {
                 }
             })
         };
-        let attack = build_attack(&plan, &self.base_url, dir);
+        let attack = build_attack(&plan, &self.base_url, dir, &self.ctx, self.open.as_ref());
         let result = match attack {
             Ok(a) => a
                 .execute()
@@ -221,7 +218,6 @@ impl Prepared {
             Err(e) => Err(e),
         };
         scraper.abort();
-        context::uninstall();
         let metrics = result?;
         if let Some(text) = self.admin.metrics().await {
             summary::absorb_scrape(
@@ -230,7 +226,7 @@ impl Prepared {
             );
         }
         // The open model's rates are over the schedule, not Goose's padded run time.
-        let seconds = match &self.ctx.open {
+        let seconds = match &self.open {
             Some(o) => o.elapsed_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
             None => metrics.duration as f64,
         };
@@ -243,7 +239,7 @@ impl Prepared {
             None
         };
         let passed = thresholds.iter().all(|t| t.passed) && audit.as_ref().is_none_or(|a| a.ok);
-        let open_model = self.ctx.open.as_ref().map(|o| report::OpenModelFigures {
+        let open_model = self.open.as_ref().map(|o| report::OpenModelFigures {
             rate_start_per_s: o.arrival.start_per_s,
             rate_end_per_s: o.arrival.end_per_s,
             connections: o.arrival.connections,
@@ -299,7 +295,13 @@ impl Prepared {
     }
 }
 
-fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAttack, LoadtestError> {
+fn build_attack(
+    plan: &LoadPlan,
+    base: &str,
+    run_dir: &Path,
+    ctx: &Arc<RunContext>,
+    open: Option<&Arc<OpenModel>>,
+) -> Result<GooseAttack, LoadtestError> {
     let goose_err = |e: GooseError| LoadtestError::Start(format!("Goose: {e}"));
     let mut config = GooseConfiguration::default();
     config.host = Some(base.to_string());
@@ -338,7 +340,7 @@ fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAtta
         // One Goose user runs the whole schedule once (see open_model.rs).
         config.users = Some(1);
         config.increase_rate = Some("1".into());
-        let run_time = open_model::goose_run_time(arrival, plan.timeout);
+        let run_time = open_model::goose_run_time(arrival);
         config.run_time = Some(format!("{}", run_time.as_secs_f64().ceil() as u64));
     }
     let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_err)?;
@@ -350,13 +352,13 @@ fn build_attack(plan: &LoadPlan, base: &str, run_dir: &Path) -> Result<GooseAtta
             .set_default(GooseDefault::TestPlan, test_plan.as_str())
             .map_err(goose_err)?;
     }
-    if let Shape::Arrival(_) = plan.shape {
-        let schedule = scenario!("arrivals")
-            .register_transaction(transaction!(open_model_run).set_name("arrivals"));
+    if let Some(open) = open {
+        let schedule =
+            scenario!("arrivals").register_transaction(open.clone().transaction(ctx.clone()));
         return Ok(attack.register_scenario(schedule));
     }
-    for (name, weight) in &plan.scenarios {
-        attack = attack.register_scenario(scenarios::scenario(name, *weight).map_err(goose_err)?);
+    for (scenario, weight) in &plan.scenarios {
+        attack = attack.register_scenario(scenario.goose(*weight, ctx.clone()).map_err(goose_err)?);
     }
     Ok(attack)
 }

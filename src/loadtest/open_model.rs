@@ -8,15 +8,16 @@
 //! and hands the sample to the one Goose user running this schedule, which records it in
 //! Goose's metrics as a custom request (so Goose's reports include it).
 
-use super::context::{RunContext, current};
-use super::live::LiveStats;
 use crate::profile::load::ArrivalRate;
-use crate::scenarios::{APPROVED_CARD, FAILING_CARDS, names, payment_body};
+use crate::scenarios::Scenario;
+use crate::scenarios::client::{Call, Client, JourneyResult, Method, Reply, judge};
+use crate::scenarios::context::RunContext;
+use crate::scenarios::live::LiveStats;
 use bytes::Bytes;
+use goose::goose::{Transaction, TransactionFunction};
 use goose::prelude::*;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,16 +33,18 @@ const START_DELAY: Duration = Duration::from_secs(1);
 /// How long a call that is not the schedule's waits before returning to Goose.
 const IDLE: Duration = Duration::from_millis(200);
 
-/// Goose's run time for a schedule: all of it, plus the last answers' timeout, plus slack.
-pub fn goose_run_time(arrival: &ArrivalRate, timeout: Duration) -> Duration {
-    let _ = timeout;
+/// Goose's run time for a schedule: the start delay and the schedule, nothing more.
+/// Goose waits for a running transaction when its run time ends, so the last journeys
+/// finish inside the schedule's transaction; each of their requests is bounded by the
+/// request timeout, so no padding is needed and none is added.
+pub fn goose_run_time(arrival: &ArrivalRate) -> Duration {
     START_DELAY + arrival.run_time
 }
 
 pub struct OpenModel {
     pub authority: String,
     pub arrival: ArrivalRate,
-    pub mix: Vec<(&'static str, usize)>,
+    pub mix: Vec<(Scenario, usize)>,
     pub timeout: Duration,
     pub sent: AtomicU64,
     pub late: AtomicU64,
@@ -59,7 +62,7 @@ impl OpenModel {
     pub fn new(
         base_url: &str,
         arrival: ArrivalRate,
-        mix: Vec<(&'static str, usize)>,
+        mix: Vec<(Scenario, usize)>,
         timeout: Duration,
     ) -> Self {
         let authority = base_url
@@ -81,35 +84,43 @@ impl OpenModel {
         }
     }
 
-    fn pick(&self) -> &'static str {
+    fn pick(&self) -> Scenario {
         let total: usize = self.mix.iter().map(|(_, w)| w).sum();
         let mut x = rand::random::<u32>() as usize % total.max(1);
-        for (name, w) in &self.mix {
+        for (scenario, w) in &self.mix {
             if x < *w {
-                return name;
+                return *scenario;
             }
             x -= w;
         }
         self.mix[0].0
     }
+
+    /// The schedule as the one transaction of the one Goose user.
+    pub fn transaction(self: Arc<Self>, ctx: Arc<RunContext>) -> Transaction {
+        let schedule: TransactionFunction = Arc::new(move |user: &mut GooseUser| {
+            let (open, ctx) = (self.clone(), ctx.clone());
+            Box::pin(async move { run(user, open, ctx).await })
+        });
+        Transaction::new(schedule).set_name("arrivals")
+    }
 }
 
 struct Sample {
-    method: &'static str,
+    method: Method,
     name: &'static str,
     latency: Duration,
     status: Option<u16>,
     ok: bool,
+    error: Option<String>,
 }
 
-/// The one transaction of the one Goose user: run the whole schedule, record every sample.
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = current();
-    let Some(open) = ctx.open.clone() else {
-        return Err(Box::new(TransactionError::Custom(
-            "no arrival schedule installed".into(),
-        )));
-    };
+/// Run the whole schedule once, recording every sample in Goose's metrics.
+async fn run(
+    user: &mut GooseUser,
+    open: Arc<OpenModel>,
+    ctx: Arc<RunContext>,
+) -> TransactionResult {
     // Goose keeps its user going until the run time ends, calling this again when it
     // returns; the schedule must run exactly once, so every later call idles.
     if open.started.swap(true, Ordering::AcqRel) {
@@ -132,13 +143,15 @@ pub async fn run(user: &mut GooseUser) -> TransactionResult {
     drop(tx);
     while let Some(s) = rx.recv().await {
         ctx.live.record(s.latency, s.ok);
-        let error = (!s.ok).then_some(if s.status.is_some() {
-            "unexpected status"
-        } else {
-            "no answer"
-        });
-        user.record_custom_request_duration(s.method, s.name, s.latency, s.ok, s.status, error)
-            .await?;
+        user.record_custom_request_duration(
+            s.method.as_str(),
+            s.name,
+            s.latency,
+            s.ok,
+            s.status,
+            s.error.as_deref(),
+        )
+        .await?;
     }
     while workers.join_next().await.is_some() {}
     open.elapsed_ms
@@ -166,7 +179,7 @@ async fn worker(
     tx: mpsc::Sender<Sample>,
 ) {
     let total = open.arrival.total();
-    let mut sender = None;
+    let mut connection = None;
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= total {
@@ -179,18 +192,19 @@ async fn worker(
         if lag > LATE_AFTER {
             open.late.fetch_add(1, Ordering::Relaxed);
         }
-        let kind = open.pick();
+        let scenario = open.pick();
         if lag > open.timeout {
             // Past its own timeout before it could even be sent: dropped, and counted as a
             // failed request, so an overloaded target cannot pass by being slow to ask.
             open.dropped.fetch_add(1, Ordering::Relaxed);
-            let (method, name, _) = request_name(kind);
+            let (method, name) = scenario.first_request();
             let sample = Sample {
                 method,
                 name,
                 latency: lag,
                 status: None,
                 ok: false,
+                error: Some("dropped: due longer ago than the request timeout".into()),
             };
             if tx.send(sample).await.is_err() {
                 return;
@@ -198,108 +212,156 @@ async fn worker(
             continue;
         }
         open.sent.fetch_add(1, Ordering::Relaxed);
-        let (method, name, sample_status, ok) = match send(&ctx, &open, &mut sender, kind).await {
-            Some((method, name, status, ok)) => (method, name, Some(status), ok),
-            None => {
-                sender = None;
-                let (method, name, _) = request_name(kind);
-                (method, name, None, false)
-            }
+        let mut client = ArrivalClient {
+            ctx: &ctx,
+            open: &open,
+            connection: &mut connection,
+            due: Some(due),
+            samples: &tx,
         };
-        let sample = Sample {
-            method,
-            name,
-            latency: due.elapsed(),
-            status: sample_status,
-            ok,
-        };
-        if tx.send(sample).await.is_err() {
+        // The journey's own requests are bounded by the timeout; its errors are samples.
+        let _ = scenario.run(&mut client, &ctx).await;
+        if tx.is_closed() {
             return;
         }
     }
 }
 
-/// (method, request name, path) of a single-request scenario.
-fn request_name(kind: &str) -> (&'static str, &'static str, &'static str) {
-    match kind {
-        "checkout" => ("POST", names::PAYMENTS, names::PAYMENTS),
-        "declines" => ("POST", names::DECLINE, names::PAYMENTS),
-        "browse" => ("GET", names::BALANCE, names::BALANCE),
-        _ => ("GET", "/healthz", "/healthz"),
+/// One arrival's client: the worker's keep-alive connection (opened on first use or
+/// after a failure), every answer judged as the Goose client judges it. The first
+/// request's latency counts from the arrival's due time, the rest from their own send.
+struct ArrivalClient<'a> {
+    ctx: &'a RunContext,
+    open: &'a OpenModel,
+    connection: &'a mut Option<SendRequest<Full<Bytes>>>,
+    due: Option<Instant>,
+    samples: &'a mpsc::Sender<Sample>,
+}
+
+impl ArrivalClient<'_> {
+    async fn record(&mut self, call: &Call, latency: Duration, reply: &Reply) -> JourneyResult {
+        let sample = Sample {
+            method: call.method,
+            name: call.name,
+            latency,
+            status: reply.status,
+            ok: reply.ok,
+            error: reply.error.clone(),
+        };
+        self.samples
+            .send(sample)
+            .await
+            .map_err(|_| Box::new(TransactionError::Custom("the run has ended".into())))
     }
 }
 
-/// One request on this worker's connection (opened on first use or after a failure).
-/// None when the connection failed or the answer did not come in time.
-async fn send(
-    ctx: &RunContext,
-    open: &OpenModel,
-    sender: &mut Option<SendRequest<Full<Bytes>>>,
-    kind: &str,
-) -> Option<(&'static str, &'static str, u16, bool)> {
-    if sender.as_ref().is_none_or(|s| s.is_closed()) {
-        *sender = Some(connect(&open.authority).await?);
-    }
-    let s = sender.as_mut()?;
-    s.ready().await.ok()?;
-    let (method, name, path) = request_name(kind);
-    let merchant = ctx.pick_merchant();
-    let uri = format!("http://{}{path}", open.authority);
-    let mut builder = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(hyper::header::HOST, open.authority.as_str());
-    let mut key = None;
-    let body = if method == "POST" {
-        let k = ctx.new_key();
-        builder = builder
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", ctx.merchants[merchant].key),
-            )
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header("idempotency-key", k.as_str());
-        key = Some(k);
-        let card = if kind == "declines" {
-            FAILING_CARDS[rand::random::<u32>() as usize % FAILING_CARDS.len()]
-        } else {
-            APPROVED_CARD
-        };
-        Bytes::from(serde_json::to_vec(&payment_body(true, card)).ok()?)
-    } else {
-        if kind == "browse" {
-            builder = builder.header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", ctx.merchants[merchant].key),
-            );
+impl Client for ArrivalClient<'_> {
+    async fn send(&mut self, call: Call) -> JourneyResult<Reply> {
+        let started = self.due.take().unwrap_or_else(Instant::now);
+        if self.connection.as_ref().is_none_or(|s| s.is_closed()) {
+            *self.connection = connect(&self.open.authority).await;
         }
-        Bytes::new()
+        let answer = match self.connection.as_mut() {
+            Some(sender) => exchange(self.ctx, self.open, sender, &call).await,
+            None => None,
+        };
+        if answer.is_none() {
+            *self.connection = None;
+        }
+        let reply = match &answer {
+            Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
+            None => judge(call.expect, None, &[]),
+        };
+        self.record(&call, started.elapsed(), &reply).await?;
+        Ok(reply)
+    }
+
+    async fn send_concurrently(&mut self, calls: Vec<Call>) -> JourneyResult<Vec<Reply>> {
+        let started = self.due.take().unwrap_or_else(Instant::now);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, call) in calls.iter().cloned().enumerate() {
+            let (ctx_key, open) = (
+                call.merchant.map(|m| self.ctx.merchants[m].key.clone()),
+                self.open.authority.clone(),
+            );
+            let timeout = self.open.timeout;
+            tasks.spawn(async move {
+                let mut sender = connect(&open).await?;
+                let request = build(&open, ctx_key.as_deref(), &call)?;
+                let answer = send_one(&mut sender, request, call.timeout.unwrap_or(timeout)).await;
+                answer.map(|a| (i, a))
+            });
+        }
+        let mut answers = vec![None; calls.len()];
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some((i, answer))) = done {
+                answers[i] = Some(answer);
+            }
+        }
+        let latency = started.elapsed();
+        let mut replies = Vec::with_capacity(calls.len());
+        for (call, answer) in calls.iter().zip(answers) {
+            let reply = match &answer {
+                Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
+                None => judge(call.expect, None, &[]),
+            };
+            self.record(call, latency, &reply).await?;
+            replies.push(reply);
+        }
+        Ok(replies)
+    }
+}
+
+/// The HTTP request for `call`, authenticated with the merchant's key if it names one.
+fn build(
+    authority: &str,
+    merchant_key: Option<&str>,
+    call: &Call,
+) -> Option<hyper::Request<Full<Bytes>>> {
+    let mut builder = hyper::Request::builder()
+        .method(call.method.as_str())
+        .uri(format!("http://{authority}{}", call.path))
+        .header(hyper::header::HOST, authority);
+    if let Some(key) = merchant_key {
+        builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    if let Some(k) = &call.idempotency_key {
+        builder = builder.header("idempotency-key", k.as_str());
+    }
+    let body = match &call.body {
+        Some(b) => {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+            Bytes::from(serde_json::to_vec(b).ok()?)
+        }
+        None => Bytes::new(),
     };
-    let request = builder.body(Full::new(body)).ok()?;
-    let response = tokio::time::timeout(open.timeout, async {
-        let response = s.send_request(request).await.ok()?;
+    builder.body(Full::new(body)).ok()
+}
+
+/// Send one request and read the whole answer, within `timeout`.
+async fn send_one(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: hyper::Request<Full<Bytes>>,
+    timeout: Duration,
+) -> Option<(u16, Bytes)> {
+    tokio::time::timeout(timeout, async {
+        sender.ready().await.ok()?;
+        let response = sender.send_request(request).await.ok()?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.ok()?.to_bytes();
         Some((status, bytes))
     })
     .await
-    .ok()??;
-    let (status, bytes) = response;
-    let ok = match kind {
-        "declines" => status == 402,
-        _ => (200..300).contains(&status),
-    };
-    // Log what the API acknowledged, for the money audit.
-    if let Some(k) = key
-        && (status == 200 || status == 402)
-        && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
-    {
-        let payment = if status == 402 {
-            &v["error"]["payment"]
-        } else {
-            &v
-        };
-        ctx.acks.created(merchant, &k, payment);
-    }
-    Some((method, name, status, ok))
+    .ok()?
+}
+
+async fn exchange(
+    ctx: &RunContext,
+    open: &OpenModel,
+    sender: &mut SendRequest<Full<Bytes>>,
+    call: &Call,
+) -> Option<(u16, Bytes)> {
+    let key = call.merchant.map(|m| ctx.merchants[m].key.as_str());
+    let request = build(&open.authority, key, call)?;
+    send_one(sender, request, call.timeout.unwrap_or(open.timeout)).await
 }

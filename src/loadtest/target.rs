@@ -2,8 +2,8 @@
 //! or a URL. And the admin client that prepares merchants and fetches what the audit needs.
 
 use super::LoadtestError;
-use super::context::MerchantCreds;
 use crate::api::{ServeOptions, Server};
+use crate::scenarios::context::MerchantCreds;
 use crate::secrets::{Secret, random_hex};
 use crate::store::sqlite::{Faults, WriterLimits};
 use serde_json::{Value, json};

@@ -2,7 +2,7 @@
 //! counts as passing. `LoadProfile` is the file as written; `LoadPlan` is it checked.
 
 use super::ProfileError;
-use crate::scenarios::SCENARIO_NAMES;
+use crate::scenarios::Scenario;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -223,8 +223,6 @@ impl ArrivalRate {
 
 pub const CONNECTIONS_MAX: usize = 4096;
 pub const RATE_MAX_PER_S: f64 = 1_000_000.0;
-/// Scenarios that are one request, and so can be scheduled as arrivals.
-pub const ARRIVAL_SCENARIOS: &[&str] = &["checkout", "browse", "declines", "healthz"];
 
 impl Shape {
     pub fn duration(&self) -> Duration {
@@ -250,7 +248,7 @@ pub struct LoadPlan {
     pub merchants: usize,
     pub skew: Skew,
     pub zipf_exponent: f64,
-    pub scenarios: Vec<(&'static str, usize)>,
+    pub scenarios: Vec<(Scenario, usize)>,
     pub thresholds: ThresholdsSection,
     pub report_dir: PathBuf,
     pub formats: Vec<String>,
@@ -565,19 +563,16 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         return Err(invalid(
             path,
             "scenarios",
-            format!(
-                "is empty: give weights to some of {}",
-                SCENARIO_NAMES.join(", ")
-            ),
+            format!("is empty: give weights to some of {}", Scenario::names()),
         ));
     }
     let mut scenarios = Vec::new();
     for (name, weight) in &p.scenarios {
-        let known = SCENARIO_NAMES.iter().find(|n| **n == name).ok_or_else(|| {
+        let known = Scenario::from_name(name).ok_or_else(|| {
             invalid(
                 path,
                 &format!("scenarios.{name}"),
-                format!("is not a scenario; known: {}", SCENARIO_NAMES.join(", ")),
+                format!("is not a scenario; known: {}", Scenario::names()),
             )
         })?;
         if *weight > 1000 {
@@ -588,7 +583,7 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             ));
         }
         if *weight > 0 {
-            scenarios.push((*known, *weight));
+            scenarios.push((known, *weight));
         }
     }
     if scenarios.is_empty() {
@@ -603,20 +598,6 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         Shape::TestPlan { users_max, .. } => *users_max,
         Shape::Arrival(_) => usize::MAX,
     };
-    if let Shape::Arrival(_) = shape
-        && let Some((name, _)) = scenarios
-            .iter()
-            .find(|(n, _)| !ARRIVAL_SCENARIOS.contains(n))
-    {
-        return Err(invalid(
-            path,
-            &format!("scenarios.{name}"),
-            format!(
-                "is a multi-request journey; under load.rate only single-request scenarios run: {}",
-                ARRIVAL_SCENARIOS.join(", ")
-            ),
-        ));
-    }
     if let (Shape::Arrival(_), Some(url)) = (&shape, &target_url)
         && !url.starts_with("http://")
     {

@@ -1,22 +1,26 @@
 //! Authorize now, capture later: usually in full, sometimes in part (the rest released).
 
-use super::{change_payment, create_payment, ctx};
-use crate::loadtest::acks::Pending;
-use goose::prelude::*;
+use super::acks::Pending;
+use super::client::{Client, JourneyResult};
+use super::context::RunContext;
+use super::{change_payment, create_payment};
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
-    let Some((merchant, payment)) = create_payment(user, &ctx, false).await? else {
-        return Ok(());
-    };
-    let (Some(id), Some(amount)) = (payment["id"].as_str(), payment["amount"].as_u64()) else {
+pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
+    let Some((merchant, payment)) = create_payment(client, ctx, false).await? else {
         return Ok(());
     };
     let amount = if rand::random::<u32>() % 3 == 0 {
-        (amount * 3 / 4).max(1)
+        (payment.amount * 3 / 4).max(1)
     } else {
-        amount
+        payment.amount
     };
-    change_payment(user, &ctx, merchant, id, Pending::Capture { amount }).await?;
+    change_payment(
+        client,
+        ctx,
+        merchant,
+        &payment.id,
+        Pending::Capture { amount },
+    )
+    .await?;
     Ok(())
 }

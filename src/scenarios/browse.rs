@@ -1,41 +1,35 @@
 //! Browse: the balance, a page of payments, the next page, one payment.
 
-use super::{Call, ctx, is_2xx, names, send};
-use goose::prelude::*;
+use super::client::{Body, Call, Client, Expect, JourneyResult, Shape};
+use super::context::RunContext;
+use super::names;
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
-    let merchant = ctx.pick_merchant();
-    let get = |path: String, name: &'static str| Call {
-        method: GooseMethod::Get,
-        path,
-        name,
-        merchant,
-        key: None,
-        body: None,
-        ok: is_2xx,
-    };
-    send(user, &ctx, get(names::BALANCE.into(), names::BALANCE)).await?;
-    let page = send(
-        user,
-        &ctx,
-        get("/v1/payments?limit=10".into(), names::PAYMENTS),
-    )
-    .await?;
-    let data = page.body["data"].as_array().cloned().unwrap_or_default();
-    if page.body["has_more"] == true
-        && let Some(last) = data.last().and_then(|p| p["id"].as_str())
-    {
-        let path = format!("/v1/payments?limit=10&starting_after={last}");
-        send(user, &ctx, get(path, names::PAYMENTS)).await?;
-    }
-    if let Some(first) = data.first().and_then(|p| p["id"].as_str()) {
-        send(
-            user,
-            &ctx,
-            get(format!("/v1/payments/{first}"), names::PAYMENT),
-        )
+const PAGE_LIMIT: usize = 10;
+
+pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
+    let merchant = Some(ctx.pick_merchant());
+    client
+        .send(Call::get(names::BALANCE, names::BALANCE, merchant))
         .await?;
+    let list = |path: String| {
+        Call::get(path, names::PAYMENTS, merchant).expect(Expect::Success(Shape::Page))
+    };
+    let first = client
+        .send(list(format!("/v1/payments?limit={PAGE_LIMIT}")))
+        .await?;
+    let Body::Page(page) = first.body else {
+        return Ok(());
+    };
+    if page.has_more
+        && let Some(last) = page.data.last()
+    {
+        let path = format!("/v1/payments?limit={PAGE_LIMIT}&starting_after={}", last.id);
+        client.send(list(path)).await?;
+    }
+    if let Some(one) = page.data.first() {
+        let call = Call::get(format!("/v1/payments/{}", one.id), names::PAYMENT, merchant)
+            .expect(Expect::Success(Shape::Payment));
+        client.send(call).await?;
     }
     Ok(())
 }

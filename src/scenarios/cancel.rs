@@ -1,16 +1,14 @@
 //! Cancel: authorize, then release the hold.
 
-use super::{change_payment, create_payment, ctx};
-use crate::loadtest::acks::Pending;
-use goose::prelude::*;
+use super::acks::Pending;
+use super::client::{Client, JourneyResult};
+use super::context::RunContext;
+use super::{change_payment, create_payment};
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
-    let Some((merchant, payment)) = create_payment(user, &ctx, false).await? else {
+pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
+    let Some((merchant, payment)) = create_payment(client, ctx, false).await? else {
         return Ok(());
     };
-    if let Some(id) = payment["id"].as_str() {
-        change_payment(user, &ctx, merchant, id, Pending::Cancel).await?;
-    }
+    change_payment(client, ctx, merchant, &payment.id, Pending::Cancel).await?;
     Ok(())
 }

@@ -1,10 +1,10 @@
 //! Checkout: one request authorizes and captures.
 
-use super::{create_payment, ctx};
-use goose::prelude::*;
+use super::client::{Client, JourneyResult};
+use super::context::RunContext;
+use super::create_payment;
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
-    create_payment(user, &ctx, true).await?;
+pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
+    create_payment(client, ctx, true).await?;
     Ok(())
 }

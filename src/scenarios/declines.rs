@@ -1,31 +1,20 @@
 //! Declines and processor errors from the test cards: a 402 is the expected answer,
 //! and the failed payment it carries is logged like any acknowledged payment.
 
-use super::{Call, FAILING_CARDS, ctx, names, payment_body, send};
-use goose::prelude::*;
+use super::client::{Call, Client, Expect, JourneyResult, Shape};
+use super::context::RunContext;
+use super::{FAILING_CARDS, names, payment_body};
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
+pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
     let merchant = ctx.pick_merchant();
     let key = ctx.new_key();
     let card = FAILING_CARDS[rand::random::<u32>() as usize % FAILING_CARDS.len()];
-    let reply = send(
-        user,
-        &ctx,
-        Call {
-            method: GooseMethod::Post,
-            path: names::PAYMENTS.into(),
-            name: names::DECLINE,
-            merchant,
-            key: Some(key.clone()),
-            body: Some(payment_body(true, card)),
-            ok: |s| s == 402,
-        },
-    )
-    .await?;
-    if reply.status == 402 {
-        ctx.acks
-            .created(merchant, &key, &reply.body["error"]["payment"]);
+    let body = payment_body(true, card);
+    let call = Call::post(names::PAYMENTS, names::DECLINE, merchant, key.clone(), body)
+        .expect(Expect::Status(402, Shape::DeclinedPayment));
+    let reply = client.send(call).await?;
+    if let Some(p) = reply.payment() {
+        ctx.acks.created(merchant, &key, p);
     }
     Ok(())
 }

@@ -1,14 +1,12 @@
 //! Healthz: the cheapest request there is. For measuring the load generator itself
 //! against wrk on the same endpoint, not the payment path.
 
-use super::ctx;
-use goose::prelude::*;
-use std::time::Instant;
+use super::client::{Call, Client, Expect, JourneyResult, Shape};
+use super::context::RunContext;
+use super::names;
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
-    let started = Instant::now();
-    let goose = user.get("/healthz").await?;
-    ctx.live.record(started.elapsed(), goose.request.success);
+pub async fn run<C: Client>(client: &mut C, _ctx: &RunContext) -> JourneyResult {
+    let call = Call::get(names::HEALTHZ, names::HEALTHZ, None).expect(Expect::Success(Shape::Any));
+    client.send(call).await?;
     Ok(())
 }

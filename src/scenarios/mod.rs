@@ -1,40 +1,137 @@
-//! Goose scenarios, one file a user journey, and the registry that weights them.
-//! Request names are stable: thresholds and reports refer to them.
+//! The payment journeys a load test runs, one file a journey, and the registry that
+//! names and weights them. Request names are stable: thresholds and reports refer to them.
+//!
+//! This layer knows nothing of the load test that drives it: a journey gets its run's
+//! [`RunContext`] and a [`Client`] handed in, so the same code runs as a Goose user's
+//! transaction (closed model) and as one arrival of the open model.
 
+pub mod acks;
 mod auth_capture;
 mod browse;
 mod cancel;
 mod checkout;
+pub mod client;
+pub mod context;
 mod declines;
 mod healthz;
+pub mod live;
 mod refund;
+pub mod replies;
 mod retry_storm;
 
-use crate::loadtest::acks::Pending;
-use crate::loadtest::context::{self, RunContext};
-use auth_capture::run as auth_capture_run;
-use browse::run as browse_run;
-use cancel::run as cancel_run;
-use checkout::run as checkout_run;
-use declines::run as declines_run;
-use goose::prelude::*;
-use healthz::run as healthz_run;
-use refund::run as refund_run;
-use retry_storm::run as retry_storm_run;
+use acks::Pending;
+use client::{Call, Client, Expect, JourneyResult, Method, Shape};
+use context::RunContext;
+use goose::goose::{Transaction, TransactionFunction};
+use goose::prelude::{GooseError, GooseUser};
+use replies::PaymentSeen;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
 
-pub const SCENARIO_NAMES: &[&str] = &[
-    "checkout",
-    "auth_capture",
-    "refund",
-    "cancel",
-    "browse",
-    "declines",
-    "retry_storm",
-    "healthz",
-];
+/// Every journey. The profile names them in snake_case; a new journey is a new variant,
+/// and the compiler finds every place that must learn it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// One request authorizes and captures.
+    Checkout,
+    /// Authorize, then capture in full or in part.
+    AuthCapture,
+    /// Pay, refund half, refund the rest.
+    Refund,
+    /// Authorize, then release the hold.
+    Cancel,
+    /// Balance, a page of payments, the next page, one payment.
+    Browse,
+    /// Test cards that decline or fail at the processor: a 402 is the expected answer.
+    Declines,
+    /// One Idempotency-Key sent concurrently and again after a timeout.
+    RetryStorm,
+    /// GET /healthz: for measuring the generator, not the payment path.
+    Healthz,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 8] = [
+        Scenario::Checkout,
+        Scenario::AuthCapture,
+        Scenario::Refund,
+        Scenario::Cancel,
+        Scenario::Browse,
+        Scenario::Declines,
+        Scenario::RetryStorm,
+        Scenario::Healthz,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Checkout => "checkout",
+            Scenario::AuthCapture => "auth_capture",
+            Scenario::Refund => "refund",
+            Scenario::Cancel => "cancel",
+            Scenario::Browse => "browse",
+            Scenario::Declines => "declines",
+            Scenario::RetryStorm => "retry_storm",
+            Scenario::Healthz => "healthz",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The known names, for error messages.
+    pub fn names() -> String {
+        Scenario::ALL.map(Scenario::name).join(", ")
+    }
+
+    /// The journey's first request (method, name): what an arrival that could not even
+    /// be sent is recorded as.
+    pub fn first_request(self) -> (Method, &'static str) {
+        match self {
+            Scenario::Checkout | Scenario::AuthCapture | Scenario::Refund | Scenario::Cancel => {
+                (Method::Post, names::PAYMENTS)
+            }
+            Scenario::Declines => (Method::Post, names::DECLINE),
+            Scenario::RetryStorm => (Method::Post, names::RETRY),
+            Scenario::Browse => (Method::Get, names::BALANCE),
+            Scenario::Healthz => (Method::Get, names::HEALTHZ),
+        }
+    }
+
+    /// Run the journey once.
+    pub async fn run<C: Client>(self, client: &mut C, ctx: &RunContext) -> JourneyResult {
+        match self {
+            Scenario::Checkout => checkout::run(client, ctx).await,
+            Scenario::AuthCapture => auth_capture::run(client, ctx).await,
+            Scenario::Refund => refund::run(client, ctx).await,
+            Scenario::Cancel => cancel::run(client, ctx).await,
+            Scenario::Browse => browse::run(client, ctx).await,
+            Scenario::Declines => declines::run(client, ctx).await,
+            Scenario::RetryStorm => retry_storm::run(client, ctx).await,
+            Scenario::Healthz => healthz::run(client, ctx).await,
+        }
+    }
+
+    /// The journey as a weighted Goose scenario whose users run it with `ctx`.
+    pub fn goose(
+        self,
+        weight: usize,
+        ctx: Arc<RunContext>,
+    ) -> Result<goose::goose::Scenario, GooseError> {
+        let journey: TransactionFunction = Arc::new(move |user: &mut GooseUser| {
+            let ctx = ctx.clone();
+            Box::pin(async move {
+                let mut client = client::GooseClient::new(user, &ctx);
+                self.run(&mut client, &ctx).await
+            })
+        });
+        Ok(goose::goose::Scenario::new(self.name())
+            .set_weight(weight)?
+            .register_transaction(Transaction::new(journey).set_name(self.name())))
+    }
+}
 
 /// Request names as they appear in reports and thresholds (Goose prefixes the method).
 pub mod names {
@@ -44,91 +141,10 @@ pub mod names {
     pub const CANCEL: &str = "/v1/payments/{id}/cancel";
     pub const REFUNDS: &str = "/v1/payments/{id}/refunds";
     pub const BALANCE: &str = "/v1/balance";
+    pub const HEALTHZ: &str = "/healthz";
     pub const DECLINE: &str = "/v1/payments (decline)";
     pub const RETRY: &str = "/v1/payments (retry storm)";
     pub const RETRY_IMPATIENT: &str = "/v1/payments (retry storm, impatient)";
-}
-
-pub fn scenario(name: &str, weight: usize) -> Result<Scenario, GooseError> {
-    let s = scenario!(name).set_weight(weight)?;
-    Ok(match name {
-        "checkout" => s.register_transaction(transaction!(checkout_run).set_name("checkout")),
-        "auth_capture" => {
-            s.register_transaction(transaction!(auth_capture_run).set_name("auth_capture"))
-        }
-        "refund" => s.register_transaction(transaction!(refund_run).set_name("refund")),
-        "cancel" => s.register_transaction(transaction!(cancel_run).set_name("cancel")),
-        "browse" => s.register_transaction(transaction!(browse_run).set_name("browse")),
-        "declines" => s.register_transaction(transaction!(declines_run).set_name("declines")),
-        "retry_storm" => {
-            s.register_transaction(transaction!(retry_storm_run).set_name("retry_storm"))
-        }
-        "healthz" => s.register_transaction(transaction!(healthz_run).set_name("healthz")),
-        other => unreachable!("profile checking admits only known scenarios, not {other:?}"),
-    })
-}
-
-/// One API call from a scenario.
-pub(crate) struct Call {
-    pub method: GooseMethod,
-    pub path: String,
-    pub name: &'static str,
-    pub merchant: usize,
-    pub key: Option<String>,
-    pub body: Option<Value>,
-    /// Which statuses count as success for this call.
-    pub ok: fn(u16) -> bool,
-}
-
-pub(crate) fn is_2xx(s: u16) -> bool {
-    (200..300).contains(&s)
-}
-
-pub(crate) struct Reply {
-    pub status: u16,
-    pub body: Value,
-}
-
-/// Send through Goose (so it lands in Goose's metrics and reports), mark success by the
-/// call's own rule, and feed the live figures.
-pub(crate) async fn send(
-    user: &mut GooseUser,
-    ctx: &RunContext,
-    call: Call,
-) -> Result<Reply, Box<TransactionError>> {
-    let merchant = &ctx.merchants[call.merchant];
-    let mut builder = user
-        .get_request_builder(&call.method, &call.path)?
-        .bearer_auth(&merchant.key);
-    if let Some(k) = &call.key {
-        builder = builder.header("Idempotency-Key", k);
-    }
-    if let Some(b) = &call.body {
-        builder = builder.json(b);
-    }
-    let request = GooseRequest::builder()
-        .method(call.method)
-        .path(call.path.as_str())
-        .name(call.name)
-        .set_request_builder(builder)
-        .build();
-    let started = Instant::now();
-    let mut goose = user.request(request).await?;
-    let (status, body) = match goose.response {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    };
-    let ok = status != 0 && (call.ok)(status);
-    if ok && !goose.request.success {
-        user.set_success(&mut goose.request)?;
-    } else if !ok && goose.request.success {
-        user.set_failure("unexpected status", &mut goose.request, None, None)?;
-    }
-    ctx.live.record(started.elapsed(), ok);
-    Ok(Reply { status, body })
 }
 
 pub(crate) fn card(number: &str) -> Value {
@@ -156,91 +172,86 @@ pub(crate) const FAILING_CARDS: &[&str] = &[
 pub(crate) const APPROVED_CARD: &str = "4242424242424242";
 
 /// Create a payment and log what was acknowledged. None when the API did not accept it.
-pub(crate) async fn create_payment(
-    user: &mut GooseUser,
+async fn create_payment<C: Client>(
+    client: &mut C,
     ctx: &RunContext,
     capture: bool,
-) -> Result<Option<(usize, Value)>, Box<TransactionError>> {
+) -> JourneyResult<Option<(usize, PaymentSeen)>> {
     let merchant = ctx.pick_merchant();
     let key = ctx.new_key();
-    let reply = send(
-        user,
-        ctx,
-        Call {
-            method: GooseMethod::Post,
-            path: names::PAYMENTS.into(),
-            name: names::PAYMENTS,
-            merchant,
-            key: Some(key.clone()),
-            body: Some(payment_body(capture, APPROVED_CARD)),
-            ok: is_2xx,
-        },
+    let body = payment_body(capture, APPROVED_CARD);
+    let call = Call::post(
+        names::PAYMENTS,
+        names::PAYMENTS,
+        merchant,
+        key.clone(),
+        body,
     )
-    .await?;
-    if is_2xx(reply.status) {
-        ctx.acks.created(merchant, &key, &reply.body);
-        Ok(Some((merchant, reply.body)))
-    } else {
-        Ok(None)
-    }
+    .expect(Expect::Success(Shape::Payment));
+    let reply = client.send(call).await?;
+    Ok(reply.payment().map(|p| {
+        ctx.acks.created(merchant, &key, p);
+        (merchant, p.clone())
+    }))
 }
 
 /// Capture, cancel or refund `payment`, logging the change as pending until answered.
-pub(crate) async fn change_payment(
-    user: &mut GooseUser,
+/// True when the API acknowledged it.
+async fn change_payment<C: Client>(
+    client: &mut C,
     ctx: &RunContext,
     merchant: usize,
     id: &str,
     change: Pending,
-) -> Result<Option<Value>, Box<TransactionError>> {
-    let (name, path, body) = match &change {
+) -> JourneyResult<bool> {
+    let (name, path, body, shape) = match &change {
         Pending::Capture { amount } => (
             names::CAPTURE,
             format!("/v1/payments/{id}/capture"),
             json!({ "amount": amount }),
+            Shape::Payment,
         ),
         Pending::Cancel => (
             names::CANCEL,
             format!("/v1/payments/{id}/cancel"),
             json!({}),
+            Shape::Payment,
         ),
         Pending::Refund { amount } => (
             names::REFUNDS,
             format!("/v1/payments/{id}/refunds"),
             json!({ "amount": amount }),
+            Shape::Refund,
         ),
     };
-    let refund = matches!(change, Pending::Refund { .. });
     ctx.acks.pending(id, change);
-    let reply = send(
-        user,
-        ctx,
-        Call {
-            method: GooseMethod::Post,
-            path,
-            name,
-            merchant,
-            key: Some(ctx.new_key()),
-            body: Some(body),
-            ok: is_2xx,
-        },
-    )
-    .await?;
-    if is_2xx(reply.status) {
-        if refund {
-            ctx.acks.refunded(&reply.body);
-        } else {
-            ctx.acks.updated(&reply.body);
-        }
-        Ok(Some(reply.body))
-    } else {
-        if reply.status != 0 {
-            ctx.acks.refused(id);
-        }
-        Ok(None)
+    let call = Call::post(path, name, merchant, ctx.new_key(), body).expect(Expect::Success(shape));
+    let reply = client.send(call).await?;
+    if let Some(p) = reply.payment() {
+        ctx.acks.updated(p);
+    } else if let Some(r) = reply.refund() {
+        ctx.acks.refunded(r);
+    } else if reply.status.is_some_and(|s| !(200..300).contains(&s)) {
+        // An error answer: the change did not happen. A 2xx that could not be read, or
+        // no answer, stays pending: it may have committed, and the audit accepts either.
+        ctx.acks.refused(id);
     }
+    Ok(reply.ok)
 }
 
-pub(crate) fn ctx() -> Arc<RunContext> {
-    context::current()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for s in Scenario::ALL {
+            assert_eq!(Scenario::from_name(s.name()), Some(s));
+            let toml_name = serde_json::to_value(s).unwrap();
+            assert_eq!(toml_name, s.name(), "serde and name() agree");
+        }
+        let names: std::collections::HashSet<_> = Scenario::ALL.map(Scenario::name).into();
+        assert_eq!(names.len(), Scenario::ALL.len());
+        assert_eq!(Scenario::from_name("checkout "), None);
+    }
 }

@@ -1,35 +1,25 @@
 //! Refund: pay, then refund part, then the rest.
 
-use super::{change_payment, create_payment, ctx};
-use crate::loadtest::acks::Pending;
-use goose::prelude::*;
+use super::acks::Pending;
+use super::client::{Client, JourneyResult};
+use super::context::RunContext;
+use super::{change_payment, create_payment};
 
-pub async fn run(user: &mut GooseUser) -> TransactionResult {
-    let ctx = ctx();
-    let Some((merchant, payment)) = create_payment(user, &ctx, true).await? else {
+pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
+    let Some((merchant, payment)) = create_payment(client, ctx, true).await? else {
         return Ok(());
     };
-    let (Some(id), Some(captured)) = (payment["id"].as_str(), payment["amount_captured"].as_u64())
-    else {
-        return Ok(());
-    };
+    let captured = payment.amount_captured;
     let part = captured / 2;
+    let id = payment.id.as_str();
     if part > 0
-        && change_payment(user, &ctx, merchant, id, Pending::Refund { amount: part })
-            .await?
-            .is_none()
+        && !change_payment(client, ctx, merchant, id, Pending::Refund { amount: part }).await?
     {
         return Ok(());
     }
-    change_payment(
-        user,
-        &ctx,
-        merchant,
-        id,
-        Pending::Refund {
-            amount: captured - part,
-        },
-    )
-    .await?;
+    let rest = Pending::Refund {
+        amount: captured - part,
+    };
+    change_payment(client, ctx, merchant, id, rest).await?;
     Ok(())
 }

@@ -422,33 +422,67 @@ fn the_open_model_sends_every_scheduled_arrival_and_audits_them() {
     let open = &summary["open_model"];
     assert_eq!(open["scheduled"], 400, "{open:#}");
     assert_eq!(open["sent"], 400);
-    // Every arrival became exactly one recorded request: none lost between schedule and Goose.
-    assert_eq!(summary["total"]["count"], 400, "{summary:#}");
-    let payments = summary["requests"]
+    // Every arrival became one journey whose first request was recorded: none lost
+    // between schedule and Goose (checkout starts with a payment, browse with the balance).
+    let count = |name: &str| request(&summary, name)["count"].as_u64().unwrap();
+    assert_eq!(
+        count("POST /v1/payments") + count("GET /v1/balance"),
+        400,
+        "{summary:#}"
+    );
+    assert_eq!(summary["audit"]["ok"], true);
+    assert_eq!(
+        summary["audit"]["acknowledged_payments"],
+        count("POST /v1/payments")
+    );
+}
+
+fn request<'a>(summary: &'a Value, name: &str) -> &'a Value {
+    summary["requests"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["name"] == "POST /v1/payments")
-        .expect("checkouts ran");
-    assert_eq!(summary["audit"]["ok"], true);
-    assert_eq!(summary["audit"]["acknowledged_payments"], payments["count"]);
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no request named {name:?} in {summary:#}"))
 }
 
 #[test]
-fn an_arrival_rate_refuses_multi_request_journeys() {
+fn an_arrival_rate_runs_every_journey_through_the_same_scenario_code() {
     let dir = temp_dir();
     let profile = dir.path().join("open.toml");
     let text = std::fs::read_to_string(OPEN_PROFILE).unwrap();
-    std::fs::write(
-        &profile,
-        text.replace("browse = 1", "browse = 1\nrefund = 1"),
-    )
-    .unwrap();
-    let err = refused(&profile, dir.path());
-    assert!(
-        err.contains("scenarios.refund") && err.contains("checkout, browse, declines, healthz"),
-        "{err}"
-    );
+    let every = "checkout = 1\nauth_capture = 1\nrefund = 1\ncancel = 1\nbrowse = 1\ndeclines = 1\nretry_storm = 1\nhealthz = 1";
+    std::fs::write(&profile, text.replace("checkout = 9\nbrowse = 1", every)).unwrap();
+    let path = profile.to_str().unwrap();
+    let args = ["--profile", path, "--merchants", "3", "--rate", "100/s"];
+    let (code, summary, output) =
+        run_json(dir.path(), &[&args[..], &["--run-time", "3s"]].concat());
+    assert_eq!(code, Some(0), "{output}");
+    // Each journey's own requests ran as arrivals, not a stand-in for them.
+    for name in [
+        "POST /v1/payments",
+        "POST /v1/payments/{id}/capture",
+        "POST /v1/payments/{id}/refunds",
+        "POST /v1/payments/{id}/cancel",
+        "GET /v1/balance",
+        "POST /v1/payments (decline)",
+        "POST /v1/payments (retry storm)",
+        "GET /healthz",
+    ] {
+        assert!(
+            request(&summary, name)["count"].as_u64().unwrap() > 0,
+            "{name}"
+        );
+    }
+    assert_eq!(summary["audit"]["ok"], true, "{:#}", summary["audit"]);
+}
+
+#[test]
+fn an_arrival_rate_is_checked() {
+    let dir = temp_dir();
+    let profile = dir.path().join("open.toml");
+    let text = std::fs::read_to_string(OPEN_PROFILE).unwrap();
+
     std::fs::write(
         &profile,
         text.replace("rate = \"1000/s\"", "rate = \"fast\""),

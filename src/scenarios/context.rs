@@ -1,13 +1,13 @@
-//! What the scenarios share during a run: merchants and their keys, the merchant
-//! sampler, the acknowledgement log and the live figures. Goose transactions are plain
-//! functions, so the run's context is installed in a process-wide slot before the attack.
+//! What the journeys share during one run (or one step of a capacity search): merchants
+//! and their keys, the merchant sampler, the acknowledgement log, the live figures and
+//! the idempotency keys. The load test makes one and hands it to every journey.
 
 use super::acks::AckLog;
 use super::live::LiveStats;
-use super::open_model::OpenModel;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MerchantCreds {
@@ -54,27 +54,20 @@ pub struct RunContext {
     pub live: Arc<LiveStats>,
     /// Retry-storm keys whose answers named different payments.
     pub storm_violations: Mutex<Vec<String>>,
-    /// The arrival schedule, in the open model.
-    pub open: Option<Arc<OpenModel>>,
     key_prefix: String,
     next_key: AtomicU64,
 }
 
 impl RunContext {
-    pub fn new(
-        merchants: Vec<MerchantCreds>,
-        zipf_exponent: f64,
-        run_id: &str,
-        open: Option<OpenModel>,
-    ) -> Self {
+    /// `key_prefix` makes the keys unique across runs against the same target.
+    pub fn new(merchants: Vec<MerchantCreds>, zipf_exponent: f64, key_prefix: &str) -> Self {
         RunContext {
-            open: open.map(Arc::new),
             sampler: MerchantSampler::new(merchants.len(), zipf_exponent),
             merchants,
             acks: AckLog::new(),
             live: Arc::default(),
             storm_violations: Mutex::default(),
-            key_prefix: run_id.to_string(),
+            key_prefix: key_prefix.to_string(),
             next_key: AtomicU64::new(0),
         }
     }
@@ -91,25 +84,6 @@ impl RunContext {
     pub fn pick_merchant(&self) -> usize {
         self.sampler.pick(rand::random::<f64>())
     }
-}
-
-static CURRENT: RwLock<Option<Arc<RunContext>>> = RwLock::new(None);
-
-pub fn install(ctx: Arc<RunContext>) {
-    *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some(ctx);
-}
-
-pub fn uninstall() {
-    CURRENT.write().unwrap_or_else(|p| p.into_inner()).take();
-}
-
-/// The running load test's context. Scenarios only run inside a run.
-pub fn current() -> Arc<RunContext> {
-    CURRENT
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone()
-        .expect("scenarios run only while a load test's context is installed")
 }
 
 #[cfg(test)]

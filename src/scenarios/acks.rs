@@ -1,8 +1,8 @@
 //! The acknowledgement log: every 2xx (and every recorded 402) the API gave for a
 //! payment, the latest state it acknowledged, and any change still unanswered.
 
+use super::replies::{PaymentSeen, RefundSeen};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -53,10 +53,6 @@ pub struct AckLog {
     shards: Vec<Mutex<HashMap<String, Acked>>>,
 }
 
-fn u(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or(0)
-}
-
 impl AckLog {
     pub fn new() -> Self {
         AckLog {
@@ -76,22 +72,19 @@ impl AckLog {
     }
 
     /// A payment object the API returned on creation.
-    pub fn created(&self, merchant: usize, key: &str, payment: &Value) {
-        let Some(id) = payment["id"].as_str() else {
-            return;
-        };
+    pub fn created(&self, merchant: usize, key: &str, payment: &PaymentSeen) {
         let acked = Acked {
-            id: id.to_string(),
+            id: payment.id.clone(),
             merchant,
             idempotency_key: key.to_string(),
-            amount: u(payment, "amount"),
-            currency: payment["currency"].as_str().unwrap_or_default().to_string(),
-            status: payment["status"].as_str().unwrap_or_default().to_string(),
-            amount_captured: u(payment, "amount_captured"),
-            amount_refunded: u(payment, "amount_refunded"),
+            amount: payment.amount,
+            currency: payment.currency.clone(),
+            status: payment.status.clone(),
+            amount_captured: payment.amount_captured,
+            amount_refunded: payment.amount_refunded,
             pending: None,
         };
-        self.shard(id).insert(id.to_string(), acked);
+        self.shard(&payment.id).insert(payment.id.clone(), acked);
     }
 
     pub fn pending(&self, id: &str, change: Pending) {
@@ -101,25 +94,19 @@ impl AckLog {
     }
 
     /// A payment object returned by capture or cancel.
-    pub fn updated(&self, payment: &Value) {
-        let Some(id) = payment["id"].as_str() else {
-            return;
-        };
-        if let Some(a) = self.shard(id).get_mut(id) {
-            a.status = payment["status"].as_str().unwrap_or_default().to_string();
-            a.amount_captured = u(payment, "amount_captured");
-            a.amount_refunded = u(payment, "amount_refunded");
+    pub fn updated(&self, payment: &PaymentSeen) {
+        if let Some(a) = self.shard(&payment.id).get_mut(&payment.id) {
+            a.status = payment.status.clone();
+            a.amount_captured = payment.amount_captured;
+            a.amount_refunded = payment.amount_refunded;
             a.pending = None;
         }
     }
 
     /// A refund object.
-    pub fn refunded(&self, refund: &Value) {
-        let Some(id) = refund["payment"].as_str() else {
-            return;
-        };
-        if let Some(a) = self.shard(id).get_mut(id) {
-            a.amount_refunded += u(refund, "amount");
+    pub fn refunded(&self, refund: &RefundSeen) {
+        if let Some(a) = self.shard(&refund.payment).get_mut(&refund.payment) {
+            a.amount_refunded += refund.amount;
             a.pending = None;
         }
     }
