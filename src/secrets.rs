@@ -60,3 +60,114 @@ pub fn load_or_create(path: &Path, generate: impl FnOnce() -> String) -> std::io
         Err(e) => Err(e),
     }
 }
+
+/// A PostgreSQL connection URL. It may hold a password, so Debug and Display show it
+/// with the password masked; only `expose` gives the whole string, to the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbUrl(String);
+
+impl DbUrl {
+    /// Accepts `postgres://` / `postgresql://` URLs and libpq's `key=value` strings.
+    pub fn parse(text: &str) -> Result<DbUrl, String> {
+        let url = DbUrl(text.trim().to_string());
+        let is_url = url.0.starts_with("postgres://") || url.0.starts_with("postgresql://");
+        let is_keywords = !url.0.contains("://") && url.0.contains('=');
+        if !is_url && !is_keywords {
+            return Err(format!(
+                "is {:?}: a PostgreSQL URL starts with postgres:// (or is libpq's key=value form)",
+                url.redacted()
+            ));
+        }
+        Ok(url)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let s = &self.0;
+        if let Some(scheme_end) = s.find("://") {
+            let authority_start = scheme_end + 3;
+            let authority_end = s[authority_start..]
+                .find(['/', '?'])
+                .map_or(s.len(), |i| authority_start + i);
+            let authority = &s[authority_start..authority_end];
+            let mut out = s[..authority_start].to_string();
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => {
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    let masked = if userinfo.contains(':') { ":***" } else { "" };
+                    out.push_str(&format!("{user}{masked}@{host}"));
+                }
+                None => out.push_str(authority),
+            }
+            out.push_str(&mask_password_param(&s[authority_end..], '&'));
+            out
+        } else {
+            mask_password_param(s, ' ')
+        }
+    }
+}
+
+/// Masks `password=...` in a query string (`&`-separated) or keyword list (spaces).
+fn mask_password_param(text: &str, separator: char) -> String {
+    text.split(separator)
+        .map(|part| {
+            let (prefix, kv) = match part.strip_prefix('?') {
+                Some(rest) => ("?", rest),
+                None => ("", part),
+            };
+            match kv.split_once('=') {
+                Some((k, _)) if k.trim() == "password" => format!("{prefix}{k}=***"),
+                _ => part.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(&separator.to_string())
+}
+
+impl fmt::Debug for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DbUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DbUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod db_url_tests {
+    use super::DbUrl;
+
+    #[test]
+    fn passwords_never_show() {
+        let cases = [
+            (
+                "postgres://app:s3cret@db:5432/pay?sslmode=disable",
+                "postgres://app:***@db:5432/pay?sslmode=disable",
+            ),
+            ("postgresql://app@db/pay", "postgresql://app@db/pay"),
+            (
+                "postgres://db/pay?user=a&password=s3cret",
+                "postgres://db/pay?user=a&password=***",
+            ),
+            (
+                "host=db user=app password=s3cret dbname=pay",
+                "host=db user=app password=*** dbname=pay",
+            ),
+        ];
+        for (url, shown) in cases {
+            let u = DbUrl::parse(url).unwrap();
+            assert_eq!(u.redacted(), shown);
+            assert!(!format!("{u:?} {u}").contains("s3cret"));
+            assert_eq!(u.expose(), url);
+        }
+        let err = DbUrl::parse("mysql://root:s3cret@db").unwrap_err();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}

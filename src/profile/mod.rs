@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod scale;
+pub mod shards;
 
 use std::path::{Path, PathBuf};
 
