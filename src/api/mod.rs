@@ -20,9 +20,21 @@ use axum::routing::{get, post};
 use error::{ApiError, ErrorType};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Largest request body accepted by default: a payment request is well under 1 KiB, so
+/// this only refuses abuse; larger bodies get 413 before they are read.
+pub const BODY_LIMIT_BYTES_DEFAULT: usize = 64 * 1024;
+/// The body limits a deployment may choose.
+pub const BODY_LIMIT_BYTES_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+/// How long a request waits for its commit by default before it is answered 503: far
+/// above a healthy commit (p99 ~13 ms in BENCHMARKS.md), so only a stuck shard trips it.
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// The write timeouts a deployment may choose.
+pub const WRITE_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 100..=600_000;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,

@@ -1,10 +1,18 @@
 use super::UsageError;
-use paytool::api::{ServeOptions, Server};
+use paytool::api::{
+    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeOptions, Server,
+    WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
+};
 use paytool::config::{ConfigFile, in_range};
 use paytool::secrets::Secret;
+use paytool::store::sqlite::writer::{
+    BATCH_MAX_DEFAULT, BATCH_MAX_RANGE, QUEUE_MAX_DEFAULT, QUEUE_MAX_LIMIT,
+};
 use paytool::store::sqlite::{Faults, WriterLimits};
+use paytool::store::{SHARDS_DEFAULT, SHARDS_MAX};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -33,8 +41,9 @@ pub struct Args {
     /// Directory for the SQLite files, the admin token and the fingerprint key [default: ./data]
     #[arg(long, env = "PAYTOOL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Number of shard files; fixed when the data dir is created [default: 1]
-    #[arg(long, env = "PAYTOOL_SHARDS")]
+    #[arg(long, env = "PAYTOOL_SHARDS", help = format!(
+        "Number of shard files, 1 to {SHARDS_MAX}; fixed when the data dir is created [default: {SHARDS_DEFAULT}]"
+    ))]
     pub shards: Option<usize>,
     /// Admin token for POST /v1/merchants; generated into DATA_DIR/admin_token (0600) when absent
     #[arg(long, env = "PAYTOOL_ADMIN_TOKEN", hide_env_values = true)]
@@ -42,17 +51,21 @@ pub struct Args {
     /// TOML file with a [serve] table; flags and env vars override it
     #[arg(long, env = "PAYTOOL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Most writes committed in one transaction per shard [default: 512]
-    #[arg(long, env = "PAYTOOL_BATCH_MAX")]
+    #[arg(long, env = "PAYTOOL_BATCH_MAX", help = format!(
+        "Most writes committed in one transaction per shard [default: {BATCH_MAX_DEFAULT}]"
+    ))]
     pub batch_max: Option<usize>,
-    /// Most writes queued per shard before callers wait [default: 8192]
-    #[arg(long, env = "PAYTOOL_QUEUE_MAX")]
+    #[arg(long, env = "PAYTOOL_QUEUE_MAX", help = format!(
+        "Most writes queued per shard before callers wait [default: {QUEUE_MAX_DEFAULT}]"
+    ))]
     pub queue_max: Option<usize>,
-    /// Largest request body accepted, in bytes; larger gets 413 [default: 65536]
-    #[arg(long, env = "PAYTOOL_BODY_LIMIT_BYTES")]
+    #[arg(long, env = "PAYTOOL_BODY_LIMIT_BYTES", help = format!(
+        "Largest request body accepted, in bytes; larger gets 413 [default: {BODY_LIMIT_BYTES_DEFAULT}]"
+    ))]
     pub body_limit_bytes: Option<usize>,
-    /// How long a request waits for its commit before 503 [default: 10000]
-    #[arg(long, env = "PAYTOOL_WRITE_TIMEOUT_MS")]
+    #[arg(long, env = "PAYTOOL_WRITE_TIMEOUT_MS", help = format!(
+        "How long a request waits for its commit before 503 [default: {WRITE_TIMEOUT_MS_DEFAULT}]"
+    ))]
     pub write_timeout_ms: Option<u64>,
     /// Testing the audit only: acknowledge every Nth payment without keeping it.
     #[arg(long, hide = true)]
@@ -71,28 +84,26 @@ impl Args {
             .map(|p| format!("flags, env or {}", p.display()))
             .unwrap_or_else(|| "flags or env".to_string());
         let s = file.serve;
-        let check = |key, value, range| {
-            in_range(&origin, key, value, range).map_err(|e| UsageError(e.to_string()))
-        };
         let batch_max = check(
+            &origin,
             "batch_max",
-            self.batch_max.or(s.batch_max).unwrap_or(512),
-            1..=10_000,
+            self.batch_max.or(s.batch_max).unwrap_or(BATCH_MAX_DEFAULT),
+            BATCH_MAX_RANGE,
         )?;
         let queue_max = check(
+            &origin,
             "queue_max",
-            self.queue_max.or(s.queue_max).unwrap_or(8192),
-            batch_max..=1_000_000,
+            self.queue_max.or(s.queue_max).unwrap_or(QUEUE_MAX_DEFAULT),
+            batch_max..=QUEUE_MAX_LIMIT,
         )?;
-        let write_timeout_ms = self
-            .write_timeout_ms
-            .or(s.write_timeout_ms)
-            .unwrap_or(10_000);
-        if !(100..=600_000).contains(&write_timeout_ms) {
-            return Err(UsageError(format!(
-                "{origin}: `write_timeout_ms` is {write_timeout_ms}; it must be 100 to 600000"
-            )));
-        }
+        let write_timeout_ms = check(
+            &origin,
+            "write_timeout_ms",
+            self.write_timeout_ms
+                .or(s.write_timeout_ms)
+                .unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
+            WRITE_TIMEOUT_MS_RANGE,
+        )?;
         if self.fault_drop_ack_every == Some(0) {
             return Err(UsageError(
                 "--fault-drop-ack-every must be at least 1".into(),
@@ -107,7 +118,12 @@ impl Args {
                 .data_dir
                 .or(s.data_dir)
                 .unwrap_or_else(|| PathBuf::from("data")),
-            shards: check("shards", self.shards.or(s.shards).unwrap_or(1), 1..=64)?,
+            shards: check(
+                &origin,
+                "shards",
+                self.shards.or(s.shards).unwrap_or(SHARDS_DEFAULT),
+                1..=SHARDS_MAX,
+            )?,
             admin_token: self.admin_token.or(s.admin_token).map(Secret::new),
             limits: WriterLimits {
                 batch_max,
@@ -117,15 +133,26 @@ impl Args {
                 drop_ack_every: self.fault_drop_ack_every,
             },
             body_limit_bytes: check(
+                &origin,
                 "body_limit_bytes",
                 self.body_limit_bytes
                     .or(s.body_limit_bytes)
-                    .unwrap_or(64 * 1024),
-                1024..=16 * 1024 * 1024,
+                    .unwrap_or(BODY_LIMIT_BYTES_DEFAULT),
+                BODY_LIMIT_BYTES_RANGE,
             )?,
             write_timeout: Duration::from_millis(write_timeout_ms),
         })
     }
+}
+
+/// A value from flags, env or the config file, refused (exit 2) outside its range.
+fn check<T: PartialOrd + std::fmt::Display + Copy>(
+    origin: &str,
+    key: &'static str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<T, UsageError> {
+    in_range(origin, key, value, range).map_err(|e| UsageError(e.to_string()))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

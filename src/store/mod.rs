@@ -10,6 +10,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+/// Most shard files a data dir may have. Each shard is a writer thread, its read
+/// connections and three files; past this a machine runs out of cores and file handles
+/// long before more shards help. Must not exceed `ids::BUCKETS`, the unit merchants move in.
+pub const SHARDS_MAX: usize = 64;
+const _: () = assert!(SHARDS_MAX <= crate::ids::BUCKETS as usize);
+/// Shards in a new data dir when none are asked for: in BENCHMARKS.md a second shard
+/// added little throughput on the machines measured, and one file is simplest to operate.
+pub const SHARDS_DEFAULT: usize = 1;
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,8 @@ mod schema;
 pub mod writer;
 
 use super::{
-    AuditReport, BalanceLine, BoxFuture, Merchant, Store, StoreError, StoredResponse, WriteRequest,
+    AuditReport, BalanceLine, BoxFuture, Merchant, SHARDS_MAX, Store, StoreError, StoredResponse,
+    WriteRequest,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
@@ -70,8 +71,8 @@ impl SqliteStore {
         faults: Faults,
     ) -> Result<Self, StoreError> {
         assert!(
-            shards >= 1 && shards <= BUCKETS as usize,
-            "shard count checked by the config"
+            (1..=SHARDS_MAX).contains(&shards),
+            "shard count {shards} should have been refused by the config"
         );
         std::fs::create_dir_all(data_dir).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))

@@ -8,6 +8,7 @@ use super::rows::{insert_payment, insert_postings, load_payment, update_payment}
 use crate::ids::now_ms;
 use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::ops::RangeInclusive;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,6 +18,19 @@ pub struct Job {
     pub request: WriteRequest,
     pub reply: Reply,
 }
+
+/// Requests committed in one transaction by default. One fsync answers this many writers;
+/// past a few hundred the fsync is amortised and a larger batch only delays the first reply.
+pub const BATCH_MAX_DEFAULT: usize = 512;
+/// The `batch_max` a deployment may choose: bounded so that a typo cannot make one
+/// transaction, and every caller's wait for it, unbounded.
+pub const BATCH_MAX_RANGE: RangeInclusive<usize> = 1..=10_000;
+/// Requests waiting per shard by default: sixteen batches, so a burst waits in memory
+/// for a few commits instead of being refused.
+pub const QUEUE_MAX_DEFAULT: usize = 8_192;
+/// The largest `queue_max` a deployment may choose (its least is its `batch_max`): each
+/// queued request holds its body and a reply channel in memory.
+pub const QUEUE_MAX_LIMIT: usize = 1_000_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct WriterLimits {
@@ -29,8 +43,8 @@ pub struct WriterLimits {
 impl Default for WriterLimits {
     fn default() -> Self {
         WriterLimits {
-            batch_max: 512,
-            queue_max: 8192,
+            batch_max: BATCH_MAX_DEFAULT,
+            queue_max: QUEUE_MAX_DEFAULT,
         }
     }
 }
