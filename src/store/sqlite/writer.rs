@@ -101,13 +101,31 @@ fn run(
         let started = Instant::now();
         let committed = commit_batch(&mut conn, &batch, &mut results, faults, &mut creates_seen);
         commit_seconds.record(started.elapsed().as_secs_f64());
-        for (job, result) in batch.drain(..).zip(results.drain(..)) {
-            let answer = match &committed {
-                Ok(()) => result,
-                Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
-            };
-            // The caller may have gone (client hung up); the write stands regardless.
-            let _ = job.reply.send(answer);
+        // A caller may have gone (client hung up); its write stands regardless, so a
+        // failed send is ignored.
+        match committed {
+            Ok(()) => {
+                // Replies pair with jobs by position: a missing or extra result would hand
+                // a caller someone else's answer, so a mismatch stops the writer outright.
+                assert_eq!(
+                    results.len(),
+                    batch.len(),
+                    "shard {shard}: every job in a batch gets exactly one result"
+                );
+                for (job, result) in batch.drain(..).zip(results.drain(..)) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing in the batch is on disk, and the batch may have stopped part way
+                // through its results: every caller hears the commit's failure.
+                results.clear();
+                for job in batch.drain(..) {
+                    let _ = job
+                        .reply
+                        .send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
+                }
+            }
         }
     }
 }
