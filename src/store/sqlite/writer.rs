@@ -120,10 +120,12 @@ fn run(
                 // Nothing in the batch is on disk, and the batch may have stopped part way
                 // through its results: every caller hears the commit's failure.
                 results.clear();
+                match StoreError::commit_failed(&e) {
+                    StoreError::Busy(_) => tracing::warn!(shard, error = %e, "commit busy"),
+                    _ => tracing::error!(shard, error = %e, "commit failed"),
+                }
                 for job in batch.drain(..) {
-                    let _ = job
-                        .reply
-                        .send(Err(StoreError::Unavailable(format!("commit failed: {e}"))));
+                    let _ = job.reply.send(Err(StoreError::commit_failed(&e)));
                 }
             }
         }
@@ -159,7 +161,10 @@ fn commit_batch(
             tx.prepare_cached("RELEASE op")?.execute([])?;
         } else {
             rollback_op(&tx)?;
-            if let Err(StoreError::Internal(e)) = &result {
+            if let Err(
+                e @ (StoreError::Internal(_) | StoreError::Sqlite(_) | StoreError::Corrupt(_)),
+            ) = &result
+            {
                 tracing::error!(error = %e, "write failed");
             }
         }
