@@ -1,6 +1,6 @@
 use super::UsageError;
 use paytool::api::{
-    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeOptions, Server,
+    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
     WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
 };
 use paytool::config::{ConfigFile, in_range};
@@ -9,7 +9,7 @@ use paytool::store::sqlite::writer::{
     BATCH_MAX_DEFAULT, BATCH_MAX_RANGE, QUEUE_MAX_DEFAULT, QUEUE_MAX_LIMIT,
 };
 use paytool::store::sqlite::{Faults, WriterLimits};
-use paytool::store::{SHARDS_DEFAULT, SHARDS_MAX};
+use paytool::store::{OpenError, SHARDS_DEFAULT, SHARDS_MAX, StoreError};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
@@ -30,7 +30,8 @@ Examples:
 Writes are durable before they are answered (SQLite WAL, synchronous=FULL), grouped into
 one commit per shard per batch. SIGTERM or Ctrl-C finishes in-flight requests and exits 0.
 
-Exit codes: 0 stopped cleanly, 1 failed while running, 2 bad flags or config.";
+Exit codes: 0 stopped cleanly; 1 failed while running, or a data dir file is corrupt;
+2 bad flags or config, or a data dir made with another --shards.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -159,7 +160,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let opts = args.resolve()?;
     let data_dir = opts.data_dir.clone();
     let faulty = opts.faults.drop_ack_every.is_some();
-    let server = Server::bind(opts).await?;
+    let server = Server::bind(opts).await.map_err(explain)?;
     let addr = server.local_addr()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "paytool serve: listening on http://{addr}")?;
@@ -179,9 +180,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown_signal()).await.map_err(explain)?;
     eprintln!("paytool serve: stopped cleanly");
     Ok(())
+}
+
+/// Exit 2 when the data dir does not fit the flags (the fix is a flag), 1 for the rest;
+/// each message says what to do where there is something to do.
+fn explain(e: ServeError) -> anyhow::Error {
+    match e {
+        ServeError::Open(OpenError::ShardCountMismatch {
+            data_dir,
+            made_with,
+            asked,
+        }) => UsageError(format!(
+            "data dir {} was made with --shards {made_with}, not --shards {asked}; \
+             run with --shards {made_with} (or a new --data-dir)",
+            data_dir.display()
+        ))
+        .into(),
+        ServeError::Open(e @ OpenError::DataDir { .. }) => {
+            UsageError(format!("{e}; choose another --data-dir")).into()
+        }
+        ServeError::Open(
+            e @ OpenError::File {
+                source: StoreError::Corrupt(_),
+                ..
+            },
+        ) => anyhow::anyhow!("{e}; restore it from a backup, or start on a new --data-dir"),
+        ServeError::Open(
+            e @ OpenError::File {
+                source: StoreError::Busy(_),
+                ..
+            },
+        ) => anyhow::anyhow!(
+            "{e}; another process holds it (another `paytool serve` on this --data-dir?)"
+        ),
+        other => other.into(),
+    }
 }
 
 async fn shutdown_signal() {
