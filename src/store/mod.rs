@@ -230,3 +230,37 @@ pub trait Store: Send + Sync + 'static {
     /// Stop accepting writes, commit what is queued, and close.
     fn shutdown(&self);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite_failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_errors_keep_busy_apart_from_corrupt() {
+        let cases = [
+            (ffi::SQLITE_BUSY, "Busy"),
+            (ffi::SQLITE_LOCKED, "Busy"),
+            (ffi::SQLITE_CORRUPT, "Corrupt"),
+            (ffi::SQLITE_NOTADB, "Corrupt"),
+            (ffi::SQLITE_CONSTRAINT, "Sqlite"),
+        ];
+        for (code, want) in cases {
+            let got = match StoreError::from(sqlite_failure(code)) {
+                StoreError::Busy(_) => "Busy",
+                StoreError::Corrupt(_) => "Corrupt",
+                StoreError::Sqlite(_) => "Sqlite",
+                other => panic!("code {code}: {other:?}"),
+            };
+            assert_eq!(got, want, "SQLite code {code}");
+        }
+        assert!(matches!(
+            StoreError::commit_failed(&sqlite_failure(ffi::SQLITE_FULL)),
+            StoreError::Unavailable(_)
+        ));
+    }
+}

@@ -19,8 +19,8 @@ pub struct Job {
     pub reply: Reply,
 }
 
-/// Requests committed in one transaction by default. One fsync answers this many writers;
-/// past a few hundred the fsync is amortised and a larger batch only delays the first reply.
+/// Requests committed in one transaction by default: one fsync answers up to this many
+/// writers, and a batch not much larger keeps each caller's wait for the others short.
 pub const BATCH_MAX_DEFAULT: usize = 512;
 /// The `batch_max` a deployment may choose: bounded so that a typo cannot make one
 /// transaction, and every caller's wait for it, unbounded.
