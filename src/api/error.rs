@@ -38,11 +38,18 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
+/// What a client is told to wait before retrying a busy store. The store has already
+/// waited its busy timeout for the lock; a second more lets a short outside transaction
+/// (a backup step, an operator's shell) finish without clients hammering the file.
+pub const STORE_BUSY_RETRY_AFTER_S: u64 = 1;
+
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     /// Boxed: errors travel in every handler's Result, and the common path is Ok.
     pub body: Box<ErrorBody>,
+    /// Sent as `Retry-After` (seconds) when waiting is the fix.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -64,7 +71,13 @@ impl ApiError {
                     payment: None,
                 },
             }),
+            retry_after_s: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after_s = Some(seconds);
+        self
     }
 
     pub fn param(mut self, param: impl Into<String>) -> Self {
@@ -131,6 +144,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
@@ -147,10 +165,26 @@ impl From<StoreError> for ApiError {
             )
             .param("Idempotency-Key"),
             StoreError::Ledger(l) => l.into(),
-            StoreError::Overloaded | StoreError::Unavailable(_) => {
-                ApiError::unavailable(e.to_string())
+            StoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            // Retryable: the file is locked from outside the API for now.
+            StoreError::Busy(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ApiError,
+                "store_busy",
+                "the store is busy; retry with the same Idempotency-Key after Retry-After",
+            )
+            .retry_after(STORE_BUSY_RETRY_AFTER_S),
+            // Not retryable, and an operator must know: logged with the SQLite code.
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "store file corrupt");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorType::ApiError,
+                    "store_corrupt",
+                    "the store's file is damaged (logged for the operator); retrying will not help",
+                )
             }
-            StoreError::Internal(_) | StoreError::ShardCountMismatch { .. } => {
+            StoreError::Sqlite(_) | StoreError::Internal(_) => {
                 tracing::error!(error = %e, "store error");
                 ApiError::internal(
                     "internal error; the request may be retried with the same Idempotency-Key",

@@ -5,22 +5,22 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod payments;
+mod server;
 pub mod telemetry;
 pub mod types;
 
-use crate::secrets::{Secret, hash_key, load_or_create, random_hex};
-use crate::store::sqlite::{Faults, SqliteStore, WriterLimits};
+pub use server::{
+    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
+    WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
+};
+
 use crate::store::{Store, WriteRequest};
-use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use error::{ApiError, ErrorType};
-use std::future::Future;
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,95 +100,4 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics() -> String {
     telemetry::handle().render()
-}
-
-/// Everything `paytool serve` needs, already resolved from flags, env and file.
-#[derive(Clone, Debug)]
-pub struct ServeOptions {
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub shards: usize,
-    pub admin_token: Option<Secret>,
-    pub limits: WriterLimits,
-    pub faults: Faults,
-    pub body_limit_bytes: usize,
-    pub write_timeout: Duration,
-}
-
-/// A bound server, not yet serving: the caller can report where it listens first.
-pub struct Server {
-    listener: tokio::net::TcpListener,
-    store: Arc<SqliteStore>,
-    state: Arc<AppState>,
-    body_limit_bytes: usize,
-    pub admin_token_source: String,
-}
-
-impl Server {
-    pub async fn bind(opts: ServeOptions) -> anyhow::Result<Server> {
-        // The recorder first: the shard writers take their metric handles when they start.
-        telemetry::handle();
-        let store = SqliteStore::open(&opts.data_dir, opts.shards, opts.limits, opts.faults)
-            .with_context(|| format!("opening the store in {}", opts.data_dir.display()))?;
-        let token_path = opts.data_dir.join("admin_token");
-        let (admin_token, admin_token_source) = match opts.admin_token {
-            Some(t) => (t, "given by flag or PAYTOOL_ADMIN_TOKEN".to_string()),
-            None => (
-                load_or_create(&token_path, || format!("adm_{}", random_hex(24)))
-                    .with_context(|| format!("reading {}", token_path.display()))?,
-                format!("in {}", token_path.display()),
-            ),
-        };
-        let key_path = opts.data_dir.join("secret.key");
-        let secret_key = load_or_create(&key_path, || random_hex(32))
-            .with_context(|| format!("reading {}", key_path.display()))?;
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("listening on {}", opts.listen))?;
-        let store = Arc::new(store);
-        let state = Arc::new(AppState {
-            store: store.clone(),
-            admin_token_hash: hash_key(admin_token.expose()),
-            secret_key: secret_key.expose().as_bytes().to_vec(),
-            write_timeout: opts.write_timeout,
-        });
-        Ok(Server {
-            listener,
-            store,
-            state,
-            body_limit_bytes: opts.body_limit_bytes,
-            admin_token_source,
-        })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    pub fn shards(&self) -> usize {
-        self.store.shard_count()
-    }
-
-    /// Serve until `shutdown` resolves, then finish in-flight requests, commit what is
-    /// queued, and close the store.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let upkeep = tokio::spawn(async {
-            let handle = telemetry::handle();
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                handle.run_upkeep();
-            }
-        });
-        let app = router(self.state, self.body_limit_bytes);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        upkeep.abort();
-        let store = self.store;
-        tokio::task::spawn_blocking(move || store.shutdown()).await?;
-        served.context("serving HTTP")
-    }
 }

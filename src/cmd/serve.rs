@@ -1,10 +1,18 @@
 use super::UsageError;
-use paytool::api::{ServeOptions, Server};
+use paytool::api::{
+    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
+    WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
+};
 use paytool::config::{ConfigFile, in_range};
 use paytool::secrets::Secret;
+use paytool::store::sqlite::writer::{
+    BATCH_MAX_DEFAULT, BATCH_MAX_RANGE, QUEUE_MAX_DEFAULT, QUEUE_MAX_LIMIT,
+};
 use paytool::store::sqlite::{Faults, WriterLimits};
+use paytool::store::{OpenError, SHARDS_DEFAULT, SHARDS_MAX, StoreError};
 use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,7 +30,8 @@ Examples:
 Writes are durable before they are answered (SQLite WAL, synchronous=FULL), grouped into
 one commit per shard per batch. SIGTERM or Ctrl-C finishes in-flight requests and exits 0.
 
-Exit codes: 0 stopped cleanly, 1 failed while running, 2 bad flags or config.";
+Exit codes: 0 stopped cleanly; 1 failed while running, or a data dir file is corrupt;
+2 bad flags or config, or a data dir made with another --shards.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -33,8 +42,9 @@ pub struct Args {
     /// Directory for the SQLite files, the admin token and the fingerprint key [default: ./data]
     #[arg(long, env = "PAYTOOL_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Number of shard files; fixed when the data dir is created [default: 1]
-    #[arg(long, env = "PAYTOOL_SHARDS")]
+    #[arg(long, env = "PAYTOOL_SHARDS", help = format!(
+        "Number of shard files, 1 to {SHARDS_MAX}; fixed when the data dir is created [default: {SHARDS_DEFAULT}]"
+    ))]
     pub shards: Option<usize>,
     /// Admin token for POST /v1/merchants; generated into DATA_DIR/admin_token (0600) when absent
     #[arg(long, env = "PAYTOOL_ADMIN_TOKEN", hide_env_values = true)]
@@ -42,17 +52,21 @@ pub struct Args {
     /// TOML file with a [serve] table; flags and env vars override it
     #[arg(long, env = "PAYTOOL_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Most writes committed in one transaction per shard [default: 512]
-    #[arg(long, env = "PAYTOOL_BATCH_MAX")]
+    #[arg(long, env = "PAYTOOL_BATCH_MAX", help = format!(
+        "Most writes committed in one transaction per shard [default: {BATCH_MAX_DEFAULT}]"
+    ))]
     pub batch_max: Option<usize>,
-    /// Most writes queued per shard before callers wait [default: 8192]
-    #[arg(long, env = "PAYTOOL_QUEUE_MAX")]
+    #[arg(long, env = "PAYTOOL_QUEUE_MAX", help = format!(
+        "Most writes queued per shard before callers wait [default: {QUEUE_MAX_DEFAULT}]"
+    ))]
     pub queue_max: Option<usize>,
-    /// Largest request body accepted, in bytes; larger gets 413 [default: 65536]
-    #[arg(long, env = "PAYTOOL_BODY_LIMIT_BYTES")]
+    #[arg(long, env = "PAYTOOL_BODY_LIMIT_BYTES", help = format!(
+        "Largest request body accepted, in bytes; larger gets 413 [default: {BODY_LIMIT_BYTES_DEFAULT}]"
+    ))]
     pub body_limit_bytes: Option<usize>,
-    /// How long a request waits for its commit before 503 [default: 10000]
-    #[arg(long, env = "PAYTOOL_WRITE_TIMEOUT_MS")]
+    #[arg(long, env = "PAYTOOL_WRITE_TIMEOUT_MS", help = format!(
+        "How long a request waits for its commit before 503 [default: {WRITE_TIMEOUT_MS_DEFAULT}]"
+    ))]
     pub write_timeout_ms: Option<u64>,
     /// Testing the audit only: acknowledge every Nth payment without keeping it.
     #[arg(long, hide = true)]
@@ -71,28 +85,26 @@ impl Args {
             .map(|p| format!("flags, env or {}", p.display()))
             .unwrap_or_else(|| "flags or env".to_string());
         let s = file.serve;
-        let check = |key, value, range| {
-            in_range(&origin, key, value, range).map_err(|e| UsageError(e.to_string()))
-        };
         let batch_max = check(
+            &origin,
             "batch_max",
-            self.batch_max.or(s.batch_max).unwrap_or(512),
-            1..=10_000,
+            self.batch_max.or(s.batch_max).unwrap_or(BATCH_MAX_DEFAULT),
+            BATCH_MAX_RANGE,
         )?;
         let queue_max = check(
+            &origin,
             "queue_max",
-            self.queue_max.or(s.queue_max).unwrap_or(8192),
-            batch_max..=1_000_000,
+            self.queue_max.or(s.queue_max).unwrap_or(QUEUE_MAX_DEFAULT),
+            batch_max..=QUEUE_MAX_LIMIT,
         )?;
-        let write_timeout_ms = self
-            .write_timeout_ms
-            .or(s.write_timeout_ms)
-            .unwrap_or(10_000);
-        if !(100..=600_000).contains(&write_timeout_ms) {
-            return Err(UsageError(format!(
-                "{origin}: `write_timeout_ms` is {write_timeout_ms}; it must be 100 to 600000"
-            )));
-        }
+        let write_timeout_ms = check(
+            &origin,
+            "write_timeout_ms",
+            self.write_timeout_ms
+                .or(s.write_timeout_ms)
+                .unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
+            WRITE_TIMEOUT_MS_RANGE,
+        )?;
         if self.fault_drop_ack_every == Some(0) {
             return Err(UsageError(
                 "--fault-drop-ack-every must be at least 1".into(),
@@ -107,7 +119,12 @@ impl Args {
                 .data_dir
                 .or(s.data_dir)
                 .unwrap_or_else(|| PathBuf::from("data")),
-            shards: check("shards", self.shards.or(s.shards).unwrap_or(1), 1..=64)?,
+            shards: check(
+                &origin,
+                "shards",
+                self.shards.or(s.shards).unwrap_or(SHARDS_DEFAULT),
+                1..=SHARDS_MAX,
+            )?,
             admin_token: self.admin_token.or(s.admin_token).map(Secret::new),
             limits: WriterLimits {
                 batch_max,
@@ -117,22 +134,33 @@ impl Args {
                 drop_ack_every: self.fault_drop_ack_every,
             },
             body_limit_bytes: check(
+                &origin,
                 "body_limit_bytes",
                 self.body_limit_bytes
                     .or(s.body_limit_bytes)
-                    .unwrap_or(64 * 1024),
-                1024..=16 * 1024 * 1024,
+                    .unwrap_or(BODY_LIMIT_BYTES_DEFAULT),
+                BODY_LIMIT_BYTES_RANGE,
             )?,
             write_timeout: Duration::from_millis(write_timeout_ms),
         })
     }
 }
 
+/// A value from flags, env or the config file, refused (exit 2) outside its range.
+fn check<T: PartialOrd + std::fmt::Display + Copy>(
+    origin: &str,
+    key: &'static str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<T, UsageError> {
+    in_range(origin, key, value, range).map_err(|e| UsageError(e.to_string()))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let opts = args.resolve()?;
     let data_dir = opts.data_dir.clone();
     let faulty = opts.faults.drop_ack_every.is_some();
-    let server = Server::bind(opts).await?;
+    let server = Server::bind(opts).await.map_err(explain)?;
     let addr = server.local_addr()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "paytool serve: listening on http://{addr}")?;
@@ -152,9 +180,44 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown_signal()).await.map_err(explain)?;
     eprintln!("paytool serve: stopped cleanly");
     Ok(())
+}
+
+/// Exit 2 when the data dir does not fit the flags (the fix is a flag), 1 for the rest;
+/// each message says what to do where there is something to do.
+fn explain(e: ServeError) -> anyhow::Error {
+    match e {
+        ServeError::Open(OpenError::ShardCountMismatch {
+            data_dir,
+            made_with,
+            asked,
+        }) => UsageError(format!(
+            "data dir {} was made with --shards {made_with}, not --shards {asked}; \
+             run with --shards {made_with} (or a new --data-dir)",
+            data_dir.display()
+        ))
+        .into(),
+        ServeError::Open(e @ OpenError::DataDir { .. }) => {
+            UsageError(format!("{e}; choose another --data-dir")).into()
+        }
+        ServeError::Open(
+            e @ OpenError::File {
+                source: StoreError::Corrupt(_),
+                ..
+            },
+        ) => anyhow::anyhow!("{e}; restore it from a backup, or start on a new --data-dir"),
+        ServeError::Open(
+            e @ OpenError::File {
+                source: StoreError::Busy(_),
+                ..
+            },
+        ) => anyhow::anyhow!(
+            "{e}; another process holds it (another `paytool serve` on this --data-dir?)"
+        ),
+        other => other.into(),
+    }
 }
 
 async fn shutdown_signal() {

@@ -19,7 +19,7 @@ pub const LOOKUP_BATCH: usize = 500;
 pub enum Target {
     Spawned {
         stop: Option<oneshot::Sender<()>>,
-        task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+        task: Option<tokio::task::JoinHandle<Result<(), crate::api::ServeError>>>,
         data_dir: PathBuf,
     },
     Remote,

@@ -416,7 +416,7 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         None => None,
     };
     let shards = p.target.shards.unwrap_or(1);
-    if !(1..=64).contains(&shards) {
+    if !(1..=crate::store::SHARDS_MAX).contains(&shards) {
         return Err(invalid(
             path,
             "target.shards",

@@ -7,8 +7,18 @@ use crate::ledger::{Currency, LedgerError, Payment, Posting};
 use crate::secrets::Secret;
 use serde::Serialize;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+
+/// Most shard files a data dir may have. Each shard is a writer thread, its read
+/// connections and three files; past this a machine runs out of cores and file handles
+/// long before more shards help. Must not exceed `ids::BUCKETS`, the unit merchants move in.
+pub const SHARDS_MAX: usize = 64;
+const _: () = assert!(SHARDS_MAX <= crate::ids::BUCKETS as usize);
+/// Shards in a new data dir when none are asked for: in BENCHMARKS.md a second shard
+/// added little throughput on the machines measured, and one file is simplest to operate.
+pub const SHARDS_DEFAULT: usize = 1;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -84,6 +94,8 @@ pub struct WriteRequest {
     pub render: fn(&Outcome) -> StoredResponse,
 }
 
+/// Why one store operation failed, kept typed so the caller can choose: retry (busy),
+/// alarm (corrupt), or answer the client (not found, a ledger refusal).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no such payment")]
@@ -92,22 +104,70 @@ pub enum StoreError {
     IdempotencyMismatch,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    #[error("the write queue is full; retry later")]
-    Overloaded,
+    /// The store is stopping or a shard's writer is gone.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// Another connection held the file's lock past the busy timeout: retrying later can
+    /// succeed. Keeps SQLite's code (busy or locked).
+    #[error("the database is busy: another connection holds its lock ({0})")]
+    Busy(rusqlite::ffi::Error),
+    /// The file is damaged or is not a SQLite database: retrying cannot help. Keeps
+    /// SQLite's code (corrupt or not a database).
+    #[error("the database file is corrupt or not a SQLite database ({0})")]
+    Corrupt(rusqlite::ffi::Error),
+    /// Any other SQLite failure, kept whole.
+    #[error("SQLite: {0}")]
+    Sqlite(rusqlite::Error),
+    /// A broken invariant inside the store (a bad row, a failed task).
     #[error("store error: {0}")]
     Internal(String),
-    #[error(
-        "the data dir holds {found} shards but {wanted} were asked for; moving merchants between shards is `paytool shard move`, not built yet"
-    )]
-    ShardCountMismatch { found: usize, wanted: usize },
+}
+
+impl StoreError {
+    /// Busy and corrupt files, told apart by SQLite's code; `None` for anything else.
+    fn classify(e: &rusqlite::Error) -> Option<StoreError> {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseCorrupt, DatabaseLocked, NotADatabase};
+        let sqlite = *e.sqlite_error()?;
+        match sqlite.code {
+            DatabaseBusy | DatabaseLocked => Some(StoreError::Busy(sqlite)),
+            DatabaseCorrupt | NotADatabase => Some(StoreError::Corrupt(sqlite)),
+            _ => None,
+        }
+    }
+
+    /// The answer for each caller in a batch whose commit failed: one SQLite error
+    /// becomes as many answers as there are callers.
+    pub fn commit_failed(e: &rusqlite::Error) -> StoreError {
+        StoreError::classify(e)
+            .unwrap_or_else(|| StoreError::Unavailable(format!("commit failed: {e}")))
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Internal(e.to_string())
+        StoreError::classify(&e).unwrap_or(StoreError::Sqlite(e))
     }
+}
+
+/// Why a data dir could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The shard count is fixed when a data dir is made: merchants are placed by it.
+    #[error("data dir {} was made with {made_with} shard(s), not {asked}", data_dir.display())]
+    ShardCountMismatch {
+        data_dir: PathBuf,
+        made_with: usize,
+        asked: usize,
+    },
+    #[error("cannot create data dir {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// One of the data dir's SQLite files would not open or read; `source` says whether it
+    /// is busy, corrupt or something else.
+    #[error("{}: {source}", file.display())]
+    File { file: PathBuf, source: StoreError },
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -169,4 +229,38 @@ pub trait Store: Send + Sync + 'static {
     fn ready(&self) -> bool;
     /// Stop accepting writes, commit what is queued, and close.
     fn shutdown(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite_failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn sqlite_errors_keep_busy_apart_from_corrupt() {
+        let cases = [
+            (ffi::SQLITE_BUSY, "Busy"),
+            (ffi::SQLITE_LOCKED, "Busy"),
+            (ffi::SQLITE_CORRUPT, "Corrupt"),
+            (ffi::SQLITE_NOTADB, "Corrupt"),
+            (ffi::SQLITE_CONSTRAINT, "Sqlite"),
+        ];
+        for (code, want) in cases {
+            let got = match StoreError::from(sqlite_failure(code)) {
+                StoreError::Busy(_) => "Busy",
+                StoreError::Corrupt(_) => "Corrupt",
+                StoreError::Sqlite(_) => "Sqlite",
+                other => panic!("code {code}: {other:?}"),
+            };
+            assert_eq!(got, want, "SQLite code {code}");
+        }
+        assert!(matches!(
+            StoreError::commit_failed(&sqlite_failure(ffi::SQLITE_FULL)),
+            StoreError::Unavailable(_)
+        ));
+    }
 }

@@ -12,3 +12,4 @@ mod errors;
 mod idempotency;
 mod loadtest;
 mod scale;
+mod serve_errors;

@@ -7,13 +7,14 @@ mod schema;
 pub mod writer;
 
 use super::{
-    AuditReport, BalanceLine, BoxFuture, Merchant, Store, StoreError, StoredResponse, WriteRequest,
+    AuditReport, BalanceLine, BoxFuture, Merchant, OpenError, SHARDS_MAX, Store, StoreError,
+    StoredResponse, WriteRequest,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
 use crate::secrets::{Secret, hash_key, new_api_key};
 use rows::{PAYMENT_COLUMNS, load_payment, payment_from_row};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -68,67 +69,36 @@ impl SqliteStore {
         shards: usize,
         limits: WriterLimits,
         faults: Faults,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, OpenError> {
         assert!(
-            shards >= 1 && shards <= BUCKETS as usize,
-            "shard count checked by the config"
+            (1..=SHARDS_MAX).contains(&shards),
+            "shard count {shards} should have been refused by the config"
         );
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+        std::fs::create_dir_all(data_dir).map_err(|source| OpenError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
         })?;
-        let catalog = schema::open_writer(&data_dir.join("catalog.db"), schema::CATALOG)?;
-        let recorded: Option<String> = catalog
-            .query_row("SELECT value FROM meta WHERE key = 'shards'", [], |r| {
-                r.get(0)
-            })
-            .ok();
-        match recorded.and_then(|v| v.parse::<usize>().ok()) {
-            Some(found) if found != shards => {
-                return Err(StoreError::ShardCountMismatch {
-                    found,
-                    wanted: shards,
-                });
-            }
-            Some(_) => {}
-            None => {
-                catalog.execute(
-                    "INSERT INTO meta (key, value) VALUES ('shards', ?1), ('buckets', ?2)",
-                    params![shards.to_string(), BUCKETS.to_string()],
-                )?;
-            }
+        let catalog_path = data_dir.join("catalog.db");
+        let catalog =
+            schema::open_writer(&catalog_path, schema::CATALOG).map_err(in_file(&catalog_path))?;
+        let made_with = recorded_shard_count(&catalog, shards).map_err(in_file(&catalog_path))?;
+        if made_with != shards {
+            return Err(OpenError::ShardCountMismatch {
+                data_dir: data_dir.to_path_buf(),
+                made_with,
+                asked: shards,
+            });
         }
-        let mut by_key_hash = HashMap::new();
-        let mut by_id = HashMap::new();
-        {
-            let mut stmt =
-                catalog.prepare("SELECT id, name, key_hash, bucket, created_ms FROM merchants")?;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let hash: Vec<u8> = r.get(2)?;
-                let bucket: u16 = r.get(3)?;
-                let merchant = Merchant {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    bucket,
-                    shard: shard_of_bucket(bucket, shards),
-                    created_ms: r.get(4)?,
-                };
-                let hash: [u8; 32] = hash.try_into().map_err(|_| {
-                    StoreError::Internal("merchant key hash is not 32 bytes".into())
-                })?;
-                let merchant = Arc::new(merchant);
-                by_id.insert(merchant.id.clone(), merchant.clone());
-                by_key_hash.insert(hash, merchant);
-            }
-        }
+        let merchants = load_merchants(&catalog, shards).map_err(in_file(&catalog_path))?;
         let mut shard_list = Vec::with_capacity(shards);
         for i in 0..shards {
             let path = data_dir.join(format!("shard-{i:03}.db"));
-            let conn = schema::open_writer(&path, schema::SHARD)?;
-            let (tx, handle) = writer::spawn(i, conn, limits, faults);
+            let conn = schema::open_writer(&path, schema::SHARD).map_err(in_file(&path))?;
             let readers = (0..READERS_PER_SHARD)
                 .map(|_| schema::open_reader(&path).map(Mutex::new))
-                .collect::<Result<Vec<_>, _>>()?;
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(in_file(&path))?;
+            let (tx, handle) = writer::spawn(i, conn, limits, faults);
             shard_list.push(Arc::new(Shard {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
@@ -138,7 +108,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             catalog: Mutex::new(catalog),
-            merchants: RwLock::new(Merchants { by_key_hash, by_id }),
+            merchants: RwLock::new(merchants),
             shards: shard_list,
             data_dir: data_dir.to_path_buf(),
         })
@@ -155,6 +125,62 @@ impl SqliteStore {
     fn shard(&self, merchant: &Merchant) -> &Arc<Shard> {
         &self.shards[merchant.shard]
     }
+}
+
+/// Pin an error to the data dir file it came from.
+fn in_file<E: Into<StoreError>>(file: &Path) -> impl FnOnce(E) -> OpenError + '_ {
+    move |e| OpenError::File {
+        file: file.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// The shard count the catalog was made with, recording `asked` in a new catalog.
+fn recorded_shard_count(catalog: &Connection, asked: usize) -> Result<usize, StoreError> {
+    let recorded: Option<String> = catalog
+        .query_row("SELECT value FROM meta WHERE key = 'shards'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match recorded {
+        Some(v) => v.parse().map_err(|_| {
+            StoreError::Internal(format!("the catalog records {v:?} shards, not a number"))
+        }),
+        None => {
+            catalog.execute(
+                "INSERT INTO meta (key, value) VALUES ('shards', ?1), ('buckets', ?2)",
+                params![asked.to_string(), BUCKETS.to_string()],
+            )?;
+            Ok(asked)
+        }
+    }
+}
+
+/// Every merchant, for authentication from memory.
+fn load_merchants(catalog: &Connection, shards: usize) -> Result<Merchants, StoreError> {
+    let mut by_key_hash = HashMap::new();
+    let mut by_id = HashMap::new();
+    let mut stmt =
+        catalog.prepare("SELECT id, name, key_hash, bucket, created_ms FROM merchants")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let hash: Vec<u8> = r.get(2)?;
+        let bucket: u16 = r.get(3)?;
+        let merchant = Merchant {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            bucket,
+            shard: shard_of_bucket(bucket, shards),
+            created_ms: r.get(4)?,
+        };
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))?;
+        let merchant = Arc::new(merchant);
+        by_id.insert(merchant.id.clone(), merchant.clone());
+        by_key_hash.insert(hash, merchant);
+    }
+    Ok(Merchants { by_key_hash, by_id })
 }
 
 impl Store for SqliteStore {

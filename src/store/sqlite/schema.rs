@@ -2,6 +2,15 @@
 
 use rusqlite::Connection;
 use std::path::Path;
+use std::time::Duration;
+
+/// How long a connection waits for another's lock before SQLite answers busy. Within
+/// this process only a shard's writer writes its file, and WAL readers never block it, so
+/// a lock held longer belongs to something outside (a sqlite3 shell, a backup). The
+/// writer stalls its shard's whole queue while it waits, so it gives up well inside the
+/// API's write timeout (`api::WRITE_TIMEOUT_MS_DEFAULT`) and callers hear a retryable
+/// "busy" rather than a timeout.
+pub const BUSY_TIMEOUT_MS: u64 = 1_000;
 
 pub const CATALOG: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,10 +82,10 @@ CREATE TABLE IF NOT EXISTS balances (
 /// made that walk 14% of the writer's CPU (BENCHMARKS.md); readers have their own.
 pub fn open_writer(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
          PRAGMA cache_size = -8192;",
     )?;
     conn.execute_batch(schema)?;
@@ -88,6 +97,7 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
-    conn.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA cache_size = -16384;")?;
+    conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.execute_batch("PRAGMA cache_size = -16384;")?;
     Ok(conn)
 }

@@ -8,6 +8,7 @@ use super::rows::{insert_payment, insert_postings, load_payment, update_payment}
 use crate::ids::now_ms;
 use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::ops::RangeInclusive;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,6 +18,19 @@ pub struct Job {
     pub request: WriteRequest,
     pub reply: Reply,
 }
+
+/// Requests committed in one transaction by default: one fsync answers up to this many
+/// writers, and a batch not much larger keeps each caller's wait for the others short.
+pub const BATCH_MAX_DEFAULT: usize = 512;
+/// The `batch_max` a deployment may choose: bounded so that a typo cannot make one
+/// transaction, and every caller's wait for it, unbounded.
+pub const BATCH_MAX_RANGE: RangeInclusive<usize> = 1..=10_000;
+/// Requests waiting per shard by default: sixteen batches, so a burst waits in memory
+/// for a few commits instead of being refused.
+pub const QUEUE_MAX_DEFAULT: usize = 8_192;
+/// The largest `queue_max` a deployment may choose (its least is its `batch_max`): each
+/// queued request holds its body and a reply channel in memory.
+pub const QUEUE_MAX_LIMIT: usize = 1_000_000;
 
 #[derive(Clone, Copy, Debug)]
 pub struct WriterLimits {
@@ -29,8 +43,8 @@ pub struct WriterLimits {
 impl Default for WriterLimits {
     fn default() -> Self {
         WriterLimits {
-            batch_max: 512,
-            queue_max: 8192,
+            batch_max: BATCH_MAX_DEFAULT,
+            queue_max: QUEUE_MAX_DEFAULT,
         }
     }
 }
@@ -87,13 +101,33 @@ fn run(
         let started = Instant::now();
         let committed = commit_batch(&mut conn, &batch, &mut results, faults, &mut creates_seen);
         commit_seconds.record(started.elapsed().as_secs_f64());
-        for (job, result) in batch.drain(..).zip(results.drain(..)) {
-            let answer = match &committed {
-                Ok(()) => result,
-                Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
-            };
-            // The caller may have gone (client hung up); the write stands regardless.
-            let _ = job.reply.send(answer);
+        // A caller may have gone (client hung up); its write stands regardless, so a
+        // failed send is ignored.
+        match committed {
+            Ok(()) => {
+                // Replies pair with jobs by position: a missing or extra result would hand
+                // a caller someone else's answer, so a mismatch stops the writer outright.
+                assert_eq!(
+                    results.len(),
+                    batch.len(),
+                    "shard {shard}: every job in a batch gets exactly one result"
+                );
+                for (job, result) in batch.drain(..).zip(results.drain(..)) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing in the batch is on disk, and the batch may have stopped part way
+                // through its results: every caller hears the commit's failure.
+                results.clear();
+                match StoreError::commit_failed(&e) {
+                    StoreError::Busy(_) => tracing::warn!(shard, error = %e, "commit busy"),
+                    _ => tracing::error!(shard, error = %e, "commit failed"),
+                }
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::commit_failed(&e)));
+                }
+            }
         }
     }
 }
@@ -127,7 +161,10 @@ fn commit_batch(
             tx.prepare_cached("RELEASE op")?.execute([])?;
         } else {
             rollback_op(&tx)?;
-            if let Err(StoreError::Internal(e)) = &result {
+            if let Err(
+                e @ (StoreError::Internal(_) | StoreError::Sqlite(_) | StoreError::Corrupt(_)),
+            ) = &result
+            {
                 tracing::error!(error = %e, "write failed");
             }
         }

@@ -1,0 +1,150 @@
+//! A bound server and what it needs: the options `paytool serve` resolves, their
+//! defaults and ranges, and the typed reasons it may fail to start or to run.
+
+use super::{AppState, router, telemetry};
+use crate::secrets::{Secret, hash_key, load_or_create, random_hex};
+use crate::store::sqlite::{Faults, SqliteStore, WriterLimits};
+use crate::store::{OpenError, Store};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted by default: a payment request is well under 1 KiB, so
+/// this only refuses abuse; larger bodies get 413 before they are read.
+pub const BODY_LIMIT_BYTES_DEFAULT: usize = 64 * 1024;
+/// The body limits a deployment may choose.
+pub const BODY_LIMIT_BYTES_RANGE: RangeInclusive<usize> = 1024..=16 * 1024 * 1024;
+/// How long a request waits for its commit by default before it is answered 503: far
+/// above a healthy commit (p99 ~13 ms in BENCHMARKS.md), so only a stuck shard trips it.
+pub const WRITE_TIMEOUT_MS_DEFAULT: u64 = 10_000;
+/// The write timeouts a deployment may choose.
+pub const WRITE_TIMEOUT_MS_RANGE: RangeInclusive<u64> = 100..=600_000;
+
+/// Why the server could not start, or stopped with an error. The caller picks the exit
+/// code: a data dir that does not fit the options is a usage problem, the rest are failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The data dir would not open: its shard count, the directory, or one of its files.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("cannot read or create {}: {source}", path.display())]
+    SecretFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+    #[error("closing the store: {0}")]
+    Shutdown(#[source] tokio::task::JoinError),
+}
+
+/// Pin an I/O error to the data dir's admin token or fingerprint key file.
+fn secret_file(path: &Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::SecretFile {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Everything `paytool serve` needs, already resolved from flags, env and file.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub admin_token: Option<Secret>,
+    pub limits: WriterLimits,
+    pub faults: Faults,
+    pub body_limit_bytes: usize,
+    pub write_timeout: Duration,
+}
+
+/// A bound server, not yet serving: the caller can report where it listens first.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    store: Arc<SqliteStore>,
+    state: Arc<AppState>,
+    body_limit_bytes: usize,
+    pub admin_token_source: String,
+}
+
+impl Server {
+    pub async fn bind(opts: ServeOptions) -> Result<Server, ServeError> {
+        // The recorder first: the shard writers take their metric handles when they start.
+        telemetry::handle();
+        let store = SqliteStore::open(&opts.data_dir, opts.shards, opts.limits, opts.faults)?;
+        let token_path = opts.data_dir.join("admin_token");
+        let (admin_token, admin_token_source) = match opts.admin_token {
+            Some(t) => (t, "given by flag or PAYTOOL_ADMIN_TOKEN".to_string()),
+            None => (
+                load_or_create(&token_path, || format!("adm_{}", random_hex(24)))
+                    .map_err(secret_file(&token_path))?,
+                format!("in {}", token_path.display()),
+            ),
+        };
+        let key_path = opts.data_dir.join("secret.key");
+        let secret_key =
+            load_or_create(&key_path, || random_hex(32)).map_err(secret_file(&key_path))?;
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let store = Arc::new(store);
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            admin_token_hash: hash_key(admin_token.expose()),
+            secret_key: secret_key.expose().as_bytes().to_vec(),
+            write_timeout: opts.write_timeout,
+        });
+        Ok(Server {
+            listener,
+            store,
+            state,
+            body_limit_bytes: opts.body_limit_bytes,
+            admin_token_source,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn shards(&self) -> usize {
+        self.store.shard_count()
+    }
+
+    /// Serve until `shutdown` resolves, then finish in-flight requests, commit what is
+    /// queued, and close the store.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let upkeep = tokio::spawn(async {
+            let handle = telemetry::handle();
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        });
+        let app = router(self.state, self.body_limit_bytes);
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        upkeep.abort();
+        let store = self.store;
+        tokio::task::spawn_blocking(move || store.shutdown())
+            .await
+            .map_err(ServeError::Shutdown)?;
+        served.map_err(ServeError::Serve)
+    }
+}

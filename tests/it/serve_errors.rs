@@ -1,0 +1,118 @@
+//! `paytool serve` when its data dir is not as it expects, met as a user meets it: a data
+//! dir made with other `--shards` (exit 2, saying which), a shard file locked from outside
+//! (503 `store_busy` with Retry-After, then success), a corrupt shard file (exit 1 naming it).
+
+use crate::support::{BIN, DataDir, Server, payment_body, temp_dir};
+use reqwest::{Method, StatusCode};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a `paytool serve` that must refuse to start may take to exit.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
+/// The write timeout the busy test gives the server: the busy answer must come first.
+const WRITE_TIMEOUT_MS: u64 = 5_000;
+
+/// Run `paytool serve` on `data_dir`, which must refuse to start; its exit and output.
+fn serve_refused(data_dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("PAYTOOL_ADMIN_TOKEN")
+        .env_remove("PAYTOOL_SHARDS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning paytool serve");
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
+    while child.try_wait().expect("waiting for paytool").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("paytool serve {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("paytool's output")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_data_dir_made_with_other_shards_exits_2_naming_the_shards_to_use() {
+    let server = Server::start_with(DataDir::Temp(temp_dir()), &["--shards", "1"]);
+    let data = server.into_data();
+    let out = serve_refused(data.path(), &["--shards", "2"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&data.path().display().to_string()) && err.contains("--shards 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_corrupt_shard_file_exits_1_naming_it() {
+    let data = Server::start().into_data();
+    let shard = data.path().join("shard-000.db");
+    // Damage the header, and drop the write-ahead log, which would otherwise still hold
+    // a good copy of the first page.
+    let mut bytes = std::fs::read(&shard).unwrap();
+    let header = bytes.len().min(100);
+    bytes[..header].fill(b'x');
+    if bytes.is_empty() {
+        bytes = vec![b'x'; 100];
+    }
+    std::fs::write(&shard, bytes).unwrap();
+    for log in ["shard-000.db-wal", "shard-000.db-shm"] {
+        let _ = std::fs::remove_file(data.path().join(log));
+    }
+    let out = serve_refused(data.path(), &[]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&shard.display().to_string()) && err.contains("corrupt"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_locked_from_outside_answers_503_store_busy_then_recovers() {
+    let write_timeout = WRITE_TIMEOUT_MS.to_string();
+    let server = Server::start_args(&["--write-timeout-ms", &write_timeout]);
+    let merchant = server.create_merchant("busy").await;
+    let pay = || {
+        server.call(
+            &merchant,
+            Method::POST,
+            "/v1/payments",
+            Some("busy-1"),
+            Some(payment_body(1_000, "usd", false)),
+        )
+    };
+
+    // Another process (an operator's shell, a backup) holds the shard's write lock.
+    let outside = rusqlite::Connection::open(server.data_dir().join("shard-000.db")).unwrap();
+    outside.busy_timeout(Duration::from_secs(5)).unwrap();
+    outside.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let started = Instant::now();
+    let (status, body, headers) = pay().await;
+    let waited = started.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "store_busy", "{body}");
+    let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry_after >= 1, "Retry-After: {retry_after}");
+    assert!(
+        waited < Duration::from_millis(WRITE_TIMEOUT_MS),
+        "busy was answered after {waited:?}, not before the write timeout"
+    );
+
+    // Released: the same request now succeeds (the busy one never committed).
+    outside.execute_batch("ROLLBACK").unwrap();
+    drop(outside);
+    let (status, body, _) = pay().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["amount"], 1_000, "{body}");
+}
