@@ -10,15 +10,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-# The scale tests drive a real moto server (the AWS emulator) and read it back with
-# boto3; moto[server] brings both.
-if ! python3 -c "import moto.server, boto3" 2>/dev/null; then
-  echo "== installing moto[server] (AWS emulator for the scale tests)"
-  python3 -m pip install --quiet 'moto[server]' || {
-    echo "cannot install moto[server]: the scale tests need it" >&2
-    exit 1
-  }
-fi
+# Real services, never mocks: PostgreSQL and moto are installed where missing (each
+# test starts its own on free loopback ports).
+bash scripts/install-services.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

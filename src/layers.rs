@@ -10,7 +10,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["profile"],
     &["scenarios", "api"],
     &["store"],
-    &["config", "secrets", "clock"],
+    &["config", "secrets", "clock", "services"],
     &["ids"],
     &["ledger"],
 ];

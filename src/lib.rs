@@ -12,4 +12,5 @@ pub mod loadtest;
 pub mod profile;
 pub mod scenarios;
 pub mod secrets;
+pub mod services;
 pub mod store;

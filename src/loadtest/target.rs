@@ -40,8 +40,8 @@ impl Target {
             admin_token: Some(Secret::new(admin_token.clone())),
             limits: WriterLimits::default(),
             faults,
-            body_limit_bytes: 64 * 1024,
-            write_timeout: Duration::from_secs(10),
+            body_limit_bytes: crate::api::BODY_LIMIT_BYTES_DEFAULT,
+            write_timeout: Duration::from_millis(crate::api::WRITE_TIMEOUT_MS_DEFAULT),
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

@@ -415,12 +415,12 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         }
         None => None,
     };
-    let shards = p.target.shards.unwrap_or(1);
+    let shards = p.target.shards.unwrap_or(crate::store::SHARDS_DEFAULT);
     if !(1..=crate::store::SHARDS_MAX).contains(&shards) {
         return Err(invalid(
             path,
             "target.shards",
-            format!("is {shards}: it must be 1 to 64"),
+            format!("is {shards}: it must be 1 to {}", crate::store::SHARDS_MAX),
         ));
     }
     let l = &p.load;

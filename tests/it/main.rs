@@ -11,5 +11,6 @@ mod crash;
 mod errors;
 mod idempotency;
 mod loadtest;
+mod local_postgres;
 mod scale;
 mod serve_errors;

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs the services the tests and sharded load tests start for themselves, where a
+# fresh Debian machine lacks them: PostgreSQL (throwaway servers on free loopback ports)
+# and moto (the AWS emulator for the scale tests). Starts nothing: each test starts its
+# own. Fails loudly when something cannot be installed: nothing is ever skipped.
+set -euo pipefail
+
+need_apt=()
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null; then
+  need_apt+=(postgresql)
+fi
+if ! command -v psql >/dev/null; then
+  need_apt+=(postgresql-client)
+fi
+if ((${#need_apt[@]})); then
+  echo "== installing ${need_apt[*]} (Debian packages)"
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "installing ${need_apt[*]} needs root: run 'sudo apt-get install -y ${need_apt[*]}'" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  # Debian starts a cluster on 5432 after install; paytool's tests never use it.
+  if command -v pg_lsclusters >/dev/null; then
+    pg_lsclusters -h 2>/dev/null | while read -r ver name _; do
+      pg_ctlcluster "$ver" "$name" stop 2>/dev/null || true
+    done
+  fi
+fi
+if [[ $(id -u) -eq 0 ]] && ! id -u postgres >/dev/null 2>&1; then
+  echo "running as root but there is no postgres user to run PostgreSQL as" >&2
+  exit 1
+fi
+
+# The scale tests drive a real moto server and read it back with boto3; moto[server]
+# brings both.
+if ! python3 -c "import moto.server, boto3" 2>/dev/null; then
+  echo "== installing moto[server] (AWS emulator for the scale tests)"
+  python3 -m pip install --quiet 'moto[server]' || {
+    echo "cannot install moto[server]: the scale tests need it" >&2
+    exit 1
+  }
+fi
