@@ -4,9 +4,46 @@
 use super::audit::AuditOutcome;
 use super::summary::{RequestRow, ServerFigures};
 use super::thresholds::ThresholdResult;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The summary of a run in its directory; `report` and `scale size` read it back.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Why a run's JSON report file could not be read. Missing and corrupt are different
+/// answers: `scale size` falls back to summary.json only when find-max.json is missing,
+/// never when it is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportFileError {
+    #[error("{} is missing", path.display())]
+    Missing { path: PathBuf },
+    /// serde_json's message carries the line and column.
+    #[error("{} is corrupt: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Read one JSON report file, telling a missing file from a corrupt or unreadable one.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ReportFileError> {
+    let path = path.to_path_buf();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ReportFileError::Missing { path });
+        }
+        Err(source) => return Err(ReportFileError::Io { path, source }),
+    };
+    serde_json::from_str(&text).map_err(|source| ReportFileError::Corrupt { path, source })
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunSummary {
@@ -61,11 +98,9 @@ impl OpenModelFigures {
 }
 
 impl RunSummary {
-    pub fn read(dir: &Path) -> Result<RunSummary, String> {
-        let path = dir.join("summary.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// The summary.json of the run directory `dir`.
+    pub fn read(dir: &Path) -> Result<RunSummary, ReportFileError> {
+        read_json(&dir.join(SUMMARY_FILE))
     }
 
     pub fn failed_thresholds(&self) -> impl Iterator<Item = &ThresholdResult> {
@@ -74,7 +109,7 @@ impl RunSummary {
 }
 
 pub fn write_all(dir: &Path, s: &RunSummary) -> std::io::Result<()> {
-    std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(s)?)?;
+    std::fs::write(dir.join(SUMMARY_FILE), serde_json::to_vec_pretty(s)?)?;
     std::fs::write(dir.join("summary.md"), markdown(s))?;
     std::fs::write(dir.join("junit.xml"), junit(s))?;
     if let Some(a) = &s.audit {

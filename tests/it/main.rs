@@ -11,4 +11,5 @@ mod crash;
 mod errors;
 mod idempotency;
 mod loadtest;
+mod report;
 mod scale;
