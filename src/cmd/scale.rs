@@ -3,10 +3,9 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 use paytool::cloud::aws::{self, AwsOptions};
 use paytool::cloud::plan::{self, Plan};
-use paytool::cloud::size::{self, SizingInput};
+use paytool::cloud::size::{self, Peak, SizingInput};
 use paytool::cloud::state::Desired;
-use paytool::loadtest::find_max::FindMax;
-use paytool::loadtest::report::RunSummary;
+use paytool::loadtest::capacity;
 use paytool::profile::scale::{self as scale_profile, ScaleProfile};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -396,105 +395,71 @@ async fn status_cmd(common: Common) -> anyhow::Result<u8> {
 }
 
 fn size_cmd(a: SizeArgs) -> anyhow::Result<u8> {
-    let (capacity, source) = match FindMax::read(&a.report) {
-        Ok(f) => match f.best_rate_per_s {
-            Some(rate) => (
-                rate,
-                format!("find-max: highest passing rate in {}", a.report.display()),
-            ),
-            None => {
-                return Err(UsageError(format!(
-                    "{}: the find-max search found no passing rate; nothing to size from",
-                    a.report.display()
-                ))
-                .into());
-            }
-        },
-        Err(_) => {
-            let s = RunSummary::read(&a.report)
-                .map_err(|e| UsageError(format!("not a paytool run: {e}")))?;
-            if !s.passed {
-                return Err(UsageError(format!(
-                    "{}: that run failed its thresholds or audit; size from a passing run",
-                    a.report.display()
-                ))
-                .into());
-            }
-            (
-                s.total.rps,
-                format!("measured rate of the passing run {}", a.report.display()),
-            )
-        }
-    };
+    let capacity = capacity::measured(&a.report).map_err(|e| UsageError(e.to_string()))?;
     let profile = a.profile.as_deref().map(load_profile).transpose()?;
     let peak = match (a.peak_rps, a.daily) {
-        (Some(p), _) => p,
-        (None, Some(d)) => size::peak_from_daily(d, a.peak_factor),
+        (Some(rps), _) => Peak::Rps(rps),
+        (None, Some(requests_per_day)) => Peak::Daily {
+            requests_per_day,
+            peak_factor: a.peak_factor,
+        },
         (None, None) => return Err(UsageError("give --peak-rps or --daily".into()).into()),
     };
-    let zones = a
-        .zones
-        .or_else(|| {
-            profile
-                .as_ref()
-                .map(|p| p.group.availability_zones.len().max(p.group.subnets.len()) as u32)
-                .filter(|z| *z > 0)
-        })
-        .unwrap_or(2);
     let sizing = size::size(SizingInput {
-        capacity_per_instance_rps: capacity,
-        peak_rps: peak,
+        capacity_per_instance_rps: capacity.rate_per_s,
+        peak_rps: peak.rps(),
         utilization: a.utilization,
-        zones,
+        zones: size::zones(a.zones, profile.as_ref()),
     })
     .map_err(|e| UsageError(e.to_string()))?;
-    let covered = profile.as_ref().map(|p| {
-        (
-            p.group.min,
-            p.group.max,
-            p.group.max as u64 >= sizing.instances,
-        )
-    });
+    let coverage = profile.as_ref().map(|p| size::coverage(p, &sizing));
     if a.output == Output::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "capacity_source": source,
+                "capacity_source": capacity.describe(),
                 "sizing": sizing,
-                "profile": covered.map(|(min, max, ok)| serde_json::json!({ "min": min, "max": max, "covers": ok })),
+                "profile": coverage,
             }))?
         );
     } else {
-        println!("capacity: {capacity:.1} req/s per instance ({source})");
-        if a.peak_rps.is_none() {
+        println!(
+            "capacity: {:.1} req/s per instance ({})",
+            capacity.rate_per_s,
+            capacity.describe()
+        );
+        if let Peak::Daily {
+            requests_per_day,
+            peak_factor,
+        } = peak
+        {
             println!(
-                "peak: {:.0}/day / 86400 x {} = {peak:.1} req/s",
-                a.daily.unwrap_or_default(),
-                a.peak_factor
+                "peak: {requests_per_day:.0}/day / 86400 x {peak_factor} = {:.1} req/s",
+                peak.rps()
             );
         }
         for w in &sizing.working {
             println!("  {w}");
         }
         println!("instances: {}", sizing.instances);
-        if let Some((min, max, ok)) = covered {
-            if ok {
+        if let Some(c) = &coverage {
+            if c.covers {
                 println!(
-                    "the profile covers it: max {max} >= {} (min {min})",
-                    sizing.instances
+                    "the profile covers it: max {} >= {} (min {})",
+                    c.max, sizing.instances, c.min
                 );
             } else {
                 println!(
-                    "FAILED: the profile's max {max} is below the {} instances needed",
-                    sizing.instances
+                    "FAILED: the profile's max {} is below the {} instances needed",
+                    c.max, sizing.instances
                 );
             }
-            if (min as u64) > sizing.instances {
-                println!("note: min {min} is above what the peak needs");
+            if c.min_above_need {
+                println!("note: min {} is above what the peak needs", c.min);
             }
         }
     }
-    Ok(if covered.is_some_and(|(_, _, ok)| !ok) {
+    Ok(if coverage.is_some_and(|c| !c.covers) {
         1
     } else {
         0

@@ -4,6 +4,7 @@
 
 pub mod acks;
 pub mod audit;
+pub mod capacity;
 pub mod context;
 pub mod find_max;
 pub mod live;

@@ -373,15 +373,16 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (code, out) = size(&["--output", "json"]);
+    let (code, out, _) = size(&["--output", "json"]);
     assert_eq!(code, Some(0), "{out}");
     let sizing: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(sizing["sizing"]["for_peak"], 6);
     assert_eq!(sizing["sizing"]["instances"], 12);
     // The seed profile spans 2 zones with max 10: too small, the gate fails.
-    let (code, out) = size(&["-p", SEED]);
+    let (code, out, _) = size(&["-p", SEED]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("max 10 is below the 12 instances needed"),
@@ -389,7 +390,21 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
     );
     let dir = temp_dir();
     let bigger = edited(dir.path(), SEED, "max = 10", "max = 20");
-    let (code, out) = size(&["-p", bigger.to_str().unwrap()]);
+    let (code, out, _) = size(&["-p", bigger.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ceil(peak 550.0 / 100.0) = 6"), "{out}");
+
+    // A truncated find-max.json is an error naming it, not a silent fallback to the
+    // run's summary.json (which is still there and valid).
+    let find_max = run.join("find-max.json");
+    let text = std::fs::read_to_string(&find_max).unwrap();
+    std::fs::write(&find_max, &text[..text.len() / 2]).unwrap();
+    assert!(run.join("summary.json").is_file());
+    let (code, out, err) = size(&[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains(find_max.to_str().unwrap()) && err.contains("corrupt") && err.contains("line"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "sized anyway: {out}");
 }
