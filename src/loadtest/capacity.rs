@@ -84,34 +84,10 @@ mod tests {
     use super::*;
     use crate::loadtest::find_max::FIND_MAX_FILE;
     use crate::loadtest::report::SUMMARY_FILE;
-    use crate::loadtest::summary::RequestRow;
+    use crate::loadtest::report::fixtures;
 
     fn summary(rps: f64, passed: bool) -> RunSummary {
-        let total = RequestRow {
-            name: "total".into(),
-            count: 100,
-            rps,
-            p50_ms: 1.0,
-            p95_ms: 2.0,
-            p99_ms: 3.0,
-            max_ms: 4.0,
-            errors: 0,
-            error_rate: 0.0,
-        };
-        RunSummary {
-            run_id: "run".into(),
-            profile: "smoke".into(),
-            target: "embedded".into(),
-            duration_s: 1.0,
-            users_max: 1,
-            requests: vec![total.clone()],
-            total,
-            server: None,
-            open_model: None,
-            thresholds: vec![],
-            audit: None,
-            passed,
-        }
+        fixtures::summary(vec![], rps, passed)
     }
 
     fn find_max(best_rate_per_s: Option<f64>) -> FindMax {

@@ -6,6 +6,7 @@ pub mod acks;
 pub mod audit;
 pub mod capacity;
 pub mod context;
+pub mod diff;
 pub mod find_max;
 pub mod live;
 pub mod open_model;

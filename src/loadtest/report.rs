@@ -254,3 +254,44 @@ pub fn junit(s: &RunSummary) -> String {
         s.duration_s
     )
 }
+
+/// Runs for unit tests elsewhere in the library: the figures a rule reads, the rest plain.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{RequestRow, RunSummary};
+
+    pub fn request(name: &str, p99_ms: f64, error_rate: f64) -> RequestRow {
+        RequestRow {
+            name: name.into(),
+            count: 1000,
+            rps: 100.0,
+            p50_ms: p99_ms / 4.0,
+            p95_ms: p99_ms / 2.0,
+            p99_ms,
+            max_ms: p99_ms * 2.0,
+            errors: (error_rate * 1000.0) as u64,
+            error_rate,
+        }
+    }
+
+    /// A run of `requests` whose total measured `total_rps`.
+    pub fn summary(requests: Vec<RequestRow>, total_rps: f64, passed: bool) -> RunSummary {
+        RunSummary {
+            run_id: "run".into(),
+            profile: "smoke".into(),
+            target: "embedded".into(),
+            duration_s: 10.0,
+            users_max: 1,
+            requests,
+            total: RequestRow {
+                rps: total_rps,
+                ..request("total", 1.0, 0.0)
+            },
+            server: None,
+            open_model: None,
+            thresholds: vec![],
+            audit: None,
+            passed,
+        }
+    }
+}
