@@ -1,8 +1,12 @@
 use super::{Failure, Output, UsageError};
+use anyhow::Context as _;
+use aws_sdk_autoscaling::Client;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 use paytool::cloud::aws::{self, AwsOptions};
+use paytool::cloud::converge;
 use paytool::cloud::plan::{self, Plan};
+use paytool::cloud::saved::{self, SavedPlanError};
 use paytool::cloud::size::{self, Peak, SizingInput};
 use paytool::cloud::state::Desired;
 use paytool::loadtest::capacity;
@@ -23,7 +27,10 @@ Examples:
 
 Credentials and region come from the standard AWS chain (env, ~/.aws, SSO, process);
 they are never printed. A profile is checked before any AWS call: min <= desired <= max,
-names, zones, policy metrics and labels. An invalid profile exits 2 naming the key.";
+names, zones, policy metrics and labels. An invalid profile exits 2 naming the key.
+
+`apply` exits 1 when the group, read back after the apply, still differs from the
+profile (the rows left are printed).";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -60,7 +67,8 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Make exactly the planned changes (asks first unless --yes); idempotent
+    /// Make exactly the planned changes (asks first unless --yes), then plan again: exit 1
+    /// if anything is left
     Apply {
         #[command(flatten)]
         common: Common,
@@ -163,12 +171,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-async fn current_plan(common: &Common) -> anyhow::Result<(Plan, aws_sdk_autoscaling::Client)> {
-    let profile = load_profile(&common.profile)?;
-    let desired = Desired::from_profile(&profile);
-    let client = aws::client(&aws_options(common)).await;
-    let observed = aws::observe(&client, &desired.name).await?;
-    Ok((plan::diff(&desired, &observed), client))
+/// The profile's group and a client for the account it lives in.
+async fn connect(common: &Common, profile: &ScaleProfile) -> (Desired, Client) {
+    let desired = Desired::from_profile(profile);
+    (desired, aws::client(&aws_options(common)).await)
+}
+
+async fn current_plan(desired: &Desired, client: &Client) -> anyhow::Result<Plan> {
+    Ok(plan::diff(
+        desired,
+        &aws::observe(client, &desired.name).await?,
+    ))
 }
 
 fn print_plan(p: &Plan) {
@@ -178,26 +191,18 @@ fn print_plan(p: &Plan) {
     }
     println!("Group {}:", p.group);
     for r in &p.rows {
-        let what = match &r.attribute {
-            Some(a) => format!("{}.{a}", r.resource),
-            None => r.resource.clone(),
-        };
-        let change = match (&r.old, &r.new) {
-            (Some(o), Some(n)) => format!("{o} -> {n}"),
-            (None, Some(n)) => n.clone(),
-            (Some(o), None) => format!("{o} (removed)"),
-            (None, None) => String::new(),
-        };
-        println!("  {} {what:<40} {change}", r.op.symbol());
+        println!("  {} {:<40} {}", r.op.symbol(), r.subject(), r.change());
     }
     let (c, u, d) = p.counts();
     println!("Plan: {c} to create, {u} to update, {d} to delete.");
 }
 
 async fn plan_cmd(common: Common, out: Option<PathBuf>) -> anyhow::Result<u8> {
-    let (p, _) = current_plan(&common).await?;
+    let profile = load_profile(&common.profile)?;
+    let (desired, client) = connect(&common, &profile).await;
+    let p = current_plan(&desired, &client).await?;
     if let Some(path) = &out {
-        std::fs::write(path, serde_json::to_vec_pretty(&p)?)?;
+        saved::save(path, &p).with_context(|| format!("saving the plan to {}", path.display()))?;
     }
     match common.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
@@ -227,34 +232,31 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 async fn apply_cmd(
     common: Common,
-    saved: Option<PathBuf>,
+    saved_plan: Option<PathBuf>,
     yes: bool,
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<u8> {
-    let (p, client) = current_plan(&common).await?;
-    if let Some(path) = &saved {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-        let old: Plan = serde_json::from_str(&text)
-            .map_err(|e| UsageError(format!("{}: not a saved plan: {e}", path.display())))?;
-        if old.observed_fingerprint != p.observed_fingerprint || old.actions != p.actions {
-            return Err(Failure {
-                code: 1,
-                message: format!(
-                    "the saved plan {} no longer matches: the group or the profile changed since it was made; run `paytool scale plan` again",
-                    path.display()
-                ),
+    let (desired, client) = connect(&common, &load_profile(&common.profile)?).await;
+    let p = current_plan(&desired, &client).await?;
+    if let Some(path) = &saved_plan {
+        saved::check(path, &p).map_err(|e| -> anyhow::Error {
+            match e {
+                SavedPlanError::Stale { .. } => Failure {
+                    code: 1,
+                    message: e.to_string(),
+                }
+                .into(),
+                _ => UsageError(e.to_string()).into(),
             }
-            .into());
-        }
+        })?;
     }
     let text = common.output == Output::Text;
     if text {
         print_plan(&p);
     }
     if p.is_empty() {
-        if common.output == Output::Json {
+        if !text {
             println!("{}", serde_json::json!({ "group": p.group, "applied": 0 }));
         }
         return finish_wait(&client, &common, &p.group, wait, timeout).await;
@@ -263,32 +265,36 @@ async fn apply_cmd(
         eprintln!("paytool scale apply: nothing changed");
         return Ok(1);
     }
-    for action in &p.actions {
-        aws::apply(&client, &p.group, action).await?;
-    }
-    // Idempotence, checked: what was applied must now plan as no change.
-    let after = plan::diff(
-        &Desired::from_profile(&load_profile(&common.profile)?),
-        &aws::observe(&client, &p.group).await?,
-    );
+    let applied = converge::apply(&client, &desired, &p).await?;
+    let verdict = applied.converged();
     if text {
-        println!("Applied {} action(s) to {}.", p.actions.len(), p.group);
-        if !after.is_empty() {
-            println!("warning: the group still differs from the profile:");
-            print_plan(&after);
+        println!("Applied {} action(s) to {}.", applied.actions, p.group);
+        if verdict.is_err() {
+            println!("Still different after the apply:");
+            print_plan(&applied.remaining);
         }
     } else {
         println!(
             "{}",
-            serde_json::json!({ "group": p.group, "applied": p.actions.len(), "rows": p.rows, "remaining": after.rows })
+            serde_json::json!({
+                "group": p.group,
+                "applied": applied.actions,
+                "rows": p.rows,
+                "converged": verdict.is_ok(),
+                "remaining": applied.remaining.rows,
+            })
         );
     }
+    verdict.map_err(|e| Failure {
+        code: 1,
+        message: e.to_string(),
+    })?;
     finish_wait(&client, &common, &p.group, wait, timeout).await
 }
 
 /// --wait: until InService instances reach the group's minimum, bounded by `timeout`.
 async fn finish_wait(
-    client: &aws_sdk_autoscaling::Client,
+    client: &Client,
     common: &Common,
     group: &str,
     wait: bool,

@@ -189,6 +189,60 @@ fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
     }
 }
 
+/// moto 5 accepts DefaultInstanceWarmup and reads the group back without it, as an API
+/// that drops an attribute would: the apply cannot converge, and must say so.
+#[test]
+fn an_apply_that_does_not_converge_fails_with_the_rows_left() {
+    let moto = Moto::start();
+    create_launch_configuration(&moto);
+    let dir = temp_dir();
+    let warmup = edited(
+        dir.path(),
+        SEED,
+        "max = 10",
+        "max = 10\ndefault_instance_warmup = 60",
+    );
+    let warmup = warmup.to_str().unwrap();
+    let (code, out, err) = moto.paytool(&["scale", "apply", "-p", warmup, "--yes"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("Still different after the apply:")
+            && out.contains("~ group.default_instance_warmup")
+            && out.contains("-> 60"),
+        "{out}"
+    );
+    assert!(
+        err.contains("did not converge") && err.contains("group.default_instance_warmup"),
+        "{err}"
+    );
+    // Independently: the group was made, without the warmup.
+    let g = &describe(&moto)[0];
+    assert_eq!(g["MaxSize"], 10);
+    assert!(g.get("DefaultInstanceWarmup").is_none(), "{g:#}");
+
+    // Again, as JSON: the one update is sent again, and the same row is left.
+    let (code, out, err) =
+        moto.paytool(&["scale", "apply", "-p", warmup, "--yes", "--output", "json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let applied: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&applied["applied"], &applied["converged"]),
+        (&Value::from(1), &Value::Bool(false)),
+        "{applied:#}"
+    );
+    let remaining = applied["remaining"].as_array().unwrap();
+    assert_eq!(remaining.len(), 1, "{applied:#}");
+    assert_eq!(
+        (
+            remaining[0]["attribute"].as_str(),
+            remaining[0]["new"].as_str()
+        ),
+        (Some("default_instance_warmup"), Some("60"))
+    );
+    let (code, _, _) = moto.paytool(&["scale", "plan", "-p", warmup]);
+    assert_eq!(code, Some(2), "still pending");
+}
+
 #[test]
 fn a_saved_plan_is_refused_once_the_group_changed() {
     let moto = Moto::start();
