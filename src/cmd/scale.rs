@@ -27,10 +27,13 @@ Examples:
 
 Credentials and region come from the standard AWS chain (env, ~/.aws, SSO, process);
 they are never printed. A profile is checked before any AWS call: min <= desired <= max,
-names, zones, policy metrics and labels. An invalid profile exits 2 naming the key.
+names, zones, policy metrics and labels; an invalid one is named with its key on stderr.
 
-`apply` exits 1 when the group, read back after the apply, still differs from the
-profile (the rows left are printed).";
+Exit codes: `plan` follows Terraform's -detailed-exitcode: 0 no change, 1 any error (an
+invalid profile included), 2 changes pending. `apply` exits 1 when the group, read back
+after the apply, still differs from the profile (the rows left are printed). The other
+commands: 0 success, 1 failure, 2 an invalid profile, an unreadable run or a usage error.
+A command line that does not parse exits 2 for every command, `plan` included.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -59,7 +62,8 @@ pub struct Common {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Diff the profile against the group: + create, ~ update, - delete. Exit 0 no change, 2 changes
+    /// Diff the profile against the group: + create, ~ update, - delete. Exit 0 no change,
+    /// 1 error, 2 changes pending
     Plan {
         #[command(flatten)]
         common: Common,
@@ -197,8 +201,13 @@ fn print_plan(p: &Plan) {
     println!("Plan: {c} to create, {u} to update, {d} to delete.");
 }
 
+/// Terraform's -detailed-exitcode: 0 no change, 1 any error, 2 changes pending. So an
+/// invalid profile is exit 1 here, where every other command makes it a usage error (2).
 async fn plan_cmd(common: Common, out: Option<PathBuf>) -> anyhow::Result<u8> {
-    let profile = load_profile(&common.profile)?;
+    let profile = scale_profile::load(&common.profile).map_err(|e| Failure {
+        code: 1,
+        message: e.to_string(),
+    })?;
     let (desired, client) = connect(&common, &profile).await;
     let p = current_plan(&desired, &client).await?;
     if let Some(path) = &out {

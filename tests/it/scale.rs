@@ -127,8 +127,10 @@ fn the_seed_example_is_planned_created_changed_and_destroyed() {
     assert_eq!(code, Some(2), "{out}");
 }
 
+/// `plan` follows Terraform's -detailed-exitcode (2 is "changes pending"), so an invalid
+/// profile is 1 there; other commands keep 2 for it.
 #[test]
-fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
+fn invalid_profiles_are_named_before_any_call_plan_exits_1_others_2() {
     let dir = temp_dir();
     let cases = [
         (SEED, "min = 1", "min = 11", "group.min"),
@@ -158,13 +160,16 @@ fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
             "policies[1].resource_label",
         ),
     ];
-    for (base, from, to, key) in cases {
+    for ((base, from, to, key), (command, code)) in cases
+        .into_iter()
+        .flat_map(|case| [(case, ("plan", 1)), (case, ("status", 2))])
+    {
         let profile = edited(dir.path(), base, from, to);
         // An endpoint where nothing listens: any AWS call would fail differently.
         let out = std::process::Command::new(crate::support::BIN)
             .args([
                 "scale",
-                "plan",
+                command,
                 "-p",
                 profile.to_str().unwrap(),
                 "--endpoint-url",
@@ -177,14 +182,14 @@ fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{command} {key}: {err}");
         assert!(
             err.contains(key) && err.contains("profile.toml"),
             "{key}: {err}"
         );
         assert!(
             !err.contains("DispatchFailure"),
-            "{key}: an AWS call was made: {err}"
+            "{command} {key}: an AWS call was made: {err}"
         );
     }
 }
