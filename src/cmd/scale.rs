@@ -150,6 +150,14 @@ fn load_profile(path: &Path) -> anyhow::Result<ScaleProfile> {
     scale_profile::load(path).map_err(|e| UsageError(e.to_string()).into())
 }
 
+/// Exit 1, with `e` as the message.
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: e.to_string(),
+    }
+}
+
 fn aws_options(c: &Common) -> AwsOptions {
     AwsOptions {
         region: c.region.clone(),
@@ -204,10 +212,7 @@ fn print_plan(p: &Plan) {
 /// Terraform's -detailed-exitcode: 0 no change, 1 any error, 2 changes pending. So an
 /// invalid profile is exit 1 here, where every other command makes it a usage error (2).
 async fn plan_cmd(common: Common, out: Option<PathBuf>) -> anyhow::Result<u8> {
-    let profile = scale_profile::load(&common.profile).map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
-    })?;
+    let profile = scale_profile::load(&common.profile).map_err(failed)?;
     let (desired, client) = connect(&common, &profile).await;
     let p = current_plan(&desired, &client).await?;
     if let Some(path) = &out {
@@ -251,11 +256,7 @@ async fn apply_cmd(
     if let Some(path) = &saved_plan {
         saved::check(path, &p).map_err(|e| -> anyhow::Error {
             match e {
-                SavedPlanError::Stale { .. } => Failure {
-                    code: 1,
-                    message: e.to_string(),
-                }
-                .into(),
+                SavedPlanError::Stale { .. } => failed(e).into(),
                 _ => UsageError(e.to_string()).into(),
             }
         })?;
@@ -266,7 +267,10 @@ async fn apply_cmd(
     }
     if p.is_empty() {
         if !text {
-            println!("{}", serde_json::json!({ "group": p.group, "applied": 0 }));
+            println!(
+                "{}",
+                serde_json::json!({ "group": p.group, "applied": 0, "converged": true })
+            );
         }
         return finish_wait(&client, &common, &p.group, wait, timeout).await;
     }
@@ -294,10 +298,7 @@ async fn apply_cmd(
             })
         );
     }
-    verdict.map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
-    })?;
+    verdict.map_err(failed)?;
     finish_wait(&client, &common, &p.group, wait, timeout).await
 }
 
@@ -341,10 +342,7 @@ async fn finish_wait(
         () = display => unreachable!("the display loop never ends"),
     };
     bar.finish_and_clear();
-    waited.map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
-    })?;
+    waited.map_err(failed)?;
     if common.output == Output::Text {
         let in_service = aws::instances(client, group)
             .await?
@@ -360,13 +358,10 @@ async fn status_cmd(common: Common) -> anyhow::Result<u8> {
     let profile = load_profile(&common.profile)?;
     let client = aws::client(&aws_options(&common)).await;
     let Some(s) = aws::status(&client, &profile.group.name).await? else {
-        return Err(Failure {
-            code: 1,
-            message: format!(
-                "group {} does not exist (paytool scale apply creates it)",
-                profile.group.name
-            ),
-        }
+        return Err(failed(format!(
+            "group {} does not exist (paytool scale apply creates it)",
+            profile.group.name
+        ))
         .into());
     };
     if common.output == Output::Json {
