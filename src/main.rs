@@ -29,9 +29,11 @@ Examples:
 
 Not built yet: shard, cache (see the README).
 
-Exit codes: 0 success; 1 failure (a threshold, the audit, a regression, a run-time
-error); 2 usage or configuration error (and, for `scale plan`, changes pending);
-3 (loadtest) target unreachable or run not started.";
+Exit codes: 0 success; 1 failure (a threshold, the audit, a regression, an apply the
+group did not keep, a run-time error); 2 usage or configuration error (a bad flag, profile
+or run directory, named); 3 (loadtest) target unreachable or run not started.
+`scale plan` follows Terraform's -detailed-exitcode instead: 0 no change, 1 any error
+(an invalid profile included), 2 changes pending.";
 
 #[derive(Parser, Debug)]
 #[command(name = "paytool", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]

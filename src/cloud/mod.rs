@@ -2,6 +2,8 @@
 //! close it, and sizing from a measured load test. Nothing here prints.
 
 pub mod aws;
+pub mod converge;
 pub mod plan;
+pub mod saved;
 pub mod size;
 pub mod state;

@@ -36,6 +36,26 @@ pub struct Row {
     pub new: Option<String>,
 }
 
+impl Row {
+    /// What changes: "group.max", "policy cpu-50", "tag service".
+    pub fn subject(&self) -> String {
+        match &self.attribute {
+            Some(a) => format!("{}.{a}", self.resource),
+            None => self.resource.clone(),
+        }
+    }
+
+    /// How: "10 -> 20", "20" (created), "10 (removed)".
+    pub fn change(&self) -> String {
+        match (&self.old, &self.new) {
+            (Some(o), Some(n)) => format!("{o} -> {n}"),
+            (None, Some(n)) => n.clone(),
+            (Some(o), None) => format!("{o} (removed)"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
 /// The changes to the group's own attributes in one UpdateAutoScalingGroup call.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct GroupUpdate {
@@ -411,40 +431,7 @@ pub fn diff(want: &Desired, have: &Option<Observed>) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn want() -> Desired {
-        Desired {
-            name: "payment-api-group".into(),
-            min: 1,
-            max: 10,
-            desired: Some(5),
-            launch: Launch::Configuration("payment-api-launch-config".into()),
-            zones: vec!["us-west-2a".into(), "us-west-2b".into()],
-            subnets: vec![],
-            health_check_type: None,
-            health_check_grace_period: None,
-            default_instance_warmup: None,
-            tags: BTreeMap::new(),
-            policies: BTreeMap::new(),
-        }
-    }
-
-    fn observed(w: &Desired) -> Observed {
-        Observed {
-            name: w.name.clone(),
-            min: w.min,
-            max: w.max,
-            desired: w.desired.unwrap_or(w.min),
-            launch: Some(w.launch.clone()),
-            zones: w.zones.clone(),
-            subnets: vec![],
-            health_check_type: Some("EC2".into()),
-            health_check_grace_period: Some(300),
-            default_instance_warmup: None,
-            tags: BTreeMap::new(),
-            policies: BTreeMap::new(),
-        }
-    }
+    use crate::cloud::state::fixtures::{observed, want};
 
     #[test]
     fn a_missing_group_is_created() {

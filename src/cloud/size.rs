@@ -2,6 +2,7 @@
 //! met every threshold; the fleet must carry the peak at the target utilization and
 //! survive the loss of a zone.
 
+use crate::profile::scale::ScaleProfile;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -98,6 +99,64 @@ pub fn peak_from_daily(daily: f64, peak_factor: f64) -> f64 {
     daily / 86_400.0 * peak_factor
 }
 
+/// The peak to size for, as given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Peak {
+    Rps(f64),
+    Daily {
+        requests_per_day: f64,
+        peak_factor: f64,
+    },
+}
+
+impl Peak {
+    pub fn rps(self) -> f64 {
+        match self {
+            Peak::Rps(rps) => rps,
+            Peak::Daily {
+                requests_per_day,
+                peak_factor,
+            } => peak_from_daily(requests_per_day, peak_factor),
+        }
+    }
+}
+
+/// Zones when neither the caller nor the profile says: the fewest that survive a zone loss.
+pub const ZONES_DEFAULT: u32 = 2;
+
+/// The zones to size for: those given, else the profile's (availability zones or
+/// subnets, whichever it lists more of: a subnet lives in one zone), else ZONES_DEFAULT.
+pub fn zones(given: Option<u32>, profile: Option<&ScaleProfile>) -> u32 {
+    given
+        .or_else(|| {
+            profile
+                .map(|p| p.group.availability_zones.len().max(p.group.subnets.len()) as u32)
+                .filter(|z| *z > 0)
+        })
+        .unwrap_or(ZONES_DEFAULT)
+}
+
+/// Whether a profile's group can hold what a sizing needs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Coverage {
+    pub min: i32,
+    pub max: i32,
+    /// max >= the instances needed: `scale size -p` fails otherwise.
+    pub covers: bool,
+    /// min > the instances needed: not wrong, but paid for at every hour of the day.
+    pub min_above_need: bool,
+}
+
+pub fn coverage(profile: &ScaleProfile, sizing: &Sizing) -> Coverage {
+    let (min, max) = (profile.group.min, profile.group.max);
+    Coverage {
+        min,
+        max,
+        covers: i64::from(max) >= sizing.instances as i64,
+        min_above_need: i64::from(min) > sizing.instances as i64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +209,58 @@ mod tests {
         .unwrap();
         // 3 x 3/2 = 4.5 -> 5 -> 6.
         assert_eq!((s.with_zone_loss, s.instances), (5, 6));
+    }
+
+    fn profile(zones: &[&str], subnets: &[&str], min: i32, max: i32) -> ScaleProfile {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        let mut p: ScaleProfile = toml::from_str(
+            "[group]\nname = \"g\"\nmin = 1\nmax = 1\nlaunch_configuration = \"lc\"\n",
+        )
+        .unwrap();
+        (p.group.min, p.group.max) = (min, max);
+        p.group.availability_zones = list(zones);
+        p.group.subnets = list(subnets);
+        p
+    }
+
+    #[test]
+    fn zones_come_from_the_flag_then_the_profile_then_the_default() {
+        let three = profile(&["a", "b", "c"], &[], 1, 10);
+        let two_subnets = profile(&[], &["subnet-1", "subnet-2"], 1, 10);
+        let none = profile(&[], &[], 1, 10);
+        assert_eq!(zones(Some(4), Some(&three)), 4);
+        assert_eq!(zones(None, Some(&three)), 3);
+        assert_eq!(zones(None, Some(&two_subnets)), 2);
+        assert_eq!(zones(None, Some(&none)), ZONES_DEFAULT);
+        assert_eq!(zones(None, None), ZONES_DEFAULT);
+    }
+
+    #[test]
+    fn a_peak_is_given_or_derived_from_a_day() {
+        assert_eq!(Peak::Rps(550.0).rps(), 550.0);
+        let daily = Peak::Daily {
+            requests_per_day: 86_400.0,
+            peak_factor: 3.0,
+        };
+        assert_eq!(daily.rps(), 3.0);
+    }
+
+    #[test]
+    fn coverage_compares_max_and_min_with_the_need() {
+        let s = size(SizingInput {
+            capacity_per_instance_rps: 200.0,
+            peak_rps: 550.0,
+            utilization: 0.5,
+            zones: 2,
+        })
+        .unwrap();
+        assert_eq!(s.instances, 12);
+        let c = coverage(&profile(&["a", "b"], &[], 1, 10), &s);
+        assert!(!c.covers && !c.min_above_need);
+        let c = coverage(&profile(&["a", "b"], &[], 1, 12), &s);
+        assert!(c.covers);
+        let c = coverage(&profile(&["a", "b"], &[], 14, 20), &s);
+        assert!(c.covers && c.min_above_need);
     }
 
     #[test]

@@ -134,3 +134,45 @@ impl Desired {
         }
     }
 }
+
+/// The seed profile's group, wanted and observed, for unit tests in `cloud`.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{Desired, Launch, Observed};
+    use std::collections::BTreeMap;
+
+    pub fn want() -> Desired {
+        Desired {
+            name: "payment-api-group".into(),
+            min: 1,
+            max: 10,
+            desired: Some(5),
+            launch: Launch::Configuration("payment-api-launch-config".into()),
+            zones: vec!["us-west-2a".into(), "us-west-2b".into()],
+            subnets: vec![],
+            health_check_type: None,
+            health_check_grace_period: None,
+            default_instance_warmup: None,
+            tags: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
+    }
+
+    /// `w` as AWS reports it once made.
+    pub fn observed(w: &Desired) -> Observed {
+        Observed {
+            name: w.name.clone(),
+            min: w.min,
+            max: w.max,
+            desired: w.desired.unwrap_or(w.min),
+            launch: Some(w.launch.clone()),
+            zones: w.zones.clone(),
+            subnets: vec![],
+            health_check_type: Some("EC2".into()),
+            health_check_grace_period: Some(300),
+            default_instance_warmup: None,
+            tags: BTreeMap::new(),
+            policies: BTreeMap::new(),
+        }
+    }
+}

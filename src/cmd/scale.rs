@@ -1,12 +1,15 @@
 use super::{Failure, Output, UsageError};
+use anyhow::Context as _;
+use aws_sdk_autoscaling::Client;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 use paytool::cloud::aws::{self, AwsOptions};
+use paytool::cloud::converge;
 use paytool::cloud::plan::{self, Plan};
-use paytool::cloud::size::{self, SizingInput};
+use paytool::cloud::saved::{self, SavedPlanError};
+use paytool::cloud::size::{self, Peak, SizingInput};
 use paytool::cloud::state::Desired;
-use paytool::loadtest::find_max::FindMax;
-use paytool::loadtest::report::RunSummary;
+use paytool::loadtest::capacity;
 use paytool::profile::scale::{self as scale_profile, ScaleProfile};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -24,7 +27,13 @@ Examples:
 
 Credentials and region come from the standard AWS chain (env, ~/.aws, SSO, process);
 they are never printed. A profile is checked before any AWS call: min <= desired <= max,
-names, zones, policy metrics and labels. An invalid profile exits 2 naming the key.";
+names, zones, policy metrics and labels; an invalid one is named with its key on stderr.
+
+Exit codes: `plan` follows Terraform's -detailed-exitcode: 0 no change, 1 any error (an
+invalid profile included), 2 changes pending. `apply` exits 1 when the group, read back
+after the apply, still differs from the profile (the rows left are printed). The other
+commands: 0 success, 1 failure, 2 an invalid profile, an unreadable run or a usage error.
+A command line that does not parse exits 2 for every command, `plan` included.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -53,7 +62,8 @@ pub struct Common {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
-    /// Diff the profile against the group: + create, ~ update, - delete. Exit 0 no change, 2 changes
+    /// Diff the profile against the group: + create, ~ update, - delete. Exit 0 no change,
+    /// 1 error, 2 changes pending
     Plan {
         #[command(flatten)]
         common: Common,
@@ -61,7 +71,8 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Make exactly the planned changes (asks first unless --yes); idempotent
+    /// Make exactly the planned changes (asks first unless --yes), then plan again: exit 1
+    /// if anything is left
     Apply {
         #[command(flatten)]
         common: Common,
@@ -139,6 +150,14 @@ fn load_profile(path: &Path) -> anyhow::Result<ScaleProfile> {
     scale_profile::load(path).map_err(|e| UsageError(e.to_string()).into())
 }
 
+/// Exit 1, with `e` as the message.
+fn failed(e: impl std::fmt::Display) -> Failure {
+    Failure {
+        code: 1,
+        message: e.to_string(),
+    }
+}
+
 fn aws_options(c: &Common) -> AwsOptions {
     AwsOptions {
         region: c.region.clone(),
@@ -164,12 +183,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-async fn current_plan(common: &Common) -> anyhow::Result<(Plan, aws_sdk_autoscaling::Client)> {
-    let profile = load_profile(&common.profile)?;
-    let desired = Desired::from_profile(&profile);
-    let client = aws::client(&aws_options(common)).await;
-    let observed = aws::observe(&client, &desired.name).await?;
-    Ok((plan::diff(&desired, &observed), client))
+/// The profile's group and a client for the account it lives in.
+async fn connect(common: &Common, profile: &ScaleProfile) -> (Desired, Client) {
+    let desired = Desired::from_profile(profile);
+    (desired, aws::client(&aws_options(common)).await)
+}
+
+async fn current_plan(desired: &Desired, client: &Client) -> anyhow::Result<Plan> {
+    Ok(plan::diff(
+        desired,
+        &aws::observe(client, &desired.name).await?,
+    ))
 }
 
 fn print_plan(p: &Plan) {
@@ -179,26 +203,20 @@ fn print_plan(p: &Plan) {
     }
     println!("Group {}:", p.group);
     for r in &p.rows {
-        let what = match &r.attribute {
-            Some(a) => format!("{}.{a}", r.resource),
-            None => r.resource.clone(),
-        };
-        let change = match (&r.old, &r.new) {
-            (Some(o), Some(n)) => format!("{o} -> {n}"),
-            (None, Some(n)) => n.clone(),
-            (Some(o), None) => format!("{o} (removed)"),
-            (None, None) => String::new(),
-        };
-        println!("  {} {what:<40} {change}", r.op.symbol());
+        println!("  {} {:<40} {}", r.op.symbol(), r.subject(), r.change());
     }
     let (c, u, d) = p.counts();
     println!("Plan: {c} to create, {u} to update, {d} to delete.");
 }
 
+/// Terraform's -detailed-exitcode: 0 no change, 1 any error, 2 changes pending. So an
+/// invalid profile is exit 1 here, where every other command makes it a usage error (2).
 async fn plan_cmd(common: Common, out: Option<PathBuf>) -> anyhow::Result<u8> {
-    let (p, _) = current_plan(&common).await?;
+    let profile = scale_profile::load(&common.profile).map_err(failed)?;
+    let (desired, client) = connect(&common, &profile).await;
+    let p = current_plan(&desired, &client).await?;
     if let Some(path) = &out {
-        std::fs::write(path, serde_json::to_vec_pretty(&p)?)?;
+        saved::save(path, &p).with_context(|| format!("saving the plan to {}", path.display()))?;
     }
     match common.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&p)?),
@@ -228,35 +246,31 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 
 async fn apply_cmd(
     common: Common,
-    saved: Option<PathBuf>,
+    saved_plan: Option<PathBuf>,
     yes: bool,
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<u8> {
-    let (p, client) = current_plan(&common).await?;
-    if let Some(path) = &saved {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-        let old: Plan = serde_json::from_str(&text)
-            .map_err(|e| UsageError(format!("{}: not a saved plan: {e}", path.display())))?;
-        if old.observed_fingerprint != p.observed_fingerprint || old.actions != p.actions {
-            return Err(Failure {
-                code: 1,
-                message: format!(
-                    "the saved plan {} no longer matches: the group or the profile changed since it was made; run `paytool scale plan` again",
-                    path.display()
-                ),
+    let (desired, client) = connect(&common, &load_profile(&common.profile)?).await;
+    let p = current_plan(&desired, &client).await?;
+    if let Some(path) = &saved_plan {
+        saved::check(path, &p).map_err(|e| -> anyhow::Error {
+            match e {
+                SavedPlanError::Stale { .. } => failed(e).into(),
+                _ => UsageError(e.to_string()).into(),
             }
-            .into());
-        }
+        })?;
     }
     let text = common.output == Output::Text;
     if text {
         print_plan(&p);
     }
     if p.is_empty() {
-        if common.output == Output::Json {
-            println!("{}", serde_json::json!({ "group": p.group, "applied": 0 }));
+        if !text {
+            println!(
+                "{}",
+                serde_json::json!({ "group": p.group, "applied": 0, "converged": true })
+            );
         }
         return finish_wait(&client, &common, &p.group, wait, timeout).await;
     }
@@ -264,32 +278,33 @@ async fn apply_cmd(
         eprintln!("paytool scale apply: nothing changed");
         return Ok(1);
     }
-    for action in &p.actions {
-        aws::apply(&client, &p.group, action).await?;
-    }
-    // Idempotence, checked: what was applied must now plan as no change.
-    let after = plan::diff(
-        &Desired::from_profile(&load_profile(&common.profile)?),
-        &aws::observe(&client, &p.group).await?,
-    );
+    let applied = converge::apply(&client, &desired, &p).await?;
+    let verdict = applied.converged();
     if text {
-        println!("Applied {} action(s) to {}.", p.actions.len(), p.group);
-        if !after.is_empty() {
-            println!("warning: the group still differs from the profile:");
-            print_plan(&after);
+        println!("Applied {} action(s) to {}.", applied.actions, p.group);
+        if verdict.is_err() {
+            println!("Still different after the apply:");
+            print_plan(&applied.remaining);
         }
     } else {
         println!(
             "{}",
-            serde_json::json!({ "group": p.group, "applied": p.actions.len(), "rows": p.rows, "remaining": after.rows })
+            serde_json::json!({
+                "group": p.group,
+                "applied": applied.actions,
+                "rows": p.rows,
+                "converged": verdict.is_ok(),
+                "remaining": applied.remaining.rows,
+            })
         );
     }
+    verdict.map_err(failed)?;
     finish_wait(&client, &common, &p.group, wait, timeout).await
 }
 
 /// --wait: until InService instances reach the group's minimum, bounded by `timeout`.
 async fn finish_wait(
-    client: &aws_sdk_autoscaling::Client,
+    client: &Client,
     common: &Common,
     group: &str,
     wait: bool,
@@ -327,10 +342,7 @@ async fn finish_wait(
         () = display => unreachable!("the display loop never ends"),
     };
     bar.finish_and_clear();
-    waited.map_err(|e| Failure {
-        code: 1,
-        message: e.to_string(),
-    })?;
+    waited.map_err(failed)?;
     if common.output == Output::Text {
         let in_service = aws::instances(client, group)
             .await?
@@ -346,13 +358,10 @@ async fn status_cmd(common: Common) -> anyhow::Result<u8> {
     let profile = load_profile(&common.profile)?;
     let client = aws::client(&aws_options(&common)).await;
     let Some(s) = aws::status(&client, &profile.group.name).await? else {
-        return Err(Failure {
-            code: 1,
-            message: format!(
-                "group {} does not exist (paytool scale apply creates it)",
-                profile.group.name
-            ),
-        }
+        return Err(failed(format!(
+            "group {} does not exist (paytool scale apply creates it)",
+            profile.group.name
+        ))
         .into());
     };
     if common.output == Output::Json {
@@ -396,105 +405,71 @@ async fn status_cmd(common: Common) -> anyhow::Result<u8> {
 }
 
 fn size_cmd(a: SizeArgs) -> anyhow::Result<u8> {
-    let (capacity, source) = match FindMax::read(&a.report) {
-        Ok(f) => match f.best_rate_per_s {
-            Some(rate) => (
-                rate,
-                format!("find-max: highest passing rate in {}", a.report.display()),
-            ),
-            None => {
-                return Err(UsageError(format!(
-                    "{}: the find-max search found no passing rate; nothing to size from",
-                    a.report.display()
-                ))
-                .into());
-            }
-        },
-        Err(_) => {
-            let s = RunSummary::read(&a.report)
-                .map_err(|e| UsageError(format!("not a paytool run: {e}")))?;
-            if !s.passed {
-                return Err(UsageError(format!(
-                    "{}: that run failed its thresholds or audit; size from a passing run",
-                    a.report.display()
-                ))
-                .into());
-            }
-            (
-                s.total.rps,
-                format!("measured rate of the passing run {}", a.report.display()),
-            )
-        }
-    };
+    let capacity = capacity::measured(&a.report).map_err(|e| UsageError(e.to_string()))?;
     let profile = a.profile.as_deref().map(load_profile).transpose()?;
     let peak = match (a.peak_rps, a.daily) {
-        (Some(p), _) => p,
-        (None, Some(d)) => size::peak_from_daily(d, a.peak_factor),
+        (Some(rps), _) => Peak::Rps(rps),
+        (None, Some(requests_per_day)) => Peak::Daily {
+            requests_per_day,
+            peak_factor: a.peak_factor,
+        },
         (None, None) => return Err(UsageError("give --peak-rps or --daily".into()).into()),
     };
-    let zones = a
-        .zones
-        .or_else(|| {
-            profile
-                .as_ref()
-                .map(|p| p.group.availability_zones.len().max(p.group.subnets.len()) as u32)
-                .filter(|z| *z > 0)
-        })
-        .unwrap_or(2);
     let sizing = size::size(SizingInput {
-        capacity_per_instance_rps: capacity,
-        peak_rps: peak,
+        capacity_per_instance_rps: capacity.rate_per_s,
+        peak_rps: peak.rps(),
         utilization: a.utilization,
-        zones,
+        zones: size::zones(a.zones, profile.as_ref()),
     })
     .map_err(|e| UsageError(e.to_string()))?;
-    let covered = profile.as_ref().map(|p| {
-        (
-            p.group.min,
-            p.group.max,
-            p.group.max as u64 >= sizing.instances,
-        )
-    });
+    let coverage = profile.as_ref().map(|p| size::coverage(p, &sizing));
     if a.output == Output::Json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "capacity_source": source,
+                "capacity_source": capacity.describe(),
                 "sizing": sizing,
-                "profile": covered.map(|(min, max, ok)| serde_json::json!({ "min": min, "max": max, "covers": ok })),
+                "profile": coverage,
             }))?
         );
     } else {
-        println!("capacity: {capacity:.1} req/s per instance ({source})");
-        if a.peak_rps.is_none() {
+        println!(
+            "capacity: {:.1} req/s per instance ({})",
+            capacity.rate_per_s,
+            capacity.describe()
+        );
+        if let Peak::Daily {
+            requests_per_day,
+            peak_factor,
+        } = peak
+        {
             println!(
-                "peak: {:.0}/day / 86400 x {} = {peak:.1} req/s",
-                a.daily.unwrap_or_default(),
-                a.peak_factor
+                "peak: {requests_per_day:.0}/day / 86400 x {peak_factor} = {:.1} req/s",
+                peak.rps()
             );
         }
         for w in &sizing.working {
             println!("  {w}");
         }
         println!("instances: {}", sizing.instances);
-        if let Some((min, max, ok)) = covered {
-            if ok {
+        if let Some(c) = &coverage {
+            if c.covers {
                 println!(
-                    "the profile covers it: max {max} >= {} (min {min})",
-                    sizing.instances
+                    "the profile covers it: max {} >= {} (min {})",
+                    c.max, sizing.instances, c.min
                 );
             } else {
                 println!(
-                    "FAILED: the profile's max {max} is below the {} instances needed",
-                    sizing.instances
+                    "FAILED: the profile's max {} is below the {} instances needed",
+                    c.max, sizing.instances
                 );
             }
-            if (min as u64) > sizing.instances {
-                println!("note: min {min} is above what the peak needs");
+            if c.min_above_need {
+                println!("note: min {} is above what the peak needs", c.min);
             }
         }
     }
-    Ok(if covered.is_some_and(|(_, _, ok)| !ok) {
+    Ok(if coverage.is_some_and(|c| !c.covers) {
         1
     } else {
         0

@@ -2,7 +2,7 @@
 //! thresholds or audit, then bisect between the last pass and the first failure. The
 //! answer is the highest rate that met everything, with that step's report.
 
-use super::report::RunSummary;
+use super::report::{ReportFileError, RunSummary, read_json};
 use super::{LoadtestError, Prepared};
 use crate::profile::load::{ArrivalRate, RATE_MAX_PER_S, Shape};
 use serde::{Deserialize, Serialize};
@@ -58,12 +58,13 @@ pub struct FindMax {
     pub steps: Vec<Step>,
 }
 
+/// The search's answer in its run directory, read back by `scale size`.
+pub const FIND_MAX_FILE: &str = "find-max.json";
+
 impl FindMax {
-    pub fn read(dir: &std::path::Path) -> Result<FindMax, String> {
-        let path = dir.join("find-max.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// The find-max.json of the run directory `dir`.
+    pub fn read(dir: &std::path::Path) -> Result<FindMax, ReportFileError> {
+        read_json(&dir.join(FIND_MAX_FILE))
     }
 }
 

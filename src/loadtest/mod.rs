@@ -3,6 +3,8 @@
 //! Data flows one way: profile -> plan -> execution -> report. Nothing here prints.
 
 pub mod audit;
+pub mod capacity;
+pub mod diff;
 pub mod find_max;
 pub mod open_model;
 pub mod report;

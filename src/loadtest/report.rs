@@ -4,9 +4,46 @@
 use super::audit::AuditOutcome;
 use super::summary::{RequestRow, ServerFigures};
 use super::thresholds::ThresholdResult;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The summary of a run in its directory; `report` and `scale size` read it back.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Why a run's JSON report file could not be read. Missing and corrupt are different
+/// answers: `scale size` falls back to summary.json only when find-max.json is missing,
+/// never when it is unreadable.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportFileError {
+    #[error("{} is missing", path.display())]
+    Missing { path: PathBuf },
+    /// serde_json's message carries the line and column.
+    #[error("{} is corrupt: {source}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Read one JSON report file, telling a missing file from a corrupt or unreadable one.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ReportFileError> {
+    let path = path.to_path_buf();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ReportFileError::Missing { path });
+        }
+        Err(source) => return Err(ReportFileError::Io { path, source }),
+    };
+    serde_json::from_str(&text).map_err(|source| ReportFileError::Corrupt { path, source })
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunSummary {
@@ -61,11 +98,9 @@ impl OpenModelFigures {
 }
 
 impl RunSummary {
-    pub fn read(dir: &Path) -> Result<RunSummary, String> {
-        let path = dir.join("summary.json");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// The summary.json of the run directory `dir`.
+    pub fn read(dir: &Path) -> Result<RunSummary, ReportFileError> {
+        read_json(&dir.join(SUMMARY_FILE))
     }
 
     pub fn failed_thresholds(&self) -> impl Iterator<Item = &ThresholdResult> {
@@ -74,7 +109,7 @@ impl RunSummary {
 }
 
 pub fn write_all(dir: &Path, s: &RunSummary) -> std::io::Result<()> {
-    std::fs::write(dir.join("summary.json"), serde_json::to_vec_pretty(s)?)?;
+    std::fs::write(dir.join(SUMMARY_FILE), serde_json::to_vec_pretty(s)?)?;
     std::fs::write(dir.join("summary.md"), markdown(s))?;
     std::fs::write(dir.join("junit.xml"), junit(s))?;
     if let Some(a) = &s.audit {
@@ -218,4 +253,45 @@ pub fn junit(s: &RunSummary) -> String {
         xml(&s.profile),
         s.duration_s
     )
+}
+
+/// Runs for unit tests elsewhere in the library: the figures a rule reads, the rest plain.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{RequestRow, RunSummary};
+
+    pub fn request(name: &str, p99_ms: f64, error_rate: f64) -> RequestRow {
+        RequestRow {
+            name: name.into(),
+            count: 1000,
+            rps: 100.0,
+            p50_ms: p99_ms / 4.0,
+            p95_ms: p99_ms / 2.0,
+            p99_ms,
+            max_ms: p99_ms * 2.0,
+            errors: (error_rate * 1000.0) as u64,
+            error_rate,
+        }
+    }
+
+    /// A run of `requests` whose total measured `total_rps`.
+    pub fn summary(requests: Vec<RequestRow>, total_rps: f64, passed: bool) -> RunSummary {
+        RunSummary {
+            run_id: "run".into(),
+            profile: "smoke".into(),
+            target: "embedded".into(),
+            duration_s: 10.0,
+            users_max: 1,
+            requests,
+            total: RequestRow {
+                rps: total_rps,
+                ..request("total", 1.0, 0.0)
+            },
+            server: None,
+            open_model: None,
+            thresholds: vec![],
+            audit: None,
+            passed,
+        }
+    }
 }

@@ -12,5 +12,6 @@ mod errors;
 mod idempotency;
 mod loadtest;
 mod local_postgres;
+mod report;
 mod scale;
 mod serve_errors;

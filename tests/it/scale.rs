@@ -127,8 +127,10 @@ fn the_seed_example_is_planned_created_changed_and_destroyed() {
     assert_eq!(code, Some(2), "{out}");
 }
 
+/// `plan` follows Terraform's -detailed-exitcode (2 is "changes pending"), so an invalid
+/// profile is 1 there; other commands keep 2 for it.
 #[test]
-fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
+fn invalid_profiles_are_named_before_any_call_plan_exits_1_others_2() {
     let dir = temp_dir();
     let cases = [
         (SEED, "min = 1", "min = 11", "group.min"),
@@ -158,13 +160,16 @@ fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
             "policies[1].resource_label",
         ),
     ];
-    for (base, from, to, key) in cases {
+    for ((base, from, to, key), (command, code)) in cases
+        .into_iter()
+        .flat_map(|case| [(case, ("plan", 1)), (case, ("status", 2))])
+    {
         let profile = edited(dir.path(), base, from, to);
         // An endpoint where nothing listens: any AWS call would fail differently.
         let out = std::process::Command::new(crate::support::BIN)
             .args([
                 "scale",
-                "plan",
+                command,
                 "-p",
                 profile.to_str().unwrap(),
                 "--endpoint-url",
@@ -177,16 +182,70 @@ fn invalid_profiles_exit_2_naming_the_key_before_any_call() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{key}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{command} {key}: {err}");
         assert!(
             err.contains(key) && err.contains("profile.toml"),
             "{key}: {err}"
         );
         assert!(
             !err.contains("DispatchFailure"),
-            "{key}: an AWS call was made: {err}"
+            "{command} {key}: an AWS call was made: {err}"
         );
     }
+}
+
+/// moto 5 accepts DefaultInstanceWarmup and reads the group back without it, as an API
+/// that drops an attribute would: the apply cannot converge, and must say so.
+#[test]
+fn an_apply_that_does_not_converge_fails_with_the_rows_left() {
+    let moto = Moto::start();
+    create_launch_configuration(&moto);
+    let dir = temp_dir();
+    let warmup = edited(
+        dir.path(),
+        SEED,
+        "max = 10",
+        "max = 10\ndefault_instance_warmup = 60",
+    );
+    let warmup = warmup.to_str().unwrap();
+    let (code, out, err) = moto.paytool(&["scale", "apply", "-p", warmup, "--yes"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        out.contains("Still different after the apply:")
+            && out.contains("~ group.default_instance_warmup")
+            && out.contains("-> 60"),
+        "{out}"
+    );
+    assert!(
+        err.contains("did not converge") && err.contains("group.default_instance_warmup"),
+        "{err}"
+    );
+    // Independently: the group was made, without the warmup.
+    let g = &describe(&moto)[0];
+    assert_eq!(g["MaxSize"], 10);
+    assert!(g.get("DefaultInstanceWarmup").is_none(), "{g:#}");
+
+    // Again, as JSON: the one update is sent again, and the same row is left.
+    let (code, out, err) =
+        moto.paytool(&["scale", "apply", "-p", warmup, "--yes", "--output", "json"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    let applied: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&applied["applied"], &applied["converged"]),
+        (&Value::from(1), &Value::Bool(false)),
+        "{applied:#}"
+    );
+    let remaining = applied["remaining"].as_array().unwrap();
+    assert_eq!(remaining.len(), 1, "{applied:#}");
+    assert_eq!(
+        (
+            remaining[0]["attribute"].as_str(),
+            remaining[0]["new"].as_str()
+        ),
+        (Some("default_instance_warmup"), Some("60"))
+    );
+    let (code, _, _) = moto.paytool(&["scale", "plan", "-p", warmup]);
+    assert_eq!(code, Some(2), "still pending");
 }
 
 #[test]
@@ -373,15 +432,16 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    let (code, out) = size(&["--output", "json"]);
+    let (code, out, _) = size(&["--output", "json"]);
     assert_eq!(code, Some(0), "{out}");
     let sizing: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(sizing["sizing"]["for_peak"], 6);
     assert_eq!(sizing["sizing"]["instances"], 12);
     // The seed profile spans 2 zones with max 10: too small, the gate fails.
-    let (code, out) = size(&["-p", SEED]);
+    let (code, out, _) = size(&["-p", SEED]);
     assert_eq!(code, Some(1), "{out}");
     assert!(
         out.contains("max 10 is below the 12 instances needed"),
@@ -389,7 +449,21 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
     );
     let dir = temp_dir();
     let bigger = edited(dir.path(), SEED, "max = 10", "max = 20");
-    let (code, out) = size(&["-p", bigger.to_str().unwrap()]);
+    let (code, out, _) = size(&["-p", bigger.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("ceil(peak 550.0 / 100.0) = 6"), "{out}");
+
+    // A truncated find-max.json is an error naming it, not a silent fallback to the
+    // run's summary.json (which is still there and valid).
+    let find_max = run.join("find-max.json");
+    let text = std::fs::read_to_string(&find_max).unwrap();
+    std::fs::write(&find_max, &text[..text.len() / 2]).unwrap();
+    assert!(run.join("summary.json").is_file());
+    let (code, out, err) = size(&[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains(find_max.to_str().unwrap()) && err.contains("corrupt") && err.contains("line"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "sized anyway: {out}");
 }
