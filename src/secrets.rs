@@ -32,8 +32,22 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-pub fn new_api_key() -> Secret {
-    Secret(format!("sk_test_{}", random_hex(24)))
+/// A new secret key for `merchant_id` (`mer_` + 32 hex digits). The key carries the
+/// merchant's id, as `sk_test_<id digits>_<random>`, so any API instance can find the
+/// one shard that holds the merchant without asking every shard, and a key that names
+/// no merchant is refused without a query. The id is not a secret; the 24 random bytes
+/// are.
+pub fn new_api_key(merchant_id: &str) -> Secret {
+    let digits = merchant_id.strip_prefix("mer_").unwrap_or(merchant_id);
+    Secret(format!("sk_test_{digits}_{}", random_hex(24)))
+}
+
+/// The merchant id a key made by `new_api_key` names; None for any other shape.
+pub fn merchant_id_in_key(key: &str) -> Option<String> {
+    let rest = key.strip_prefix("sk_test_")?;
+    let (digits, random) = rest.split_once('_')?;
+    let id = format!("mer_{digits}");
+    (crate::ids::is_id(&id, "mer") && random.len() == 48).then_some(id)
 }
 
 /// API keys are long random strings, so a fast hash is enough (no password hashing on

@@ -94,7 +94,7 @@ pub async fn lookup(
     let mut found = Vec::with_capacity(body.payments.len());
     let mut missing = Vec::new();
     for item in body.payments {
-        let payment = match state.store.merchant_by_id(&item.merchant_id) {
+        let payment = match state.store.merchant(&item.merchant_id).await? {
             Some(m) if crate::ids::is_id(&item.id, "pay") => {
                 state.store.payment(m, item.id.clone()).await?
             }

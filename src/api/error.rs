@@ -165,7 +165,11 @@ impl From<StoreError> for ApiError {
             )
             .param("Idempotency-Key"),
             StoreError::Ledger(l) => l.into(),
-            StoreError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            StoreError::Unavailable(_)
+            | StoreError::ShardDown { .. }
+            | StoreError::WrongShard { .. } => {
+                ApiError::unavailable(e.to_string()).retry_after(STORE_BUSY_RETRY_AFTER_S)
+            }
             // Retryable: the file is locked from outside the API for now.
             StoreError::Busy(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -184,7 +188,7 @@ impl From<StoreError> for ApiError {
                     "the store's file is damaged (logged for the operator); retrying will not help",
                 )
             }
-            StoreError::Sqlite(_) | StoreError::Internal(_) => {
+            StoreError::Sqlite(_) | StoreError::Internal(_) | StoreError::Postgres(_) => {
                 tracing::error!(error = %e, "store error");
                 ApiError::internal(
                     "internal error; the request may be retried with the same Idempotency-Key",

@@ -37,7 +37,8 @@ impl FromRequestParts<Arc<AppState>> for AuthedMerchant {
         })?;
         state
             .store
-            .merchant_by_key_hash(&hash_key(key))
+            .authenticate(key)
+            .await?
             .map(AuthedMerchant)
             .ok_or_else(|| ApiError::unauthorized("Invalid API key"))
     }

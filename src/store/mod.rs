@@ -1,6 +1,8 @@
 //! Storage: one `Store` trait, backends behind it. SQLite (bundled) is the embedded
 //! default; writes go through one group-commit writer per shard.
 
+pub mod audit;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::ledger::{Currency, LedgerError, Payment, Posting};
@@ -121,6 +123,17 @@ pub enum StoreError {
     /// A broken invariant inside the store (a bad row, a failed task).
     #[error("store error: {0}")]
     Internal(String),
+    /// A PostgreSQL shard cannot be reached (down, restarting, refusing connections):
+    /// its merchants get a retryable answer while the others carry on.
+    #[error("shard {shard} is unavailable: {reason}")]
+    ShardDown { shard: String, reason: String },
+    /// The shard this instance chose does not own the merchant's bucket (its view of the
+    /// layout is stale): the router reloads ownership and retries on the right shard.
+    #[error("bucket {bucket} is not owned by shard {shard}")]
+    WrongShard { bucket: u16, shard: String },
+    /// Any other PostgreSQL failure, with its SQLSTATE when it has one.
+    #[error("PostgreSQL: {0}")]
+    Postgres(String),
 }
 
 impl StoreError {
@@ -204,9 +217,12 @@ pub trait Store: Send + Sync + 'static {
         &self,
         name: String,
     ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>>;
-    /// Authenticate by the SHA-256 of an API key; served from memory.
-    fn merchant_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<Arc<Merchant>>;
-    fn merchant_by_id(&self, id: &str) -> Option<Arc<Merchant>>;
+    /// The merchant whose secret key this is; None for a key that is not one.
+    fn authenticate(
+        &self,
+        api_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>>;
+    fn merchant(&self, id: &str) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>>;
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>>;
     fn payment(
         &self,

@@ -3,45 +3,10 @@
 
 use super::rows::{PAYMENT_COLUMNS, payment_from_row};
 use crate::ledger::Account;
-use crate::store::{AUDIT_VIOLATIONS_SHOWN_MAX, AuditCheck, AuditReport, StoreError};
+use crate::store::StoreError;
+use crate::store::audit::{Check, ShardAudit};
 use rusqlite::Connection;
 use std::collections::HashMap;
-
-pub struct ShardAudit {
-    payments: u64,
-    postings: u64,
-    checks: Vec<AuditCheck>,
-}
-
-struct Check {
-    name: &'static str,
-    count: u64,
-    shown: Vec<String>,
-}
-
-impl Check {
-    fn new(name: &'static str) -> Self {
-        Check {
-            name,
-            count: 0,
-            shown: Vec::new(),
-        }
-    }
-    fn fail(&mut self, what: String) {
-        self.count += 1;
-        if self.shown.len() < AUDIT_VIOLATIONS_SHOWN_MAX {
-            self.shown.push(what);
-        }
-    }
-    fn done(self) -> AuditCheck {
-        AuditCheck {
-            name: self.name,
-            ok: self.count == 0,
-            violation_count: self.count,
-            violations: self.shown,
-        }
-    }
-}
 
 pub fn audit_shard(conn: &Connection) -> Result<ShardAudit, StoreError> {
     // One read transaction: every check sees the same snapshot.
@@ -170,34 +135,4 @@ fn audit_snapshot(conn: &Connection) -> Result<ShardAudit, StoreError> {
             one_payment_per_key.done(),
         ],
     })
-}
-
-pub fn combine(parts: Vec<ShardAudit>, merchants: u64) -> AuditReport {
-    let shards = parts.len();
-    let mut payments = 0;
-    let mut postings = 0;
-    let mut checks: Vec<AuditCheck> = Vec::new();
-    for part in parts {
-        payments += part.payments;
-        postings += part.postings;
-        for c in part.checks {
-            match checks.iter_mut().find(|x| x.name == c.name) {
-                Some(x) => {
-                    x.ok &= c.ok;
-                    x.violation_count += c.violation_count;
-                    let room = AUDIT_VIOLATIONS_SHOWN_MAX.saturating_sub(x.violations.len());
-                    x.violations.extend(c.violations.into_iter().take(room));
-                }
-                None => checks.push(c),
-            }
-        }
-    }
-    AuditReport {
-        ok: checks.iter().all(|c| c.ok),
-        shards,
-        merchants,
-        payments,
-        postings,
-        checks,
-    }
 }

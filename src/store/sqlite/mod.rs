@@ -190,7 +190,7 @@ impl Store for SqliteStore {
     ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>> {
         Box::pin(async move {
             let id = new_id("mer");
-            let key = new_api_key();
+            let key = new_api_key(&id);
             let hash = hash_key(key.expose());
             let bucket = bucket_of(&id);
             let merchant = Merchant {
@@ -217,22 +217,30 @@ impl Store for SqliteStore {
         })
     }
 
-    fn merchant_by_key_hash(&self, key_hash: &[u8; 32]) -> Option<Arc<Merchant>> {
-        self.merchants
+    fn authenticate(
+        &self,
+        api_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
+        // Every merchant is in memory: one SHA-256 and a hash-map lookup.
+        let found = self
+            .merchants
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .by_key_hash
-            .get(key_hash)
-            .cloned()
+            .get(&hash_key(api_key))
+            .cloned();
+        Box::pin(std::future::ready(Ok(found)))
     }
 
-    fn merchant_by_id(&self, id: &str) -> Option<Arc<Merchant>> {
-        self.merchants
+    fn merchant(&self, id: &str) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
+        let found = self
+            .merchants
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .by_id
             .get(id)
-            .cloned()
+            .cloned();
+        Box::pin(std::future::ready(Ok(found)))
     }
 
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
@@ -345,7 +353,7 @@ impl Store for SqliteStore {
             for shard in &self.shards {
                 parts.push(shard.read(audit::audit_shard).await?);
             }
-            Ok(audit::combine(parts, merchants))
+            Ok(crate::store::audit::combine(parts, merchants))
         })
     }
 

@@ -1,0 +1,157 @@
+//! The ledger audit over one PostgreSQL shard: the SQLite audit's checks, in one
+//! read-only REPEATABLE READ transaction so every check sees the same snapshot.
+
+use super::rows::{PAYMENT_COLUMNS, payment_from_row};
+use crate::ledger::Account;
+use crate::store::StoreError;
+use crate::store::audit::{Check, ShardAudit};
+use std::collections::HashMap;
+use tokio_postgres::Client;
+
+pub async fn audit_shard(client: &mut Client) -> Result<ShardAudit, tokio_postgres::Error> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let mut balanced = Check::new("postings_balance_per_currency");
+    for r in tx
+        .query(
+            "SELECT currency, SUM(amount)::int8 FROM postings GROUP BY currency",
+            &[],
+        )
+        .await?
+    {
+        let (currency, sum): (String, i64) = (r.get(0), r.get(1));
+        if sum != 0 {
+            balanced.fail(format!("postings in {currency} sum to {sum}"));
+        }
+    }
+    let postings: i64 = tx
+        .query_one("SELECT COUNT(*) FROM postings", &[])
+        .await?
+        .get(0);
+
+    let mut sums: HashMap<(String, Account), i64> = HashMap::new();
+    let mut matches_postings = Check::new("payment_matches_postings");
+    for r in tx
+        .query(
+            "SELECT payment_id, account, SUM(amount)::int8 FROM postings GROUP BY payment_id, account",
+            &[],
+        )
+        .await?
+    {
+        let account: String = r.get(1);
+        match Account::parse(&account) {
+            Some(a) => {
+                sums.insert((r.get(0), a), r.get(2));
+            }
+            None => matches_postings.fail(format!("unknown account {account:?} in postings")),
+        }
+    }
+    let mut refunds: HashMap<String, i64> = HashMap::new();
+    for r in tx
+        .query(
+            "SELECT payment_id, SUM(amount)::int8 FROM refunds GROUP BY payment_id",
+            &[],
+        )
+        .await?
+    {
+        refunds.insert(r.get(0), r.get(1));
+    }
+
+    let mut invariants = Check::new("payment_invariants");
+    let mut matches_refunds = Check::new("refunds_match_payment");
+    let rows = tx
+        .query(&format!("SELECT {PAYMENT_COLUMNS} FROM payments"), &[])
+        .await?;
+    let payments = rows.len() as u64;
+    for r in &rows {
+        let payment = match payment_from_row(r) {
+            Ok(p) => p,
+            Err(e) => {
+                invariants.fail(e.to_string());
+                continue;
+            }
+        };
+        for (account, expected) in payment.expected_account_sums() {
+            let found = sums.remove(&(payment.id.clone(), account)).unwrap_or(0);
+            if found != expected {
+                matches_postings.fail(format!(
+                    "{}: {} postings sum to {found}, the payment's state says {expected}",
+                    payment.id,
+                    account.as_str()
+                ));
+            }
+        }
+        let refunded = refunds.remove(&payment.id).unwrap_or(0);
+        if refunded != payment.amount_refunded as i64 {
+            matches_refunds.fail(format!(
+                "{}: refunds sum to {refunded}, amount_refunded is {}",
+                payment.id, payment.amount_refunded
+            ));
+        }
+    }
+    for ((payment_id, account), sum) in sums.into_iter().filter(|(_, s)| *s != 0) {
+        matches_postings.fail(format!(
+            "{payment_id}: {} postings of {sum} with no payment",
+            account.as_str()
+        ));
+    }
+    for (payment_id, sum) in refunds {
+        matches_refunds.fail(format!("{payment_id}: refunds of {sum} with no payment"));
+    }
+
+    let mut balances = Check::new("balances_match_postings");
+    for r in tx
+        .query(
+            "SELECT p.merchant_id, p.currency, p.account, SUM(p.amount)::int8, COALESCE(b.amount, 0) \
+             FROM postings p LEFT JOIN balances b ON b.bucket = p.bucket \
+               AND b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = p.account \
+             WHERE p.account IN ('merchant_pending', 'merchant_available') \
+             GROUP BY p.merchant_id, p.currency, p.account, b.amount \
+             HAVING SUM(p.amount) != COALESCE(b.amount, 0)",
+            &[],
+        )
+        .await?
+    {
+        let (merchant, currency, account, sum, kept): (String, String, String, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        balances.fail(format!(
+            "{merchant} {currency} {account}: postings sum to {sum}, balance says {kept}"
+        ));
+    }
+
+    let mut one_payment_per_key = Check::new("one_payment_per_idempotency_key");
+    for r in tx
+        .query(
+            "SELECT merchant_id, idempotency_key, COUNT(*) FROM payments \
+             WHERE idempotency_key IS NOT NULL \
+             GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1",
+            &[],
+        )
+        .await?
+    {
+        let (merchant, key, n): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        one_payment_per_key.fail(format!("{merchant}: key {key:?} made {n} payments"));
+    }
+    tx.commit().await?;
+    Ok(ShardAudit {
+        payments,
+        postings: postings as u64,
+        checks: vec![
+            balanced.done(),
+            invariants.done(),
+            matches_postings.done(),
+            matches_refunds.done(),
+            balances.done(),
+            one_payment_per_key.done(),
+        ],
+    })
+}
+
+/// Why an audit could not run, for the report.
+pub fn failed(shard: &str, e: &tokio_postgres::Error) -> StoreError {
+    super::rows::store_error(shard, e)
+}

@@ -1,0 +1,587 @@
+//! The PostgreSQL store: merchants spread over the shards of a layout by bucket, one
+//! group-commit writer per shard, reads through a small pool per shard. The process
+//! keeps no state that another instance needs: merchants are found in the shards (a
+//! bounded cache in front), idempotency keys are unique inside the shard's transaction,
+//! and each shard decides which buckets it owns.
+
+mod audit;
+mod rows;
+pub mod schema;
+pub mod writer;
+
+use super::{
+    AuditReport, BalanceLine, BoxFuture, Merchant, Store, StoreError, StoredResponse, WriteRequest,
+};
+use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
+use crate::ledger::Payment;
+use crate::profile::shards::Layout;
+use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key};
+use crate::store::sqlite::WriterLimits;
+use rows::{PAYMENT_COLUMNS, payment_from_row, store_error};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Read connections per shard, per API instance: several instances share a shard's
+/// `max_connections`.
+pub const READ_POOL_MAX: usize = 8;
+/// How long a request waits for a read connection before the shard counts as down.
+pub const READ_POOL_WAIT: Duration = Duration::from_secs(2);
+/// Merchants kept in memory per instance; a miss is one indexed read on the owning shard.
+pub const MERCHANT_CACHE_MAX: usize = 100_000;
+/// How long a cached key stays trusted. A rolled or revoked key is refused by every
+/// instance at most this long after the roll (the instance that rolled it, at once).
+pub const MERCHANT_CACHE_TTL: Duration = Duration::from_secs(5);
+/// A write refused for a bucket the chosen shard no longer owns is routed again after
+/// reloading ownership, at most this many times.
+pub const ROUTE_RETRIES_MAX: usize = 2;
+
+/// Why the store could not open a layout.
+#[derive(Debug, thiserror::Error)]
+pub enum PgOpenError {
+    #[error("shard {shard} ({url}) is unreachable: {reason}")]
+    Unreachable {
+        shard: String,
+        url: DbUrl,
+        reason: String,
+    },
+    #[error(
+        "shard {shard} is at schema migration {at}, paytool needs {needs}: run `paytool shard apply --layout {layout}`"
+    )]
+    NotMigrated {
+        shard: String,
+        at: i32,
+        needs: i32,
+        layout: String,
+    },
+    #[error(
+        "no shard owns buckets {first}-{last}: run `paytool shard apply --layout {layout}` (or finish the move that is under way)"
+    )]
+    Unowned {
+        first: u16,
+        last: u16,
+        layout: String,
+    },
+    #[error(
+        "bucket {bucket} is owned by both {a} and {b}: a move was interrupted; run `paytool shard status`"
+    )]
+    Owned2 { bucket: u16, a: String, b: String },
+    #[error("shard {shard}: {source}")]
+    Query {
+        shard: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+struct Shard {
+    name: String,
+    url: DbUrl,
+    reads: deadpool_postgres::Pool,
+    writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
+}
+
+struct CachedMerchant {
+    merchant: Arc<Merchant>,
+    key_hash: [u8; 32],
+    /// Trusted until then; after, the next request reads the merchant again.
+    until: Instant,
+}
+
+pub struct PgStore {
+    layout: Layout,
+    shards: Vec<Arc<Shard>>,
+    /// bucket -> shard index, as the shards themselves record it.
+    owners: RwLock<Vec<usize>>,
+    by_key: Mutex<HashMap<[u8; 32], CachedMerchant>>,
+}
+
+fn pool(url: &DbUrl) -> Result<deadpool_postgres::Pool, String> {
+    let mut config: tokio_postgres::Config = url.expose().parse().map_err(|e| format!("{e}"))?;
+    config
+        .connect_timeout(writer::CONNECT_TIMEOUT)
+        .application_name("paytool");
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(READ_POOL_MAX)
+        .wait_timeout(Some(READ_POOL_WAIT))
+        .create_timeout(Some(writer::CONNECT_TIMEOUT))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+impl PgStore {
+    /// Connect to every shard of `layout`, check each is migrated, and read which buckets
+    /// each owns. Refuses a shard that is unreachable or not migrated, and buckets that
+    /// no shard (or two) owns.
+    pub async fn open(layout: &Layout, limits: WriterLimits) -> Result<PgStore, PgOpenError> {
+        let mut shards = Vec::with_capacity(layout.shards.len());
+        for s in &layout.shards {
+            let unreachable = |reason: String| PgOpenError::Unreachable {
+                shard: s.name.clone(),
+                url: s.url.clone(),
+                reason,
+            };
+            let client = writer::connect(&s.url, &s.name)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let applied = schema::applied(&client)
+                .await
+                .map_err(|source| PgOpenError::Query {
+                    shard: s.name.clone(),
+                    source,
+                })?;
+            let at = applied.last().copied().unwrap_or(0);
+            if at < schema::latest() {
+                return Err(PgOpenError::NotMigrated {
+                    shard: s.name.clone(),
+                    at,
+                    needs: schema::latest(),
+                    layout: layout.source.display().to_string(),
+                });
+            }
+            shards.push(Arc::new(Shard {
+                name: s.name.clone(),
+                url: s.url.clone(),
+                reads: pool(&s.url).map_err(unreachable)?,
+                writer: Mutex::new(Some(writer::spawn(s.name.clone(), s.url.clone(), limits))),
+            }));
+        }
+        let store = PgStore {
+            layout: layout.clone(),
+            shards,
+            owners: RwLock::new(vec![0; BUCKETS as usize]),
+            by_key: Mutex::new(HashMap::new()),
+        };
+        let owners = store.read_owners().await?;
+        *store.owners.write().unwrap_or_else(|p| p.into_inner()) = owners;
+        Ok(store)
+    }
+
+    /// Which shard owns each bucket, from the shards' own records.
+    async fn read_owners(&self) -> Result<Vec<usize>, PgOpenError> {
+        let mut owners: Vec<Option<usize>> = vec![None; BUCKETS as usize];
+        for (i, shard) in self.shards.iter().enumerate() {
+            let query = |source| PgOpenError::Query {
+                shard: shard.name.clone(),
+                source,
+            };
+            let client = shard
+                .reads
+                .get()
+                .await
+                .map_err(|e| PgOpenError::Unreachable {
+                    shard: shard.name.clone(),
+                    url: shard.url.clone(),
+                    reason: e.to_string(),
+                })?;
+            for r in client
+                .query("SELECT bucket FROM paytool_buckets", &[])
+                .await
+                .map_err(query)?
+            {
+                let bucket = r.get::<_, i16>(0) as usize;
+                if let Some(other) = owners[bucket] {
+                    return Err(PgOpenError::Owned2 {
+                        bucket: bucket as u16,
+                        a: self.shards[other].name.clone(),
+                        b: shard.name.clone(),
+                    });
+                }
+                owners[bucket] = Some(i);
+            }
+        }
+        if let Some(first) = owners.iter().position(Option::is_none) {
+            let last = owners[first..]
+                .iter()
+                .position(Option::is_some)
+                .map_or(BUCKETS as usize - 1, |n| first + n - 1);
+            return Err(PgOpenError::Unowned {
+                first: first as u16,
+                last: last as u16,
+                layout: self.layout.source.display().to_string(),
+            });
+        }
+        Ok(owners
+            .into_iter()
+            .map(|o| o.expect("checked above"))
+            .collect())
+    }
+
+    fn owner(&self, bucket: u16) -> &Arc<Shard> {
+        let i = self.owners.read().unwrap_or_else(|p| p.into_inner())[bucket as usize];
+        &self.shards[i]
+    }
+
+    /// Reload ownership after a shard refused a bucket; a failure leaves the old view.
+    async fn reload_owners(&self) {
+        match self.read_owners().await {
+            Ok(owners) => *self.owners.write().unwrap_or_else(|p| p.into_inner()) = owners,
+            Err(e) => tracing::warn!(error = %e, "reloading bucket ownership"),
+        }
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    async fn read_client(shard: &Shard) -> Result<deadpool_postgres::Object, StoreError> {
+        shard.reads.get().await.map_err(|e| StoreError::ShardDown {
+            shard: shard.name.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    async fn find_merchant(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Merchant, [u8; 32], Option<([u8; 32], i64)>)>, StoreError> {
+        if !crate::ids::is_id(id, "mer") {
+            return Ok(None);
+        }
+        let bucket = bucket_of(id);
+        let shard = self.owner(bucket).clone();
+        let client = Self::read_client(&shard).await?;
+        let row = client
+            .query_opt(
+                "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, created_ms \
+                 FROM merchants WHERE bucket = $1 AND id = $2",
+                &[&(bucket as i16), &id],
+            )
+            .await
+            .map_err(|e| store_error(&shard.name, &e))?;
+        let Some(r) = row else { return Ok(None) };
+        let hash = |v: Vec<u8>| -> Result<[u8; 32], StoreError> {
+            v.try_into()
+                .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))
+        };
+        let previous = match (r.get::<_, Option<Vec<u8>>>(2), r.get::<_, Option<i64>>(3)) {
+            (Some(h), Some(until)) => Some((hash(h)?, until)),
+            _ => None,
+        };
+        let merchant = Merchant {
+            id: id.to_string(),
+            name: r.get(0),
+            bucket,
+            shard: 0,
+            created_ms: r.get(4),
+        };
+        Ok(Some((merchant, hash(r.get(1))?, previous)))
+    }
+
+    fn remember(&self, key_hash: [u8; 32], merchant: Arc<Merchant>, until: Instant) {
+        let mut cache = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MERCHANT_CACHE_MAX {
+            // Bounded: drop what has expired, and if that is not enough, everything
+            // (a miss costs one indexed read).
+            let now = Instant::now();
+            cache.retain(|_, c| c.until > now);
+            if cache.len() >= MERCHANT_CACHE_MAX {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key_hash,
+            CachedMerchant {
+                merchant,
+                key_hash,
+                until,
+            },
+        );
+    }
+}
+
+impl Store for PgStore {
+    fn create_merchant(
+        &self,
+        name: String,
+    ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>> {
+        Box::pin(async move {
+            for _ in 0..=ROUTE_RETRIES_MAX {
+                let id = new_id("mer");
+                let key = new_api_key(&id);
+                let hash = hash_key(key.expose());
+                let bucket = bucket_of(&id);
+                let merchant = Merchant {
+                    id,
+                    name: name.clone(),
+                    bucket,
+                    shard: 0,
+                    created_ms: now_ms(),
+                };
+                let shard = self.owner(bucket).clone();
+                let mut client = Self::read_client(&shard).await?;
+                let fail = |e: tokio_postgres::Error| store_error(&shard.name, &e);
+                let tx = client.transaction().await.map_err(fail)?;
+                // The shard decides: a bucket it no longer owns is refused here.
+                let owned = tx
+                    .query_opt(
+                        "SELECT bucket FROM paytool_buckets WHERE bucket = $1 FOR SHARE",
+                        &[&(bucket as i16)],
+                    )
+                    .await
+                    .map_err(fail)?
+                    .is_some();
+                if !owned {
+                    drop(tx);
+                    self.reload_owners().await;
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO merchants (bucket, id, name, key_hash, created_ms) VALUES ($1, $2, $3, $4, $5)",
+                    &[&(bucket as i16), &merchant.id, &merchant.name, &&hash[..], &merchant.created_ms],
+                )
+                .await
+                .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                self.remember(
+                    hash,
+                    Arc::new(merchant.clone()),
+                    Instant::now() + MERCHANT_CACHE_TTL,
+                );
+                return Ok((merchant, key));
+            }
+            Err(StoreError::Unavailable(
+                "bucket ownership kept changing while creating the merchant".into(),
+            ))
+        })
+    }
+
+    fn authenticate(
+        &self,
+        api_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
+        let hash = hash_key(api_key);
+        let id = merchant_id_in_key(api_key);
+        Box::pin(async move {
+            let now = Instant::now();
+            if let Some(c) = self
+                .by_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&hash)
+                .filter(|c| c.until > now && c.key_hash == hash)
+            {
+                return Ok(Some(c.merchant.clone()));
+            }
+            // A key that names no merchant is refused without a query.
+            let Some(id) = id else { return Ok(None) };
+            let Some((merchant, current, previous)) = self.find_merchant(&id).await? else {
+                return Ok(None);
+            };
+            let until = if current == hash {
+                now + MERCHANT_CACHE_TTL
+            } else {
+                match previous {
+                    Some((old, expires_ms)) if old == hash && expires_ms > now_ms() => {
+                        let left = Duration::from_millis((expires_ms - now_ms()) as u64);
+                        now + left.min(MERCHANT_CACHE_TTL)
+                    }
+                    _ => return Ok(None),
+                }
+            };
+            let merchant = Arc::new(merchant);
+            self.remember(hash, merchant.clone(), until);
+            Ok(Some(merchant))
+        })
+    }
+
+    fn merchant(&self, id: &str) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
+        let id = id.to_string();
+        Box::pin(async move { Ok(self.find_merchant(&id).await?.map(|(m, _, _)| Arc::new(m))) })
+    }
+
+    fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
+        Box::pin(async move {
+            let mut request = request;
+            for attempt in 0..=ROUTE_RETRIES_MAX {
+                let shard = self.owner(request.merchant.bucket).clone();
+                let sender = shard
+                    .writer
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .ok_or_else(|| StoreError::Unavailable("shutting down".into()))?;
+                let (reply, answer) = oneshot::channel();
+                // The request comes back on a refusal, to be routed again.
+                let (back_tx, back_rx) = oneshot::channel();
+                sender
+                    .send(writer::Job {
+                        request,
+                        reply,
+                        returned: Some(back_tx),
+                    })
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
+                let result = answer
+                    .await
+                    .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
+                match result {
+                    Err(StoreError::WrongShard { bucket, .. }) if attempt < ROUTE_RETRIES_MAX => {
+                        tracing::info!(bucket, shard = shard.name, "stale layout: rerouting");
+                        self.reload_owners().await;
+                        request = back_rx.await.map_err(|_| {
+                            StoreError::Internal("a refused write was not handed back".into())
+                        })?;
+                    }
+                    Err(StoreError::WrongShard { bucket, .. }) => {
+                        return Err(StoreError::WrongShard {
+                            bucket,
+                            shard: shard.name.clone(),
+                        });
+                    }
+                    other => return other,
+                }
+            }
+            unreachable!("the last attempt returns")
+        })
+    }
+
+    fn payment(
+        &self,
+        merchant: Arc<Merchant>,
+        id: String,
+    ) -> BoxFuture<'_, Result<Option<Payment>, StoreError>> {
+        Box::pin(async move {
+            let shard = self.owner(merchant.bucket).clone();
+            let client = Self::read_client(&shard).await?;
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 AND id = $3"
+                ))
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            let row = client
+                .query_opt(&stmt, &[&(merchant.bucket as i16), &merchant.id, &id])
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            row.as_ref().map(payment_from_row).transpose()
+        })
+    }
+
+    fn list_payments(
+        &self,
+        merchant: Arc<Merchant>,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<(Vec<Payment>, bool), StoreError>> {
+        Box::pin(async move {
+            let shard = self.owner(merchant.bucket).clone();
+            let client = Self::read_client(&shard).await?;
+            // Ids are time-ordered, so "older than the cursor" is "id < cursor".
+            let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
+            let stmt = client
+                .prepare_cached(&format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 \
+                     AND id < $3 ORDER BY id DESC LIMIT $4"
+                ))
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            let rows = client
+                .query(
+                    &stmt,
+                    &[
+                        &(merchant.bucket as i16),
+                        &merchant.id,
+                        &cursor,
+                        &((limit + 1) as i64),
+                    ],
+                )
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            let mut page = rows
+                .iter()
+                .map(payment_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let has_more = page.len() > limit;
+            page.truncate(limit);
+            Ok((page, has_more))
+        })
+    }
+
+    fn balance(
+        &self,
+        merchant: Arc<Merchant>,
+    ) -> BoxFuture<'_, Result<Vec<BalanceLine>, StoreError>> {
+        Box::pin(async move {
+            let shard = self.owner(merchant.bucket).clone();
+            let client = Self::read_client(&shard).await?;
+            let rows = client
+                .query(
+                    "SELECT currency, account, amount FROM balances WHERE bucket = $1 AND merchant_id = $2 \
+                     AND account IN ('merchant_pending', 'merchant_available') ORDER BY currency",
+                    &[&(merchant.bucket as i16), &merchant.id],
+                )
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            let mut lines: Vec<BalanceLine> = Vec::new();
+            for r in rows {
+                let (currency, account, amount): (String, String, i64) =
+                    (r.get(0), r.get(1), r.get(2));
+                if lines.last().is_none_or(|l| l.currency != currency) {
+                    lines.push(BalanceLine {
+                        currency,
+                        ..Default::default()
+                    });
+                }
+                let line = lines.last_mut().expect("pushed above");
+                match account.as_str() {
+                    "merchant_pending" => line.pending = amount,
+                    _ => line.available = amount,
+                }
+            }
+            Ok(lines)
+        })
+    }
+
+    fn audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>> {
+        Box::pin(async move {
+            let mut parts = Vec::with_capacity(self.shards.len());
+            let mut merchants = 0u64;
+            for shard in &self.shards {
+                let mut client = Self::read_client(shard).await?;
+                let count: i64 = client
+                    .query_one("SELECT COUNT(*) FROM merchants", &[])
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?
+                    .get(0);
+                merchants += count as u64;
+                let client: &mut tokio_postgres::Client = &mut client;
+                parts.push(
+                    audit::audit_shard(client)
+                        .await
+                        .map_err(|e| audit::failed(&shard.name, &e))?,
+                );
+            }
+            Ok(super::audit::combine(parts, merchants))
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.shards.iter().all(|s| {
+            s.writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|tx| !tx.is_closed())
+        })
+    }
+
+    fn shutdown(&self) {
+        for shard in &self.shards {
+            // Dropping the sender lets the writer drain its queue and stop.
+            shard
+                .writer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+    }
+}

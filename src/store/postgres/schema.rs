@@ -1,0 +1,178 @@
+//! The PostgreSQL schema, as numbered migrations applied in order inside one
+//! transaction each and recorded in `paytool_migrations`, so applying them again is a
+//! no-op. Append a migration; never edit one that has shipped.
+//!
+//! Every table that holds merchant data leads with `bucket` (0..1024) in its primary
+//! key: a bucket range is selected, copied, verified and deleted by index, and
+//! PostgreSQL's row-filtered logical replication can filter on it (a row filter's
+//! column must be in the replica identity, or every UPDATE on the source fails while a
+//! move runs: ../shared/NOTES.md). Each index exists because a query needs it:
+//! `tests/it/pg_store.rs` EXPLAINs every query and fails on a sequential scan.
+
+use tokio_postgres::Client;
+
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "merchants, payments, ledger, idempotency",
+    sql: "
+CREATE TABLE merchants (
+    bucket smallint NOT NULL CHECK (bucket >= 0 AND bucket < 1024),
+    id text NOT NULL,
+    name text NOT NULL,
+    key_hash bytea NOT NULL,
+    -- The key before the last roll, accepted until previous_key_expires_ms.
+    previous_key_hash bytea,
+    previous_key_expires_ms bigint,
+    created_ms bigint NOT NULL,
+    PRIMARY KEY (bucket, id)
+);
+CREATE TABLE payments (
+    bucket smallint NOT NULL,
+    merchant_id text NOT NULL,
+    id text NOT NULL,
+    idempotency_key text,
+    amount bigint NOT NULL CHECK (amount > 0),
+    currency text NOT NULL,
+    status text NOT NULL CHECK (status IN ('requires_capture','succeeded','canceled','failed')),
+    amount_captured bigint NOT NULL,
+    amount_refunded bigint NOT NULL,
+    card_brand text NOT NULL,
+    card_last4 text NOT NULL,
+    card_fingerprint text NOT NULL,
+    failure_code text,
+    created_ms bigint NOT NULL,
+    updated_ms bigint NOT NULL,
+    CHECK (amount_captured <= amount AND amount_refunded <= amount_captured),
+    PRIMARY KEY (bucket, merchant_id, id)
+);
+CREATE TABLE postings (
+    bucket smallint NOT NULL,
+    merchant_id text NOT NULL,
+    payment_id text NOT NULL,
+    seq integer NOT NULL,
+    currency text NOT NULL,
+    account text NOT NULL,
+    amount bigint NOT NULL,
+    created_ms bigint NOT NULL,
+    PRIMARY KEY (bucket, merchant_id, payment_id, seq)
+);
+CREATE TABLE refunds (
+    bucket smallint NOT NULL,
+    merchant_id text NOT NULL,
+    id text NOT NULL,
+    payment_id text NOT NULL,
+    amount bigint NOT NULL CHECK (amount > 0),
+    currency text NOT NULL,
+    created_ms bigint NOT NULL,
+    PRIMARY KEY (bucket, merchant_id, id)
+);
+CREATE TABLE idempotency (
+    bucket smallint NOT NULL,
+    merchant_id text NOT NULL,
+    key text NOT NULL,
+    request_fingerprint bytea NOT NULL,
+    status smallint NOT NULL,
+    body bytea NOT NULL,
+    created_ms bigint NOT NULL,
+    PRIMARY KEY (bucket, merchant_id, key)
+);
+-- Pruning expired keys walks this, oldest first, in bounded batches.
+CREATE INDEX idempotency_created ON idempotency (created_ms);
+CREATE TABLE balances (
+    bucket smallint NOT NULL,
+    merchant_id text NOT NULL,
+    currency text NOT NULL,
+    account text NOT NULL,
+    amount bigint NOT NULL,
+    PRIMARY KEY (bucket, merchant_id, currency, account)
+);
+-- The buckets this shard owns. A write locks its buckets' rows FOR SHARE inside its
+-- transaction, so ownership is decided by the shard itself and a move that takes a
+-- bucket away (FOR UPDATE) waits for the writes in flight.
+CREATE TABLE paytool_buckets (
+    bucket smallint PRIMARY KEY CHECK (bucket >= 0 AND bucket < 1024)
+);
+-- The layout last applied to this shard, by `paytool shard apply`.
+CREATE TABLE paytool_layout (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    name text NOT NULL,
+    shard text NOT NULL,
+    version bigint NOT NULL,
+    digest text NOT NULL,
+    applied_ms bigint NOT NULL
+);
+",
+}];
+
+/// The newest migration's version: what a shard must be at for `serve` to use it.
+pub fn latest() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS paytool_migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_ms bigint NOT NULL
+)";
+
+/// The migrations applied to this shard, in order.
+pub async fn applied(client: &Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('paytool_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT version FROM paytool_migrations ORDER BY version",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The migrations `apply` would run on a shard that has `done` applied.
+pub fn pending(done: &[i32]) -> Vec<&'static Migration> {
+    MIGRATIONS
+        .iter()
+        .filter(|m| !done.contains(&m.version))
+        .collect()
+}
+
+/// Apply what is pending, all in one transaction (PostgreSQL's DDL is transactional, so
+/// a shard is at one version or the next, never between). Two `apply`s at once
+/// serialise on an advisory lock; the second finds nothing to do.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    /// An arbitrary constant: the advisory lock's key for paytool's migrations.
+    const MIGRATION_LOCK: i64 = 0x0070_6179_746f_6f6c;
+    client.batch_execute(LEDGER).await?;
+    let mut ran = Vec::new();
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM paytool_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for m in pending(&done) {
+        tx.batch_execute(m.sql).await?;
+        tx.execute(
+            "INSERT INTO paytool_migrations (version, name, applied_ms) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &crate::ids::now_ms()],
+        )
+        .await?;
+        ran.push(m.version);
+    }
+    tx.commit().await?;
+    Ok(ran)
+}

@@ -1,0 +1,667 @@
+//! The group-commit writer for one PostgreSQL shard: one task that owns the shard's
+//! write connection, takes whatever writes are queued (up to `batch_max`), and commits
+//! them in one transaction with `synchronous_commit` on, then answers each.
+//!
+//! Unlike the SQLite writer (one savepoint and a few statements per write, cheap on an
+//! in-process database), every statement here is a network round trip, so a batch costs
+//! a fixed number of set-based statements however many writes it holds:
+//! lock the batch's buckets, look up its idempotency keys, lock the payments it changes,
+//! decide every write in memory with the pure ledger (in queue order, so a capture can
+//! follow the create in the same batch), then write each table with one `UNNEST` insert
+//! or update. A write the ledger refuses changes nothing and gets its error; the others
+//! commit. ARCHITECTURE.md has the measurements behind the choice.
+//!
+//! Several API instances may write to one shard at once, so what one process used to
+//! guarantee in memory is enforced by the database inside this transaction:
+//! - the shard owns each bucket it writes (`paytool_buckets`, locked FOR SHARE): a write
+//!   routed by a stale layout is refused with `WrongShard`, never misplaced;
+//! - an idempotency key is unique by primary key: the insert goes first, and if another
+//!   instance committed the same key meanwhile, the whole batch is rolled back and run
+//!   again, when the lookup finds the stored answer and replays it.
+
+use super::rows::{PAYMENT_COLUMNS, payment_from_row, store_error};
+use crate::ids::now_ms;
+use crate::ledger::{Payment, Posting, check_balanced};
+use crate::secrets::DbUrl;
+use crate::store::sqlite::WriterLimits;
+use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, NoTls, Statement};
+
+pub type Reply = oneshot::Sender<Result<StoredResponse, StoreError>>;
+
+pub struct Job {
+    pub request: WriteRequest,
+    pub reply: Reply,
+    /// Where a write refused as `WrongShard` is handed back, to be routed again.
+    pub returned: Option<oneshot::Sender<WriteRequest>>,
+}
+
+/// Connecting to a shard that is down fails at once (refused); this bounds a host that
+/// does not answer at all.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One batch, from BEGIN to COMMIT. A shard that stops answering mid-batch costs its
+/// callers this long at most, then the connection is dropped and they hear 503.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Times a batch is run again after a conflict with another instance (the same key
+/// committed meanwhile, a deadlock, a serialization failure) before its callers get 503.
+pub const BATCH_RETRIES_MAX: usize = 3;
+
+type PaymentKey = (String, String);
+
+struct Statements {
+    owned: Statement,
+    idempotency: Statement,
+    payments: Statement,
+    insert_idempotency: Statement,
+    insert_payments: Statement,
+    update_payments: Statement,
+    insert_postings: Statement,
+    insert_refunds: Statement,
+    upsert_balances: Statement,
+}
+
+/// The queries the writer runs, public so the EXPLAIN test can check each uses an index.
+pub const OWNED_SQL: &str =
+    "SELECT bucket FROM paytool_buckets WHERE bucket = ANY($1::int2[]) ORDER BY bucket FOR SHARE";
+pub const IDEMPOTENCY_SQL: &str = "SELECT i.merchant_id, i.key, i.request_fingerprint, i.status, i.body \
+     FROM idempotency i JOIN UNNEST($1::int2[], $2::text[], $3::text[]) AS k(bucket, merchant_id, key) \
+     ON i.bucket = k.bucket AND i.merchant_id = k.merchant_id AND i.key = k.key";
+/// The payments a batch changes, locked, with their bucket and next posting number.
+pub fn payments_sql() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS}, p.bucket, (SELECT coalesce(max(q.seq) + 1, 0) FROM postings q \
+         WHERE q.bucket = p.bucket AND q.merchant_id = p.merchant_id AND q.payment_id = p.id) \
+         FROM payments p WHERE (p.bucket, p.merchant_id, p.id) IN \
+         (SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[])) \
+         ORDER BY p.bucket, p.merchant_id, p.id FOR UPDATE"
+    )
+}
+pub const INSERT_IDEMPOTENCY_SQL: &str = "INSERT INTO idempotency \
+     (bucket, merchant_id, key, request_fingerprint, status, body, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[], $7::int8[]) \
+     ON CONFLICT DO NOTHING RETURNING key";
+pub const INSERT_PAYMENTS_SQL: &str = "INSERT INTO payments (bucket, merchant_id, id, idempotency_key, \
+     amount, currency, status, amount_captured, amount_refunded, card_brand, card_last4, \
+     card_fingerprint, failure_code, created_ms, updated_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
+     $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], \
+     $14::int8[], $15::int8[])";
+pub const UPDATE_PAYMENTS_SQL: &str = "UPDATE payments p SET status = u.status, \
+     amount_captured = u.captured, amount_refunded = u.refunded, updated_ms = $7 \
+     FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) \
+     AS u(bucket, merchant_id, id, status, captured, refunded) \
+     WHERE p.bucket = u.bucket AND p.merchant_id = u.merchant_id AND p.id = u.id";
+pub const INSERT_POSTINGS_SQL: &str = "INSERT INTO postings \
+     (bucket, merchant_id, payment_id, seq, currency, account, amount, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
+     $7::int8[], $8::int8[])";
+pub const INSERT_REFUNDS_SQL: &str = "INSERT INTO refunds \
+     (bucket, merchant_id, id, payment_id, amount, currency, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[])";
+pub const UPSERT_BALANCES_SQL: &str = "INSERT INTO balances (bucket, merchant_id, currency, account, amount) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+     ON CONFLICT (bucket, merchant_id, currency, account) \
+     DO UPDATE SET amount = balances.amount + EXCLUDED.amount";
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
+        Ok(Statements {
+            owned: c.prepare(OWNED_SQL).await?,
+            idempotency: c.prepare(IDEMPOTENCY_SQL).await?,
+            payments: c.prepare(&payments_sql()).await?,
+            insert_idempotency: c.prepare(INSERT_IDEMPOTENCY_SQL).await?,
+            insert_payments: c.prepare(INSERT_PAYMENTS_SQL).await?,
+            update_payments: c.prepare(UPDATE_PAYMENTS_SQL).await?,
+            insert_postings: c.prepare(INSERT_POSTINGS_SQL).await?,
+            insert_refunds: c.prepare(INSERT_REFUNDS_SQL).await?,
+            upsert_balances: c.prepare(UPSERT_BALANCES_SQL).await?,
+        })
+    }
+}
+
+struct Connection {
+    client: Client,
+    statements: Statements,
+}
+
+/// Connect with the writer's bounds: a connect timeout, and keepalives so a dead peer
+/// is noticed.
+pub async fn connect(url: &DbUrl, shard: &str) -> Result<Client, StoreError> {
+    let mut config: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|e| StoreError::Internal(format!("shard {shard}: bad URL {url}: {e}")))?;
+    config
+        .connect_timeout(CONNECT_TIMEOUT)
+        .keepalives(true)
+        .application_name("paytool");
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| store_error(shard, &e))?;
+    tokio::spawn(async move {
+        // Ends when the client is dropped or the server goes away; the next use of the
+        // client then fails and the writer reconnects.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+pub fn spawn(shard: String, url: DbUrl, limits: WriterLimits) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(limits.queue_max);
+    tokio::spawn(run(shard, url, rx, limits));
+    tx
+}
+
+async fn run(shard: String, url: DbUrl, mut rx: mpsc::Receiver<Job>, limits: WriterLimits) {
+    let batch_size =
+        metrics::histogram!("paytool_group_commit_batch_size", "shard" => shard.clone());
+    let commit_seconds =
+        metrics::histogram!("paytool_group_commit_seconds", "shard" => shard.clone());
+    let queue_depth = metrics::gauge!("paytool_write_queue_depth", "shard" => shard.clone());
+    let mut connection: Option<Connection> = None;
+    let mut batch: Vec<Job> = Vec::with_capacity(limits.batch_max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < limits.batch_max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        queue_depth.set(rx.len() as f64);
+        batch_size.record(batch.len() as f64);
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(
+            BATCH_TIMEOUT,
+            commit_with_retries(&mut connection, &url, &shard, &batch),
+        )
+        .await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StoreError::ShardDown {
+                shard: shard.clone(),
+                reason: format!("no answer within {BATCH_TIMEOUT:?}"),
+            }),
+        };
+        commit_seconds.record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(results) => {
+                // Replies pair with jobs by position: a missing or extra result would hand
+                // a caller someone else's answer.
+                assert_eq!(
+                    results.len(),
+                    batch.len(),
+                    "shard {shard}: every job in a batch gets exactly one result"
+                );
+                for (job, result) in batch.drain(..).zip(results) {
+                    if let (Err(StoreError::WrongShard { .. }), Some(back)) =
+                        (&result, job.returned)
+                    {
+                        let _ = back.send(job.request);
+                    }
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                // Nothing in the batch committed (or, after a lost connection, we cannot
+                // know: the callers hear 503 and retry with their idempotency keys).
+                if matches!(e, StoreError::ShardDown { .. }) {
+                    connection = None;
+                }
+                tracing::warn!(shard, error = %e, "batch failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(same_error(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// One error for each caller of a failed batch.
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::ShardDown { shard, reason } => StoreError::ShardDown {
+            shard: shard.clone(),
+            reason: reason.clone(),
+        },
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::Postgres(other.to_string()),
+    }
+}
+
+async fn commit_with_retries(
+    connection: &mut Option<Connection>,
+    url: &DbUrl,
+    shard: &str,
+    batch: &[Job],
+) -> Result<Vec<Result<StoredResponse, StoreError>>, StoreError> {
+    let mut last = None;
+    for _ in 0..=BATCH_RETRIES_MAX {
+        if connection.is_none() {
+            let client = connect(url, shard).await?;
+            let statements = Statements::prepare(&client)
+                .await
+                .map_err(|e| store_error(shard, &e))?;
+            *connection = Some(Connection { client, statements });
+        }
+        let c = connection.as_mut().expect("connected above");
+        match commit_batch(c, batch).await {
+            Ok(Committed::Done(results)) => return Ok(results),
+            Ok(Committed::KeyTakenMeanwhile) => {
+                last = Some(
+                    "an idempotency key was committed by another instance meanwhile".to_string(),
+                )
+            }
+            Err(e) => {
+                let retryable = e.code().is_some_and(|c| {
+                    *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                        || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                });
+                if !retryable {
+                    return Err(store_error(shard, &e));
+                }
+                last = Some(e.to_string());
+            }
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "shard {shard}: the batch conflicted with other writers {} times: {}",
+        BATCH_RETRIES_MAX + 1,
+        last.unwrap_or_default()
+    )))
+}
+
+enum Committed {
+    Done(Vec<Result<StoredResponse, StoreError>>),
+    /// Another instance committed one of the batch's keys after our lookup: rolled back.
+    KeyTakenMeanwhile,
+}
+
+/// What a batch writes, gathered while its writes are decided in memory.
+#[derive(Default)]
+struct Effects {
+    /// Payments as they stand after the batch, and which are new.
+    payments: HashMap<PaymentKey, (u16, Payment)>,
+    created: Vec<(PaymentKey, Option<String>)>,
+    changed: HashSet<PaymentKey>,
+    postings: Vec<(u16, String, String, Posting)>,
+    refunds: Vec<(u16, String, Refund)>,
+    idempotency: Vec<(u16, String, String, [u8; 32], StoredResponse)>,
+    /// The next posting number of each payment loaded (new payments start at 0).
+    next_seq: HashMap<PaymentKey, i32>,
+}
+
+async fn commit_batch(
+    c: &mut Connection,
+    batch: &[Job],
+) -> Result<Committed, tokio_postgres::Error> {
+    let st = &c.statements;
+    let tx = c.client.transaction().await?;
+    let now = now_ms();
+
+    let mut buckets: Vec<i16> = batch
+        .iter()
+        .map(|j| j.request.merchant.bucket as i16)
+        .collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let owned: HashSet<i16> = tx
+        .query(&st.owned, &[&buckets])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let is_owned = |j: &Job| owned.contains(&(j.request.merchant.bucket as i16));
+
+    let (mut kb, mut km, mut kk) = (Vec::new(), Vec::new(), Vec::new());
+    for j in batch.iter().filter(|j| is_owned(j)) {
+        if let Some(idem) = &j.request.idempotency {
+            kb.push(j.request.merchant.bucket as i16);
+            km.push(j.request.merchant.id.as_str());
+            kk.push(idem.key.as_str());
+        }
+    }
+    let mut stored: HashMap<(String, String), (Vec<u8>, StoredResponse)> = HashMap::new();
+    if !kk.is_empty() {
+        for r in tx.query(&st.idempotency, &[&kb, &km, &kk]).await? {
+            let status: i16 = r.get(3);
+            let response = StoredResponse {
+                status: status as u16,
+                body: r.get(4),
+                replayed: true,
+            };
+            stored.insert((r.get(0), r.get(1)), (r.get(2), response));
+        }
+    }
+
+    let (mut pb, mut pm, mut pi) = (Vec::new(), Vec::new(), Vec::new());
+    for j in batch.iter().filter(|j| is_owned(j)) {
+        if let Some(id) = target(&j.request.mutation) {
+            pb.push(j.request.merchant.bucket as i16);
+            pm.push(j.request.merchant.id.as_str());
+            pi.push(id);
+        }
+    }
+    let mut effects = Effects::default();
+    if !pi.is_empty() {
+        for r in tx.query(&st.payments, &[&pb, &pm, &pi]).await? {
+            match payment_from_row(&r) {
+                Ok(p) => {
+                    let bucket: i16 = r.get(12);
+                    let key = (p.merchant_id.clone(), p.id.clone());
+                    effects.next_seq.insert(key.clone(), r.get(13));
+                    effects.payments.insert(key, (bucket as u16, p));
+                }
+                // A row that breaks the ledger's invariants is answered as an error
+                // below (not found in the map), and logged here.
+                Err(e) => tracing::error!(error = %e, "unreadable payment row"),
+            }
+        }
+    }
+
+    let mut results = Vec::with_capacity(batch.len());
+    let mut in_batch: HashMap<(String, String), ([u8; 32], StoredResponse)> = HashMap::new();
+    for j in batch {
+        let m = &j.request.merchant;
+        if !is_owned(j) {
+            results.push(Err(StoreError::WrongShard {
+                bucket: m.bucket,
+                shard: String::new(),
+            }));
+            continue;
+        }
+        if let Some(idem) = &j.request.idempotency {
+            let id = (m.id.clone(), idem.key.clone());
+            let earlier = in_batch
+                .get(&id)
+                .map(|(fp, r)| (&fp[..], r))
+                .or_else(|| stored.get(&id).map(|(fp, r)| (&fp[..], r)));
+            if let Some((fingerprint, response)) = earlier {
+                results.push(if fingerprint == idem.request_fingerprint {
+                    Ok(StoredResponse {
+                        replayed: true,
+                        ..response.clone()
+                    })
+                } else {
+                    Err(StoreError::IdempotencyMismatch)
+                });
+                continue;
+            }
+        }
+        let result = decide(&j.request, &mut effects, now);
+        if let (Ok(response), Some(idem)) = (&result, &j.request.idempotency) {
+            in_batch.insert(
+                (m.id.clone(), idem.key.clone()),
+                (idem.request_fingerprint, response.clone()),
+            );
+            effects.idempotency.push((
+                m.bucket,
+                m.id.clone(),
+                idem.key.clone(),
+                idem.request_fingerprint,
+                response.clone(),
+            ));
+        }
+        results.push(result);
+    }
+
+    // The keys first: if another instance took one meanwhile, nothing else is written.
+    if !effects.idempotency.is_empty() {
+        let mut rows: Vec<_> = effects.idempotency.iter().collect();
+        // One order for every writer, so two instances never wait on each other's keys in
+        // opposite orders.
+        rows.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+        let b: Vec<i16> = rows.iter().map(|r| r.0 as i16).collect();
+        let m: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        let k: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+        let f: Vec<&[u8]> = rows.iter().map(|r| &r.3[..]).collect();
+        let s: Vec<i16> = rows.iter().map(|r| r.4.status as i16).collect();
+        let body: Vec<&[u8]> = rows.iter().map(|r| &r.4.body[..]).collect();
+        let at = vec![now; rows.len()];
+        let inserted = tx
+            .query(&st.insert_idempotency, &[&b, &m, &k, &f, &s, &body, &at])
+            .await?
+            .len();
+        if inserted != rows.len() {
+            tx.rollback().await?;
+            return Ok(Committed::KeyTakenMeanwhile);
+        }
+    }
+    write_payments(&tx, st, &effects, now).await?;
+    write_ledger(&tx, st, &effects, now).await?;
+    tx.commit().await?;
+    Ok(Committed::Done(results))
+}
+
+/// The payment a capture, cancel or refund changes.
+fn target(m: &Mutation) -> Option<&str> {
+    match m {
+        Mutation::Create { .. } => None,
+        Mutation::Capture { payment_id, .. }
+        | Mutation::Cancel { payment_id }
+        | Mutation::Refund { payment_id, .. } => Some(payment_id),
+    }
+}
+
+/// Decide one write against the batch's view of its payments; on success record its
+/// effects. A refusal changes nothing.
+fn decide(
+    request: &WriteRequest,
+    fx: &mut Effects,
+    now: i64,
+) -> Result<StoredResponse, StoreError> {
+    let m = &request.merchant;
+    let current = |fx: &Effects, id: &str| -> Result<Payment, StoreError> {
+        fx.payments
+            .get(&(m.id.clone(), id.to_string()))
+            .map(|(_, p)| p.clone())
+            .ok_or(StoreError::NotFound)
+    };
+    let (payment, postings, refund) = match &request.mutation {
+        Mutation::Create { payment, postings } => {
+            if payment.merchant_id != m.id {
+                return Err(StoreError::Internal(format!(
+                    "payment {} belongs to {}, not {}",
+                    payment.id, payment.merchant_id, m.id
+                )));
+            }
+            payment.check()?;
+            check_balanced(postings)?;
+            let key = (m.id.clone(), payment.id.clone());
+            if fx.payments.contains_key(&key) {
+                return Err(StoreError::Internal(format!(
+                    "payment {} exists",
+                    payment.id
+                )));
+            }
+            let idem = request.idempotency.as_ref().map(|i| i.key.clone());
+            fx.created.push((key, idem));
+            (payment.clone(), postings.clone(), None)
+        }
+        Mutation::Capture { payment_id, amount } => {
+            let mut p = current(fx, payment_id)?;
+            let postings = p.capture(*amount)?;
+            (p, postings, None)
+        }
+        Mutation::Cancel { payment_id } => {
+            let mut p = current(fx, payment_id)?;
+            let postings = p.cancel()?;
+            (p, postings, None)
+        }
+        Mutation::Refund {
+            payment_id,
+            refund_id,
+            amount,
+        } => {
+            let mut p = current(fx, payment_id)?;
+            let (refunded, postings) = p.refund(*amount)?;
+            let refund = Refund {
+                id: refund_id.clone(),
+                payment_id: payment_id.clone(),
+                amount: refunded,
+                currency: p.currency,
+                created_ms: now,
+            };
+            (p, postings, Some(refund))
+        }
+    };
+    let key = (m.id.clone(), payment.id.clone());
+    if !matches!(request.mutation, Mutation::Create { .. }) {
+        fx.changed.insert(key.clone());
+    }
+    for posting in &postings {
+        fx.postings
+            .push((m.bucket, m.id.clone(), payment.id.clone(), *posting));
+    }
+    let outcome = match refund {
+        Some(refund) => {
+            fx.refunds.push((m.bucket, m.id.clone(), refund.clone()));
+            Outcome::Refund {
+                refund,
+                payment: payment.clone(),
+            }
+        }
+        None => Outcome::Payment(payment.clone()),
+    };
+    fx.payments.insert(key, (m.bucket, payment));
+    Ok((request.render)(&outcome))
+}
+
+async fn write_payments(
+    tx: &tokio_postgres::Transaction<'_>,
+    st: &Statements,
+    fx: &Effects,
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if !fx.created.is_empty() {
+        let rows: Vec<(&u16, &Payment, &Option<String>)> = fx
+            .created
+            .iter()
+            .map(|(k, idem)| {
+                let (b, p) = &fx.payments[k];
+                (b, p, idem)
+            })
+            .collect();
+        let b: Vec<i16> = rows.iter().map(|r| *r.0 as i16).collect();
+        let m: Vec<&str> = rows.iter().map(|r| r.1.merchant_id.as_str()).collect();
+        let id: Vec<&str> = rows.iter().map(|r| r.1.id.as_str()).collect();
+        let key: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
+        let amount: Vec<i64> = rows.iter().map(|r| r.1.amount as i64).collect();
+        let currency: Vec<&str> = rows.iter().map(|r| r.1.currency.code()).collect();
+        let status: Vec<&str> = rows.iter().map(|r| r.1.status.as_str()).collect();
+        let captured: Vec<i64> = rows.iter().map(|r| r.1.amount_captured as i64).collect();
+        let refunded: Vec<i64> = rows.iter().map(|r| r.1.amount_refunded as i64).collect();
+        let brand: Vec<&str> = rows.iter().map(|r| r.1.card_brand.as_str()).collect();
+        let last4: Vec<&str> = rows.iter().map(|r| r.1.card_last4.as_str()).collect();
+        let fp: Vec<&str> = rows.iter().map(|r| r.1.card_fingerprint.as_str()).collect();
+        let failure: Vec<Option<&str>> = rows.iter().map(|r| r.1.failure_code.as_deref()).collect();
+        let created: Vec<i64> = rows.iter().map(|r| r.1.created_ms).collect();
+        let updated = vec![now; rows.len()];
+        tx.execute(
+            &st.insert_payments,
+            &[
+                &b, &m, &id, &key, &amount, &currency, &status, &captured, &refunded, &brand,
+                &last4, &fp, &failure, &created, &updated,
+            ],
+        )
+        .await?;
+    }
+    // Payments created in this batch were inserted in their final state above.
+    let created: HashSet<&PaymentKey> = fx.created.iter().map(|(k, _)| k).collect();
+    let mut changed: Vec<&(u16, Payment)> = fx
+        .changed
+        .iter()
+        .filter(|k| !created.contains(k))
+        .map(|k| &fx.payments[k])
+        .collect();
+    if !changed.is_empty() {
+        changed.sort_by(|a, b| {
+            (a.0, &a.1.merchant_id, &a.1.id).cmp(&(b.0, &b.1.merchant_id, &b.1.id))
+        });
+        let b: Vec<i16> = changed.iter().map(|r| r.0 as i16).collect();
+        let m: Vec<&str> = changed.iter().map(|r| r.1.merchant_id.as_str()).collect();
+        let id: Vec<&str> = changed.iter().map(|r| r.1.id.as_str()).collect();
+        let status: Vec<&str> = changed.iter().map(|r| r.1.status.as_str()).collect();
+        let captured: Vec<i64> = changed.iter().map(|r| r.1.amount_captured as i64).collect();
+        let refunded: Vec<i64> = changed.iter().map(|r| r.1.amount_refunded as i64).collect();
+        let n = tx
+            .execute(
+                &st.update_payments,
+                &[&b, &m, &id, &status, &captured, &refunded, &now],
+            )
+            .await?;
+        assert_eq!(
+            n as usize,
+            changed.len(),
+            "every changed payment was locked and exists"
+        );
+    }
+    Ok(())
+}
+
+async fn write_ledger(
+    tx: &tokio_postgres::Transaction<'_>,
+    st: &Statements,
+    fx: &Effects,
+    now: i64,
+) -> Result<(), tokio_postgres::Error> {
+    if !fx.postings.is_empty() {
+        // A payment's postings are numbered after those already on it; a new payment's
+        // start at 0. The primary key refuses a duplicate number, so two writers can
+        // never both append the same posting.
+        let mut next_seq = fx.next_seq.clone();
+        let b: Vec<i16> = fx.postings.iter().map(|p| p.0 as i16).collect();
+        let m: Vec<&str> = fx.postings.iter().map(|p| p.1.as_str()).collect();
+        let pay: Vec<&str> = fx.postings.iter().map(|p| p.2.as_str()).collect();
+        let mut seq = Vec::with_capacity(fx.postings.len());
+        for p in &fx.postings {
+            let n = next_seq.entry((p.1.clone(), p.2.clone())).or_insert(0);
+            seq.push(*n);
+            *n += 1;
+        }
+        let currency: Vec<&str> = fx.postings.iter().map(|p| p.3.currency.code()).collect();
+        let account: Vec<&str> = fx.postings.iter().map(|p| p.3.account.as_str()).collect();
+        let amount: Vec<i64> = fx.postings.iter().map(|p| p.3.amount).collect();
+        let at = vec![now; fx.postings.len()];
+        tx.execute(
+            &st.insert_postings,
+            &[&b, &m, &pay, &seq, &currency, &account, &amount, &at],
+        )
+        .await?;
+        // Balances: one delta per row, in one order for every writer (no deadlocks
+        // between instances), zero deltas skipped.
+        let mut deltas: BTreeMap<(u16, &str, &str, &str), i64> = BTreeMap::new();
+        for p in &fx.postings {
+            *deltas
+                .entry((p.0, p.1.as_str(), p.3.currency.code(), p.3.account.as_str()))
+                .or_default() += p.3.amount;
+        }
+        deltas.retain(|_, d| *d != 0);
+        let b: Vec<i16> = deltas.keys().map(|k| k.0 as i16).collect();
+        let m: Vec<&str> = deltas.keys().map(|k| k.1).collect();
+        let c: Vec<&str> = deltas.keys().map(|k| k.2).collect();
+        let a: Vec<&str> = deltas.keys().map(|k| k.3).collect();
+        let d: Vec<i64> = deltas.values().copied().collect();
+        tx.execute(&st.upsert_balances, &[&b, &m, &c, &a, &d])
+            .await?;
+    }
+    if !fx.refunds.is_empty() {
+        let b: Vec<i16> = fx.refunds.iter().map(|r| r.0 as i16).collect();
+        let m: Vec<&str> = fx.refunds.iter().map(|r| r.1.as_str()).collect();
+        let id: Vec<&str> = fx.refunds.iter().map(|r| r.2.id.as_str()).collect();
+        let pay: Vec<&str> = fx.refunds.iter().map(|r| r.2.payment_id.as_str()).collect();
+        let amount: Vec<i64> = fx.refunds.iter().map(|r| r.2.amount as i64).collect();
+        let currency: Vec<&str> = fx.refunds.iter().map(|r| r.2.currency.code()).collect();
+        let at: Vec<i64> = fx.refunds.iter().map(|r| r.2.created_ms).collect();
+        tx.execute(
+            &st.insert_refunds,
+            &[&b, &m, &id, &pay, &amount, &currency, &at],
+        )
+        .await?;
+    }
+    Ok(())
+}
