@@ -1,14 +1,14 @@
 //! `paytool loadtest` and `paytool report` run for real: short load tests against the
 //! spawned reference API, checked by exit code, output and the files they leave.
 
-use crate::support::{Server, paytool, temp_dir};
+use crate::support::{Server, loadtest, paytool, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml");
 
 /// A short smoke run: few users, a few seconds, JSON summary on stdout.
-fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+fn smoke(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
     let mut args = vec![
         "--profile",
         PROFILE,
@@ -27,30 +27,25 @@ fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
 
 /// `paytool loadtest ARGS --report-dir REPORTS --output json`: exit code, summary, output.
 fn run_json(reports: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
-    let mut all = vec!["loadtest"];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
     all.extend_from_slice(&[
         "--report-dir",
         reports.to_str().unwrap(),
         "--output",
         "json",
     ]);
-    let out = paytool(&all);
+    let out = loadtest(&all, None);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let summary = serde_json::from_str(&stdout).unwrap_or(Value::Null);
     (out.status.code(), summary, format!("{stdout}\n{stderr}"))
 }
 
-/// Run a profile that must be refused before anything starts: exit 2; its stderr.
-fn refused(profile: &Path, reports: &Path) -> String {
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        reports.to_str().unwrap(),
-    ]);
+/// Run a load test that must be refused before anything starts: exit 2; its stderr.
+fn refused(args: &[&str], reports: &Path) -> String {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--report-dir", reports.to_str().unwrap()]);
+    let out = loadtest(&all, None);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     err
@@ -63,7 +58,7 @@ fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
 #[test]
 fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
     let reports = temp_dir();
-    let (code, summary, output) = loadtest(reports.path(), &[]);
+    let (code, summary, output) = smoke(reports.path(), &[]);
     assert_eq!(code, Some(0), "{output}");
     assert_eq!(summary["passed"], true);
     let audit = &summary["audit"];
@@ -148,7 +143,7 @@ fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
 #[test]
 fn an_impossible_threshold_exits_1_and_says_which() {
     let reports = temp_dir();
-    let (code, summary, output) = loadtest(
+    let (code, summary, output) = smoke(
         reports.path(),
         &[
             "--no-audit",
@@ -185,7 +180,7 @@ fn a_corrupted_profile_exits_2_naming_file_and_key() {
     let profile = dir.path().join("broken.toml");
     let good = std::fs::read_to_string(PROFILE).unwrap();
     std::fs::write(&profile, good.replace("users = 8", "usres = 8")).unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("broken.toml") && err.contains("usres") && err.contains("users"),
         "{err}"
@@ -196,29 +191,19 @@ fn a_corrupted_profile_exits_2_naming_file_and_key() {
         good.replace("run_time = \"12s\"", "run_time = \"soon\""),
     )
     .unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("broken.toml") && err.contains("load.run_time") && err.contains("15s"),
         "{err}"
     );
 
     std::fs::write(&profile, good.replace("checkout = 10", "chekout = 10")).unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("scenarios.chekout") && err.contains("checkout"),
         "{err}"
     );
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        PROFILE,
-        "--users",
-        "3",
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&["--profile", PROFILE, "--users", "3"], dir.path());
     assert!(
         err.contains("load.users") && err.contains("never run"),
         "{err}"
@@ -237,19 +222,17 @@ fn an_unreachable_target_exits_3() {
         .unwrap()
         .port();
     let target = format!("http://127.0.0.1:{port}");
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "--profile",
             PROFILE,
             "--target",
             &target,
             "--report-dir",
-        ])
-        .arg(reports.path())
-        .env("PAYTOOL_ADMIN_TOKEN", "adm_whatever")
-        .output()
-        .unwrap();
+            reports.path().to_str().unwrap(),
+        ],
+        Some("adm_whatever"),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains(&target), "{err}");
@@ -258,19 +241,17 @@ fn an_unreachable_target_exits_3() {
 #[test]
 fn a_remote_target_without_its_admin_token_exits_2() {
     let reports = temp_dir();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "--profile",
             PROFILE,
             "--target",
             "http://127.0.0.1:9",
             "--report-dir",
-        ])
-        .arg(reports.path())
-        .env_remove("PAYTOOL_ADMIN_TOKEN")
-        .output()
-        .unwrap();
+            reports.path().to_str().unwrap(),
+        ],
+        None,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("PAYTOOL_ADMIN_TOKEN"), "{err}");
@@ -279,8 +260,7 @@ fn a_remote_target_without_its_admin_token_exits_2() {
 #[test]
 fn the_audit_catches_a_dropped_acknowledged_payment() {
     let reports = temp_dir();
-    let (code, summary, output) =
-        loadtest(reports.path(), &["--server-fault-drop-ack-every", "25"]);
+    let (code, summary, output) = smoke(reports.path(), &["--server-fault-drop-ack-every", "25"]);
     assert_eq!(code, Some(1), "{output}");
     let audit = &summary["audit"];
     assert_eq!(audit["ok"], false);
@@ -310,9 +290,8 @@ fn the_audit_catches_a_dropped_acknowledged_payment() {
 async fn a_running_target_is_load_tested_through_its_url() {
     let server = Server::start();
     let reports = temp_dir();
-    let out = tokio::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "--profile",
             PROFILE,
             "--users",
@@ -323,13 +302,13 @@ async fn a_running_target_is_load_tested_through_its_url() {
             "1s",
             "--output",
             "json",
-        ])
-        .args(["--target", &server.base, "--report-dir"])
-        .arg(reports.path())
-        .env("PAYTOOL_ADMIN_TOKEN", &server.admin_token)
-        .output()
-        .await
-        .unwrap();
+            "--target",
+            &server.base,
+            "--report-dir",
+            reports.path().to_str().unwrap(),
+        ],
+        Some(&server.admin_token),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -350,7 +329,7 @@ async fn a_running_target_is_load_tested_through_its_url() {
 #[test]
 fn report_diff_gates_on_a_regression() {
     let reports = temp_dir();
-    let (code, summary, output) = loadtest(reports.path(), &["--no-audit"]);
+    let (code, summary, output) = smoke(reports.path(), &["--no-audit"]);
     assert_eq!(code, Some(0), "{output}");
     let base = run_dir(reports.path(), &summary);
     // The same run against itself: no regression.
@@ -444,7 +423,7 @@ fn an_arrival_rate_refuses_multi_request_journeys() {
         text.replace("browse = 1", "browse = 1\nrefund = 1"),
     )
     .unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("scenarios.refund") && err.contains("checkout, browse, declines, healthz"),
         "{err}"
@@ -454,7 +433,7 @@ fn an_arrival_rate_refuses_multi_request_journeys() {
         text.replace("rate = \"1000/s\"", "rate = \"fast\""),
     )
     .unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(err.contains("load.rate") && err.contains("2000/s"), "{err}");
 }
 
