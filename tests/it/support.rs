@@ -401,3 +401,321 @@ pub fn loadtest(args: &[&str], admin_token: Option<&str>) -> Output {
     };
     run_bounded(&mut cmd, LOADTEST_TIMEOUT)
 }
+
+/// Who a request is sent as.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// `Bearer` and the merchant's secret key.
+    Merchant,
+    /// `Bearer` and this token.
+    Bearer(String),
+    /// This `Authorization` header, as it is.
+    Header(String),
+    /// No `Authorization` header.
+    Anonymous,
+}
+
+/// The `Idempotency-Key` a request carries.
+#[derive(Clone, Debug)]
+pub enum Key {
+    None,
+    /// A key of its own: the name of the case it is sent in, spaces and all else
+    /// outside `[A-Za-z0-9_-]` as `-`.
+    PerCase,
+    Is(String),
+}
+
+/// One request, as a table row spells it.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub auth: Auth,
+    pub key: Key,
+    /// Sent as it is, as `application/json`.
+    pub body: Option<String>,
+}
+
+/// A body as JSON text: a `Value`, or text that may not parse.
+pub trait IntoBody {
+    fn into_body(self) -> String;
+}
+
+impl IntoBody for Value {
+    fn into_body(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IntoBody for &str {
+    fn into_body(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IntoBody for String {
+    fn into_body(self) -> String {
+        self
+    }
+}
+
+impl Req {
+    /// As the merchant, with no key and no body.
+    pub fn new(method: Method, path: impl Into<String>) -> Req {
+        Req {
+            method,
+            path: path.into(),
+            auth: Auth::Merchant,
+            key: Key::None,
+            body: None,
+        }
+    }
+
+    pub fn body(mut self, body: impl IntoBody) -> Req {
+        self.body = Some(body.into_body());
+        self
+    }
+
+    pub fn key(mut self, key: impl Into<String>) -> Req {
+        self.key = Key::Is(key.into());
+        self
+    }
+
+    pub fn no_key(mut self) -> Req {
+        self.key = Key::None;
+        self
+    }
+
+    pub fn auth(mut self, auth: Auth) -> Req {
+        self.auth = auth;
+        self
+    }
+}
+
+pub fn get(path: impl Into<String>) -> Req {
+    Req::new(Method::GET, path)
+}
+
+pub fn post(path: impl Into<String>) -> Req {
+    Req::new(Method::POST, path)
+}
+
+/// `POST /v1/payments` with `body` and a key of its own.
+pub fn create(body: impl IntoBody) -> Req {
+    Req {
+        key: Key::PerCase,
+        ..post("/v1/payments").body(body)
+    }
+}
+
+pub const INVALID: &str = "invalid_request_error";
+
+/// How a request must be refused: `{"error": {"type", "code", "message", "param"}}`.
+#[derive(Clone, Copy, Debug)]
+pub struct Want {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+    /// Whether `code` and `param` are pinned, or only the status, the type and the shape.
+    pub exact: bool,
+}
+
+/// 400, a request that names `param` wrongly.
+pub fn invalid(code: &'static str, param: &'static str) -> Want {
+    Want {
+        status: StatusCode::BAD_REQUEST,
+        kind: INVALID,
+        code,
+        param: Some(param),
+        exact: true,
+    }
+}
+
+/// 400 `invalid_request_error`, with whatever code and param.
+pub fn invalid_any() -> Want {
+    Want {
+        exact: false,
+        ..invalid("", "")
+    }
+}
+
+/// 400, a card the API refuses before it reaches the processor.
+pub fn card_error(code: &'static str, param: &'static str) -> Want {
+    Want {
+        kind: "card_error",
+        ..invalid(code, param)
+    }
+}
+
+pub fn unauthorized() -> Want {
+    Want {
+        status: StatusCode::UNAUTHORIZED,
+        kind: "authentication_error",
+        code: "invalid_api_key",
+        param: None,
+        exact: true,
+    }
+}
+
+pub fn not_found(param: &'static str) -> Want {
+    Want {
+        status: StatusCode::NOT_FOUND,
+        ..invalid("resource_missing", param)
+    }
+}
+
+/// 409: the payment's state does not allow it.
+pub fn conflict(code: &'static str) -> Want {
+    Want {
+        status: StatusCode::CONFLICT,
+        param: None,
+        ..invalid(code, "")
+    }
+}
+
+/// 400: the key was used before for another request.
+pub fn reused() -> Want {
+    Want {
+        kind: "idempotency_error",
+        ..invalid("idempotency_key_reused", "Idempotency-Key")
+    }
+}
+
+/// A request and how it must be refused; `name` is what a failure reports.
+pub struct Case {
+    pub name: String,
+    pub req: Req,
+    pub want: Want,
+}
+
+pub fn case(name: impl Into<String>, req: Req, want: Want) -> Case {
+    Case {
+        name: name.into(),
+        req,
+        want,
+    }
+}
+
+impl Server {
+    /// Send `req` as `merchant`: status, the body's text, headers.
+    pub async fn send(&self, merchant: &Merchant, req: &Req) -> (StatusCode, String, HeaderMap) {
+        self.send_keyed(merchant, req, None).await
+    }
+
+    async fn send_keyed(
+        &self,
+        merchant: &Merchant,
+        req: &Req,
+        case_name: Option<&str>,
+    ) -> (StatusCode, String, HeaderMap) {
+        let mut http = self.client.request(req.method.clone(), self.url(&req.path));
+        http = match &req.auth {
+            Auth::Merchant => http.bearer_auth(&merchant.key),
+            Auth::Bearer(token) => http.bearer_auth(token),
+            Auth::Header(value) => http.header("Authorization", value),
+            Auth::Anonymous => http,
+        };
+        let key = match &req.key {
+            Key::None => None,
+            Key::PerCase => Some(
+                case_name
+                    .expect("a per-case key is sent in a case")
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"),
+            ),
+            Key::Is(key) => Some(key.clone()),
+        };
+        if let Some(key) = key {
+            http = http.header("Idempotency-Key", key);
+        }
+        if let Some(body) = &req.body {
+            http = http
+                .header("content-type", "application/json")
+                .body(body.clone());
+        }
+        let res = http.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        (status, res.text().await.unwrap(), headers)
+    }
+
+    /// Send `req`, which must succeed with 200; its JSON answer.
+    pub async fn ok(&self, merchant: &Merchant, req: &Req) -> Value {
+        let (status, text, _) = self.send(merchant, req).await;
+        assert_eq!(status, StatusCode::OK, "{req:?}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{req:?}: not JSON: {text}"))
+    }
+
+    /// Send the case as `merchant` and assert it is refused as it wants; the error body.
+    pub async fn refused(&self, merchant: &Merchant, case: &Case) -> Value {
+        let (status, text, headers) = self.send_keyed(merchant, &case.req, Some(&case.name)).await;
+        let what = format!("{} ({:?})", case.name, case.req);
+        assert_eq!(
+            headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/json"[..]),
+            "{what}: {text}"
+        );
+        assert!(
+            headers.get("idempotent-replayed").is_none(),
+            "{what}: a refusal is never a replay"
+        );
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+        assert_error(&what, status, &body, &case.want);
+        body
+    }
+
+    /// Every case in order, each refused as it wants.
+    pub async fn check(&self, merchant: &Merchant, cases: impl IntoIterator<Item = Case>) {
+        for case in cases {
+            self.refused(merchant, &case).await;
+        }
+    }
+}
+
+/// The one error shape: `{"error": {"type", "code", "message", "param"}}`, plus
+/// `decline_code` and `payment` for card declines, and nothing else. `what` names the
+/// request in a failure.
+pub fn assert_error(what: &str, status: StatusCode, body: &Value, want: &Want) {
+    assert_eq!(status, want.status, "{what}: {body:#}");
+    let top = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {body}"));
+    assert_eq!(top.len(), 1, "{what}: only `error` at the top: {body:#}");
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: no error object: {body:#}"));
+    for field in ["type", "code", "message", "param"] {
+        assert!(
+            error.contains_key(field),
+            "{what}: error.{field} missing: {body:#}"
+        );
+    }
+    for field in error.keys() {
+        assert!(
+            [
+                "type",
+                "code",
+                "message",
+                "param",
+                "decline_code",
+                "payment"
+            ]
+            .contains(&field.as_str()),
+            "{what}: unexpected error.{field}: {body:#}"
+        );
+    }
+    assert_eq!(error["type"], want.kind, "{what}: {body:#}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {body:#}"
+    );
+    if !want.exact {
+        return;
+    }
+    assert_eq!(error["code"], want.code, "{what}: {body:#}");
+    match want.param {
+        Some(p) => assert_eq!(error["param"], p, "{what}: {body:#}"),
+        None => assert!(error["param"].is_null(), "{what}: {body:#}"),
+    }
+}
