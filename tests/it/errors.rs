@@ -5,7 +5,7 @@
 use crate::api::payment_with_card;
 use crate::support::{
     Auth, Case, Req, Server, Want, card_error, case, conflict, create, get, invalid, invalid_any,
-    not_found, payment_body, post, unauthorized,
+    not_found, on, payment_body, post, unauthorized,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -36,18 +36,6 @@ fn split<'a, 'p>(body: &'a mut Value, path: &'p str) -> (&'a mut Value, &'p str)
         Some((parent, field)) => (&mut body[parent], field),
         None => (body, path),
     }
-}
-
-/// `POST /v1/payments/{id}/{action}`.
-fn on(id: &str, action: &str) -> Req {
-    post(format!("/v1/payments/{id}/{action}"))
-}
-
-/// A payment held (not captured) for `amount`; its id.
-async fn held(server: &Server, m: &crate::support::Merchant, key: &str, amount: i64) -> String {
-    let (status, held) = server.pay(m, key, amount, false).await;
-    assert_eq!(status, StatusCode::OK, "{held:#}");
-    held["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -144,7 +132,7 @@ async fn amounts_out_of_range_or_not_integers() {
         }),
     );
     // Capture and refund amounts are checked too.
-    let id = held(&server, &m, "held", 500).await;
+    let id = server.held(&m, "held", 500).await;
     let capture = |amount: Value| on(&id, "capture").body(json!({ "amount": amount }));
     cases.extend([
         case("capture 0", capture(json!(0)), too_small),
@@ -337,11 +325,11 @@ async fn unknown_and_malformed_payment_ids_are_404() {
 async fn transitions_the_state_machine_forbids_are_409() {
     let server = Server::start();
     let m = server.create_merchant("states").await;
-    let canceled = held(&server, &m, "c", 300).await;
+    let canceled = server.held(&m, "c", 300).await;
     server.ok(&m, &on(&canceled, "cancel")).await;
-    let captured = held(&server, &m, "h", 300).await;
+    let captured = server.held(&m, "h", 300).await;
     server.ok(&m, &on(&captured, "capture")).await;
-    let uncaptured = held(&server, &m, "u", 300).await;
+    let uncaptured = server.held(&m, "u", 300).await;
     let (_, declined, _) = server
         .call(
             &m,

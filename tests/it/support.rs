@@ -500,6 +500,11 @@ pub fn post(path: impl Into<String>) -> Req {
     Req::new(Method::POST, path)
 }
 
+/// `POST /v1/payments/{id}/{action}`.
+pub fn on(id: &str, action: &str) -> Req {
+    post(format!("/v1/payments/{id}/{action}"))
+}
+
 /// `POST /v1/payments` with `body` and a key of its own.
 pub fn create(body: impl IntoBody) -> Req {
     Req {
@@ -637,6 +642,13 @@ impl Server {
         let status = res.status();
         let headers = res.headers().clone();
         (status, res.text().await.unwrap(), headers)
+    }
+
+    /// A payment held (authorized, not captured) for `amount`; its id.
+    pub async fn held(&self, merchant: &Merchant, key: &str, amount: i64) -> String {
+        let (status, held) = self.pay(merchant, key, amount, false).await;
+        assert_eq!(status, StatusCode::OK, "{held:#}");
+        held["id"].as_str().expect("a payment id").to_string()
     }
 
     /// Send `req`, which must succeed with 200; its JSON answer.
