@@ -2,7 +2,9 @@
 //! cancel, refunds, reads, lists, balances, test cards, no card number kept or shown,
 //! merchant isolation, and the operational endpoints.
 
-use crate::support::{Merchant, Server, payment_body};
+use crate::support::{
+    Merchant, Server, case, conflict, create, declined, get, invalid, not_found, on, payment_body,
+};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -35,53 +37,6 @@ pub async fn raw(
     (status, res.text().await.unwrap(), headers)
 }
 
-/// The one error shape: `{"error": {"type", "code", "message", "param"}}`, plus
-/// `decline_code` and `payment` for card declines, and nothing else.
-pub fn assert_error(
-    status: StatusCode,
-    body: &Value,
-    want_status: StatusCode,
-    kind: &str,
-    code: &str,
-    param: Option<&str>,
-) {
-    assert_eq!(status, want_status, "{body:#}");
-    let top = body
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(top.len(), 1, "only `error` at the top: {body:#}");
-    let error = body["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no error object: {body:#}"));
-    for field in ["type", "code", "message", "param"] {
-        assert!(error.contains_key(field), "error.{field} missing: {body:#}");
-    }
-    for field in error.keys() {
-        assert!(
-            [
-                "type",
-                "code",
-                "message",
-                "param",
-                "decline_code",
-                "payment"
-            ]
-            .contains(&field.as_str()),
-            "unexpected error.{field}: {body:#}"
-        );
-    }
-    assert_eq!(error["type"], kind, "{body:#}");
-    assert_eq!(error["code"], code, "{body:#}");
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body:#}"
-    );
-    match param {
-        Some(p) => assert_eq!(error["param"], p, "{body:#}"),
-        None => assert!(error["param"].is_null(), "{body:#}"),
-    }
-}
-
 pub fn payment_with_card(amount: i64, currency: &str, capture: bool, number: &str) -> Value {
     let mut body = payment_body(amount, currency, capture);
     body["card"]["number"] = json!(number);
@@ -89,10 +44,7 @@ pub fn payment_with_card(amount: i64, currency: &str, capture: bool, number: &st
 }
 
 pub async fn balance_of(server: &Server, merchant: &Merchant, currency: &str) -> (i64, i64) {
-    let (status, body, _) = server
-        .call(merchant, Method::GET, "/v1/balance", None, None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let body = server.ok(merchant, &get("/v1/balance")).await;
     assert_eq!(body["object"], "balance");
     let pick = |side: &str| {
         body[side]
@@ -138,16 +90,8 @@ async fn authorize_then_partial_capture_releases_the_rest() {
     assert_eq!(balance_of(&server, &m, "usd").await, (1000, 0));
 
     let pay_id = id(&auth);
-    let (status, captured, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &format!("/v1/payments/{pay_id}/capture"),
-            None,
-            Some(json!({ "amount": 600 })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{captured:#}");
+    let capture = on(&pay_id, "capture").body(json!({ "amount": 600 }));
+    let captured = server.ok(&m, &capture).await;
     assert_eq!(captured["id"], pay_id.as_str());
     assert_eq!(captured["status"], "succeeded");
     assert_eq!(captured["amount"], 1000);
@@ -173,16 +117,7 @@ async fn capture_true_is_one_step_and_cancel_releases_the_hold() {
     let (status, held) = server.pay(&m, "hold", 700, false).await;
     assert_eq!(status, StatusCode::OK, "{held:#}");
     assert_eq!(balance_of(&server, &m, "usd").await, (700, 2500));
-    let (status, canceled, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &format!("/v1/payments/{}/cancel", id(&held)),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{canceled:#}");
+    let canceled = server.ok(&m, &on(&id(&held), "cancel")).await;
     assert_eq!(canceled["status"], "canceled");
     assert_eq!(canceled["amount_captured"], 0);
     assert_eq!(canceled["amount_capturable"], 0);
@@ -196,17 +131,9 @@ async fn cancel_of_the_only_payment_leaves_a_zero_balance() {
     let m = server.create_merchant("cancel").await;
     let (_, held) = server.pay(&m, "hold", 1234, false).await;
     assert_eq!(balance_of(&server, &m, "usd").await, (1234, 0));
-    let (status, canceled, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &format!("/v1/payments/{}/cancel", id(&held)),
-            None,
-            // An empty JSON object is accepted as "no parameters" too.
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{canceled:#}");
+    // An empty JSON object is accepted as "no parameters" too.
+    let cancel = on(&id(&held), "cancel").body(json!({}));
+    let canceled = server.ok(&m, &cancel).await;
     assert_eq!(canceled["status"], "canceled");
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
     assert_audit_ok(&server).await;
@@ -218,20 +145,11 @@ async fn partial_refunds_never_exceed_what_was_captured() {
     let m = server.create_merchant("refunds").await;
     let (_, paid) = server.pay(&m, "paid", 1000, true).await;
     let pay_id = id(&paid);
-    let path = format!("/v1/payments/{pay_id}/refunds");
+    let refund = |amount: i64| on(&pay_id, "refunds").body(json!({ "amount": amount }));
 
     let mut refund_ids = HashSet::new();
     for amount in [300, 300] {
-        let (status, refund, _) = server
-            .call(
-                &m,
-                Method::POST,
-                &path,
-                None,
-                Some(json!({ "amount": amount })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{refund:#}");
+        let refund = server.ok(&m, &refund(amount)).await;
         assert_eq!(refund["object"], "refund");
         assert_eq!(refund["payment"], pay_id.as_str());
         assert_eq!(refund["amount"], amount);
@@ -242,62 +160,31 @@ async fn partial_refunds_never_exceed_what_was_captured() {
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 400));
 
     // 400 remains: 500 is too much, and nothing changes.
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &path,
-            None,
-            Some(json!({ "amount": 500 })),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        "amount_too_large",
-        Some("amount"),
+    let too_much = case(
+        "500 of 400",
+        refund(500),
+        invalid("amount_too_large", "amount"),
     );
+    server.check(&m, [too_much]).await;
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 400));
 
     // Without an amount, a refund takes all that remains.
-    let (status, refund, _) = server.call(&m, Method::POST, &path, None, None).await;
-    assert_eq!(status, StatusCode::OK, "{refund:#}");
-    assert_eq!(refund["amount"], 400);
+    let rest = server.ok(&m, &on(&pay_id, "refunds")).await;
+    assert_eq!(rest["amount"], 400);
 
-    let (status, err, _) = server
-        .call(&m, Method::POST, &path, None, Some(json!({ "amount": 1 })))
-        .await;
     // Once nothing remains, any refund is a state conflict, not a bad amount.
-    assert_error(
-        status,
-        &err,
-        StatusCode::CONFLICT,
-        "invalid_request_error",
-        "payment_already_refunded",
-        None,
-    );
-    let (status, err, _) = server.call(&m, Method::POST, &path, None, None).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::CONFLICT,
-        "invalid_request_error",
-        "payment_already_refunded",
-        None,
-    );
-
-    let (status, got, _) = server
-        .call(
+    let refunded = conflict("payment_already_refunded");
+    server
+        .check(
             &m,
-            Method::GET,
-            &format!("/v1/payments/{pay_id}"),
-            None,
-            None,
+            [
+                case("1 more", refund(1), refunded),
+                case("the rest again", on(&pay_id, "refunds"), refunded),
+            ],
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+
+    let got = server.ok(&m, &get(format!("/v1/payments/{pay_id}"))).await;
     assert_eq!(got["status"], "succeeded");
     assert_eq!(got["amount_captured"], 1000);
     assert_eq!(got["amount_refunded"], 1000);
@@ -310,17 +197,11 @@ async fn get_returns_what_create_returned() {
     let server = Server::start();
     let m = server.create_merchant("get").await;
     let (_, created) = server.pay(&m, "g", 4200, false).await;
-    let (status, got, headers) = server
-        .call(
-            &m,
-            Method::GET,
-            &format!("/v1/payments/{}", id(&created)),
-            None,
-            None,
-        )
+    let (status, text, headers) = server
+        .send(&m, &get(format!("/v1/payments/{}", id(&created))))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(got, created);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), created);
     assert_eq!(headers["content-type"], "application/json");
     assert!(headers.get("idempotent-replayed").is_none());
     assert_audit_ok(&server).await;
@@ -346,8 +227,7 @@ async fn list_pages_newest_first_without_duplicates() {
             Some(c) => format!("/v1/payments?limit=2&starting_after={c}"),
             None => "/v1/payments?limit=2".to_string(),
         };
-        let (status, page, _) = server.call(&m, Method::GET, &path, None, None).await;
-        assert_eq!(status, StatusCode::OK, "{page:#}");
+        let page = server.ok(&m, &get(path)).await;
         assert_eq!(page["object"], "list");
         assert_eq!(page["url"], "/v1/payments");
         let data = page["data"].as_array().unwrap();
@@ -366,21 +246,11 @@ async fn list_pages_newest_first_without_duplicates() {
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
 
     // Default limit covers all five; a cursor at the oldest gives an empty last page.
-    let (_, all, _) = server
-        .call(&m, Method::GET, "/v1/payments", None, None)
-        .await;
+    let all = server.ok(&m, &get("/v1/payments")).await;
     let all: Vec<String> = all["data"].as_array().unwrap().iter().map(id).collect();
     assert_eq!(all, newest_first);
-    let (status, empty, _) = server
-        .call(
-            &m,
-            Method::GET,
-            &format!("/v1/payments?starting_after={}", created[0]),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let oldest = get(format!("/v1/payments?starting_after={}", created[0]));
+    let empty = server.ok(&m, &oldest).await;
     assert_eq!(empty["data"], json!([]));
     assert_eq!(empty["has_more"], false);
     assert_audit_ok(&server).await;
@@ -399,16 +269,8 @@ async fn balance_is_per_currency_in_minor_units() {
         ("kwd", 2_000, false),
     ];
     for (i, (currency, amount, capture)) in flows.into_iter().enumerate() {
-        let (status, body, _) = server
-            .call(
-                &m,
-                Method::POST,
-                "/v1/payments",
-                Some(&format!("fx-{i}")),
-                Some(payment_body(amount, currency, capture)),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body:#}");
+        let flow = create(payment_body(amount, currency, capture)).key(format!("fx-{i}"));
+        let body = server.ok(&m, &flow).await;
         assert_eq!(body["currency"], currency);
         assert_eq!(body["amount"], amount);
     }
@@ -416,9 +278,7 @@ async fn balance_is_per_currency_in_minor_units() {
     assert_eq!(balance_of(&server, &m, "jpy").await, (500, 1200));
     assert_eq!(balance_of(&server, &m, "kwd").await, (2_000, 12_345));
 
-    let (_, body, _) = server
-        .call(&m, Method::GET, "/v1/balance", None, None)
-        .await;
+    let body = server.ok(&m, &get("/v1/balance")).await;
     let currencies = |side: &str| -> Vec<String> {
         body[side]
             .as_array()
@@ -433,10 +293,7 @@ async fn balance_is_per_currency_in_minor_units() {
 
     // Another merchant's balance is empty.
     let other = server.create_merchant("fx-other").await;
-    let (status, body, _) = server
-        .call(&other, Method::GET, "/v1/balance", None, None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let body = server.ok(&other, &get("/v1/balance")).await;
     assert_eq!(
         body,
         json!({ "object": "balance", "pending": [], "available": [] })
@@ -448,30 +305,14 @@ async fn balance_is_per_currency_in_minor_units() {
 async fn declined_cards_are_402_with_the_failed_payment() {
     let server = Server::start();
     let m = server.create_merchant("declines").await;
-    for (i, (number, decline_code)) in [
+    for (number, decline_code) in [
         ("4000000000000002", "generic_decline"),
         ("4000000000009995", "insufficient_funds"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (status, err, _) = server
-            .call(
-                &m,
-                Method::POST,
-                "/v1/payments",
-                Some(&format!("decline-{i}")),
-                Some(payment_with_card(900, "usd", true, number)),
-            )
+    ] {
+        let card = create(payment_with_card(900, "usd", true, number));
+        let err = server
+            .refused(&m, &case(decline_code, card, declined("card_declined")))
             .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::PAYMENT_REQUIRED,
-            "card_error",
-            "card_declined",
-            None,
-        );
         assert_eq!(err["error"]["decline_code"], decline_code);
         let payment = &err["error"]["payment"];
         assert_eq!(payment["object"], "payment");
@@ -480,45 +321,22 @@ async fn declined_cards_are_402_with_the_failed_payment() {
         assert_eq!(payment["amount_captured"], 0);
         assert_eq!(payment["card"]["last4"], &number[12..]);
         // The failed payment was recorded and can be read back.
-        let (status, got, _) = server
-            .call(
-                &m,
-                Method::GET,
-                &format!("/v1/payments/{}", id(payment)),
-                None,
-                None,
-            )
+        let got = server
+            .ok(&m, &get(format!("/v1/payments/{}", id(payment))))
             .await;
-        assert_eq!(status, StatusCode::OK);
         assert_eq!(&got, payment);
     }
 
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            "/v1/payments",
-            Some("processor"),
-            Some(payment_with_card(900, "usd", false, "4000000000000119")),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::PAYMENT_REQUIRED,
-        "card_error",
-        "processing_error",
-        None,
-    );
+    let card = create(payment_with_card(900, "usd", false, "4000000000000119"));
+    let processor = case("processor", card, declined("processing_error"));
+    let err = server.refused(&m, &processor).await;
     assert!(err["error"].get("decline_code").is_none(), "{err:#}");
     assert_eq!(err["error"]["payment"]["status"], "failed");
     assert_eq!(err["error"]["payment"]["failure_code"], "processing_error");
 
     // Failed payments move no money, but they are listed.
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
-    let (_, list, _) = server
-        .call(&m, Method::GET, "/v1/payments", None, None)
-        .await;
+    let list = server.ok(&m, &get("/v1/payments")).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
     assert_audit_ok(&server).await;
 }
@@ -660,86 +478,47 @@ async fn merchants_cannot_see_or_touch_each_others_payments() {
     let a_paid_id = id(&a_paid);
 
     // Another merchant's payment is simply not there: 404, never 403.
-    let attempts = [
-        (Method::GET, format!("/v1/payments/{a_held_id}"), None),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_held_id}/capture"),
-            Some(json!({ "amount": 100 })),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_held_id}/cancel"),
-            None,
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_paid_id}/refunds"),
-            Some(json!({ "amount": 100 })),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_paid_id}/refunds"),
-            None,
-        ),
-    ];
-    for (method, path, body) in attempts {
-        let (status, err, _) = server.call(&b, method, &path, None, body).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "resource_missing",
-            Some("id"),
-        );
-    }
+    let amount = json!({ "amount": 100 });
+    let missing = not_found("id");
+    server
+        .check(
+            &b,
+            [
+                case("read", get(format!("/v1/payments/{a_held_id}")), missing),
+                case(
+                    "capture",
+                    on(&a_held_id, "capture").body(amount.clone()),
+                    missing,
+                ),
+                case("cancel", on(&a_held_id, "cancel"), missing),
+                case(
+                    "refund some",
+                    on(&a_paid_id, "refunds").body(amount),
+                    missing,
+                ),
+                case("refund all", on(&a_paid_id, "refunds"), missing),
+            ],
+        )
+        .await;
 
     // A's payments are untouched.
-    let (_, got, _) = server
-        .call(
-            &a,
-            Method::GET,
-            &format!("/v1/payments/{a_held_id}"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(got, a_held);
-    let (_, got, _) = server
-        .call(
-            &a,
-            Method::GET,
-            &format!("/v1/payments/{a_paid_id}"),
-            None,
-            None,
-        )
-        .await;
+    let read = |id: &str| get(format!("/v1/payments/{id}"));
+    assert_eq!(server.ok(&a, &read(&a_held_id)).await, a_held);
+    let got = server.ok(&a, &read(&a_paid_id)).await;
     assert_eq!(got["amount_refunded"], 0);
     assert_eq!(balance_of(&server, &a, "usd").await, (800, 900));
     assert_eq!(balance_of(&server, &b, "usd").await, (0, 300));
 
     let ids_of =
         |list: &Value| -> Vec<String> { list["data"].as_array().unwrap().iter().map(id).collect() };
-    let (_, a_list, _) = server
-        .call(&a, Method::GET, "/v1/payments", None, None)
-        .await;
+    let a_list = server.ok(&a, &get("/v1/payments")).await;
     assert_eq!(ids_of(&a_list), [a_paid_id.clone(), a_held_id.clone()]);
-    let (_, b_list, _) = server
-        .call(&b, Method::GET, "/v1/payments", None, None)
-        .await;
+    let b_list = server.ok(&b, &get("/v1/payments")).await;
     assert_eq!(ids_of(&b_list), [id(&b_paid)]);
     // A cursor naming another merchant's payment pages B's own list, nothing of A's.
-    let (status, b_list, _) = server
-        .call(
-            &b,
-            Method::GET,
-            &format!("/v1/payments?starting_after={a_paid_id}"),
-            None,
-            None,
-        )
+    let b_list = server
+        .ok(&b, &get(format!("/v1/payments?starting_after={a_paid_id}")))
         .await;
-    assert_eq!(status, StatusCode::OK);
     assert!(
         ids_of(&b_list).iter().all(|i| *i == id(&b_paid)),
         "{b_list:#}"

@@ -4,8 +4,8 @@
 
 use crate::api::payment_with_card;
 use crate::support::{
-    Auth, Case, Req, Server, Want, card_error, case, conflict, create, get, invalid, invalid_any,
-    not_found, on, payment_body, post, unauthorized,
+    Auth, Case, Req, Server, Want, card_error, case, conflict, create, declined, get, invalid,
+    invalid_any, not_found, on, payment_body, post, unauthorized,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -330,16 +330,11 @@ async fn transitions_the_state_machine_forbids_are_409() {
     let captured = server.held(&m, "h", 300).await;
     server.ok(&m, &on(&captured, "capture")).await;
     let uncaptured = server.held(&m, "u", 300).await;
-    let (_, declined, _) = server
-        .call(
-            &m,
-            Method::POST,
-            "/v1/payments",
-            Some("f"),
-            Some(payment_with_card(300, "usd", false, "4000000000000002")),
-        )
+    let card = create(payment_with_card(300, "usd", false, "4000000000000002"));
+    let decline = server
+        .refused(&m, &case("decline", card, declined("card_declined")))
         .await;
-    let failed = declined["error"]["payment"]["id"].as_str().unwrap();
+    let failed = decline["error"]["payment"]["id"].as_str().unwrap();
 
     let state = conflict("payment_unexpected_state");
     let refund_100 = on(&uncaptured, "refunds").body(json!({ "amount": 100 }));

@@ -553,6 +553,15 @@ pub fn card_error(code: &'static str, param: &'static str) -> Want {
     }
 }
 
+/// 402: the card was declined (or failed) at the processor; the error carries the payment.
+pub fn declined(code: &'static str) -> Want {
+    Want {
+        status: StatusCode::PAYMENT_REQUIRED,
+        param: None,
+        ..card_error(code, "")
+    }
+}
+
 pub fn unauthorized() -> Want {
     Want {
         status: StatusCode::UNAUTHORIZED,
