@@ -3,39 +3,12 @@
 //! merchant isolation, and the operational endpoints.
 
 use crate::support::{
-    Merchant, Server, case, conflict, create, declined, get, invalid, not_found, on, payment_body,
+    Auth, Merchant, Req, Server, case, conflict, create, declined, get, invalid, not_found, on,
+    pay_with, payment_body,
 };
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-
-/// A request with a raw body and an optional bearer token; the answer's raw text.
-pub async fn raw(
-    server: &Server,
-    bearer: Option<&str>,
-    method: Method,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&str>,
-) -> (StatusCode, String, HeaderMap) {
-    let mut req = server.client.request(method, server.url(path));
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    (status, res.text().await.unwrap(), headers)
-}
 
 pub fn payment_with_card(amount: i64, currency: &str, capture: bool, number: &str) -> Value {
     let mut body = payment_body(amount, currency, capture);
@@ -62,6 +35,11 @@ pub async fn assert_audit_ok(server: &Server) -> Value {
     let audit = server.audit().await;
     assert_eq!(audit["ok"], true, "{audit:#}");
     audit
+}
+
+/// `GET path` with no `Authorization` header.
+fn anonymous(path: &str) -> Req {
+    get(path).auth(Auth::Anonymous)
 }
 
 fn id(body: &Value) -> String {
@@ -373,84 +351,35 @@ fn assert_no_pan_on_disk(dir: &std::path::Path) {
 async fn the_card_number_is_never_shown_or_stored() {
     let mut server = Server::start();
     let m = server.create_merchant("pan").await;
-    let bearer = Some(m.key.as_str());
     let mut bodies = Vec::new();
 
-    let create = payment_body(5000, "usd", false).to_string();
-    let (status, text, _) = raw(
-        &server,
-        bearer,
-        Method::POST,
-        "/v1/payments",
-        Some("pan-1"),
-        Some(&create),
-    )
-    .await;
+    let first = create(payment_body(5000, "usd", false)).key("pan-1");
+    let (status, text, _) = server.send(&m, &first).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let pay_id = id(&serde_json::from_str(&text).unwrap());
     bodies.push(text);
-    // The replay, the spaced number, a decline, a validation error echoing input.
-    let requests: Vec<(Method, String, Option<&str>, Option<String>)> = vec![
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-1"),
-            Some(create.clone()),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-2"),
-            Some(payment_with_card(100, "usd", true, "5555 5555 5555 4444").to_string()),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-3"),
-            Some(payment_with_card(100, "usd", true, "4000000000000002").to_string()),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-4"),
-            Some({
-                let mut b = payment_body(100, "usd", true);
-                b["card"]["exp_month"] = json!(13);
-                b.to_string()
-            }),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-5"),
-            Some({
-                let mut b = payment_body(100, "usd", true);
-                b["card"]["pan"] = json!("4242424242424242");
-                b.to_string()
-            }),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{pay_id}/capture"),
-            None,
-            Some(json!({ "amount": 4000 }).to_string()),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{pay_id}/refunds"),
-            None,
-            Some(json!({ "amount": 1000 }).to_string()),
-        ),
-        (Method::GET, format!("/v1/payments/{pay_id}"), None, None),
-        (Method::GET, "/v1/payments".into(), None, None),
-        (Method::GET, "/v1/balance".into(), None, None),
+    let spaced = payment_with_card(100, "usd", true, "5555 5555 5555 4444");
+    let declined = payment_with_card(100, "usd", true, "4000000000000002");
+    let amount = |amount: i64| json!({ "amount": amount });
+    let requests = [
+        // The replay, the spaced number, a decline, validation errors echoing input.
+        first.clone(),
+        create(spaced).key("pan-2"),
+        create(declined).key("pan-3"),
+        create(pay_with("card.exp_month", json!(13))).key("pan-4"),
+        create(pay_with("card.pan", json!("4242424242424242"))).key("pan-5"),
+        on(&pay_id, "capture").body(amount(4000)),
+        on(&pay_id, "refunds").body(amount(1000)),
+        get(format!("/v1/payments/{pay_id}")),
+        get("/v1/payments"),
+        get("/v1/balance"),
     ];
-    for (method, path, key, body) in requests {
-        let (status, text, _) = raw(&server, bearer, method, &path, key, body.as_deref()).await;
-        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {text}");
+    for req in requests {
+        let (status, text, _) = server.send(&m, &req).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{req:?}: {text}");
         bodies.push(text);
     }
-    let (_, metrics, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    let (_, metrics, _) = server.send(&m, &anonymous("/metrics")).await;
     bodies.push(metrics);
     let audit = assert_audit_ok(&server).await;
     bodies.push(audit.to_string());
@@ -534,12 +463,12 @@ async fn health_ready_metrics_and_openapi() {
     let (status, _) = server.pay(&m, "ops-1", 100, true).await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, text, _) = raw(&server, None, Method::GET, "/healthz", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/healthz")).await;
     assert_eq!((status, text.trim()), (StatusCode::OK, "ok"));
-    let (status, text, _) = raw(&server, None, Method::GET, "/readyz", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/readyz")).await;
     assert_eq!((status, text.trim()), (StatusCode::OK, "ready"));
 
-    let (status, text, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         text.contains("paytool_http_requests_total"),
@@ -551,8 +480,7 @@ async fn health_ready_metrics_and_openapi() {
         "no /v1/payments route label:\n{text}"
     );
 
-    let (status, text, headers) =
-        raw(&server, None, Method::GET, "/openapi.json", None, None).await;
+    let (status, text, headers) = server.send(&m, &anonymous("/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/json");
     let doc: Value = serde_json::from_str(&text).expect("/openapi.json is JSON");
@@ -584,7 +512,7 @@ async fn metrics_show_the_group_commit() {
         let (status, _) = server.pay(&m, &format!("cm-{i}"), 100, true).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, text, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     for name in [
         "paytool_group_commit_batch_size",

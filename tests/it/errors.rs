@@ -5,38 +5,10 @@
 use crate::api::payment_with_card;
 use crate::support::{
     Auth, Case, Req, Server, Want, card_error, case, conflict, create, declined, get, invalid,
-    invalid_any, not_found, on, payment_body, post, unauthorized,
+    invalid_any, not_found, on, pay, pay_with, pay_without, payment_body, post, unauthorized,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// The payment body every case starts from.
-fn pay() -> Value {
-    payment_body(100, "usd", true)
-}
-
-/// `pay()` with the field at `path` (dotted: `card.pin`) set to `value`.
-fn pay_with(path: &str, value: Value) -> Value {
-    let mut body = pay();
-    let (parent, field) = split(&mut body, path);
-    parent[field] = value;
-    body
-}
-
-/// `pay()` without the field at `path`.
-fn pay_without(path: &str) -> Value {
-    let mut body = pay();
-    let (parent, field) = split(&mut body, path);
-    parent.as_object_mut().unwrap().remove(field);
-    body
-}
-
-fn split<'a, 'p>(body: &'a mut Value, path: &'p str) -> (&'a mut Value, &'p str) {
-    match path.rsplit_once('.') {
-        Some((parent, field)) => (&mut body[parent], field),
-        None => (body, path),
-    }
-}
 
 #[tokio::test]
 async fn bodies_that_do_not_parse() {

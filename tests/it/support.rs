@@ -385,6 +385,34 @@ pub fn payment_body(amount: i64, currency: &str, capture: bool) -> Value {
     })
 }
 
+/// The payment body every case starts from.
+pub fn pay() -> Value {
+    payment_body(100, "usd", true)
+}
+
+/// `pay()` with the field at `path` (dotted: `card.pin`) set to `value`.
+pub fn pay_with(path: &str, value: Value) -> Value {
+    let mut body = pay();
+    let (parent, field) = split(&mut body, path);
+    parent[field] = value;
+    body
+}
+
+/// `pay()` without the field at `path`.
+pub fn pay_without(path: &str) -> Value {
+    let mut body = pay();
+    let (parent, field) = split(&mut body, path);
+    parent.as_object_mut().unwrap().remove(field);
+    body
+}
+
+fn split<'a, 'p>(body: &'a mut Value, path: &'p str) -> (&'a mut Value, &'p str) {
+    match path.rsplit_once('.') {
+        Some((parent, field)) => (&mut body[parent], field),
+        None => (body, path),
+    }
+}
+
 /// Run the paytool binary to completion, at most `COMMAND_TIMEOUT`.
 pub fn paytool(args: &[&str]) -> Output {
     run_bounded(Command::new(BIN).args(args), COMMAND_TIMEOUT)
