@@ -3,7 +3,7 @@
 
 use crate::api::{assert_audit_ok, payment_with_card};
 use crate::support::{
-    Merchant, Req, Server, case, conflict, create, get, invalid, on, payment_body, reused,
+    Merchant, Req, Server, case, conflict, create, get, invalid, named, on, payment_body, reused,
 };
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -166,12 +166,7 @@ async fn concurrent_requests_with_one_key_make_one_payment() {
     assert_eq!(data[0]["id"], first["id"]);
     let audit = assert_audit_ok(&server).await;
     assert_eq!(audit["payments"], 1);
-    let per_key = audit["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "one_payment_per_idempotency_key")
-        .expect("the audit checks keys");
+    let per_key = named(&audit["checks"], "one_payment_per_idempotency_key");
     assert_eq!(per_key["ok"], true);
     let balance = server.ok(&m, &get("/v1/balance")).await;
     assert_eq!(

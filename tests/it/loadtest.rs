@@ -1,9 +1,10 @@
 //! `paytool loadtest` and `paytool report` run for real: short load tests against the
 //! spawned reference API, checked by exit code, output and the files they leave.
 
-use crate::support::{Server, loadtest, paytool, temp_dir};
+use crate::support::{Server, loadtest, named, paytool, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml");
 
@@ -45,10 +46,19 @@ fn run_json(reports: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
 fn refused(args: &[&str], reports: &Path) -> String {
     let mut all = args.to_vec();
     all.extend_from_slice(&["--report-dir", reports.to_str().unwrap()]);
-    let out = loadtest(&all, None);
+    exits(&loadtest(&all, None), 2)
+}
+
+/// The command exited with `code`; its stderr.
+fn exits(out: &Output, code: i32) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(code), "{err}");
     err
+}
+
+/// `"a b c"` as `["a", "b", "c"]`: arguments written as on a command line.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
@@ -233,8 +243,7 @@ fn an_unreachable_target_exits_3() {
         ],
         Some("adm_whatever"),
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let err = exits(&out, 3);
     assert!(err.contains(&target), "{err}");
 }
 
@@ -252,8 +261,7 @@ fn a_remote_target_without_its_admin_token_exits_2() {
         ],
         None,
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = exits(&out, 2);
     assert!(err.contains("PAYTOOL_ADMIN_TOKEN"), "{err}");
 }
 
@@ -264,12 +272,7 @@ fn the_audit_catches_a_dropped_acknowledged_payment() {
     assert_eq!(code, Some(1), "{output}");
     let audit = &summary["audit"];
     assert_eq!(audit["ok"], false);
-    let missing = audit["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "acknowledged_payments_exist")
-        .unwrap();
+    let missing = named(&audit["checks"], "acknowledged_payments_exist");
     assert_eq!(missing["ok"], false, "{audit:#}");
     assert!(missing["violation_count"].as_u64().unwrap() >= 1);
     assert!(
@@ -403,12 +406,7 @@ fn the_open_model_sends_every_scheduled_arrival_and_audits_them() {
     assert_eq!(open["sent"], 400);
     // Every arrival became exactly one recorded request: none lost between schedule and Goose.
     assert_eq!(summary["total"]["count"], 400, "{summary:#}");
-    let payments = summary["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == "POST /v1/payments")
-        .expect("checkouts ran");
+    let payments = named(&summary["requests"], "POST /v1/payments");
     assert_eq!(summary["audit"]["ok"], true);
     assert_eq!(summary["audit"]["acknowledged_payments"], payments["count"]);
 }
@@ -442,19 +440,9 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     let reports = temp_dir();
     let (code, result, output) = open_loadtest(
         reports.path(),
-        &[
-            "--rate",
-            "100/s",
-            "--run-time",
-            "1s",
-            "--find-max",
-            "--find-max-bisect",
-            "1",
-            "--rate-max",
-            "400",
-            "--threshold",
-            "p99_ms_max=5000",
-        ],
+        &words(
+            "--rate 100/s --run-time 1s --find-max --find-max-bisect 1 --rate-max 400 --threshold p99_ms_max=5000",
+        ),
     );
     assert_eq!(code, Some(0), "{output}");
     let steps = result["steps"].as_array().unwrap();
@@ -489,15 +477,7 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     let reports3 = temp_dir();
     let (code, result, output) = open_loadtest(
         reports3.path(),
-        &[
-            "--rate",
-            "100/s",
-            "--run-time",
-            "1s",
-            "--find-max",
-            "--threshold",
-            "rps_min=1000000",
-        ],
+        &words("--rate 100/s --run-time 1s --find-max --threshold rps_min=1000000"),
     );
     assert_eq!(code, Some(1), "{output}");
     assert_eq!(result["steps"].as_array().unwrap().len(), 1);

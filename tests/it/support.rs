@@ -413,6 +413,15 @@ fn split<'a, 'p>(body: &'a mut Value, path: &'p str) -> (&'a mut Value, &'p str)
     }
 }
 
+/// The entry of the array `list` whose `"name"` is `name`.
+pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list:#}"))
+        .iter()
+        .find(|entry| entry["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {list:#}"))
+}
+
 /// Run the paytool binary to completion, at most `COMMAND_TIMEOUT`.
 pub fn paytool(args: &[&str]) -> Output {
     run_bounded(Command::new(BIN).args(args), COMMAND_TIMEOUT)
