@@ -2,85 +2,13 @@
 //! cancel, refunds, reads, lists, balances, test cards, no card number kept or shown,
 //! merchant isolation, and the operational endpoints.
 
-use crate::support::{Merchant, Server, payment_body};
-use reqwest::header::HeaderMap;
-use reqwest::{Method, StatusCode};
+use crate::support::{
+    Auth, Merchant, Req, Server, case, conflict, create, declined, get, invalid, not_found, on,
+    pay_with, payment_body,
+};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
-
-/// A request with a raw body and an optional bearer token; the answer's raw text.
-pub async fn raw(
-    server: &Server,
-    bearer: Option<&str>,
-    method: Method,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&str>,
-) -> (StatusCode, String, HeaderMap) {
-    let mut req = server.client.request(method, server.url(path));
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    if let Some(b) = body {
-        req = req
-            .header("content-type", "application/json")
-            .body(b.to_string());
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    (status, res.text().await.unwrap(), headers)
-}
-
-/// The one error shape: `{"error": {"type", "code", "message", "param"}}`, plus
-/// `decline_code` and `payment` for card declines, and nothing else.
-pub fn assert_error(
-    status: StatusCode,
-    body: &Value,
-    want_status: StatusCode,
-    kind: &str,
-    code: &str,
-    param: Option<&str>,
-) {
-    assert_eq!(status, want_status, "{body:#}");
-    let top = body
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {body}"));
-    assert_eq!(top.len(), 1, "only `error` at the top: {body:#}");
-    let error = body["error"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no error object: {body:#}"));
-    for field in ["type", "code", "message", "param"] {
-        assert!(error.contains_key(field), "error.{field} missing: {body:#}");
-    }
-    for field in error.keys() {
-        assert!(
-            [
-                "type",
-                "code",
-                "message",
-                "param",
-                "decline_code",
-                "payment"
-            ]
-            .contains(&field.as_str()),
-            "unexpected error.{field}: {body:#}"
-        );
-    }
-    assert_eq!(error["type"], kind, "{body:#}");
-    assert_eq!(error["code"], code, "{body:#}");
-    assert!(
-        error["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body:#}"
-    );
-    match param {
-        Some(p) => assert_eq!(error["param"], p, "{body:#}"),
-        None => assert!(error["param"].is_null(), "{body:#}"),
-    }
-}
 
 pub fn payment_with_card(amount: i64, currency: &str, capture: bool, number: &str) -> Value {
     let mut body = payment_body(amount, currency, capture);
@@ -89,10 +17,7 @@ pub fn payment_with_card(amount: i64, currency: &str, capture: bool, number: &st
 }
 
 pub async fn balance_of(server: &Server, merchant: &Merchant, currency: &str) -> (i64, i64) {
-    let (status, body, _) = server
-        .call(merchant, Method::GET, "/v1/balance", None, None)
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let body = server.ok(merchant, &get("/v1/balance")).await;
     assert_eq!(body["object"], "balance");
     let pick = |side: &str| {
         body[side]
@@ -110,6 +35,11 @@ pub async fn assert_audit_ok(server: &Server) -> Value {
     let audit = server.audit().await;
     assert_eq!(audit["ok"], true, "{audit:#}");
     audit
+}
+
+/// `GET path` with no `Authorization` header.
+fn anonymous(path: &str) -> Req {
+    get(path).auth(Auth::Anonymous)
 }
 
 fn id(body: &Value) -> String {
@@ -138,16 +68,8 @@ async fn authorize_then_partial_capture_releases_the_rest() {
     assert_eq!(balance_of(&server, &m, "usd").await, (1000, 0));
 
     let pay_id = id(&auth);
-    let (status, captured, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &format!("/v1/payments/{pay_id}/capture"),
-            None,
-            Some(json!({ "amount": 600 })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{captured:#}");
+    let capture = on(&pay_id, "capture").body(json!({ "amount": 600 }));
+    let captured = server.ok(&m, &capture).await;
     assert_eq!(captured["id"], pay_id.as_str());
     assert_eq!(captured["status"], "succeeded");
     assert_eq!(captured["amount"], 1000);
@@ -173,16 +95,7 @@ async fn capture_true_is_one_step_and_cancel_releases_the_hold() {
     let (status, held) = server.pay(&m, "hold", 700, false).await;
     assert_eq!(status, StatusCode::OK, "{held:#}");
     assert_eq!(balance_of(&server, &m, "usd").await, (700, 2500));
-    let (status, canceled, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &format!("/v1/payments/{}/cancel", id(&held)),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{canceled:#}");
+    let canceled = server.ok(&m, &on(&id(&held), "cancel")).await;
     assert_eq!(canceled["status"], "canceled");
     assert_eq!(canceled["amount_captured"], 0);
     assert_eq!(canceled["amount_capturable"], 0);
@@ -196,17 +109,9 @@ async fn cancel_of_the_only_payment_leaves_a_zero_balance() {
     let m = server.create_merchant("cancel").await;
     let (_, held) = server.pay(&m, "hold", 1234, false).await;
     assert_eq!(balance_of(&server, &m, "usd").await, (1234, 0));
-    let (status, canceled, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &format!("/v1/payments/{}/cancel", id(&held)),
-            None,
-            // An empty JSON object is accepted as "no parameters" too.
-            Some(json!({})),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{canceled:#}");
+    // An empty JSON object is accepted as "no parameters" too.
+    let cancel = on(&id(&held), "cancel").body(json!({}));
+    let canceled = server.ok(&m, &cancel).await;
     assert_eq!(canceled["status"], "canceled");
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
     assert_audit_ok(&server).await;
@@ -218,20 +123,11 @@ async fn partial_refunds_never_exceed_what_was_captured() {
     let m = server.create_merchant("refunds").await;
     let (_, paid) = server.pay(&m, "paid", 1000, true).await;
     let pay_id = id(&paid);
-    let path = format!("/v1/payments/{pay_id}/refunds");
+    let refund = |amount: i64| on(&pay_id, "refunds").body(json!({ "amount": amount }));
 
     let mut refund_ids = HashSet::new();
     for amount in [300, 300] {
-        let (status, refund, _) = server
-            .call(
-                &m,
-                Method::POST,
-                &path,
-                None,
-                Some(json!({ "amount": amount })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{refund:#}");
+        let refund = server.ok(&m, &refund(amount)).await;
         assert_eq!(refund["object"], "refund");
         assert_eq!(refund["payment"], pay_id.as_str());
         assert_eq!(refund["amount"], amount);
@@ -242,62 +138,31 @@ async fn partial_refunds_never_exceed_what_was_captured() {
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 400));
 
     // 400 remains: 500 is too much, and nothing changes.
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &path,
-            None,
-            Some(json!({ "amount": 500 })),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        "amount_too_large",
-        Some("amount"),
+    let too_much = case(
+        "500 of 400",
+        refund(500),
+        invalid("amount_too_large", "amount"),
     );
+    server.check(&m, [too_much]).await;
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 400));
 
     // Without an amount, a refund takes all that remains.
-    let (status, refund, _) = server.call(&m, Method::POST, &path, None, None).await;
-    assert_eq!(status, StatusCode::OK, "{refund:#}");
-    assert_eq!(refund["amount"], 400);
+    let rest = server.ok(&m, &on(&pay_id, "refunds")).await;
+    assert_eq!(rest["amount"], 400);
 
-    let (status, err, _) = server
-        .call(&m, Method::POST, &path, None, Some(json!({ "amount": 1 })))
-        .await;
     // Once nothing remains, any refund is a state conflict, not a bad amount.
-    assert_error(
-        status,
-        &err,
-        StatusCode::CONFLICT,
-        "invalid_request_error",
-        "payment_already_refunded",
-        None,
-    );
-    let (status, err, _) = server.call(&m, Method::POST, &path, None, None).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::CONFLICT,
-        "invalid_request_error",
-        "payment_already_refunded",
-        None,
-    );
-
-    let (status, got, _) = server
-        .call(
+    let refunded = conflict("payment_already_refunded");
+    server
+        .check(
             &m,
-            Method::GET,
-            &format!("/v1/payments/{pay_id}"),
-            None,
-            None,
+            [
+                case("1 more", refund(1), refunded),
+                case("the rest again", on(&pay_id, "refunds"), refunded),
+            ],
         )
         .await;
-    assert_eq!(status, StatusCode::OK);
+
+    let got = server.ok(&m, &get(format!("/v1/payments/{pay_id}"))).await;
     assert_eq!(got["status"], "succeeded");
     assert_eq!(got["amount_captured"], 1000);
     assert_eq!(got["amount_refunded"], 1000);
@@ -310,17 +175,11 @@ async fn get_returns_what_create_returned() {
     let server = Server::start();
     let m = server.create_merchant("get").await;
     let (_, created) = server.pay(&m, "g", 4200, false).await;
-    let (status, got, headers) = server
-        .call(
-            &m,
-            Method::GET,
-            &format!("/v1/payments/{}", id(&created)),
-            None,
-            None,
-        )
+    let (status, text, headers) = server
+        .send(&m, &get(format!("/v1/payments/{}", id(&created))))
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(got, created);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), created);
     assert_eq!(headers["content-type"], "application/json");
     assert!(headers.get("idempotent-replayed").is_none());
     assert_audit_ok(&server).await;
@@ -346,8 +205,7 @@ async fn list_pages_newest_first_without_duplicates() {
             Some(c) => format!("/v1/payments?limit=2&starting_after={c}"),
             None => "/v1/payments?limit=2".to_string(),
         };
-        let (status, page, _) = server.call(&m, Method::GET, &path, None, None).await;
-        assert_eq!(status, StatusCode::OK, "{page:#}");
+        let page = server.ok(&m, &get(path)).await;
         assert_eq!(page["object"], "list");
         assert_eq!(page["url"], "/v1/payments");
         let data = page["data"].as_array().unwrap();
@@ -366,21 +224,11 @@ async fn list_pages_newest_first_without_duplicates() {
     assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len());
 
     // Default limit covers all five; a cursor at the oldest gives an empty last page.
-    let (_, all, _) = server
-        .call(&m, Method::GET, "/v1/payments", None, None)
-        .await;
+    let all = server.ok(&m, &get("/v1/payments")).await;
     let all: Vec<String> = all["data"].as_array().unwrap().iter().map(id).collect();
     assert_eq!(all, newest_first);
-    let (status, empty, _) = server
-        .call(
-            &m,
-            Method::GET,
-            &format!("/v1/payments?starting_after={}", created[0]),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let oldest = get(format!("/v1/payments?starting_after={}", created[0]));
+    let empty = server.ok(&m, &oldest).await;
     assert_eq!(empty["data"], json!([]));
     assert_eq!(empty["has_more"], false);
     assert_audit_ok(&server).await;
@@ -399,16 +247,8 @@ async fn balance_is_per_currency_in_minor_units() {
         ("kwd", 2_000, false),
     ];
     for (i, (currency, amount, capture)) in flows.into_iter().enumerate() {
-        let (status, body, _) = server
-            .call(
-                &m,
-                Method::POST,
-                "/v1/payments",
-                Some(&format!("fx-{i}")),
-                Some(payment_body(amount, currency, capture)),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body:#}");
+        let flow = create(payment_body(amount, currency, capture)).key(format!("fx-{i}"));
+        let body = server.ok(&m, &flow).await;
         assert_eq!(body["currency"], currency);
         assert_eq!(body["amount"], amount);
     }
@@ -416,9 +256,7 @@ async fn balance_is_per_currency_in_minor_units() {
     assert_eq!(balance_of(&server, &m, "jpy").await, (500, 1200));
     assert_eq!(balance_of(&server, &m, "kwd").await, (2_000, 12_345));
 
-    let (_, body, _) = server
-        .call(&m, Method::GET, "/v1/balance", None, None)
-        .await;
+    let body = server.ok(&m, &get("/v1/balance")).await;
     let currencies = |side: &str| -> Vec<String> {
         body[side]
             .as_array()
@@ -433,10 +271,7 @@ async fn balance_is_per_currency_in_minor_units() {
 
     // Another merchant's balance is empty.
     let other = server.create_merchant("fx-other").await;
-    let (status, body, _) = server
-        .call(&other, Method::GET, "/v1/balance", None, None)
-        .await;
-    assert_eq!(status, StatusCode::OK);
+    let body = server.ok(&other, &get("/v1/balance")).await;
     assert_eq!(
         body,
         json!({ "object": "balance", "pending": [], "available": [] })
@@ -448,30 +283,14 @@ async fn balance_is_per_currency_in_minor_units() {
 async fn declined_cards_are_402_with_the_failed_payment() {
     let server = Server::start();
     let m = server.create_merchant("declines").await;
-    for (i, (number, decline_code)) in [
+    for (number, decline_code) in [
         ("4000000000000002", "generic_decline"),
         ("4000000000009995", "insufficient_funds"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let (status, err, _) = server
-            .call(
-                &m,
-                Method::POST,
-                "/v1/payments",
-                Some(&format!("decline-{i}")),
-                Some(payment_with_card(900, "usd", true, number)),
-            )
+    ] {
+        let card = create(payment_with_card(900, "usd", true, number));
+        let err = server
+            .refused(&m, &case(decline_code, card, declined("card_declined")))
             .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::PAYMENT_REQUIRED,
-            "card_error",
-            "card_declined",
-            None,
-        );
         assert_eq!(err["error"]["decline_code"], decline_code);
         let payment = &err["error"]["payment"];
         assert_eq!(payment["object"], "payment");
@@ -480,45 +299,22 @@ async fn declined_cards_are_402_with_the_failed_payment() {
         assert_eq!(payment["amount_captured"], 0);
         assert_eq!(payment["card"]["last4"], &number[12..]);
         // The failed payment was recorded and can be read back.
-        let (status, got, _) = server
-            .call(
-                &m,
-                Method::GET,
-                &format!("/v1/payments/{}", id(payment)),
-                None,
-                None,
-            )
+        let got = server
+            .ok(&m, &get(format!("/v1/payments/{}", id(payment))))
             .await;
-        assert_eq!(status, StatusCode::OK);
         assert_eq!(&got, payment);
     }
 
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            "/v1/payments",
-            Some("processor"),
-            Some(payment_with_card(900, "usd", false, "4000000000000119")),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::PAYMENT_REQUIRED,
-        "card_error",
-        "processing_error",
-        None,
-    );
+    let card = create(payment_with_card(900, "usd", false, "4000000000000119"));
+    let processor = case("processor", card, declined("processing_error"));
+    let err = server.refused(&m, &processor).await;
     assert!(err["error"].get("decline_code").is_none(), "{err:#}");
     assert_eq!(err["error"]["payment"]["status"], "failed");
     assert_eq!(err["error"]["payment"]["failure_code"], "processing_error");
 
     // Failed payments move no money, but they are listed.
     assert_eq!(balance_of(&server, &m, "usd").await, (0, 0));
-    let (_, list, _) = server
-        .call(&m, Method::GET, "/v1/payments", None, None)
-        .await;
+    let list = server.ok(&m, &get("/v1/payments")).await;
     assert_eq!(list["data"].as_array().unwrap().len(), 3);
     assert_audit_ok(&server).await;
 }
@@ -555,84 +351,35 @@ fn assert_no_pan_on_disk(dir: &std::path::Path) {
 async fn the_card_number_is_never_shown_or_stored() {
     let mut server = Server::start();
     let m = server.create_merchant("pan").await;
-    let bearer = Some(m.key.as_str());
     let mut bodies = Vec::new();
 
-    let create = payment_body(5000, "usd", false).to_string();
-    let (status, text, _) = raw(
-        &server,
-        bearer,
-        Method::POST,
-        "/v1/payments",
-        Some("pan-1"),
-        Some(&create),
-    )
-    .await;
+    let first = create(payment_body(5000, "usd", false)).key("pan-1");
+    let (status, text, _) = server.send(&m, &first).await;
     assert_eq!(status, StatusCode::OK, "{text}");
     let pay_id = id(&serde_json::from_str(&text).unwrap());
     bodies.push(text);
-    // The replay, the spaced number, a decline, a validation error echoing input.
-    let requests: Vec<(Method, String, Option<&str>, Option<String>)> = vec![
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-1"),
-            Some(create.clone()),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-2"),
-            Some(payment_with_card(100, "usd", true, "5555 5555 5555 4444").to_string()),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-3"),
-            Some(payment_with_card(100, "usd", true, "4000000000000002").to_string()),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-4"),
-            Some({
-                let mut b = payment_body(100, "usd", true);
-                b["card"]["exp_month"] = json!(13);
-                b.to_string()
-            }),
-        ),
-        (
-            Method::POST,
-            "/v1/payments".into(),
-            Some("pan-5"),
-            Some({
-                let mut b = payment_body(100, "usd", true);
-                b["card"]["pan"] = json!("4242424242424242");
-                b.to_string()
-            }),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{pay_id}/capture"),
-            None,
-            Some(json!({ "amount": 4000 }).to_string()),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{pay_id}/refunds"),
-            None,
-            Some(json!({ "amount": 1000 }).to_string()),
-        ),
-        (Method::GET, format!("/v1/payments/{pay_id}"), None, None),
-        (Method::GET, "/v1/payments".into(), None, None),
-        (Method::GET, "/v1/balance".into(), None, None),
+    let spaced = payment_with_card(100, "usd", true, "5555 5555 5555 4444");
+    let declined = payment_with_card(100, "usd", true, "4000000000000002");
+    let amount = |amount: i64| json!({ "amount": amount });
+    let requests = [
+        // The replay, the spaced number, a decline, validation errors echoing input.
+        first.clone(),
+        create(spaced).key("pan-2"),
+        create(declined).key("pan-3"),
+        create(pay_with("card.exp_month", json!(13))).key("pan-4"),
+        create(pay_with("card.pan", json!("4242424242424242"))).key("pan-5"),
+        on(&pay_id, "capture").body(amount(4000)),
+        on(&pay_id, "refunds").body(amount(1000)),
+        get(format!("/v1/payments/{pay_id}")),
+        get("/v1/payments"),
+        get("/v1/balance"),
     ];
-    for (method, path, key, body) in requests {
-        let (status, text, _) = raw(&server, bearer, method, &path, key, body.as_deref()).await;
-        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {text}");
+    for req in requests {
+        let (status, text, _) = server.send(&m, &req).await;
+        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{req:?}: {text}");
         bodies.push(text);
     }
-    let (_, metrics, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    let (_, metrics, _) = server.send(&m, &anonymous("/metrics")).await;
     bodies.push(metrics);
     let audit = assert_audit_ok(&server).await;
     bodies.push(audit.to_string());
@@ -660,86 +407,47 @@ async fn merchants_cannot_see_or_touch_each_others_payments() {
     let a_paid_id = id(&a_paid);
 
     // Another merchant's payment is simply not there: 404, never 403.
-    let attempts = [
-        (Method::GET, format!("/v1/payments/{a_held_id}"), None),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_held_id}/capture"),
-            Some(json!({ "amount": 100 })),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_held_id}/cancel"),
-            None,
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_paid_id}/refunds"),
-            Some(json!({ "amount": 100 })),
-        ),
-        (
-            Method::POST,
-            format!("/v1/payments/{a_paid_id}/refunds"),
-            None,
-        ),
-    ];
-    for (method, path, body) in attempts {
-        let (status, err, _) = server.call(&b, method, &path, None, body).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            "resource_missing",
-            Some("id"),
-        );
-    }
+    let amount = json!({ "amount": 100 });
+    let missing = not_found("id");
+    server
+        .check(
+            &b,
+            [
+                case("read", get(format!("/v1/payments/{a_held_id}")), missing),
+                case(
+                    "capture",
+                    on(&a_held_id, "capture").body(amount.clone()),
+                    missing,
+                ),
+                case("cancel", on(&a_held_id, "cancel"), missing),
+                case(
+                    "refund some",
+                    on(&a_paid_id, "refunds").body(amount),
+                    missing,
+                ),
+                case("refund all", on(&a_paid_id, "refunds"), missing),
+            ],
+        )
+        .await;
 
     // A's payments are untouched.
-    let (_, got, _) = server
-        .call(
-            &a,
-            Method::GET,
-            &format!("/v1/payments/{a_held_id}"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(got, a_held);
-    let (_, got, _) = server
-        .call(
-            &a,
-            Method::GET,
-            &format!("/v1/payments/{a_paid_id}"),
-            None,
-            None,
-        )
-        .await;
+    let read = |id: &str| get(format!("/v1/payments/{id}"));
+    assert_eq!(server.ok(&a, &read(&a_held_id)).await, a_held);
+    let got = server.ok(&a, &read(&a_paid_id)).await;
     assert_eq!(got["amount_refunded"], 0);
     assert_eq!(balance_of(&server, &a, "usd").await, (800, 900));
     assert_eq!(balance_of(&server, &b, "usd").await, (0, 300));
 
     let ids_of =
         |list: &Value| -> Vec<String> { list["data"].as_array().unwrap().iter().map(id).collect() };
-    let (_, a_list, _) = server
-        .call(&a, Method::GET, "/v1/payments", None, None)
-        .await;
+    let a_list = server.ok(&a, &get("/v1/payments")).await;
     assert_eq!(ids_of(&a_list), [a_paid_id.clone(), a_held_id.clone()]);
-    let (_, b_list, _) = server
-        .call(&b, Method::GET, "/v1/payments", None, None)
-        .await;
+    let b_list = server.ok(&b, &get("/v1/payments")).await;
     assert_eq!(ids_of(&b_list), [id(&b_paid)]);
     // A cursor naming another merchant's payment pages B's own list, nothing of A's.
-    let (status, b_list, _) = server
-        .call(
-            &b,
-            Method::GET,
-            &format!("/v1/payments?starting_after={a_paid_id}"),
-            None,
-            None,
-        )
+    let b_list = server
+        .ok(&b, &get(format!("/v1/payments?starting_after={a_paid_id}")))
         .await;
-    assert_eq!(status, StatusCode::OK);
     assert!(
         ids_of(&b_list).iter().all(|i| *i == id(&b_paid)),
         "{b_list:#}"
@@ -755,12 +463,12 @@ async fn health_ready_metrics_and_openapi() {
     let (status, _) = server.pay(&m, "ops-1", 100, true).await;
     assert_eq!(status, StatusCode::OK);
 
-    let (status, text, _) = raw(&server, None, Method::GET, "/healthz", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/healthz")).await;
     assert_eq!((status, text.trim()), (StatusCode::OK, "ok"));
-    let (status, text, _) = raw(&server, None, Method::GET, "/readyz", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/readyz")).await;
     assert_eq!((status, text.trim()), (StatusCode::OK, "ready"));
 
-    let (status, text, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         text.contains("paytool_http_requests_total"),
@@ -772,8 +480,7 @@ async fn health_ready_metrics_and_openapi() {
         "no /v1/payments route label:\n{text}"
     );
 
-    let (status, text, headers) =
-        raw(&server, None, Method::GET, "/openapi.json", None, None).await;
+    let (status, text, headers) = server.send(&m, &anonymous("/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "application/json");
     let doc: Value = serde_json::from_str(&text).expect("/openapi.json is JSON");
@@ -805,7 +512,7 @@ async fn metrics_show_the_group_commit() {
         let (status, _) = server.pay(&m, &format!("cm-{i}"), 100, true).await;
         assert_eq!(status, StatusCode::OK);
     }
-    let (status, text, _) = raw(&server, None, Method::GET, "/metrics", None, None).await;
+    let (status, text, _) = server.send(&m, &anonymous("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     for name in [
         "paytool_group_commit_batch_size",

@@ -1,6 +1,8 @@
 //! The command line itself: help, version, completions, and bad configuration.
 
-use crate::support::{paytool, temp_dir};
+use crate::support::{BIN, COMMAND_TIMEOUT, DataDir, Server, paytool, run_bounded, temp_dir};
+use std::process::Command;
+use std::time::Duration;
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -79,10 +81,10 @@ fn unknown_flag_exits_2() {
     assert_eq!(paytool(&["serve", "--no-such-flag"]).status.code(), Some(2));
 }
 
-#[test]
-fn generated_secrets_are_private_and_the_token_can_come_from_env() {
+#[tokio::test]
+async fn generated_secrets_are_private_and_the_token_can_come_from_env() {
     use std::os::unix::fs::PermissionsExt;
-    let server = crate::support::Server::start();
+    let server = Server::start();
     for file in ["admin_token", "secret.key"] {
         let mode = std::fs::metadata(server.data_dir().join(file))
             .unwrap()
@@ -92,26 +94,44 @@ fn generated_secrets_are_private_and_the_token_can_come_from_env() {
     }
     drop(server);
 
-    // PAYTOOL_ADMIN_TOKEN replaces the generated token: no file is written.
-    let dir = temp_dir();
-    let mut child = std::process::Command::new(crate::support::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("PAYTOOL_ADMIN_TOKEN", "adm_from_env")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    // PAYTOOL_ADMIN_TOKEN replaces the generated token: no file is written, and the
+    // token from the environment is the one admin routes accept.
+    let server = Server::start_with_admin_token(DataDir::Temp(temp_dir()), "adm_from_env");
     assert!(
-        line.starts_with("paytool serve: listening on http://127.0.0.1:"),
-        "{line}"
+        server.base.starts_with("http://127.0.0.1:"),
+        "{}",
+        server.base
     );
-    assert!(!dir.path().join("admin_token").exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(!server.data_dir().join("admin_token").exists());
+    assert_eq!(server.audit().await["merchants"], 0);
+}
+
+#[test]
+fn a_command_that_overruns_its_bound_is_killed_and_fails_the_test() {
+    let dir = temp_dir();
+    let data = dir.path().to_str().unwrap().to_string();
+    // `serve` never finishes on its own: the bound must end it.
+    let outcome = std::panic::catch_unwind(|| {
+        run_bounded(
+            Command::new(BIN).args(["serve", "--listen", "127.0.0.1:0", "--data-dir", &data]),
+            Duration::from_secs(2),
+        )
+    });
+    let panic = outcome.expect_err("an unbounded command was allowed to finish");
+    let msg = panic.downcast_ref::<String>().expect("a formatted message");
+    assert!(
+        msg.contains("did not finish within 2s") && msg.contains(&data) && msg.contains("stderr"),
+        "{msg}"
+    );
+    // And nothing of it is left running.
+    let ps = processes();
+    assert!(!ps.contains(&data), "still running:\n{ps}");
+}
+
+fn processes() -> String {
+    let out = run_bounded(
+        Command::new("ps").args(["-eo", "pid,args"]),
+        COMMAND_TIMEOUT,
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -1,143 +1,65 @@
 //! Every way a request can be wrong gets an exact status and the one error shape,
-//! `{"error": {"type", "code", "message", "param"}}`, and never a 500.
+//! `{"error": {"type", "code", "message", "param"}}`, and never a 500. Each test is a
+//! table of cases: a new rule is one row.
 
-use crate::api::{assert_error, payment_with_card, raw};
-use crate::support::{Merchant, Server, payment_body};
+use crate::api::payment_with_card;
+use crate::support::{
+    Auth, Case, Req, Server, Want, card_error, case, conflict, create, declined, get, invalid,
+    invalid_any, not_found, on, pay, pay_with, pay_without, payment_body, post, unauthorized,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const INVALID: &str = "invalid_request_error";
-
-/// POST /v1/payments with a raw body and a fresh idempotency key; the parsed answer.
-async fn create_raw(server: &Server, m: &Merchant, key: &str, body: &str) -> (StatusCode, Value) {
-    let (status, text, headers) = raw(
-        server,
-        Some(&m.key),
-        Method::POST,
-        "/v1/payments",
-        Some(key),
-        Some(body),
-    )
-    .await;
-    assert_eq!(headers["content-type"], "application/json", "{text}");
-    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
-    (status, value)
-}
-
-async fn create(server: &Server, m: &Merchant, key: &str, body: Value) -> (StatusCode, Value) {
-    create_raw(server, m, key, &body.to_string()).await
-}
 
 #[tokio::test]
 async fn bodies_that_do_not_parse() {
     let server = Server::start();
     let m = server.create_merchant("parse").await;
-
-    for (i, text) in [r#"{"amount": 100,"#, "not json", ""]
-        .into_iter()
-        .enumerate()
-    {
-        let (status, err) = create_raw(&server, &m, &format!("p-{i}"), text).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "json_invalid",
-            Some("body"),
-        );
-    }
-
-    let mut body = payment_body(100, "usd", true);
-    body["colour"] = json!("blue");
-    let (status, err) = create(&server, &m, "u-1", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_unknown",
-        Some("colour"),
-    );
-
-    let mut body = payment_body(100, "usd", true);
-    body["card"]["pin"] = json!("1234");
-    let (status, err) = create(&server, &m, "u-2", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_unknown",
-        Some("card.pin"),
-    );
-
-    let mut body = payment_body(100, "usd", true);
-    body.as_object_mut().unwrap().remove("amount");
-    let (status, err) = create(&server, &m, "m-1", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_missing",
-        Some("amount"),
-    );
-
-    let mut body = payment_body(100, "usd", true);
-    body["card"].as_object_mut().unwrap().remove("number");
-    let (status, err) = create(&server, &m, "m-2", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_missing",
-        Some("card.number"),
-    );
-
-    let mut body = payment_body(100, "usd", true);
-    body.as_object_mut().unwrap().remove("card");
-    let (status, err) = create(&server, &m, "m-3", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_missing",
-        Some("card"),
-    );
-
-    // A JSON value of the wrong type for the whole body.
-    let (status, err) = create_raw(&server, &m, "t-1", "[1, 2]").await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{err:#}");
-    assert_eq!(err["error"]["type"], INVALID);
-    assert_eq!(server.audit().await["payments"], 0);
-}
-
-#[tokio::test]
-async fn trailing_data_after_the_body_is_refused() {
-    let server = Server::start();
-    let m = server.create_merchant("trailing").await;
-    let body = payment_body(100, "usd", true).to_string();
-    for (i, text) in [
-        format!("{body} trailing"),
-        format!("{body}{body}"),
-        format!("{body},"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let (status, err) = create_raw(&server, &m, &format!("t-{i}"), text).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "json_invalid",
-            Some("body"),
-        );
-    }
+    let json_invalid = invalid("json_invalid", "body");
+    let body = pay().to_string();
+    server
+        .check(
+            &m,
+            [
+                case("cut short", create(r#"{"amount": 100,"#), json_invalid),
+                case("not JSON", create("not json"), json_invalid),
+                case("empty", create(""), json_invalid),
+                case(
+                    "trailing word",
+                    create(format!("{body} trailing")),
+                    json_invalid,
+                ),
+                case("two bodies", create(format!("{body}{body}")), json_invalid),
+                case("trailing comma", create(format!("{body},")), json_invalid),
+                // A JSON value of the wrong type for the whole body.
+                case("an array", create("[1, 2]"), invalid_any()),
+                case(
+                    "unknown field",
+                    create(pay_with("colour", json!("blue"))),
+                    invalid("parameter_unknown", "colour"),
+                ),
+                case(
+                    "unknown card field",
+                    create(pay_with("card.pin", json!("1234"))),
+                    invalid("parameter_unknown", "card.pin"),
+                ),
+                case(
+                    "no amount",
+                    create(pay_without("amount")),
+                    invalid("parameter_missing", "amount"),
+                ),
+                case(
+                    "no card number",
+                    create(pay_without("card.number")),
+                    invalid("parameter_missing", "card.number"),
+                ),
+                case(
+                    "no card",
+                    create(pay_without("card")),
+                    invalid("parameter_missing", "card"),
+                ),
+            ],
+        )
+        .await;
     assert_eq!(server.audit().await["payments"], 0);
 }
 
@@ -145,185 +67,68 @@ async fn trailing_data_after_the_body_is_refused() {
 async fn amounts_out_of_range_or_not_integers() {
     let server = Server::start();
     let m = server.create_merchant("amounts").await;
-
-    for (i, amount) in [0, -5].into_iter().enumerate() {
-        let (status, err) = create(
-            &server,
-            &m,
-            &format!("s-{i}"),
-            payment_body(amount, "usd", true),
-        )
-        .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "amount_too_small",
-            Some("amount"),
-        );
-    }
+    let too_small = invalid("amount_too_small", "amount");
+    let too_large = invalid("amount_too_large", "amount");
+    let not_an_integer = invalid("parameter_invalid", "amount");
 
     // The bound is 100 million major units less one minor unit, per currency exponent.
-    for (currency, max) in [
+    let maxes = [
         ("usd", 9_999_999_999i64),
         ("jpy", 99_999_999),
         ("kwd", 99_999_999_999),
-    ] {
-        let (status, ok) = create(
-            &server,
-            &m,
-            &format!("max-{currency}"),
-            payment_body(max, currency, false),
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK, "{currency} max: {ok:#}");
-        assert_eq!(ok["amount"], max);
-        let (status, err) = create(
-            &server,
-            &m,
-            &format!("over-{currency}"),
-            payment_body(max + 1, currency, false),
-        )
-        .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "amount_too_large",
-            Some("amount"),
-        );
+    ];
+    for (currency, max) in maxes {
+        let ok = server
+            .ok(
+                &m,
+                &create(payment_body(max, currency, false)).key(currency),
+            )
+            .await;
+        assert_eq!(ok["amount"], max, "{currency} max: {ok:#}");
     }
-
+    let mut cases = vec![
+        case("zero", create(payment_body(0, "usd", true)), too_small),
+        case("negative", create(payment_body(-5, "usd", true)), too_small),
+    ];
+    cases.extend(maxes.map(|(currency, max)| {
+        let over = payment_body(max + 1, currency, false);
+        case(format!("over the {currency} max"), create(over), too_large)
+    }));
     // Not an i64: the JSON type is wrong, so the code is parameter_invalid.
-    for (i, amount) in [
-        "1e30",
-        "12.5",
-        "\"100\"",
-        "99999999999999999999",
-        "null",
-        "true",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let body = format!(
-            r#"{{"amount": {amount}, "currency": "usd", "card": {{"number": "4242424242424242", "exp_month": 12, "exp_year": 2034}}}}"#
-        );
-        let (status, err) = create_raw(&server, &m, &format!("n-{i}"), &body).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "parameter_invalid",
-            Some("amount"),
-        );
-    }
-
+    cases.extend(
+        ["1e30", "12.5", "\"100\"", "99999999999999999999", "null", "true"].map(|amount| {
+            let body = format!(
+                r#"{{"amount": {amount}, "currency": "usd", "card": {{"number": "4242424242424242", "exp_month": 12, "exp_year": 2034}}}}"#
+            );
+            case(format!("amount {amount}"), create(body), not_an_integer)
+        }),
+    );
     // Capture and refund amounts are checked too.
-    let (_, held) = server.pay(&m, "held", 500, false).await;
-    let path = format!("/v1/payments/{}/capture", held["id"].as_str().unwrap());
-    let (status, err, _) = server
-        .call(&m, Method::POST, &path, None, Some(json!({ "amount": 0 })))
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "amount_too_small",
-        Some("amount"),
-    );
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &path,
-            None,
-            Some(json!({ "amount": 501 })),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "amount_too_large",
-        Some("amount"),
-    );
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &path,
-            None,
-            Some(json!({ "amount": 1.5 })),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_invalid",
-        Some("amount"),
-    );
-    let (status, err, _) = server
-        .call(&m, Method::POST, &path, None, Some(json!({ "amont": 5 })))
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_unknown",
-        Some("amont"),
-    );
-    let (status, still, _) = server.call(&m, Method::POST, &path, None, None).await;
+    let id = server.held(&m, "held", 500).await;
+    let capture = |amount: Value| on(&id, "capture").body(json!({ "amount": amount }));
+    cases.extend([
+        case("capture 0", capture(json!(0)), too_small),
+        case("capture more than held", capture(json!(501)), too_large),
+        case("capture 1.5", capture(json!(1.5)), not_an_integer),
+        case(
+            "capture with a misspelt field",
+            on(&id, "capture").body(json!({ "amont": 5 })),
+            invalid("parameter_unknown", "amont"),
+        ),
+    ]);
+    server.check(&m, cases).await;
+    let still = server.ok(&m, &on(&id, "capture")).await;
     assert_eq!(
-        status,
-        StatusCode::OK,
-        "a failed capture changed nothing: {still:#}"
+        still["amount_captured"], 500,
+        "a failed capture changed nothing"
     );
-    assert_eq!(still["amount_captured"], 500);
 
-    let refunds = format!("/v1/payments/{}/refunds", held["id"].as_str().unwrap());
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &refunds,
-            None,
-            Some(json!({ "amount": -1 })),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "amount_too_small",
-        Some("amount"),
-    );
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            &refunds,
-            None,
-            Some(json!({ "amount": 501 })),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "amount_too_large",
-        Some("amount"),
-    );
+    let refund = |amount: i64| on(&id, "refunds").body(json!({ "amount": amount }));
+    let refunds = [
+        case("refund -1", refund(-1), too_small),
+        case("refund more than paid", refund(501), too_large),
+    ];
+    server.check(&m, refunds).await;
     assert_eq!(server.audit().await["ok"], true);
 }
 
@@ -331,84 +136,45 @@ async fn amounts_out_of_range_or_not_integers() {
 async fn currencies_and_cards_that_are_refused() {
     let server = Server::start();
     let m = server.create_merchant("cards").await;
-
-    for currency in ["USD", "xyz", "", "us"] {
-        let (status, err) = create(
-            &server,
-            &m,
-            &format!("c-{currency}"),
-            payment_body(100, currency, true),
-        )
-        .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "currency_invalid",
-            Some("currency"),
-        );
-    }
-
-    for (i, number) in ["4242424242424241", "1234", "4242-4242-4242-424x", ""]
-        .into_iter()
-        .enumerate()
-    {
-        let (status, err) = create(
-            &server,
-            &m,
-            &format!("n-{i}"),
-            payment_with_card(100, "usd", true, number),
-        )
-        .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            "card_error",
-            "invalid_number",
-            Some("card.number"),
-        );
-    }
-
-    let mut expired = payment_body(100, "usd", true);
-    expired["card"]["exp_year"] = json!(2020);
-    let (status, err) = create(&server, &m, "expired", expired).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        "card_error",
-        "expired_card",
-        Some("card.exp_year"),
+    let mut cases: Vec<Case> = ["USD", "xyz", "", "us"]
+        .map(|currency| {
+            let body = payment_body(100, currency, true);
+            let want = invalid("currency_invalid", "currency");
+            case(format!("currency {currency:?}"), create(body), want)
+        })
+        .into();
+    cases.extend(
+        ["4242424242424241", "1234", "4242-4242-4242-424x", ""].map(|number| {
+            let body = payment_with_card(100, "usd", true, number);
+            let want = card_error("invalid_number", "card.number");
+            case(format!("card number {number:?}"), create(body), want)
+        }),
     );
-
-    for month in [0, 13] {
-        let mut body = payment_body(100, "usd", true);
-        body["card"]["exp_month"] = json!(month);
-        let (status, err) = create(&server, &m, &format!("month-{month}"), body).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            "card_error",
-            "invalid_expiry_month",
-            Some("card.exp_month"),
-        );
-    }
-    // Beyond u8: a type error rather than a card error.
-    let mut body = payment_body(100, "usd", true);
-    body["card"]["exp_month"] = json!(300);
-    let (status, err) = create(&server, &m, "month-300", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_invalid",
-        Some("card.exp_month"),
-    );
-
+    let month = card_error("invalid_expiry_month", "card.exp_month");
+    cases.extend([
+        case(
+            "expired",
+            create(pay_with("card.exp_year", json!(2020))),
+            card_error("expired_card", "card.exp_year"),
+        ),
+        case(
+            "month 0",
+            create(pay_with("card.exp_month", json!(0))),
+            month,
+        ),
+        case(
+            "month 13",
+            create(pay_with("card.exp_month", json!(13))),
+            month,
+        ),
+        // Beyond u8: a type error rather than a card error.
+        case(
+            "month 300",
+            create(pay_with("card.exp_month", json!(300))),
+            invalid("parameter_invalid", "card.exp_month"),
+        ),
+    ]);
+    server.check(&m, cases).await;
     // Nothing above was recorded.
     assert_eq!(server.audit().await["payments"], 0);
 }
@@ -417,51 +183,26 @@ async fn currencies_and_cards_that_are_refused() {
 async fn idempotency_key_is_required_and_checked() {
     let server = Server::start();
     let m = server.create_merchant("keys").await;
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::POST,
-            "/v1/payments",
-            None,
-            Some(payment_body(100, "usd", true)),
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "idempotency_key_missing",
-        Some("Idempotency-Key"),
-    );
     let long = "k".repeat(256);
-    let (status, err, _) = server
-        .call(
+    server
+        .check(
             &m,
-            Method::POST,
-            "/v1/payments",
-            Some(&long),
-            Some(payment_body(100, "usd", true)),
+            [
+                case(
+                    "no key",
+                    create(pay()).no_key(),
+                    invalid("idempotency_key_missing", "Idempotency-Key"),
+                ),
+                case(
+                    "256 characters",
+                    create(pay()).key(&long),
+                    invalid("idempotency_key_invalid", "Idempotency-Key"),
+                ),
+            ],
         )
         .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "idempotency_key_invalid",
-        Some("Idempotency-Key"),
-    );
-    let (status, _, _) = server
-        .call(
-            &m,
-            Method::POST,
-            "/v1/payments",
-            Some(&long[..255]),
-            Some(payment_body(100, "usd", true)),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "255 characters is the longest key");
+    // 255 characters is the longest key.
+    server.ok(&m, &create(pay()).key(&long[..255])).await;
     assert_eq!(server.audit().await["payments"], 1);
 }
 
@@ -469,20 +210,17 @@ async fn idempotency_key_is_required_and_checked() {
 async fn body_over_the_limit_is_413() {
     let server = Server::start_args(&["--body-limit-bytes", "1024"]);
     let m = server.create_merchant("big").await;
-    let mut body = payment_body(100, "usd", true);
-    body["card"]["cvc"] = json!("1".repeat(4096));
-    let (status, err) = create(&server, &m, "big", body).await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        INVALID,
-        "body_too_large",
-        None,
-    );
+    let too_large = Want {
+        status: StatusCode::PAYLOAD_TOO_LARGE,
+        param: None,
+        ..invalid("body_too_large", "")
+    };
+    let big = pay_with("card.cvc", json!("1".repeat(4096)));
+    server
+        .check(&m, [case("big", create(big), too_large)])
+        .await;
     // Just under the limit is parsed as usual.
-    let (status, ok) = create(&server, &m, "small", payment_body(100, "usd", true)).await;
-    assert_eq!(status, StatusCode::OK, "{ok:#}");
+    server.ok(&m, &create(pay()).key("small")).await;
     assert_eq!(server.audit().await["payments"], 1);
 }
 
@@ -490,88 +228,37 @@ async fn body_over_the_limit_is_413() {
 async fn authentication_is_required() {
     let server = Server::start();
     let m = server.create_merchant("auth").await;
-    let body = payment_body(100, "usd", true).to_string();
-    let bad_tokens: [Option<&str>; 4] = [
-        None,
-        Some("sk_test_nope"),
-        Some(""),
-        Some(&server.admin_token),
+    let bad = [
+        Auth::Anonymous,
+        Auth::Bearer("sk_test_nope".into()),
+        Auth::Bearer(String::new()),
+        Auth::Bearer(server.admin_token.clone()),
+        // Not a Bearer scheme at all.
+        Auth::Header(format!("Basic {}", m.key)),
     ];
-    for token in bad_tokens {
-        for (method, path, payload) in [
-            (Method::POST, "/v1/payments", Some(body.as_str())),
-            (Method::GET, "/v1/payments", None),
-            (Method::GET, "/v1/balance", None),
-        ] {
-            let (status, text, _) = raw(&server, token, method, path, Some("k"), payload).await;
-            let err: Value = serde_json::from_str(&text).unwrap();
-            assert_error(
-                status,
-                &err,
-                StatusCode::UNAUTHORIZED,
-                "authentication_error",
-                "invalid_api_key",
-                None,
-            );
+    let mut cases = Vec::new();
+    for auth in bad {
+        for req in [create(pay()), get("/v1/payments"), get("/v1/balance")] {
+            let name = format!("{} {} as {auth:?}", req.method, req.path);
+            cases.push(case(name, req.key("k").auth(auth.clone()), unauthorized()));
         }
     }
-    // Not a Bearer scheme at all.
-    let res = server
-        .client
-        .get(server.url("/v1/balance"))
-        .header("Authorization", format!("Basic {}", m.key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
-
-    // Admin routes refuse a merchant key.
-    let (status, text, _) = raw(
-        &server,
-        Some(&m.key),
-        Method::GET,
-        "/v1/admin/audit",
-        None,
-        None,
-    )
-    .await;
-    let err: Value = serde_json::from_str(&text).unwrap();
-    assert_error(
-        status,
-        &err,
-        StatusCode::UNAUTHORIZED,
-        "authentication_error",
-        "invalid_api_key",
-        None,
-    );
-    let (status, text, _) = raw(
-        &server,
-        Some(&m.key),
-        Method::POST,
-        "/v1/merchants",
-        None,
-        Some(r#"{"name":"mallory"}"#),
-    )
-    .await;
-    let err: Value = serde_json::from_str(&text).unwrap();
-    assert_error(
-        status,
-        &err,
-        StatusCode::UNAUTHORIZED,
-        "authentication_error",
-        "invalid_api_key",
-        None,
-    );
-    let (status, text, _) = raw(&server, None, Method::GET, "/v1/admin/audit", None, None).await;
-    let err: Value = serde_json::from_str(&text).unwrap();
-    assert_error(
-        status,
-        &err,
-        StatusCode::UNAUTHORIZED,
-        "authentication_error",
-        "invalid_api_key",
-        None,
-    );
+    // Admin routes refuse a merchant key, and no key at all.
+    let mallory = post("/v1/merchants").body(json!({ "name": "mallory" }));
+    cases.extend([
+        case(
+            "audit as a merchant",
+            get("/v1/admin/audit"),
+            unauthorized(),
+        ),
+        case("new merchant as a merchant", mallory, unauthorized()),
+        case(
+            "audit anonymously",
+            get("/v1/admin/audit").auth(Auth::Anonymous),
+            unauthorized(),
+        ),
+    ]);
+    server.check(&m, cases).await;
 
     let audit = server.audit().await;
     assert_eq!(
@@ -585,6 +272,7 @@ async fn unknown_and_malformed_payment_ids_are_404() {
     let server = Server::start();
     let m = server.create_merchant("ids").await;
     let unknown = format!("pay_{}", "0123456789abcdef".repeat(2));
+    let mut cases = Vec::new();
     for id in [
         unknown.as_str(),
         "pay_xyz",
@@ -593,97 +281,51 @@ async fn unknown_and_malformed_payment_ids_are_404() {
         "re_0123456789abcdef0123456789abcdef",
         "pay_0123456789ABCDEF0123456789ABCDEF",
     ] {
-        for (method, path) in [
-            (Method::GET, format!("/v1/payments/{id}")),
-            (Method::POST, format!("/v1/payments/{id}/capture")),
-            (Method::POST, format!("/v1/payments/{id}/cancel")),
-            (Method::POST, format!("/v1/payments/{id}/refunds")),
+        for req in [
+            get(format!("/v1/payments/{id}")),
+            on(id, "capture"),
+            on(id, "cancel"),
+            on(id, "refunds"),
         ] {
-            let (status, err, _) = server.call(&m, method, &path, None, None).await;
-            assert_error(
-                status,
-                &err,
-                StatusCode::NOT_FOUND,
-                INVALID,
-                "resource_missing",
-                Some("id"),
-            );
+            cases.push(case(req.path.clone(), req, not_found("id")));
         }
     }
+    server.check(&m, cases).await;
 }
 
 #[tokio::test]
 async fn transitions_the_state_machine_forbids_are_409() {
     let server = Server::start();
     let m = server.create_merchant("states").await;
-    let conflict = |status, err: &Value| {
-        assert_error(
-            status,
-            err,
-            StatusCode::CONFLICT,
-            INVALID,
-            "payment_unexpected_state",
-            None,
-        );
-    };
-    let post = |path: String| {
-        let (server, m) = (&server, &m);
-        async move { server.call(m, Method::POST, &path, None, None).await }
-    };
+    let canceled = server.held(&m, "c", 300).await;
+    server.ok(&m, &on(&canceled, "cancel")).await;
+    let captured = server.held(&m, "h", 300).await;
+    server.ok(&m, &on(&captured, "capture")).await;
+    let uncaptured = server.held(&m, "u", 300).await;
+    let card = create(payment_with_card(300, "usd", false, "4000000000000002"));
+    let decline = server
+        .refused(&m, &case("decline", card, declined("card_declined")))
+        .await;
+    let failed = decline["error"]["payment"]["id"].as_str().unwrap();
 
-    // Canceled: neither capture nor cancel again nor refund.
-    let (_, canceled) = server.pay(&m, "c", 300, false).await;
-    let c = canceled["id"].as_str().unwrap();
-    assert_eq!(
-        post(format!("/v1/payments/{c}/cancel")).await.0,
-        StatusCode::OK
-    );
-    for action in ["capture", "cancel", "refunds"] {
-        let (status, err, _) = post(format!("/v1/payments/{c}/{action}")).await;
-        conflict(status, &err);
-    }
-
-    // Captured: no second capture, no cancel.
-    let (_, held) = server.pay(&m, "h", 300, false).await;
-    let h = held["id"].as_str().unwrap();
-    assert_eq!(
-        post(format!("/v1/payments/{h}/capture")).await.0,
-        StatusCode::OK
-    );
-    for action in ["capture", "cancel"] {
-        let (status, err, _) = post(format!("/v1/payments/{h}/{action}")).await;
-        conflict(status, &err);
-    }
-
-    // Uncaptured: no refund yet.
-    let (_, uncaptured) = server.pay(&m, "u", 300, false).await;
-    let u = uncaptured["id"].as_str().unwrap();
-    let (status, err, _) = server
-        .call(
+    let state = conflict("payment_unexpected_state");
+    let refund_100 = on(&uncaptured, "refunds").body(json!({ "amount": 100 }));
+    server
+        .check(
             &m,
-            Method::POST,
-            &format!("/v1/payments/{u}/refunds"),
-            None,
-            Some(json!({ "amount": 100 })),
+            [
+                case("capture a canceled", on(&canceled, "capture"), state),
+                case("cancel a canceled", on(&canceled, "cancel"), state),
+                case("refund a canceled", on(&canceled, "refunds"), state),
+                case("capture a captured", on(&captured, "capture"), state),
+                case("cancel a captured", on(&captured, "cancel"), state),
+                case("refund an uncaptured", refund_100, state),
+                case("capture a failed", on(failed, "capture"), state),
+                case("cancel a failed", on(failed, "cancel"), state),
+                case("refund a failed", on(failed, "refunds"), state),
+            ],
         )
         .await;
-    conflict(status, &err);
-
-    // Failed: nothing at all.
-    let (_, declined, _) = server
-        .call(
-            &m,
-            Method::POST,
-            "/v1/payments",
-            Some("f"),
-            Some(payment_with_card(300, "usd", false, "4000000000000002")),
-        )
-        .await;
-    let f = declined["error"]["payment"]["id"].as_str().unwrap();
-    for action in ["capture", "cancel", "refunds"] {
-        let (status, err, _) = post(format!("/v1/payments/{f}/{action}")).await;
-        conflict(status, &err);
-    }
     assert_eq!(server.audit().await["ok"], true);
 }
 
@@ -691,122 +333,46 @@ async fn transitions_the_state_machine_forbids_are_409() {
 async fn unknown_routes_methods_and_list_parameters() {
     let server = Server::start();
     let m = server.create_merchant("routes").await;
-
-    for path in ["/v1/nope", "/", "/v1/payments/pay_x/void", "/v2/payments"] {
-        let (status, err, headers) = server.call(&m, Method::GET, path, None, None).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::NOT_FOUND,
-            INVALID,
-            "resource_missing",
-            Some("path"),
-        );
-        assert_eq!(headers["content-type"], "application/json");
-    }
-    // Unknown routes do not need a key to be told so.
-    let (status, text, _) = raw(&server, None, Method::GET, "/v1/nope", None, None).await;
-    let err: Value = serde_json::from_str(&text).unwrap();
-    assert_error(
-        status,
-        &err,
-        StatusCode::NOT_FOUND,
-        INVALID,
-        "resource_missing",
-        Some("path"),
-    );
-
-    for (method, path) in [
-        (Method::DELETE, "/v1/payments"),
-        (Method::PUT, "/v1/balance"),
-        (
-            Method::GET,
-            "/v1/payments/pay_0123456789abcdef0123456789abcdef/capture",
+    let no_route = not_found("path");
+    let not_allowed = Want {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        param: None,
+        ..invalid("method_not_allowed", "")
+    };
+    let held_capture = "/v1/payments/pay_0123456789abcdef0123456789abcdef/capture";
+    let mut cases: Vec<Case> = ["/v1/nope", "/", "/v1/payments/pay_x/void", "/v2/payments"]
+        .map(|path| case(path, get(path), no_route))
+        .into();
+    cases.extend([
+        // Unknown routes do not need a key to be told so.
+        case("anonymous", get("/v1/nope").auth(Auth::Anonymous), no_route),
+        case(
+            "DELETE",
+            Req::new(Method::DELETE, "/v1/payments"),
+            not_allowed,
         ),
-        (Method::POST, "/healthz"),
-    ] {
-        let (status, err, headers) = server.call(&m, method.clone(), path, None, None).await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::METHOD_NOT_ALLOWED,
-            INVALID,
-            "method_not_allowed",
-            None,
-        );
-        assert_eq!(
-            headers["content-type"], "application/json",
-            "{method} {path}"
-        );
-    }
-
-    for query in ["limit=0", "limit=101"] {
-        let (status, err, _) = server
-            .call(
-                &m,
-                Method::GET,
-                &format!("/v1/payments?{query}"),
-                None,
-                None,
-            )
-            .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "parameter_invalid",
-            Some("limit"),
-        );
-    }
+        case("PUT", Req::new(Method::PUT, "/v1/balance"), not_allowed),
+        case("GET a capture", get(held_capture), not_allowed),
+        case("POST /healthz", post("/healthz"), not_allowed),
+    ]);
+    let list = |query: &str| get(format!("/v1/payments?{query}"));
+    cases.extend(
+        ["limit=0", "limit=101"].map(|q| case(q, list(q), invalid("parameter_invalid", "limit"))),
+    );
     // Observed: a query that does not deserialize at all (limit not a usize, an unknown
     // parameter) is reported against the whole query, param "query", not the field.
-    for query in ["limit=-1", "limit=abc", "foo=1"] {
-        let (status, err, _) = server
-            .call(
-                &m,
-                Method::GET,
-                &format!("/v1/payments?{query}"),
-                None,
-                None,
-            )
-            .await;
-        assert_error(
-            status,
-            &err,
-            StatusCode::BAD_REQUEST,
-            INVALID,
-            "parameter_invalid",
-            Some("query"),
-        );
-    }
-    let (status, err, _) = server
-        .call(
-            &m,
-            Method::GET,
-            "/v1/payments?starting_after=pay_nope",
-            None,
-            None,
-        )
-        .await;
-    assert_error(
-        status,
-        &err,
-        StatusCode::BAD_REQUEST,
-        INVALID,
-        "parameter_invalid",
-        Some("starting_after"),
+    cases.extend(
+        ["limit=-1", "limit=abc", "foo=1"]
+            .map(|q| case(q, list(q), invalid("parameter_invalid", "query"))),
     );
+    let cursor = "starting_after=pay_nope";
+    cases.push(case(
+        cursor,
+        list(cursor),
+        invalid("parameter_invalid", "starting_after"),
+    ));
+    server.check(&m, cases).await;
     for query in ["limit=1", "limit=100"] {
-        let (status, _, _) = server
-            .call(
-                &m,
-                Method::GET,
-                &format!("/v1/payments?{query}"),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{query}");
+        server.ok(&m, &list(query)).await;
     }
 }

@@ -1,14 +1,15 @@
 //! `paytool loadtest` and `paytool report` run for real: short load tests against the
 //! spawned reference API, checked by exit code, output and the files they leave.
 
-use crate::support::{Server, paytool, temp_dir};
+use crate::support::{Server, loadtest, named, paytool, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml");
 
 /// A short smoke run: few users, a few seconds, JSON summary on stdout.
-fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+fn smoke(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
     let mut args = vec![
         "--profile",
         PROFILE,
@@ -27,33 +28,37 @@ fn loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
 
 /// `paytool loadtest ARGS --report-dir REPORTS --output json`: exit code, summary, output.
 fn run_json(reports: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
-    let mut all = vec!["loadtest"];
-    all.extend_from_slice(args);
+    let mut all = args.to_vec();
     all.extend_from_slice(&[
         "--report-dir",
         reports.to_str().unwrap(),
         "--output",
         "json",
     ]);
-    let out = paytool(&all);
+    let out = loadtest(&all, None);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let summary = serde_json::from_str(&stdout).unwrap_or(Value::Null);
     (out.status.code(), summary, format!("{stdout}\n{stderr}"))
 }
 
-/// Run a profile that must be refused before anything starts: exit 2; its stderr.
-fn refused(profile: &Path, reports: &Path) -> String {
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        profile.to_str().unwrap(),
-        "--report-dir",
-        reports.to_str().unwrap(),
-    ]);
+/// Run a load test that must be refused before anything starts: exit 2; its stderr.
+fn refused(args: &[&str], reports: &Path) -> String {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--report-dir", reports.to_str().unwrap()]);
+    exits(&loadtest(&all, None), 2)
+}
+
+/// The command exited with `code`; its stderr.
+fn exits(out: &Output, code: i32) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(code), "{err}");
     err
+}
+
+/// `"a b c"` as `["a", "b", "c"]`: arguments written as on a command line.
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
 }
 
 fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
@@ -63,7 +68,7 @@ fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
 #[test]
 fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
     let reports = temp_dir();
-    let (code, summary, output) = loadtest(reports.path(), &[]);
+    let (code, summary, output) = smoke(reports.path(), &[]);
     assert_eq!(code, Some(0), "{output}");
     assert_eq!(summary["passed"], true);
     let audit = &summary["audit"];
@@ -148,7 +153,7 @@ fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
 #[test]
 fn an_impossible_threshold_exits_1_and_says_which() {
     let reports = temp_dir();
-    let (code, summary, output) = loadtest(
+    let (code, summary, output) = smoke(
         reports.path(),
         &[
             "--no-audit",
@@ -185,7 +190,7 @@ fn a_corrupted_profile_exits_2_naming_file_and_key() {
     let profile = dir.path().join("broken.toml");
     let good = std::fs::read_to_string(PROFILE).unwrap();
     std::fs::write(&profile, good.replace("users = 8", "usres = 8")).unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("broken.toml") && err.contains("usres") && err.contains("users"),
         "{err}"
@@ -196,29 +201,19 @@ fn a_corrupted_profile_exits_2_naming_file_and_key() {
         good.replace("run_time = \"12s\"", "run_time = \"soon\""),
     )
     .unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("broken.toml") && err.contains("load.run_time") && err.contains("15s"),
         "{err}"
     );
 
     std::fs::write(&profile, good.replace("checkout = 10", "chekout = 10")).unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(
         err.contains("scenarios.chekout") && err.contains("checkout"),
         "{err}"
     );
-    let out = paytool(&[
-        "loadtest",
-        "--profile",
-        PROFILE,
-        "--users",
-        "3",
-        "--report-dir",
-        dir.path().to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = refused(&["--profile", PROFILE, "--users", "3"], dir.path());
     assert!(
         err.contains("load.users") && err.contains("never run"),
         "{err}"
@@ -237,59 +232,47 @@ fn an_unreachable_target_exits_3() {
         .unwrap()
         .port();
     let target = format!("http://127.0.0.1:{port}");
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "--profile",
             PROFILE,
             "--target",
             &target,
             "--report-dir",
-        ])
-        .arg(reports.path())
-        .env("PAYTOOL_ADMIN_TOKEN", "adm_whatever")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+            reports.path().to_str().unwrap(),
+        ],
+        Some("adm_whatever"),
+    );
+    let err = exits(&out, 3);
     assert!(err.contains(&target), "{err}");
 }
 
 #[test]
 fn a_remote_target_without_its_admin_token_exits_2() {
     let reports = temp_dir();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "--profile",
             PROFILE,
             "--target",
             "http://127.0.0.1:9",
             "--report-dir",
-        ])
-        .arg(reports.path())
-        .env_remove("PAYTOOL_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+            reports.path().to_str().unwrap(),
+        ],
+        None,
+    );
+    let err = exits(&out, 2);
     assert!(err.contains("PAYTOOL_ADMIN_TOKEN"), "{err}");
 }
 
 #[test]
 fn the_audit_catches_a_dropped_acknowledged_payment() {
     let reports = temp_dir();
-    let (code, summary, output) =
-        loadtest(reports.path(), &["--server-fault-drop-ack-every", "25"]);
+    let (code, summary, output) = smoke(reports.path(), &["--server-fault-drop-ack-every", "25"]);
     assert_eq!(code, Some(1), "{output}");
     let audit = &summary["audit"];
     assert_eq!(audit["ok"], false);
-    let missing = audit["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "acknowledged_payments_exist")
-        .unwrap();
+    let missing = named(&audit["checks"], "acknowledged_payments_exist");
     assert_eq!(missing["ok"], false, "{audit:#}");
     assert!(missing["violation_count"].as_u64().unwrap() >= 1);
     assert!(
@@ -310,9 +293,8 @@ fn the_audit_catches_a_dropped_acknowledged_payment() {
 async fn a_running_target_is_load_tested_through_its_url() {
     let server = Server::start();
     let reports = temp_dir();
-    let out = tokio::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "--profile",
             PROFILE,
             "--users",
@@ -323,13 +305,13 @@ async fn a_running_target_is_load_tested_through_its_url() {
             "1s",
             "--output",
             "json",
-        ])
-        .args(["--target", &server.base, "--report-dir"])
-        .arg(reports.path())
-        .env("PAYTOOL_ADMIN_TOKEN", &server.admin_token)
-        .output()
-        .await
-        .unwrap();
+            "--target",
+            &server.base,
+            "--report-dir",
+            reports.path().to_str().unwrap(),
+        ],
+        Some(&server.admin_token),
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -350,7 +332,7 @@ async fn a_running_target_is_load_tested_through_its_url() {
 #[test]
 fn report_diff_gates_on_a_regression() {
     let reports = temp_dir();
-    let (code, summary, output) = loadtest(reports.path(), &["--no-audit"]);
+    let (code, summary, output) = smoke(reports.path(), &["--no-audit"]);
     assert_eq!(code, Some(0), "{output}");
     let base = run_dir(reports.path(), &summary);
     // The same run against itself: no regression.
@@ -424,7 +406,7 @@ fn the_open_model_sends_every_scheduled_arrival_and_audits_them() {
     assert_eq!(open["sent"], 400);
     // Every arrival became one journey whose first request was recorded: none lost
     // between schedule and Goose (checkout starts with a payment, browse with the balance).
-    let count = |name: &str| request(&summary, name)["count"].as_u64().unwrap();
+    let count = |name: &str| named(&summary["requests"], name)["count"].as_u64().unwrap();
     assert_eq!(
         count("POST /v1/payments") + count("GET /v1/balance"),
         400,
@@ -435,15 +417,6 @@ fn the_open_model_sends_every_scheduled_arrival_and_audits_them() {
         summary["audit"]["acknowledged_payments"],
         count("POST /v1/payments")
     );
-}
-
-fn request<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["requests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no request named {name:?} in {summary:#}"))
 }
 
 #[test]
@@ -470,7 +443,7 @@ fn an_arrival_rate_runs_every_journey_through_the_same_scenario_code() {
         "GET /healthz",
     ] {
         assert!(
-            request(&summary, name)["count"].as_u64().unwrap() > 0,
+            named(&summary["requests"], name)["count"].as_u64().unwrap() > 0,
             "{name}"
         );
     }
@@ -488,7 +461,7 @@ fn an_arrival_rate_is_checked() {
         text.replace("rate = \"1000/s\"", "rate = \"fast\""),
     )
     .unwrap();
-    let err = refused(&profile, dir.path());
+    let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(err.contains("load.rate") && err.contains("2000/s"), "{err}");
 }
 
@@ -497,19 +470,9 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     let reports = temp_dir();
     let (code, result, output) = open_loadtest(
         reports.path(),
-        &[
-            "--rate",
-            "100/s",
-            "--run-time",
-            "1s",
-            "--find-max",
-            "--find-max-bisect",
-            "1",
-            "--rate-max",
-            "400",
-            "--threshold",
-            "p99_ms_max=5000",
-        ],
+        &words(
+            "--rate 100/s --run-time 1s --find-max --find-max-bisect 1 --rate-max 400 --threshold p99_ms_max=5000",
+        ),
     );
     assert_eq!(code, Some(0), "{output}");
     let steps = result["steps"].as_array().unwrap();
@@ -544,15 +507,7 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     let reports3 = temp_dir();
     let (code, result, output) = open_loadtest(
         reports3.path(),
-        &[
-            "--rate",
-            "100/s",
-            "--run-time",
-            "1s",
-            "--find-max",
-            "--threshold",
-            "rps_min=1000000",
-        ],
+        &words("--rate 100/s --run-time 1s --find-max --threshold rps_min=1000000"),
     );
     assert_eq!(code, Some(1), "{output}");
     assert_eq!(result["steps"].as_array().unwrap().len(), 1);

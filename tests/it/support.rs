@@ -5,16 +5,168 @@
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_paytool");
+/// How long `paytool serve` may take to say where it listens; a debug build on a busy
+/// 2-core machine, with other tests starting servers too, takes a few seconds at worst.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a server may take to exit after SIGTERM: it drains the write queue first.
+const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a `paytool` command that does no load (help, a refused profile, `report`)
+/// may run before the test gives up on it.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one `paytool loadtest` a test runs may take: the longest here (find-max,
+/// three 1 s steps, each with a server start and an audit) takes about 15 s alone, and the
+/// suite runs several at once on two cores.
+pub const LOADTEST_TIMEOUT: Duration = Duration::from_secs(180);
+/// How often a bounded wait looks at its child again.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// A child process the test owns: killed and reaped on drop, so a failed assertion or a
+/// timeout never leaves it running.
+pub struct ChildGuard {
+    child: Option<Child>,
+    pid: u32,
+    /// The child leads its own process group (see `run_bounded`) that may still hold
+    /// processes: kill the whole group.
+    group: bool,
+}
+
+impl ChildGuard {
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard {
+            pid: child.id(),
+            child: Some(child),
+            group: false,
+        }
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the child is still running")
+    }
+
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// SIGKILL, and reap it: no chance to flush or drain.
+    pub fn kill(&mut self) {
+        if std::mem::take(&mut self.group) {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.pid)])
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Wait at most `timeout` for the child to exit; `None` if it is still running.
+    pub fn wait_for(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child().try_wait().expect("waiting for a child") {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A pipe read to its end on a thread, its bytes readable at any moment.
+struct Drain {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Drain {
+    fn start(mut pipe: impl Read + Send + 'static) -> Drain {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let sink = bytes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(());
+        });
+        Drain { bytes, done }
+    }
+
+    fn so_far(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+}
+
+/// Run `cmd` to completion, at most `timeout`. On expiry the command (and any process it
+/// started) is killed and the test fails, naming the command and showing its stderr so far.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Output {
+    let shown = format!(
+        "{} {}",
+        Path::new(cmd.get_program()).display(),
+        cmd.get_args()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut child = ChildGuard::new(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so that a kill on expiry reaches its children too.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning `{shown}`: {e}")),
+    );
+    child.group = true;
+    let stdout = Drain::start(child.child().stdout.take().expect("piped stdout"));
+    let stderr = Drain::start(child.child().stderr.take().expect("piped stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = child.wait_for(timeout);
+    // The pipes close when the last process holding them exits: wait for that too.
+    let drained = status.is_some()
+        && [&stdout, &stderr].iter().all(|d| {
+            d.done
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .is_ok()
+        });
+    if !drained {
+        child.kill();
+        panic!(
+            "`{shown}` did not finish within {timeout:?}; killed it. Its stderr so far:\n{}",
+            String::from_utf8_lossy(&stderr.so_far())
+        );
+    }
+    // Every process that held the pipes has exited: nothing is left to kill.
+    child.group = false;
+    Output {
+        status: status.expect("the child exited"),
+        stdout: stdout.so_far(),
+        stderr: stderr.so_far(),
+    }
+}
 
 pub struct Server {
-    child: Option<Child>,
+    child: ChildGuard,
     pub base: String,
     pub admin_token: String,
     pub client: Client,
@@ -54,16 +206,28 @@ impl Server {
 
     /// Start `paytool serve` on a free port and wait for it to say where it listens.
     pub fn start_with(data: DataDir, args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        Server::spawn(data, args, None)
+    }
+
+    /// Start with the admin token given in `PAYTOOL_ADMIN_TOKEN` instead of generated.
+    pub fn start_with_admin_token(data: DataDir, admin_token: &str) -> Server {
+        Server::spawn(data, &[], Some(admin_token))
+    }
+
+    fn spawn(data: DataDir, args: &[&str], admin_token: Option<&str>) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path())
             .args(args)
-            .env_remove("PAYTOOL_ADMIN_TOKEN")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning paytool serve");
-        let stdout = child.stdout.take().expect("piped stdout");
+            .stderr(Stdio::inherit());
+        match admin_token {
+            Some(token) => cmd.env("PAYTOOL_ADMIN_TOKEN", token),
+            None => cmd.env_remove("PAYTOOL_ADMIN_TOKEN"),
+        };
+        // Owned from here on: a failure to start kills it too.
+        let mut child = ChildGuard::new(cmd.spawn().expect("spawning paytool serve"));
+        let stdout = child.child().stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -75,12 +239,15 @@ impl Server {
         let base = rx
             .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("paytool serve did not start within {START_TIMEOUT:?}"));
-        let admin_token = std::fs::read_to_string(data.path().join("admin_token"))
-            .expect("the admin token file")
-            .trim()
-            .to_string();
+        let admin_token = match admin_token {
+            Some(token) => token.to_string(),
+            None => std::fs::read_to_string(data.path().join("admin_token"))
+                .expect("the admin token file")
+                .trim()
+                .to_string(),
+        };
         Server {
-            child: Some(child),
+            child,
             base,
             admin_token,
             client: Client::builder()
@@ -92,7 +259,7 @@ impl Server {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server is running").id()
+        self.child.id()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -105,37 +272,26 @@ impl Server {
 
     /// SIGKILL: no chance to flush or drain.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.child.kill();
     }
 
-    /// SIGTERM, then wait (bounded) for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("server is running");
+    /// SIGTERM, then wait (at most `STOP_TIMEOUT`) for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
         let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("running kill");
         assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for paytool") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "paytool did not stop after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.child.wait_for(STOP_TIMEOUT).unwrap_or_else(|| {
+            self.kill();
+            panic!("paytool serve did not stop within {STOP_TIMEOUT:?} of SIGTERM; killed it")
+        })
     }
 
     /// Stop the server and hand back its data dir, to start again on it.
     pub fn into_data(mut self) -> DataDir {
         self.kill();
-        std::mem::replace(&mut self.data, DataDir::Path(PathBuf::new()))
+        self.data
     }
 
     pub async fn create_merchant(&self, name: &str) -> Merchant {
@@ -214,12 +370,6 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Merchant {
     pub id: String,
@@ -235,10 +385,395 @@ pub fn payment_body(amount: i64, currency: &str, capture: bool) -> Value {
     })
 }
 
-/// Run the paytool binary to completion with a bounded wait.
-pub fn paytool(args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("running paytool")
+/// The payment body every case starts from.
+pub fn pay() -> Value {
+    payment_body(100, "usd", true)
+}
+
+/// `pay()` with the field at `path` (dotted: `card.pin`) set to `value`.
+pub fn pay_with(path: &str, value: Value) -> Value {
+    let mut body = pay();
+    let (parent, field) = split(&mut body, path);
+    parent[field] = value;
+    body
+}
+
+/// `pay()` without the field at `path`.
+pub fn pay_without(path: &str) -> Value {
+    let mut body = pay();
+    let (parent, field) = split(&mut body, path);
+    parent.as_object_mut().unwrap().remove(field);
+    body
+}
+
+fn split<'a, 'p>(body: &'a mut Value, path: &'p str) -> (&'a mut Value, &'p str) {
+    match path.rsplit_once('.') {
+        Some((parent, field)) => (&mut body[parent], field),
+        None => (body, path),
+    }
+}
+
+/// The entry of the array `list` whose `"name"` is `name`.
+pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list:#}"))
+        .iter()
+        .find(|entry| entry["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {list:#}"))
+}
+
+/// Run the paytool binary to completion, at most `COMMAND_TIMEOUT`.
+pub fn paytool(args: &[&str]) -> Output {
+    run_bounded(Command::new(BIN).args(args), COMMAND_TIMEOUT)
+}
+
+/// `paytool loadtest ARGS`, at most `LOADTEST_TIMEOUT`, with `PAYTOOL_ADMIN_TOKEN` set to
+/// `admin_token` or, if `None`, unset.
+pub fn loadtest(args: &[&str], admin_token: Option<&str>) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("loadtest").args(args);
+    match admin_token {
+        Some(token) => cmd.env("PAYTOOL_ADMIN_TOKEN", token),
+        None => cmd.env_remove("PAYTOOL_ADMIN_TOKEN"),
+    };
+    run_bounded(&mut cmd, LOADTEST_TIMEOUT)
+}
+
+/// Who a request is sent as.
+#[derive(Clone, Debug)]
+pub enum Auth {
+    /// `Bearer` and the merchant's secret key.
+    Merchant,
+    /// `Bearer` and this token.
+    Bearer(String),
+    /// This `Authorization` header, as it is.
+    Header(String),
+    /// No `Authorization` header.
+    Anonymous,
+}
+
+/// The `Idempotency-Key` a request carries.
+#[derive(Clone, Debug)]
+pub enum Key {
+    None,
+    /// A key of its own: the name of the case it is sent in, spaces and all else
+    /// outside `[A-Za-z0-9_-]` as `-`.
+    PerCase,
+    Is(String),
+}
+
+/// One request, as a table row spells it.
+#[derive(Clone, Debug)]
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub auth: Auth,
+    pub key: Key,
+    /// Sent as it is, as `application/json`.
+    pub body: Option<String>,
+}
+
+/// A body as JSON text: a `Value`, or text that may not parse.
+pub trait IntoBody {
+    fn into_body(self) -> String;
+}
+
+impl IntoBody for Value {
+    fn into_body(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IntoBody for &str {
+    fn into_body(self) -> String {
+        self.to_string()
+    }
+}
+
+impl IntoBody for String {
+    fn into_body(self) -> String {
+        self
+    }
+}
+
+impl Req {
+    /// As the merchant, with no key and no body.
+    pub fn new(method: Method, path: impl Into<String>) -> Req {
+        Req {
+            method,
+            path: path.into(),
+            auth: Auth::Merchant,
+            key: Key::None,
+            body: None,
+        }
+    }
+
+    pub fn body(mut self, body: impl IntoBody) -> Req {
+        self.body = Some(body.into_body());
+        self
+    }
+
+    pub fn key(mut self, key: impl Into<String>) -> Req {
+        self.key = Key::Is(key.into());
+        self
+    }
+
+    pub fn no_key(mut self) -> Req {
+        self.key = Key::None;
+        self
+    }
+
+    pub fn auth(mut self, auth: Auth) -> Req {
+        self.auth = auth;
+        self
+    }
+}
+
+pub fn get(path: impl Into<String>) -> Req {
+    Req::new(Method::GET, path)
+}
+
+pub fn post(path: impl Into<String>) -> Req {
+    Req::new(Method::POST, path)
+}
+
+/// `POST /v1/payments/{id}/{action}`.
+pub fn on(id: &str, action: &str) -> Req {
+    post(format!("/v1/payments/{id}/{action}"))
+}
+
+/// `POST /v1/payments` with `body` and a key of its own.
+pub fn create(body: impl IntoBody) -> Req {
+    Req {
+        key: Key::PerCase,
+        ..post("/v1/payments").body(body)
+    }
+}
+
+pub const INVALID: &str = "invalid_request_error";
+
+/// How a request must be refused: `{"error": {"type", "code", "message", "param"}}`.
+#[derive(Clone, Copy, Debug)]
+pub struct Want {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub code: &'static str,
+    pub param: Option<&'static str>,
+    /// Whether `code` and `param` are pinned, or only the status, the type and the shape.
+    pub exact: bool,
+}
+
+/// 400, a request that names `param` wrongly.
+pub fn invalid(code: &'static str, param: &'static str) -> Want {
+    Want {
+        status: StatusCode::BAD_REQUEST,
+        kind: INVALID,
+        code,
+        param: Some(param),
+        exact: true,
+    }
+}
+
+/// 400 `invalid_request_error`, with whatever code and param.
+pub fn invalid_any() -> Want {
+    Want {
+        exact: false,
+        ..invalid("", "")
+    }
+}
+
+/// 400, a card the API refuses before it reaches the processor.
+pub fn card_error(code: &'static str, param: &'static str) -> Want {
+    Want {
+        kind: "card_error",
+        ..invalid(code, param)
+    }
+}
+
+/// 402: the card was declined (or failed) at the processor; the error carries the payment.
+pub fn declined(code: &'static str) -> Want {
+    Want {
+        status: StatusCode::PAYMENT_REQUIRED,
+        param: None,
+        ..card_error(code, "")
+    }
+}
+
+pub fn unauthorized() -> Want {
+    Want {
+        status: StatusCode::UNAUTHORIZED,
+        kind: "authentication_error",
+        code: "invalid_api_key",
+        param: None,
+        exact: true,
+    }
+}
+
+pub fn not_found(param: &'static str) -> Want {
+    Want {
+        status: StatusCode::NOT_FOUND,
+        ..invalid("resource_missing", param)
+    }
+}
+
+/// 409: the payment's state does not allow it.
+pub fn conflict(code: &'static str) -> Want {
+    Want {
+        status: StatusCode::CONFLICT,
+        param: None,
+        ..invalid(code, "")
+    }
+}
+
+/// 400: the key was used before for another request.
+pub fn reused() -> Want {
+    Want {
+        kind: "idempotency_error",
+        ..invalid("idempotency_key_reused", "Idempotency-Key")
+    }
+}
+
+/// A request and how it must be refused; `name` is what a failure reports.
+pub struct Case {
+    pub name: String,
+    pub req: Req,
+    pub want: Want,
+}
+
+pub fn case(name: impl Into<String>, req: Req, want: Want) -> Case {
+    Case {
+        name: name.into(),
+        req,
+        want,
+    }
+}
+
+impl Server {
+    /// Send `req` as `merchant`: status, the body's text, headers.
+    pub async fn send(&self, merchant: &Merchant, req: &Req) -> (StatusCode, String, HeaderMap) {
+        self.send_keyed(merchant, req, None).await
+    }
+
+    async fn send_keyed(
+        &self,
+        merchant: &Merchant,
+        req: &Req,
+        case_name: Option<&str>,
+    ) -> (StatusCode, String, HeaderMap) {
+        let mut http = self.client.request(req.method.clone(), self.url(&req.path));
+        http = match &req.auth {
+            Auth::Merchant => http.bearer_auth(&merchant.key),
+            Auth::Bearer(token) => http.bearer_auth(token),
+            Auth::Header(value) => http.header("Authorization", value),
+            Auth::Anonymous => http,
+        };
+        let key = match &req.key {
+            Key::None => None,
+            Key::PerCase => Some(
+                case_name
+                    .expect("a per-case key is sent in a case")
+                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"),
+            ),
+            Key::Is(key) => Some(key.clone()),
+        };
+        if let Some(key) = key {
+            http = http.header("Idempotency-Key", key);
+        }
+        if let Some(body) = &req.body {
+            http = http
+                .header("content-type", "application/json")
+                .body(body.clone());
+        }
+        let res = http.send().await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        (status, res.text().await.unwrap(), headers)
+    }
+
+    /// A payment held (authorized, not captured) for `amount`; its id.
+    pub async fn held(&self, merchant: &Merchant, key: &str, amount: i64) -> String {
+        let (status, held) = self.pay(merchant, key, amount, false).await;
+        assert_eq!(status, StatusCode::OK, "{held:#}");
+        held["id"].as_str().expect("a payment id").to_string()
+    }
+
+    /// Send `req`, which must succeed with 200; its JSON answer.
+    pub async fn ok(&self, merchant: &Merchant, req: &Req) -> Value {
+        let (status, text, _) = self.send(merchant, req).await;
+        assert_eq!(status, StatusCode::OK, "{req:?}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("{req:?}: not JSON: {text}"))
+    }
+
+    /// Send the case as `merchant` and assert it is refused as it wants; the error body.
+    pub async fn refused(&self, merchant: &Merchant, case: &Case) -> Value {
+        let (status, text, headers) = self.send_keyed(merchant, &case.req, Some(&case.name)).await;
+        let what = format!("{} ({:?})", case.name, case.req);
+        assert_eq!(
+            headers.get("content-type").map(|v| v.as_bytes()),
+            Some(&b"application/json"[..]),
+            "{what}: {text}"
+        );
+        assert!(
+            headers.get("idempotent-replayed").is_none(),
+            "{what}: a refusal is never a replay"
+        );
+        let body =
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("{what}: not JSON: {text}"));
+        assert_error(&what, status, &body, &case.want);
+        body
+    }
+
+    /// Every case in order, each refused as it wants.
+    pub async fn check(&self, merchant: &Merchant, cases: impl IntoIterator<Item = Case>) {
+        for case in cases {
+            self.refused(merchant, &case).await;
+        }
+    }
+}
+
+/// The one error shape: `{"error": {"type", "code", "message", "param"}}`, plus
+/// `decline_code` and `payment` for card declines, and nothing else. `what` names the
+/// request in a failure.
+pub fn assert_error(what: &str, status: StatusCode, body: &Value, want: &Want) {
+    assert_eq!(status, want.status, "{what}: {body:#}");
+    let top = body
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object: {body}"));
+    assert_eq!(top.len(), 1, "{what}: only `error` at the top: {body:#}");
+    let error = body["error"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: no error object: {body:#}"));
+    for field in ["type", "code", "message", "param"] {
+        assert!(
+            error.contains_key(field),
+            "{what}: error.{field} missing: {body:#}"
+        );
+    }
+    for field in error.keys() {
+        assert!(
+            [
+                "type",
+                "code",
+                "message",
+                "param",
+                "decline_code",
+                "payment"
+            ]
+            .contains(&field.as_str()),
+            "{what}: unexpected error.{field}: {body:#}"
+        );
+    }
+    assert_eq!(error["type"], want.kind, "{what}: {body:#}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {body:#}"
+    );
+    if !want.exact {
+        return;
+    }
+    assert_eq!(error["code"], want.code, "{what}: {body:#}");
+    match want.param {
+        Some(p) => assert_eq!(error["param"], p, "{what}: {body:#}"),
+        None => assert!(error["param"].is_null(), "{what}: {body:#}"),
+    }
 }
