@@ -60,7 +60,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(parse_failure_code(&e));
+        }
+    };
     // The AWS credential chain logs each provider it tries; its outcome is our error message.
     let filter = format!("aws_config=error,{}", cli.log);
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into());
@@ -90,6 +96,16 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// clap's own code (0 for help and version, 2 for a bad command line), except for
+/// `scale plan`, whose 2 means "changes pending" (Terraform's -detailed-exitcode): a
+/// plan that cannot even parse its command line is an error, 1.
+fn parse_failure_code(e: &clap::Error) -> u8 {
+    let code = e.exit_code().clamp(0, 255) as u8;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let plan = args.windows(2).any(|w| w[0] == "scale" && w[1] == "plan");
+    if code == 2 && plan { 1 } else { code }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -33,7 +33,7 @@ Exit codes: `plan` follows Terraform's -detailed-exitcode: 0 no change, 1 any er
 invalid profile included), 2 changes pending. `apply` exits 1 when the group, read back
 after the apply, still differs from the profile (the rows left are printed). The other
 commands: 0 success, 1 failure, 2 an invalid profile, an unreadable run or a usage error.
-A command line that does not parse exits 2 for every command, `plan` included.";
+A command line that does not parse exits 2, except for `plan`, where it is 1.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]

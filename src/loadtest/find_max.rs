@@ -140,7 +140,7 @@ pub async fn find_max(
         steps,
     };
     std::fs::write(
-        run_dir.join("find-max.json"),
+        run_dir.join(FIND_MAX_FILE),
         serde_json::to_vec_pretty(&result).map_err(|e| LoadtestError::Run(e.to_string()))?,
     )?;
     // The run's own summary is the best step's, so `report show RUN` shows the answer.

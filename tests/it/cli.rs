@@ -77,8 +77,18 @@ fn out_of_range_flag_exits_2_naming_the_key() {
 }
 
 #[test]
-fn unknown_flag_exits_2() {
-    assert_eq!(paytool(&["serve", "--no-such-flag"]).status.code(), Some(2));
+fn unknown_flag_exits_2_except_for_scale_plan_whose_2_means_changes() {
+    for (args, code) in [
+        (&["serve", "--no-such-flag"][..], 2),
+        (&["scale", "status", "--no-such-flag"], 2),
+        // Terraform's -detailed-exitcode: for `plan`, 2 is "changes pending".
+        (&["scale", "plan", "--no-such-flag"], 1),
+        (&["--log", "warn", "scale", "plan", "-p"], 1),
+        (&["scale", "plan", "--help"], 0),
+    ] {
+        let out = paytool(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+    }
 }
 
 #[tokio::test]
