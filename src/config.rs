@@ -36,6 +36,7 @@ pub struct ServeSection {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     pub shards: Option<usize>,
+    pub layout: Option<PathBuf>,
     pub admin_token: Option<String>,
     pub batch_max: Option<usize>,
     pub queue_max: Option<usize>,

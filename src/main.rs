@@ -26,8 +26,9 @@ Examples:
   paytool completions bash > ~/.local/share/bash-completion/completions/paytool
 
   paytool scale plan -p profiles/scale/payment-api-group.toml   # Terraform-style
+  paytool shard apply --layout profiles/shards/two.toml          # PostgreSQL shards
 
-Not built yet: shard, cache (see the README).
+Not built yet: shard move, cache (see the README).
 
 Exit codes: 0 success; 1 failure (a threshold, the audit, a regression, an apply the
 group did not keep, a run-time error); 2 usage or configuration error (a bad flag, profile
@@ -53,8 +54,10 @@ enum Command {
     Report(cmd::report::Args),
     /// Plan, apply, inspect, size and destroy the API's AWS Auto Scaling group
     Scale(cmd::scale::Args),
-    /// Run the reference payment API on the embedded SQLite store
+    /// Run the reference payment API on the embedded SQLite store or PostgreSQL shards
     Serve(cmd::serve::Args),
+    /// Plan, apply and inspect a PostgreSQL shard layout
+    Shard(cmd::shard::Args),
     /// Print shell completions
     Completions(cmd::completions::Args),
 }
@@ -82,6 +85,7 @@ fn main() -> ExitCode {
         Command::Loadtest(args) => runtime().and_then(|rt| rt.block_on(cmd::loadtest::run(args))),
         Command::Report(args) => cmd::report::run(args),
         Command::Scale(args) => runtime().and_then(|rt| rt.block_on(cmd::scale::run(args))),
+        Command::Shard(args) => runtime().and_then(|rt| rt.block_on(cmd::shard::run(args))),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -99,12 +103,14 @@ fn main() -> ExitCode {
 }
 
 /// clap's own code (0 for help and version, 2 for a bad command line), except for
-/// `scale plan`, whose 2 means "changes pending" (Terraform's -detailed-exitcode): a
+/// `scale plan` and `shard plan`, whose 2 means "changes pending" (Terraform's -detailed-exitcode): a
 /// plan that cannot even parse its command line is an error, 1.
 fn parse_failure_code(e: &clap::Error) -> u8 {
     let code = e.exit_code().clamp(0, 255) as u8;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let plan = args.windows(2).any(|w| w[0] == "scale" && w[1] == "plan");
+    let plan = args
+        .windows(2)
+        .any(|w| (w[0] == "scale" || w[0] == "shard") && w[1] == "plan");
     if code == 2 && plan { 1 } else { code }
 }
 

@@ -3,6 +3,8 @@
 
 use super::{AppState, router, telemetry};
 use crate::secrets::{Secret, hash_key, load_or_create, random_hex};
+use crate::store::layout::Layout;
+use crate::store::postgres::{PgOpenError, PgStore};
 use crate::store::sqlite::{Faults, SqliteStore, WriterLimits};
 use crate::store::{OpenError, Store};
 use std::future::Future;
@@ -30,6 +32,10 @@ pub enum ServeError {
     /// The data dir would not open: its shard count, the directory, or one of its files.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// A PostgreSQL layout's shards could not be opened: unreachable, not migrated, or
+    /// with buckets no shard owns.
+    #[error(transparent)]
+    Layout(#[from] PgOpenError),
     #[error("cannot read or create {}: {source}", path.display())]
     SecretFile {
         path: PathBuf,
@@ -60,6 +66,8 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub shards: usize,
+    /// PostgreSQL shards instead of the embedded SQLite files under `data_dir`.
+    pub layout: Option<Layout>,
     pub admin_token: Option<Secret>,
     pub limits: WriterLimits,
     pub faults: Faults,
@@ -70,7 +78,8 @@ pub struct ServeOptions {
 /// A bound server, not yet serving: the caller can report where it listens first.
 pub struct Server {
     listener: tokio::net::TcpListener,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn Store>,
+    shards: usize,
     state: Arc<AppState>,
     body_limit_bytes: usize,
     pub admin_token_source: String,
@@ -80,7 +89,29 @@ impl Server {
     pub async fn bind(opts: ServeOptions) -> Result<Server, ServeError> {
         // The recorder first: the shard writers take their metric handles when they start.
         telemetry::handle();
-        let store = SqliteStore::open(&opts.data_dir, opts.shards, opts.limits, opts.faults)?;
+        std::fs::create_dir_all(&opts.data_dir).map_err(|source| OpenError::DataDir {
+            path: opts.data_dir.clone(),
+            source,
+        })?;
+        let key_path = opts.data_dir.join("secret.key");
+        let (store, shards, secret_key): (Arc<dyn Store>, usize, Secret) = match &opts.layout {
+            // Every instance on a layout shares the fingerprint key the shards hold, so
+            // an idempotent replay matches whichever instance answered first.
+            Some(layout) => {
+                let store = PgStore::open(layout, opts.limits).await?;
+                let key = Secret::new(store.fingerprint_key().to_string());
+                let shards = store.shard_count();
+                (Arc::new(store), shards, key)
+            }
+            None => {
+                let store =
+                    SqliteStore::open(&opts.data_dir, opts.shards, opts.limits, opts.faults)?;
+                let key =
+                    load_or_create(&key_path, || random_hex(32)).map_err(secret_file(&key_path))?;
+                let shards = store.shard_count();
+                (Arc::new(store), shards, key)
+            }
+        };
         let token_path = opts.data_dir.join("admin_token");
         let (admin_token, admin_token_source) = match opts.admin_token {
             Some(t) => (t, "given by flag or PAYTOOL_ADMIN_TOKEN".to_string()),
@@ -90,16 +121,12 @@ impl Server {
                 format!("in {}", token_path.display()),
             ),
         };
-        let key_path = opts.data_dir.join("secret.key");
-        let secret_key =
-            load_or_create(&key_path, || random_hex(32)).map_err(secret_file(&key_path))?;
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| ServeError::Bind {
                 addr: opts.listen,
                 source,
             })?;
-        let store = Arc::new(store);
         let state = Arc::new(AppState {
             store: store.clone(),
             admin_token_hash: hash_key(admin_token.expose()),
@@ -109,6 +136,7 @@ impl Server {
         Ok(Server {
             listener,
             store,
+            shards,
             state,
             body_limit_bytes: opts.body_limit_bytes,
             admin_token_source,
@@ -120,7 +148,7 @@ impl Server {
     }
 
     pub fn shards(&self) -> usize {
-        self.store.shard_count()
+        self.shards
     }
 
     /// Serve until `shutdown` resolves, then finish in-flight requests, commit what is

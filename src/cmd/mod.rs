@@ -6,6 +6,7 @@ mod present;
 pub mod report;
 pub mod scale;
 pub mod serve;
+pub mod shard;
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ use paytool::api::{
 };
 use paytool::config::{ConfigFile, in_range};
 use paytool::secrets::Secret;
+use paytool::store::postgres::PgOpenError;
 use paytool::store::sqlite::writer::{
     BATCH_MAX_DEFAULT, BATCH_MAX_RANGE, QUEUE_MAX_DEFAULT, QUEUE_MAX_LIMIT,
 };
@@ -22,16 +23,23 @@ Examples:
   paytool serve --listen 127.0.0.1:0 --data-dir /tmp/pt --shards 4
   PAYTOOL_LISTEN=0.0.0.0:8080 paytool serve
   paytool serve --config paytool.toml             # [serve] table, keys as the flags
+  PAYTOOL_ADMIN_TOKEN=adm_... paytool serve --layout profiles/shards/two.toml   # PostgreSQL shards
 
   # then, with the admin token it prints the path of:
   curl -s -X POST localhost:8080/v1/merchants -H \"Authorization: Bearer $(cat data/admin_token)\" \\
        -d '{\"name\":\"Acme\"}'
 
-Writes are durable before they are answered (SQLite WAL, synchronous=FULL), grouped into
-one commit per shard per batch. SIGTERM or Ctrl-C finishes in-flight requests and exits 0.
+Writes are durable before they are answered (SQLite WAL, synchronous=FULL; PostgreSQL
+with synchronous_commit on), grouped into one commit per shard per batch. SIGTERM or
+Ctrl-C finishes in-flight requests and exits 0.
 
-Exit codes: 0 stopped cleanly; 1 failed while running, or a data dir file is corrupt;
-2 bad flags or config, or a data dir made with another --shards.";
+With --layout the API holds no state of its own: run as many instances as you like on
+the same layout, behind a load balancer, all with the same admin token. The layout's
+shards must have been set up with `paytool shard apply --layout L` first.
+
+Exit codes: 0 stopped cleanly; 1 failed while running, a data dir file is corrupt, or a
+shard is unreachable; 2 bad flags, config or layout, a data dir made with another
+--shards, or shards not yet applied.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -46,7 +54,10 @@ pub struct Args {
         "Number of shard files, 1 to {SHARDS_MAX}; fixed when the data dir is created [default: {SHARDS_DEFAULT}]"
     ))]
     pub shards: Option<usize>,
-    /// Admin token for POST /v1/merchants; generated into DATA_DIR/admin_token (0600) when absent
+    /// PostgreSQL shard layout (profiles/shards/*.toml) instead of the SQLite files
+    #[arg(long, env = "PAYTOOL_LAYOUT", conflicts_with = "shards")]
+    pub layout: Option<PathBuf>,
+    /// Admin token for POST /v1/merchants; generated into DATA_DIR/admin_token (0600) when absent (required with --layout)
     #[arg(long, env = "PAYTOOL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// TOML file with a [serve] table; flags and env vars override it
@@ -105,6 +116,25 @@ impl Args {
                 .unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
             WRITE_TIMEOUT_MS_RANGE,
         )?;
+        let layout = match self.layout.or(s.layout) {
+            Some(path) => {
+                Some(paytool::profile::shards::load(&path).map_err(|e| UsageError(e.to_string()))?)
+            }
+            None => None,
+        };
+        let admin_token = self.admin_token.or(s.admin_token).map(Secret::new);
+        if layout.is_some() && admin_token.is_none() {
+            return Err(UsageError(
+                "--layout needs the admin token from --admin-token or PAYTOOL_ADMIN_TOKEN: \
+                 every instance of a layout must accept the same one"
+                    .into(),
+            ));
+        }
+        if layout.is_some() && self.fault_drop_ack_every.is_some() {
+            return Err(UsageError(
+                "--fault-drop-ack-every applies to the SQLite store only".into(),
+            ));
+        }
         if self.fault_drop_ack_every == Some(0) {
             return Err(UsageError(
                 "--fault-drop-ack-every must be at least 1".into(),
@@ -125,7 +155,8 @@ impl Args {
                 self.shards.or(s.shards).unwrap_or(SHARDS_DEFAULT),
                 1..=SHARDS_MAX,
             )?,
-            admin_token: self.admin_token.or(s.admin_token).map(Secret::new),
+            layout,
+            admin_token,
             limits: WriterLimits {
                 batch_max,
                 queue_max,
@@ -158,18 +189,20 @@ fn check<T: PartialOrd + std::fmt::Display + Copy>(
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let opts = args.resolve()?;
-    let data_dir = opts.data_dir.clone();
+    let data = match &opts.layout {
+        Some(l) => format!(
+            "PostgreSQL layout {} (version {})",
+            l.source.display(),
+            l.version
+        ),
+        None => opts.data_dir.display().to_string(),
+    };
     let faulty = opts.faults.drop_ack_every.is_some();
     let server = Server::bind(opts).await.map_err(explain)?;
     let addr = server.local_addr()?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "paytool serve: listening on http://{addr}")?;
-    writeln!(
-        out,
-        "  data:        {} ({} shard(s))",
-        data_dir.display(),
-        server.shards()
-    )?;
+    writeln!(out, "  data:        {data} ({} shard(s))", server.shards())?;
     writeln!(out, "  admin token: {}", server.admin_token_source)?;
     writeln!(out, "  API spec:    http://{addr}/openapi.json")?;
     if faulty {
@@ -216,6 +249,11 @@ fn explain(e: ServeError) -> anyhow::Error {
         ) => anyhow::anyhow!(
             "{e}; another process holds it (another `paytool serve` on this --data-dir?)"
         ),
+        ServeError::Layout(
+            e @ (PgOpenError::NotMigrated { .. }
+            | PgOpenError::Unowned { .. }
+            | PgOpenError::NoSharedKey { .. }),
+        ) => UsageError(e.to_string()).into(),
         other => other.into(),
     }
 }

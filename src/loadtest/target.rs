@@ -38,6 +38,7 @@ impl Target {
             data_dir: data_dir.clone(),
             shards,
             admin_token: Some(Secret::new(admin_token.clone())),
+            layout: None,
             limits: WriterLimits::default(),
             faults,
             body_limit_bytes: crate::api::BODY_LIMIT_BYTES_DEFAULT,

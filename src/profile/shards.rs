@@ -6,10 +6,11 @@
 use super::{ProfileError, read_toml};
 use crate::ids::BUCKETS;
 use crate::secrets::DbUrl;
+pub use crate::store::layout::{Layout, Range, Shard};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Most shards a layout may name: enough for any single deployment we test, small
 /// enough that a fan-out over all shards (audit, status) stays cheap.
@@ -43,50 +44,6 @@ pub struct RangeSection {
     /// Inclusive, "0-511", or one bucket, "7".
     pub buckets: String,
     pub shard: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Shard {
-    pub name: String,
-    pub url: DbUrl,
-}
-
-/// A bucket range and the shard (an index into `Layout::shards`) that owns it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Range {
-    pub first: u16,
-    pub last: u16,
-    pub shard: usize,
-}
-
-/// A checked layout: shards in name order, ranges in bucket order, no gap, no overlap.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Layout {
-    pub name: String,
-    pub source: PathBuf,
-    pub version: u64,
-    pub shards: Vec<Shard>,
-    pub ranges: Vec<Range>,
-    /// SHA-256 of the bucket map and shard names (not the URLs: a shard may move
-    /// host without the layout changing), hex.
-    pub digest: String,
-}
-
-impl Layout {
-    /// The shard that owns `bucket`.
-    pub fn owner(&self, bucket: u16) -> usize {
-        let i = self.ranges.partition_point(|r| r.last < bucket);
-        self.ranges[i].shard
-    }
-
-    /// Each shard's owned buckets, as inclusive ranges.
-    pub fn ranges_of(&self, shard: usize) -> impl Iterator<Item = &Range> {
-        self.ranges.iter().filter(move |r| r.shard == shard)
-    }
-
-    pub fn shard_index(&self, name: &str) -> Option<usize> {
-        self.shards.iter().position(|s| s.name == name)
-    }
 }
 
 /// Read and check a layout, reading `${VAR}`s from the process environment.

@@ -5,7 +5,8 @@
 //! and each shard decides which buckets it owns.
 
 mod audit;
-mod rows;
+pub mod layout_ops;
+pub(crate) mod rows;
 pub mod schema;
 pub mod writer;
 
@@ -14,8 +15,8 @@ use super::{
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
-use crate::profile::shards::Layout;
 use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key};
+use crate::store::layout::Layout;
 use crate::store::sqlite::WriterLimits;
 use rows::{PAYMENT_COLUMNS, payment_from_row, store_error};
 use std::collections::HashMap;
@@ -67,7 +68,11 @@ pub enum PgOpenError {
         "bucket {bucket} is owned by both {a} and {b}: a move was interrupted; run `paytool shard status`"
     )]
     Owned2 { bucket: u16, a: String, b: String },
-    #[error("shard {shard}: {source}")]
+    #[error(
+        "shard {shard} has no fingerprint key, or another shard's: run `paytool shard apply --layout {layout}`"
+    )]
+    NoSharedKey { shard: String, layout: String },
+    #[error("shard {shard}: {}", rows::pg_message(source))]
     Query {
         shard: String,
         source: tokio_postgres::Error,
@@ -90,6 +95,8 @@ struct CachedMerchant {
 
 pub struct PgStore {
     layout: Layout,
+    /// The key of request and card fingerprints, shared by every instance (from the shards).
+    fingerprint_key: String,
     shards: Vec<Arc<Shard>>,
     /// bucket -> shard index, as the shards themselves record it.
     owners: RwLock<Vec<usize>>,
@@ -123,6 +130,7 @@ impl PgStore {
     /// no shard (or two) owns.
     pub async fn open(layout: &Layout, limits: WriterLimits) -> Result<PgStore, PgOpenError> {
         let mut shards = Vec::with_capacity(layout.shards.len());
+        let mut fingerprint_key: Option<String> = None;
         for s in &layout.shards {
             let unreachable = |reason: String| PgOpenError::Unreachable {
                 shard: s.name.clone(),
@@ -147,6 +155,22 @@ impl PgStore {
                     layout: layout.source.display().to_string(),
                 });
             }
+            let key = layout_ops::fingerprint_key(&client)
+                .await
+                .map_err(|source| PgOpenError::Query {
+                    shard: s.name.clone(),
+                    source,
+                })?;
+            match (&fingerprint_key, key) {
+                (None, Some(k)) => fingerprint_key = Some(k),
+                (Some(a), Some(b)) if *a == b => {}
+                _ => {
+                    return Err(PgOpenError::NoSharedKey {
+                        shard: s.name.clone(),
+                        layout: layout.source.display().to_string(),
+                    });
+                }
+            }
             shards.push(Arc::new(Shard {
                 name: s.name.clone(),
                 url: s.url.clone(),
@@ -156,6 +180,7 @@ impl PgStore {
         }
         let store = PgStore {
             layout: layout.clone(),
+            fingerprint_key: fingerprint_key.expect("a layout has at least one shard"),
             shards,
             owners: RwLock::new(vec![0; BUCKETS as usize]),
             by_key: Mutex::new(HashMap::new()),
@@ -230,6 +255,14 @@ impl PgStore {
 
     pub fn layout(&self) -> &Layout {
         &self.layout
+    }
+
+    pub fn fingerprint_key(&self) -> &str {
+        &self.fingerprint_key
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     async fn read_client(shard: &Shard) -> Result<deadpool_postgres::Object, StoreError> {

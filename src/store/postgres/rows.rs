@@ -60,6 +60,14 @@ pub fn store_error(shard: &str, e: &tokio_postgres::Error) -> StoreError {
             reason: e.to_string(),
         };
     }
-    let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
-    StoreError::Postgres(format!("{e} (SQLSTATE {code})"))
+    StoreError::Postgres(pg_message(e))
+}
+
+/// A PostgreSQL error with the server's own message and SQLSTATE (the driver's Display
+/// says only "db error").
+pub fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }

@@ -98,6 +98,13 @@ CREATE TABLE balances (
 CREATE TABLE paytool_buckets (
     bucket smallint PRIMARY KEY CHECK (bucket >= 0 AND bucket < 1024)
 );
+-- Secrets every API instance must share: the key of the request and card
+-- fingerprints (an idempotent replay compares fingerprints, whichever instance made
+-- them). Written by `paytool shard apply`, the same on every shard.
+CREATE TABLE paytool_secrets (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
 -- The layout last applied to this shard, by `paytool shard apply`.
 CREATE TABLE paytool_layout (
     one boolean PRIMARY KEY DEFAULT true CHECK (one),

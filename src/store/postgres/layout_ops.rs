@@ -1,0 +1,550 @@
+//! What `paytool shard plan`, `apply` and `status` do to a layout's shards: read each
+//! shard's state, diff it against the layout, migrate and record. No data moves here:
+//! a bucket that holds data changes owner only by `paytool shard move` (not built yet).
+
+use super::schema::{self, Migration};
+use super::writer::connect;
+use crate::ids::{BUCKETS, now_ms};
+use crate::secrets::random_hex;
+use crate::store::StoreError;
+use crate::store::layout::Layout;
+use serde::Serialize;
+use std::time::Duration;
+use tokio_postgres::Client;
+
+/// Tables holding merchant data, each with `bucket` first in its key.
+pub const MERCHANT_TABLES: [&str; 6] = [
+    "merchants",
+    "payments",
+    "postings",
+    "refunds",
+    "idempotency",
+    "balances",
+];
+/// The window `status` measures writes over.
+pub const WRITE_RATE_WINDOW: Duration = Duration::from_secs(1);
+const FINGERPRINT_KEY: &str = "fingerprint_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutOpError {
+    #[error("{} shard(s) unreachable, nothing changed: {}", .0.len(), .0.join("; "))]
+    Unreachable(Vec<String>),
+    #[error(
+        "buckets {first}-{last} hold {rows} rows on shard {from} and the layout gives them to {to}: moving data is `paytool shard move` (not built yet); nothing changed"
+    )]
+    HoldsData {
+        first: u16,
+        last: u16,
+        from: String,
+        to: String,
+        rows: u64,
+    },
+    #[error(
+        "shards disagree on the fingerprint key ({a} and {b}): they belong to different deployments"
+    )]
+    SecretsDisagree { a: String, b: String },
+    #[error("shard {shard}: {}", super::rows::pg_message(source))]
+    Query {
+        shard: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+/// What was recorded on a shard by the last `apply`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Recorded {
+    pub name: String,
+    pub shard: String,
+    pub version: i64,
+    pub digest: String,
+}
+
+/// One shard as it is now.
+#[derive(Debug, Serialize)]
+pub struct ShardState {
+    pub name: String,
+    /// The URL without its password.
+    pub url: String,
+    pub migrations_applied: Vec<i32>,
+    pub layout: Option<Recorded>,
+    /// The buckets it owns, as inclusive ranges.
+    pub owns: Vec<(u16, u16)>,
+}
+
+/// A bucket range whose owner the layout changes.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct OwnerChange {
+    pub first: u16,
+    pub last: u16,
+    pub from: Option<String>,
+    pub to: String,
+    /// Rows and bytes of merchant data in the range on its current owner.
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShardPlan {
+    pub name: String,
+    pub url: String,
+    pub migrations: Vec<String>,
+    /// Whether the layout's version and digest would be (re)recorded.
+    pub record_layout: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub layout: String,
+    pub version: u64,
+    pub digest: String,
+    pub shards: Vec<ShardPlan>,
+    pub owner_changes: Vec<OwnerChange>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.owner_changes.is_empty()
+            && self
+                .shards
+                .iter()
+                .all(|s| s.migrations.is_empty() && !s.record_layout)
+    }
+}
+
+struct Connected {
+    clients: Vec<Client>,
+}
+
+/// Connect to every shard, or refuse naming each that cannot be reached.
+async fn connect_all(layout: &Layout) -> Result<Connected, LayoutOpError> {
+    let mut clients = Vec::new();
+    let mut down = Vec::new();
+    for s in &layout.shards {
+        match connect(&s.url, &s.name).await {
+            Ok(c) => clients.push(c),
+            Err(StoreError::ShardDown { reason, .. }) => {
+                down.push(format!("{} ({}): {reason}", s.name, s.url))
+            }
+            Err(e) => down.push(format!("{} ({}): {e}", s.name, s.url)),
+        }
+    }
+    if down.is_empty() {
+        Ok(Connected { clients })
+    } else {
+        Err(LayoutOpError::Unreachable(down))
+    }
+}
+
+fn ranges(buckets: &[u16]) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &b in buckets {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == b => *last = b,
+            _ => out.push((b, b)),
+        }
+    }
+    out
+}
+
+async fn state(layout: &Layout, i: usize, c: &Client) -> Result<ShardState, LayoutOpError> {
+    let shard = &layout.shards[i];
+    let q = |source| LayoutOpError::Query {
+        shard: shard.name.clone(),
+        source,
+    };
+    let migrations_applied = schema::applied(c).await.map_err(q)?;
+    let (layout_row, owns) = if migrations_applied.is_empty() {
+        (None, Vec::new())
+    } else {
+        let row = c
+            .query_opt(
+                "SELECT name, shard, version, digest FROM paytool_layout",
+                &[],
+            )
+            .await
+            .map_err(q)?
+            .map(|r| Recorded {
+                name: r.get(0),
+                shard: r.get(1),
+                version: r.get(2),
+                digest: r.get(3),
+            });
+        let buckets: Vec<u16> = c
+            .query("SELECT bucket FROM paytool_buckets ORDER BY bucket", &[])
+            .await
+            .map_err(q)?
+            .iter()
+            .map(|r| r.get::<_, i16>(0) as u16)
+            .collect();
+        (row, ranges(&buckets))
+    };
+    Ok(ShardState {
+        name: shard.name.clone(),
+        url: shard.url.redacted(),
+        migrations_applied,
+        layout: layout_row,
+        owns,
+    })
+}
+
+/// Rows and bytes of merchant data in buckets `first..=last` on a shard.
+async fn data_in(c: &Client, first: u16, last: u16) -> Result<(u64, u64), tokio_postgres::Error> {
+    let mut rows = 0u64;
+    let mut bytes = 0u64;
+    for table in MERCHANT_TABLES {
+        let r = c
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*), COALESCE(SUM(pg_column_size(t.*)), 0)::int8 FROM {table} t \
+                     WHERE bucket BETWEEN $1 AND $2"
+                ),
+                &[&(first as i16), &(last as i16)],
+            )
+            .await?;
+        rows += r.get::<_, i64>(0) as u64;
+        bytes += r.get::<_, i64>(1) as u64;
+    }
+    Ok((rows, bytes))
+}
+
+/// Every shard's state; refuses if any is unreachable.
+pub async fn inspect(layout: &Layout) -> Result<Vec<ShardState>, LayoutOpError> {
+    let all = connect_all(layout).await?;
+    let mut out = Vec::new();
+    for (i, c) in all.clients.iter().enumerate() {
+        out.push(state(layout, i, c).await?);
+    }
+    Ok(out)
+}
+
+/// What `apply` would do.
+pub async fn plan(layout: &Layout) -> Result<Plan, LayoutOpError> {
+    let all = connect_all(layout).await?;
+    plan_connected(layout, &all).await
+}
+
+async fn plan_connected(layout: &Layout, all: &Connected) -> Result<Plan, LayoutOpError> {
+    let mut states = Vec::new();
+    for (i, c) in all.clients.iter().enumerate() {
+        states.push(state(layout, i, c).await?);
+    }
+    // Who owns each bucket now, by the shards' own records.
+    let mut now: Vec<Option<usize>> = vec![None; BUCKETS as usize];
+    for (i, s) in states.iter().enumerate() {
+        for &(a, b) in &s.owns {
+            for bucket in a..=b {
+                now[bucket as usize] = Some(i);
+            }
+        }
+    }
+    let mut owner_changes = Vec::new();
+    let mut bucket = 0u16;
+    while bucket < BUCKETS {
+        let want = layout.owner(bucket);
+        let have = now[bucket as usize];
+        let mut last = bucket;
+        while last + 1 < BUCKETS && layout.owner(last + 1) == want && now[last as usize + 1] == have
+        {
+            last += 1;
+        }
+        if have != Some(want) {
+            let (rows, bytes) = match have {
+                Some(from) => {
+                    data_in(&all.clients[from], bucket, last)
+                        .await
+                        .map_err(|source| LayoutOpError::Query {
+                            shard: layout.shards[from].name.clone(),
+                            source,
+                        })?
+                }
+                None => (0, 0),
+            };
+            owner_changes.push(OwnerChange {
+                first: bucket,
+                last,
+                from: have.map(|i| layout.shards[i].name.clone()),
+                to: layout.shards[want].name.clone(),
+                rows,
+                bytes,
+            });
+        }
+        bucket = last + 1;
+    }
+    let shards = states
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ShardPlan {
+            name: s.name.clone(),
+            url: s.url.clone(),
+            migrations: schema::pending(&s.migrations_applied)
+                .iter()
+                .map(|m: &&Migration| format!("{:03} {}", m.version, m.name))
+                .collect(),
+            record_layout: s.layout.as_ref().is_none_or(|r| {
+                r.digest != layout.digest
+                    || r.version != layout.version as i64
+                    || r.shard != layout.shards[i].name
+                    || r.name != layout.name
+            }),
+        })
+        .collect();
+    Ok(Plan {
+        layout: layout.name.clone(),
+        version: layout.version,
+        digest: layout.digest.clone(),
+        shards,
+        owner_changes,
+    })
+}
+
+/// Migrate every shard, share the fingerprint key, give empty buckets to their layout
+/// owner, record the layout. Refuses (changing nothing) when a shard is unreachable or a
+/// bucket that holds data would change owner. Idempotent: a second apply plans nothing.
+pub async fn apply(layout: &Layout) -> Result<Plan, LayoutOpError> {
+    let mut all = connect_all(layout).await?;
+    for (i, c) in all.clients.iter_mut().enumerate() {
+        schema::migrate(c)
+            .await
+            .map_err(|source| LayoutOpError::Query {
+                shard: layout.shards[i].name.clone(),
+                source,
+            })?;
+    }
+    let plan = plan_connected(layout, &all).await?;
+    if let Some(c) = plan.owner_changes.iter().find(|c| c.rows > 0) {
+        return Err(LayoutOpError::HoldsData {
+            first: c.first,
+            last: c.last,
+            from: c.from.clone().unwrap_or_default(),
+            to: c.to.clone(),
+            rows: c.rows,
+        });
+    }
+    share_fingerprint_key(layout, &all).await?;
+    // Empty buckets: taken from their old owner first, then given to the new one. A
+    // write for one of them in between is refused by both and retried by the API.
+    for change in &plan.owner_changes {
+        let (a, b) = (change.first as i16, change.last as i16);
+        if let Some(from) = &change.from {
+            let i = layout.shard_index(from).expect("a layout shard");
+            all.clients[i]
+                .execute(
+                    "DELETE FROM paytool_buckets WHERE bucket BETWEEN $1 AND $2",
+                    &[&a, &b],
+                )
+                .await
+                .map_err(|source| LayoutOpError::Query {
+                    shard: from.clone(),
+                    source,
+                })?;
+        }
+        let i = layout.shard_index(&change.to).expect("a layout shard");
+        all.clients[i]
+            .execute(
+                "INSERT INTO paytool_buckets SELECT generate_series($1::int4, $2::int4)::int2 ON CONFLICT DO NOTHING",
+                &[&(a as i32), &(b as i32)],
+            )
+            .await
+            .map_err(|source| LayoutOpError::Query {
+                shard: change.to.clone(),
+                source,
+            })?;
+    }
+    for (i, c) in all.clients.iter().enumerate() {
+        let shard = &layout.shards[i].name;
+        c.execute(
+            "INSERT INTO paytool_layout (one, name, shard, version, digest, applied_ms) \
+             VALUES (true, $1, $2, $3, $4, $5) ON CONFLICT (one) DO UPDATE SET name = $1, \
+             shard = $2, version = $3, digest = $4, applied_ms = $5",
+            &[
+                &layout.name,
+                shard,
+                &(layout.version as i64),
+                &layout.digest,
+                &now_ms(),
+            ],
+        )
+        .await
+        .map_err(|source| LayoutOpError::Query {
+            shard: shard.clone(),
+            source,
+        })?;
+    }
+    Ok(plan)
+}
+
+async fn share_fingerprint_key(layout: &Layout, all: &Connected) -> Result<(), LayoutOpError> {
+    let mut found: Option<(String, String)> = None;
+    for (i, c) in all.clients.iter().enumerate() {
+        let shard = &layout.shards[i].name;
+        let row = c
+            .query_opt(
+                "SELECT value FROM paytool_secrets WHERE name = $1",
+                &[&FINGERPRINT_KEY],
+            )
+            .await
+            .map_err(|source| LayoutOpError::Query {
+                shard: shard.clone(),
+                source,
+            })?;
+        if let Some(r) = row {
+            let value: String = r.get(0);
+            match &found {
+                Some((other, v)) if *v != value => {
+                    return Err(LayoutOpError::SecretsDisagree {
+                        a: other.clone(),
+                        b: shard.clone(),
+                    });
+                }
+                Some(_) => {}
+                None => found = Some((shard.clone(), value)),
+            }
+        }
+    }
+    let value = found.map_or_else(|| random_hex(32), |(_, v)| v);
+    for (i, c) in all.clients.iter().enumerate() {
+        c.execute(
+            "INSERT INTO paytool_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&FINGERPRINT_KEY, &value],
+        )
+        .await
+        .map_err(|source| LayoutOpError::Query {
+            shard: layout.shards[i].name.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The fingerprint key every instance shares, as `apply` recorded it.
+pub async fn fingerprint_key(c: &Client) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(c.query_opt(
+        "SELECT value FROM paytool_secrets WHERE name = $1",
+        &[&FINGERPRINT_KEY],
+    )
+    .await?
+    .map(|r| r.get(0)))
+}
+
+/// Rows written to the shard's database so far, by PostgreSQL's statistics.
+async fn written(c: &Client) -> Result<i64, tokio_postgres::Error> {
+    c.query_one(
+        "SELECT (tup_inserted + tup_updated + tup_deleted)::int8 FROM pg_stat_database \
+         WHERE datname = current_database()",
+        &[],
+    )
+    .await
+    .map(|r| r.get::<_, i64>(0))
+}
+
+/// One shard's figures for `paytool shard status`.
+#[derive(Debug, Serialize)]
+pub struct ShardStatus {
+    pub name: String,
+    pub url: String,
+    pub reachable: bool,
+    /// Why not, when it is not.
+    pub error: Option<String>,
+    pub layout_version: Option<i64>,
+    pub layout_matches: bool,
+    pub buckets: u64,
+    pub merchants: u64,
+    pub payments: u64,
+    pub size_bytes: u64,
+    pub writes_per_s: f64,
+    /// This shard's share of all payments.
+    pub payments_share: f64,
+}
+
+/// Every shard's figures; an unreachable shard is a row that says so, not an error.
+pub async fn status(layout: &Layout) -> Vec<ShardStatus> {
+    let mut out = Vec::new();
+    let mut clients = Vec::new();
+    for s in &layout.shards {
+        let row = ShardStatus {
+            name: s.name.clone(),
+            url: s.url.redacted(),
+            reachable: false,
+            error: None,
+            layout_version: None,
+            layout_matches: false,
+            buckets: 0,
+            merchants: 0,
+            payments: 0,
+            size_bytes: 0,
+            writes_per_s: 0.0,
+            payments_share: 0.0,
+        };
+        match connect(&s.url, &s.name).await {
+            Ok(c) => {
+                clients.push(Some(c));
+                out.push(ShardStatus {
+                    reachable: true,
+                    ..row
+                });
+            }
+            Err(e) => {
+                clients.push(None);
+                out.push(ShardStatus {
+                    error: Some(e.to_string()),
+                    ..row
+                });
+            }
+        }
+    }
+    let mut before = Vec::new();
+    for c in &clients {
+        before.push(match c {
+            Some(c) => written(c).await.ok(),
+            None => None,
+        });
+    }
+    let started = std::time::Instant::now();
+    tokio::time::sleep(WRITE_RATE_WINDOW).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    for (i, c) in clients.iter().enumerate() {
+        let Some(c) = c else { continue };
+        let row = &mut out[i];
+        let figures = async {
+            let after = written(c).await?;
+            // pg_stat counters are sent by backends in the background, so this is a rate
+            // over about the window, not an exact count.
+            row.writes_per_s = before[i].map_or(0.0, |b| (after - b).max(0) as f64 / elapsed);
+            let migrated = !schema::applied(c).await?.is_empty();
+            row.size_bytes = c
+                .query_one("SELECT pg_database_size(current_database())::int8", &[])
+                .await?
+                .get::<_, i64>(0) as u64;
+            if migrated {
+                if let Some(r) = c
+                    .query_opt("SELECT version, digest FROM paytool_layout", &[])
+                    .await?
+                {
+                    row.layout_version = Some(r.get(0));
+                    row.layout_matches = r.get::<_, String>(1) == layout.digest;
+                }
+                let count = |sql: &'static str| async move {
+                    c.query_one(sql, &[])
+                        .await
+                        .map(|r| r.get::<_, i64>(0) as u64)
+                };
+                row.buckets = count("SELECT COUNT(*) FROM paytool_buckets").await?;
+                row.merchants = count("SELECT COUNT(*) FROM merchants").await?;
+                row.payments = count("SELECT COUNT(*) FROM payments").await?;
+            }
+            Ok::<(), tokio_postgres::Error>(())
+        };
+        if let Err(e) = figures.await {
+            row.error = Some(e.to_string());
+        }
+    }
+    let total: u64 = out.iter().map(|s| s.payments).sum();
+    for s in &mut out {
+        s.payments_share = if total == 0 {
+            0.0
+        } else {
+            s.payments as f64 / total as f64
+        };
+    }
+    out
+}
