@@ -20,3 +20,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --locked --all-targets
+# One suite, two backends: the API suite again, on a 2-shard PostgreSQL layout (each
+# test starts its own throwaway PostgreSQL server).
+echo "== cargo test: the API suite on PostgreSQL"
+PAYTOOL_TEST_BACKEND=postgres cargo test --locked --test it -- \
+  api:: errors:: idempotency:: crash:: --skip serve_errors::

@@ -332,18 +332,26 @@ fn assert_no_pan(what: &str, text: &str) {
 }
 
 /// Every file in the data dir, byte for byte (the WAL included).
+/// Every file under `dir`: the SQLite files, or on the PostgreSQL backend the server's
+/// own data files, WAL and log.
 fn assert_no_pan_on_disk(dir: &std::path::Path) {
-    let mut files = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.is_file() {
-            continue;
+    fn walk(dir: &std::path::Path, files: &mut usize) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, files);
+            } else if path.is_file() {
+                *files += 1;
+                let bytes = std::fs::read(&path).unwrap();
+                assert_no_pan(
+                    &path.display().to_string(),
+                    &String::from_utf8_lossy(&bytes),
+                );
+            }
         }
-        files += 1;
-        let bytes = std::fs::read(&path).unwrap();
-        let text = String::from_utf8_lossy(&bytes);
-        assert_no_pan(&path.display().to_string(), &text);
     }
+    let mut files = 0;
+    walk(dir, &mut files);
     assert!(files > 0, "no files in {}", dir.display());
 }
 

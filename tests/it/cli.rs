@@ -106,7 +106,7 @@ async fn generated_secrets_are_private_and_the_token_can_come_from_env() {
 
     // PAYTOOL_ADMIN_TOKEN replaces the generated token: no file is written, and the
     // token from the environment is the one admin routes accept.
-    let server = Server::start_with_admin_token(DataDir::Temp(temp_dir()), "adm_from_env");
+    let server = Server::start_with_admin_token(DataDir::temp(), "adm_from_env");
     assert!(
         server.base.starts_with("http://127.0.0.1:"),
         "{}",

@@ -174,7 +174,7 @@ async fn sigkill_loses_no_acknowledged_payment() {
     let audit = server.audit().await;
     assert_eq!(audit["ok"], true, "{audit:#}");
     // And, reading the files directly, postings balance on every shard.
-    assert_postings_balance(server.data_dir());
+    assert_postings_balance(&server);
     println!(
         "acknowledged {} payments before SIGKILL; {} keys replayed",
         acks.len(),
@@ -213,7 +213,23 @@ fn ack(merchant: usize, key: &str, amount: i64, body: &Value) -> Ack {
     }
 }
 
-pub fn assert_postings_balance(data_dir: &std::path::Path) {
+/// Every shard's postings sum to zero per currency, read from the store itself.
+pub fn assert_postings_balance(server: &Server) {
+    if let Some(pg) = server.pg() {
+        let sums = pg
+            .on_each_shard("SELECT currency || ' ' || SUM(amount) FROM postings GROUP BY currency");
+        for (shard, text) in sums.iter().enumerate() {
+            for line in text.lines() {
+                assert!(line.ends_with(" 0"), "shard {shard}: postings {line}");
+            }
+        }
+        assert!(
+            sums.iter().any(|s| !s.trim().is_empty()),
+            "no postings on any shard"
+        );
+        return;
+    }
+    let data_dir = server.data_dir();
     let mut shards = 0;
     for entry in std::fs::read_dir(data_dir).unwrap() {
         let path = entry.unwrap().path();

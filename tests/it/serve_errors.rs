@@ -2,7 +2,7 @@
 //! dir made with other `--shards` (exit 2, saying which), a shard file locked from outside
 //! (503 `store_busy` with Retry-After, then success), a corrupt shard file (exit 1 naming it).
 
-use crate::support::{BIN, DataDir, Server, payment_body, temp_dir};
+use crate::support::{BIN, DataDir, Server, payment_body};
 use reqwest::{Method, StatusCode};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -42,7 +42,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn a_data_dir_made_with_other_shards_exits_2_naming_the_shards_to_use() {
-    let server = Server::start_with(DataDir::Temp(temp_dir()), &["--shards", "1"]);
+    let server = Server::start_with(DataDir::temp(), &["--shards", "1"]);
     let data = server.into_data();
     let out = serve_refused(data.path(), &["--shards", "2"]);
     let err = stderr(&out);

@@ -173,18 +173,141 @@ pub struct Server {
     data: DataDir,
 }
 
-/// A data dir the test owns: a fresh temporary one, or one handed over to reuse.
-pub enum DataDir {
+/// A data dir the test owns: a fresh temporary one, or one handed over to reuse. On the
+/// PostgreSQL backend it also owns the throwaway PostgreSQL server of its 2-shard layout,
+/// started on first use and stopped (before the dir is removed) on drop.
+pub struct DataDir {
+    pg: Option<PgShards>,
+    dir: Dir,
+}
+
+enum Dir {
     Temp(tempfile::TempDir),
     Path(PathBuf),
 }
 
 impl DataDir {
-    pub fn path(&self) -> &Path {
-        match self {
-            DataDir::Temp(t) => t.path(),
-            DataDir::Path(p) => p,
+    pub fn temp() -> DataDir {
+        DataDir {
+            pg: None,
+            dir: Dir::Temp(temp_dir()),
         }
+    }
+
+    pub fn at(path: PathBuf) -> DataDir {
+        DataDir {
+            pg: None,
+            dir: Dir::Path(path),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match &self.dir {
+            Dir::Temp(t) => t.path(),
+            Dir::Path(p) => p,
+        }
+    }
+
+    /// The PostgreSQL shards behind this data dir, started on first use.
+    pub fn pg(&mut self) -> &PgShards {
+        if self.pg.is_none() {
+            self.pg = Some(PgShards::start(&self.path().join("pg")));
+        }
+        self.pg.as_ref().expect("started above")
+    }
+}
+
+/// Which store the API suite runs on: `PAYTOOL_TEST_BACKEND=postgres` runs the same
+/// tests against a 2-shard PostgreSQL layout (scripts/test.sh runs both).
+pub fn on_postgres() -> bool {
+    std::env::var("PAYTOOL_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// A throwaway PostgreSQL server with one database per shard of a 2-shard layout,
+/// applied with `paytool shard apply`.
+pub struct PgShards {
+    pub server: paytool::services::postgres::LocalPostgres,
+    pub layout: PathBuf,
+    pub databases: Vec<String>,
+}
+
+impl PgShards {
+    pub const SHARDS: usize = 2;
+
+    pub fn start(root: &Path) -> PgShards {
+        Self::start_with(root, Self::SHARDS)
+    }
+
+    pub fn start_with(root: &Path, shards: usize) -> PgShards {
+        use paytool::services::postgres::{LocalPostgres, Settings};
+        let settings = Settings {
+            shared_buffers_mb: 16,
+            ..Settings::default()
+        };
+        let server = LocalPostgres::start(root, &settings).unwrap_or_else(|e| {
+            panic!("the PostgreSQL backend needs PostgreSQL (scripts/install-services.sh): {e}")
+        });
+        let mut layout = String::from("name = \"test\"\nversion = 1\nbuckets = 1024\n");
+        let mut databases = Vec::new();
+        for i in 0..shards {
+            let db = format!("paytool_s{i}");
+            server.create_database(&db).unwrap();
+            layout.push_str(&format!("[shards.s{i}]\nurl = \"{}\"\n", server.url(&db)));
+            databases.push(db);
+        }
+        for i in 0..shards {
+            let (first, last) = (i * 1024 / shards, (i + 1) * 1024 / shards - 1);
+            layout.push_str(&format!(
+                "[[ranges]]\nbuckets = \"{first}-{last}\"\nshard = \"s{i}\"\n"
+            ));
+        }
+        let path = root.join("layout.toml");
+        std::fs::write(&path, layout).unwrap();
+        let out = paytool(&["shard", "apply", "--layout", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "shard apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PgShards {
+            server,
+            layout: path,
+            databases,
+        }
+    }
+
+    /// One SQL statement on every shard's database; each shard's output.
+    pub fn on_each_shard(&self, sql: &str) -> Vec<String> {
+        self.databases
+            .iter()
+            .map(|db| {
+                let port = self.server.port().to_string();
+                let out = run_bounded(
+                    Command::new("psql").args([
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        &port,
+                        "-U",
+                        "postgres",
+                        "-d",
+                        db,
+                        "-XqtA",
+                        "-v",
+                        "ON_ERROR_STOP=1",
+                        "-c",
+                        sql,
+                    ]),
+                    COMMAND_TIMEOUT,
+                );
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                String::from_utf8_lossy(&out.stdout).to_string()
+            })
+            .collect()
     }
 }
 
@@ -197,11 +320,11 @@ pub fn temp_dir() -> tempfile::TempDir {
 
 impl Server {
     pub fn start() -> Server {
-        Server::start_with(DataDir::Temp(temp_dir()), &[])
+        Server::start_with(DataDir::temp(), &[])
     }
 
     pub fn start_args(args: &[&str]) -> Server {
-        Server::start_with(DataDir::Temp(temp_dir()), args)
+        Server::start_with(DataDir::temp(), args)
     }
 
     /// Start `paytool serve` on a free port and wait for it to say where it listens.
@@ -214,13 +337,31 @@ impl Server {
         Server::spawn(data, &[], Some(admin_token))
     }
 
-    fn spawn(data: DataDir, args: &[&str], admin_token: Option<&str>) -> Server {
+    fn spawn(mut data: DataDir, args: &[&str], admin_token: Option<&str>) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data.path())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .arg(data.path());
+        // Instances of one layout share an admin token given to each (no token file).
+        let shared_token;
+        let mut admin_token = admin_token;
+        if on_postgres() {
+            // The layout decides the shards; `--shards` is the SQLite store's.
+            let mut rest = args.iter();
+            while let Some(a) = rest.next() {
+                if *a == "--shards" {
+                    rest.next();
+                } else {
+                    cmd.arg(a);
+                }
+            }
+            cmd.arg("--layout").arg(&data.pg().layout);
+            shared_token =
+                admin_token.map_or_else(|| "adm_postgres_suite".to_string(), str::to_string);
+            admin_token = Some(&shared_token);
+        } else {
+            cmd.args(args);
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
         match admin_token {
             Some(token) => cmd.env("PAYTOOL_ADMIN_TOKEN", token),
             None => cmd.env_remove("PAYTOOL_ADMIN_TOKEN"),
@@ -264,6 +405,11 @@ impl Server {
 
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+
+    /// The PostgreSQL shards it runs on, on the PostgreSQL backend.
+    pub fn pg(&self) -> Option<&PgShards> {
+        self.data.pg.as_ref()
     }
 
     pub fn url(&self, path: &str) -> String {
