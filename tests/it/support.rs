@@ -223,91 +223,122 @@ pub fn on_postgres() -> bool {
     std::env::var("PAYTOOL_TEST_BACKEND").as_deref() == Ok("postgres")
 }
 
-/// A throwaway PostgreSQL server with one database per shard of a 2-shard layout,
+/// Throwaway PostgreSQL for a layout: one database per shard, all on one server (cheap,
+/// for the API suite) or each shard on a server of its own (to stop one shard alone),
 /// applied with `paytool shard apply`.
 pub struct PgShards {
-    pub server: paytool::services::postgres::LocalPostgres,
+    pub servers: Vec<paytool::services::postgres::LocalPostgres>,
+    /// Per shard: its server (an index into `servers`) and database.
+    pub shards: Vec<(usize, String)>,
     pub layout: PathBuf,
-    pub databases: Vec<String>,
 }
 
 impl PgShards {
     pub const SHARDS: usize = 2;
 
     pub fn start(root: &Path) -> PgShards {
-        Self::start_with(root, Self::SHARDS)
+        let pg = Self::unapplied(root, Self::SHARDS, false);
+        pg.apply();
+        pg
     }
 
-    pub fn start_with(root: &Path, shards: usize) -> PgShards {
+    /// `shards` shards, each on its own server when `separate`; not yet applied.
+    pub fn unapplied(root: &Path, shards: usize, separate: bool) -> PgShards {
         use paytool::services::postgres::{LocalPostgres, Settings};
         let settings = Settings {
             shared_buffers_mb: 16,
             ..Settings::default()
         };
-        let server = LocalPostgres::start(root, &settings).unwrap_or_else(|e| {
-            panic!("the PostgreSQL backend needs PostgreSQL (scripts/install-services.sh): {e}")
-        });
-        let mut layout = String::from("name = \"test\"\nversion = 1\nbuckets = 1024\n");
-        let mut databases = Vec::new();
+        let start = |dir: PathBuf| {
+            LocalPostgres::start(&dir, &settings).unwrap_or_else(|e| {
+                panic!("the PostgreSQL tests need PostgreSQL (scripts/install-services.sh): {e}")
+            })
+        };
+        let servers: Vec<_> = if separate {
+            (0..shards)
+                .map(|i| start(root.join(format!("pg{i}"))))
+                .collect()
+        } else {
+            vec![start(root.join("pg"))]
+        };
+        let mut pg = PgShards {
+            shards: Vec::new(),
+            layout: root.join("layout.toml"),
+            servers,
+        };
         for i in 0..shards {
+            let server = if separate { i } else { 0 };
             let db = format!("paytool_s{i}");
-            server.create_database(&db).unwrap();
-            layout.push_str(&format!("[shards.s{i}]\nurl = \"{}\"\n", server.url(&db)));
-            databases.push(db);
+            pg.servers[server].create_database(&db).unwrap();
+            pg.shards.push((server, db));
         }
-        for i in 0..shards {
-            let (first, last) = (i * 1024 / shards, (i + 1) * 1024 / shards - 1);
-            layout.push_str(&format!(
-                "[[ranges]]\nbuckets = \"{first}-{last}\"\nshard = \"s{i}\"\n"
+        std::fs::write(&pg.layout, pg.layout_text(&[])).unwrap();
+        pg
+    }
+
+    /// The layout file's text, with bucket ranges split evenly unless `ranges` are given
+    /// as (first, last, shard) triples.
+    pub fn layout_text(&self, ranges: &[(u32, u32, usize)]) -> String {
+        let n = self.shards.len();
+        let mut text = String::from("name = \"test\"\nversion = 1\nbuckets = 1024\n");
+        for (i, (server, db)) in self.shards.iter().enumerate() {
+            let url = self.servers[*server].url(db);
+            text.push_str(&format!("[shards.s{i}]\nurl = \"{url}\"\n"));
+        }
+        let even: Vec<(u32, u32, usize)> = (0..n)
+            .map(|i| ((i * 1024 / n) as u32, ((i + 1) * 1024 / n - 1) as u32, i))
+            .collect();
+        for (first, last, shard) in if ranges.is_empty() { &even[..] } else { ranges } {
+            text.push_str(&format!(
+                "[[ranges]]\nbuckets = \"{first}-{last}\"\nshard = \"s{shard}\"\n"
             ));
         }
-        let path = root.join("layout.toml");
-        std::fs::write(&path, layout).unwrap();
-        let out = paytool(&["shard", "apply", "--layout", path.to_str().unwrap()]);
+        text
+    }
+
+    pub fn apply(&self) {
+        let out = paytool(&["shard", "apply", "--layout", self.layout.to_str().unwrap()]);
         assert!(
             out.status.success(),
             "shard apply: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        PgShards {
-            server,
-            layout: path,
-            databases,
-        }
     }
 
     /// One SQL statement on every shard's database; each shard's output.
     pub fn on_each_shard(&self, sql: &str) -> Vec<String> {
-        self.databases
-            .iter()
-            .map(|db| {
-                let port = self.server.port().to_string();
-                let out = run_bounded(
-                    Command::new("psql").args([
-                        "-h",
-                        "127.0.0.1",
-                        "-p",
-                        &port,
-                        "-U",
-                        "postgres",
-                        "-d",
-                        db,
-                        "-XqtA",
-                        "-v",
-                        "ON_ERROR_STOP=1",
-                        "-c",
-                        sql,
-                    ]),
-                    COMMAND_TIMEOUT,
-                );
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                String::from_utf8_lossy(&out.stdout).to_string()
-            })
+        (0..self.shards.len())
+            .map(|i| self.on_shard(i, sql))
             .collect()
+    }
+
+    pub fn on_shard(&self, shard: usize, sql: &str) -> String {
+        let (server, db) = &self.shards[shard];
+        let port = self.servers[*server].port().to_string();
+        let out = run_bounded(
+            Command::new("psql").args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-d",
+                db,
+                "-XqtA",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ]),
+            COMMAND_TIMEOUT,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 }
 
@@ -332,6 +363,12 @@ impl Server {
         Server::spawn(data, args, None)
     }
 
+    /// One more API instance on the PostgreSQL layout at `layout`.
+    pub fn start_on_layout(layout: &Path, admin_token: &str) -> Server {
+        let layout = layout.to_str().expect("a UTF-8 path");
+        Server::spawn(DataDir::temp(), &["--layout", layout], Some(admin_token))
+    }
+
     /// Start with the admin token given in `PAYTOOL_ADMIN_TOKEN` instead of generated.
     pub fn start_with_admin_token(data: DataDir, admin_token: &str) -> Server {
         Server::spawn(data, &[], Some(admin_token))
@@ -344,7 +381,7 @@ impl Server {
         // Instances of one layout share an admin token given to each (no token file).
         let shared_token;
         let mut admin_token = admin_token;
-        if on_postgres() {
+        if on_postgres() && !args.contains(&"--layout") {
             // The layout decides the shards; `--shards` is the SQLite store's.
             let mut rest = args.iter();
             while let Some(a) = rest.next() {

@@ -1,0 +1,336 @@
+//! PostgreSQL shards: `paytool shard plan/apply/status` on real servers, and several API
+//! instances on one layout behaving as one API.
+
+use crate::support::{PgShards, Server, payment_body, paytool, temp_dir};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::process::Output;
+
+const TOKEN: &str = "adm_shared_by_every_instance";
+
+fn shard(args: &[&str], layout: &std::path::Path) -> Output {
+    let mut all = vec!["shard"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--layout", layout.to_str().unwrap()]);
+    paytool(&all)
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn plan_apply_status_round_trip_and_apply_is_idempotent() {
+    let dir = temp_dir();
+    let pg = PgShards::unapplied(dir.path(), 2, false);
+    let plan = shard(&["plan", "--output", "json"], &pg.layout);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "changes pending: {}",
+        stderr(&plan)
+    );
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        plan["owner_changes"].as_array().unwrap().len(),
+        2,
+        "{plan:#}"
+    );
+    assert_eq!(plan["shards"][0]["migrations"].as_array().unwrap().len(), 1);
+
+    assert_eq!(shard(&["apply"], &pg.layout).status.code(), Some(0));
+    let again = shard(&["plan"], &pg.layout);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("No changes"));
+    let second = shard(&["apply", "--output", "json"], &pg.layout);
+    assert_eq!(second.status.code(), Some(0));
+    let second: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(second["owner_changes"], serde_json::json!([]), "{second:#}");
+
+    let status = shard(&["status", "--output", "json"], &pg.layout);
+    assert_eq!(status.status.code(), Some(0), "{}", stderr(&status));
+    let rows: Value = serde_json::from_slice(&status.stdout).unwrap();
+    for (row, buckets) in rows.as_array().unwrap().iter().zip([512, 512]) {
+        assert_eq!(row["reachable"], true);
+        assert_eq!(row["buckets"], buckets, "{row:#}");
+        assert_eq!(row["layout_version"], 1);
+        assert_eq!(row["layout_matches"], true);
+    }
+    // Ownership is recorded by the shards themselves.
+    assert_eq!(
+        pg.on_shard(1, "SELECT min(bucket), max(bucket) FROM paytool_buckets")
+            .trim(),
+        "512|1023"
+    );
+}
+
+#[test]
+fn bad_layouts_are_refused_before_anything_changes() {
+    let dir = temp_dir();
+    let pg = PgShards::unapplied(dir.path(), 2, false);
+    let good = pg.layout_text(&[]);
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "gap",
+            pg.layout_text(&[(0, 500, 0), (512, 1023, 1)]),
+            "leave buckets 501-511 without a shard",
+        ),
+        (
+            "overlap",
+            pg.layout_text(&[(0, 600, 0), (512, 1023, 1)]),
+            "overlap",
+        ),
+        (
+            "bucket count",
+            good.replace("buckets = 1024", "buckets = 4096"),
+            "fixed at 1024",
+        ),
+        (
+            "unknown shard",
+            good.replace("shard = \"s1\"", "shard = \"s9\""),
+            "not a shard",
+        ),
+        (
+            "unreachable shard",
+            // A port nothing listens on: connection refused at once.
+            good.replacen(&format!(":{}/", pg.servers[0].port()), ":9/", 1),
+            "unreachable",
+        ),
+    ];
+    let file = dir.path().join("bad.toml");
+    for (name, text, want) in cases {
+        std::fs::write(&file, text).unwrap();
+        for (command, code) in [
+            ("plan", 1),
+            ("apply", if name == "unreachable shard" { 1 } else { 2 }),
+        ] {
+            let out = shard(&[command], &file);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(code), "{name}: {command}: {err}");
+            assert!(
+                err.contains(want),
+                "{name}: {command}: wanted {want:?} in {err}"
+            );
+            assert!(
+                err.contains("bad.toml") || name == "unreachable shard",
+                "{err}"
+            );
+        }
+    }
+    // Nothing changed on either shard: not even the migrations table exists.
+    for text in pg.on_each_shard("SELECT to_regclass('paytool_migrations') IS NULL") {
+        assert_eq!(text.trim(), "t");
+    }
+}
+
+/// Two API instances on one 2-shard layout.
+struct TwoInstances {
+    // Dropped in this order: the instances before the database they use.
+    a: Server,
+    b: Server,
+    pg: PgShards,
+    _dir: tempfile::TempDir,
+}
+
+fn two_instances() -> TwoInstances {
+    let dir = temp_dir();
+    let pg = PgShards::unapplied(dir.path(), 2, false);
+    pg.apply();
+    let a = Server::start_on_layout(&pg.layout, TOKEN);
+    let b = Server::start_on_layout(&pg.layout, TOKEN);
+    TwoInstances {
+        pg,
+        a,
+        b,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn a_merchant_made_on_one_instance_pays_through_the_other_at_once() {
+    let t = two_instances();
+    for i in 0..10 {
+        let m = t.a.create_merchant(&format!("m{i}")).await;
+        let (status, paid) = t.b.pay(&m, "first", 1200, true).await;
+        assert_eq!(status, StatusCode::OK, "{paid}");
+        let (status, same) = t.a.pay(&m, "first", 1200, true).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            same["id"], paid["id"],
+            "the other instance replays the same payment"
+        );
+    }
+    let audit = t.b.audit().await;
+    assert_eq!(audit["ok"], true, "{audit:#}");
+    assert_eq!(audit["merchants"], 10);
+    // Merchants landed on both shards by their buckets.
+    let counts = t.pg.on_each_shard("SELECT COUNT(*) FROM merchants");
+    assert!(counts.iter().all(|c| c.trim() != "0"), "{counts:?}");
+}
+
+#[tokio::test]
+async fn one_key_sent_200_times_at_once_over_two_instances_makes_one_payment() {
+    const KEYS: usize = 50;
+    const SENDS_PER_KEY: usize = 200;
+    let t = two_instances();
+    let merchants = [
+        t.a.create_merchant("x").await,
+        t.a.create_merchant("y").await,
+    ];
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap();
+    for key in 0..KEYS {
+        let merchant = &merchants[key % 2];
+        let body = payment_body(100 + key as i64, "usd", key % 3 != 0);
+        let sends: Vec<_> = (0..SENDS_PER_KEY)
+            .map(|i| {
+                let server = if i % 2 == 0 { &t.a } else { &t.b };
+                let send = client
+                    .post(server.url("/v1/payments"))
+                    .bearer_auth(&merchant.key)
+                    .header("Idempotency-Key", format!("storm-{key}"))
+                    .json(&body)
+                    .send();
+                tokio::spawn(async move {
+                    let res = send.await.expect("every send is answered");
+                    (res.status(), res.text().await.unwrap())
+                })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for send in sends {
+            let (status, body) = send.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "key {key}: {body}");
+            bodies.push(body);
+        }
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "key {key}: the answers differ"
+        );
+    }
+    let per_key = t.pg.on_each_shard(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM payments GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1) d",
+    );
+    assert!(per_key.iter().all(|n| n.trim() == "0"), "{per_key:?}");
+    let payments: usize =
+        t.pg.on_each_shard("SELECT COUNT(*) FROM payments")
+            .iter()
+            .map(|n| n.trim().parse::<usize>().unwrap())
+            .sum();
+    assert_eq!(payments, KEYS);
+    assert_eq!(t.a.audit().await["ok"], true);
+}
+
+/// How long the shard is down, as the issue asks.
+const OUTAGE: std::time::Duration = std::time::Duration::from_secs(10);
+/// Each request's own bound: an answer must come well before it, never a hang.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+#[tokio::test]
+async fn a_stopped_shard_costs_only_its_own_merchants_and_they_recover_without_a_restart() {
+    use std::time::{Duration, Instant};
+    let dir = temp_dir();
+    let mut pg = PgShards::unapplied(dir.path(), 2, true);
+    pg.apply();
+    let api = Server::start_on_layout(&pg.layout, TOKEN);
+    // Merchants on each shard, known from the shards themselves.
+    let mut merchants = Vec::new();
+    for i in 0..12 {
+        merchants.push(api.create_merchant(&format!("m{i}")).await);
+    }
+    let on_s1 = pg.on_shard(1, "SELECT id FROM merchants");
+    let (down, up): (Vec<_>, Vec<_>) = merchants.into_iter().partition(|m| on_s1.contains(&m.id));
+    assert!(
+        !down.is_empty() && !up.is_empty(),
+        "merchants on both shards"
+    );
+
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let stop_at = Duration::from_secs(2);
+    let back_at = stop_at + OUTAGE;
+    let end_at = back_at + Duration::from_secs(4);
+    // (elapsed, on the stopped shard, status, Retry-After present) for every request.
+    let mut seen: Vec<(Duration, bool, u16, bool)> = Vec::new();
+    let mut stopped = false;
+    let mut restarted = false;
+    let mut n = 0u64;
+    while started.elapsed() < end_at {
+        if !stopped && started.elapsed() >= stop_at {
+            pg.servers[1].stop().unwrap();
+            stopped = true;
+        }
+        if !restarted && started.elapsed() >= back_at {
+            pg.servers[1].start_again().unwrap();
+            restarted = true;
+        }
+        let mut round = Vec::new();
+        for (group, on_stopped) in [(&up, false), (&down, true)] {
+            for m in group.iter() {
+                n += 1;
+                let send = client
+                    .post(api.url("/v1/payments"))
+                    .bearer_auth(&m.key)
+                    .header("Idempotency-Key", format!("k{n}"))
+                    .json(&payment_body(500, "usd", true))
+                    .send();
+                round.push(tokio::spawn(async move {
+                    let res = send
+                        .await
+                        .expect("an answer within the request timeout, never a hang");
+                    let retry_after = res.headers().contains_key("retry-after");
+                    (on_stopped, res.status().as_u16(), retry_after)
+                }));
+            }
+        }
+        for r in round {
+            let (on_stopped, status, retry_after) = r.await.unwrap();
+            seen.push((started.elapsed(), on_stopped, status, retry_after));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let other_shard: Vec<_> = seen.iter().filter(|s| !s.1).collect();
+    assert!(
+        other_shard.iter().all(|s| s.2 == 200),
+        "merchants on the running shard kept getting 2xx: {:?}",
+        other_shard
+            .iter()
+            .filter(|s| s.2 != 200)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let during: Vec<_> = seen
+        .iter()
+        .filter(|s| s.1 && s.0 > stop_at + Duration::from_secs(1) && s.0 < back_at)
+        .collect();
+    assert!(!during.is_empty());
+    assert!(
+        during.iter().all(|s| s.2 == 503 && s.3),
+        "the stopped shard's merchants get a retryable 503 with Retry-After, never a 500: {:?}",
+        during
+            .iter()
+            .filter(|s| !(s.2 == 503 && s.3))
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    let after: Vec<_> = seen
+        .iter()
+        .filter(|s| s.1 && s.0 > back_at + Duration::from_secs(2))
+        .collect();
+    assert!(!after.is_empty());
+    assert!(
+        after.iter().all(|s| s.2 == 200),
+        "recovered without restarting the API: {:?}",
+        after
+            .iter()
+            .filter(|s| s.2 != 200)
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(api.audit().await["ok"], true);
+}
