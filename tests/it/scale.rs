@@ -1,9 +1,10 @@
 //! `paytool scale` against a real moto server, checked with boto3.
 
-use crate::moto::Moto;
-use crate::support::temp_dir;
+use crate::moto::{Moto, code_and_text};
+use crate::support::{BIN, COMMAND_TIMEOUT, loadtest, paytool, run_bounded, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const SEED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -166,21 +167,22 @@ fn invalid_profiles_are_named_before_any_call_plan_exits_1_others_2() {
     {
         let profile = edited(dir.path(), base, from, to);
         // An endpoint where nothing listens: any AWS call would fail differently.
-        let out = std::process::Command::new(crate::support::BIN)
-            .args([
-                "scale",
-                command,
-                "-p",
-                profile.to_str().unwrap(),
-                "--endpoint-url",
-                "http://127.0.0.1:9",
-                "--region",
-                "us-west-2",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .output()
-            .unwrap();
+        let out = run_bounded(
+            Command::new(BIN)
+                .args([
+                    "scale",
+                    command,
+                    "-p",
+                    profile.to_str().unwrap(),
+                    "--endpoint-url",
+                    "http://127.0.0.1:9",
+                    "--region",
+                    "us-west-2",
+                ])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test"),
+            COMMAND_TIMEOUT,
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{command} {key}: {err}");
         assert!(
@@ -346,24 +348,25 @@ fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
     assert!(!err.contains("panicked"));
 
     let home = temp_dir();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "scale",
-            "plan",
-            "-p",
-            SEED,
-            "--endpoint-url",
-            &moto.endpoint,
-            "--region",
-            "us-west-2",
-        ])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env("HOME", home.path())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
+    let out = run_bounded(
+        Command::new(BIN)
+            .args([
+                "scale",
+                "plan",
+                "-p",
+                SEED,
+                "--endpoint-url",
+                &moto.endpoint,
+                "--region",
+                "us-west-2",
+            ])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+        COMMAND_TIMEOUT,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no AWS credentials found"), "{err}");
@@ -373,9 +376,8 @@ fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
 fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
     let reports = temp_dir();
     let open = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
+    let out = loadtest(
+        &[
             "-p",
             open,
             "--merchants",
@@ -384,8 +386,6 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
             "100/s",
             "--run-time",
             "1s",
-        ])
-        .args([
             "--find-max",
             "--rate-max",
             "200",
@@ -393,11 +393,11 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
             "p99_ms_max=5000",
             "--output",
             "json",
-        ])
-        .arg("--report-dir")
-        .arg(reports.path())
-        .output()
-        .unwrap();
+            "--report-dir",
+            reports.path().to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -415,25 +415,17 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
 
     // 200 req/s per instance at 50% = 100 usable; ceil(550/100) = 6; x 2/1 zones = 12.
     let size = |extra: &[&str]| {
-        let out = std::process::Command::new(crate::support::BIN)
-            .args([
-                "scale",
-                "size",
-                "--report",
-                run.to_str().unwrap(),
-                "--peak-rps",
-                "550",
-                "--utilization",
-                "0.5",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let scale_size = [
+            "scale",
+            "size",
+            "--report",
+            run.to_str().unwrap(),
+            "--peak-rps",
+            "550",
+            "--utilization",
+            "0.5",
+        ];
+        code_and_text(&paytool(&[&scale_size, extra].concat()))
     };
     let (code, out, _) = size(&["--output", "json"]);
     assert_eq!(code, Some(0), "{out}");
