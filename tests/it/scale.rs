@@ -1,7 +1,7 @@
 //! `paytool scale` against a real moto server, checked with boto3.
 
 use crate::moto::{Moto, code_and_text};
-use crate::support::{BIN, COMMAND_TIMEOUT, loadtest, paytool, run_bounded, temp_dir};
+use crate::support::{BIN, COMMAND_TIMEOUT, json_stdout, loadtest, paytool, run_bounded, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +14,8 @@ const AUTOSCALED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/profiles/scale/payment-api-autoscaled.toml"
 );
+/// The load profile whose find-max report `scale size` reads.
+const OPEN_CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
 
 fn describe(moto: &Moto) -> Value {
     let out = moto.boto3(
@@ -29,6 +31,15 @@ fn create_launch_configuration(moto: &Moto) {
         "c.create_launch_configuration(LaunchConfigurationName='payment-api-launch-config', \
          ImageId='ami-12c6146b', InstanceType='t3.micro')",
     );
+}
+
+/// A moto in which `scale apply` made the seed profile's group.
+fn with_the_seed_group() -> Moto {
+    let moto = Moto::start();
+    create_launch_configuration(&moto);
+    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
+    assert_eq!(code, Some(0), "{err}");
+    moto
 }
 
 fn edited(dir: &Path, from: &str, replace: &str, with: &str) -> PathBuf {
@@ -252,40 +263,25 @@ fn an_apply_that_does_not_converge_fails_with_the_rows_left() {
 
 #[test]
 fn a_saved_plan_is_refused_once_the_group_changed() {
-    let moto = Moto::start();
-    create_launch_configuration(&moto);
-    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
-    assert_eq!(code, Some(0), "{err}");
+    let moto = with_the_seed_group();
     let dir = temp_dir();
     let bigger = edited(dir.path(), SEED, "max = 10", "max = 20");
+    let bigger = bigger.to_str().unwrap();
     let saved = dir.path().join("plan.json");
-    let (code, _, _) = moto.paytool(&[
-        "scale",
-        "plan",
-        "-p",
-        bigger.to_str().unwrap(),
-        "--out",
-        saved.to_str().unwrap(),
-    ]);
+    let saved = saved.to_str().unwrap();
+    let (code, _, _) = moto.paytool(&["scale", "plan", "-p", bigger, "--out", saved]);
     assert_eq!(code, Some(2));
     // Someone changes the group behind the plan's back.
     moto.boto3(
         "c.update_auto_scaling_group(AutoScalingGroupName='payment-api-group', DesiredCapacity=3)",
     );
-    let (code, out, err) = moto.paytool(&[
-        "scale",
-        "apply",
-        "-p",
-        bigger.to_str().unwrap(),
-        "--plan",
-        saved.to_str().unwrap(),
-        "--yes",
-    ]);
+    let (code, out, err) =
+        moto.paytool(&["scale", "apply", "-p", bigger, "--plan", saved, "--yes"]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("no longer matches"), "{err}");
     assert_eq!(describe(&moto)[0]["MaxSize"], 10, "nothing was applied");
     // Without a saved plan, apply makes the group match again.
-    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", bigger.to_str().unwrap(), "--yes"]);
+    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", bigger, "--yes"]);
     assert_eq!(code, Some(0), "{err}");
     let g = &describe(&moto)[0];
     assert_eq!(
@@ -295,50 +291,8 @@ fn a_saved_plan_is_refused_once_the_group_changed() {
 }
 
 #[test]
-fn a_policy_owned_capacity_is_left_alone() {
-    let moto = Moto::start();
-    moto.boto3(
-        "ec2.create_launch_template(LaunchTemplateName='payment-api', \
-         LaunchTemplateData={'ImageId': 'ami-12c6146b', 'InstanceType': 't3.micro'})",
-    );
-    let (code, out, err) = moto.paytool(&["scale", "apply", "-p", AUTOSCALED, "--yes"]);
-    assert_eq!(code, Some(0), "{out}{err}");
-    let policies = moto.boto3(
-        "p = c.describe_policies(AutoScalingGroupName='payment-api-group')['ScalingPolicies']\n\
-         print(json.dumps(sorted((x['PolicyName'], x['TargetTrackingConfiguration']['PredefinedMetricSpecification']['PredefinedMetricType']) for x in p)))",
-    );
-    assert_eq!(
-        serde_json::from_str::<Value>(&policies).unwrap(),
-        serde_json::json!([
-            ["cpu-50", "ASGAverageCPUUtilization"],
-            ["requests-per-target", "ALBRequestCountPerTarget"]
-        ])
-    );
-    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", AUTOSCALED]);
-    assert_eq!(code, Some(0), "{out}");
-    // The policy scales the group to 7: within [2, 20], so the plan leaves it.
-    moto.boto3(
-        "c.set_desired_capacity(AutoScalingGroupName='payment-api-group', DesiredCapacity=7)",
-    );
-    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", AUTOSCALED]);
-    assert_eq!(code, Some(0), "{out}");
-    // Lowering max below it clamps desired along with max.
-    let dir = temp_dir();
-    let smaller = edited(dir.path(), AUTOSCALED, "max = 20", "max = 6");
-    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", smaller.to_str().unwrap()]);
-    assert_eq!(code, Some(2));
-    assert!(
-        out.contains("group.desired") && out.contains("7 -> 6"),
-        "{out}"
-    );
-}
-
-#[test]
 fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
-    let moto = Moto::start();
-    create_launch_configuration(&moto);
-    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
-    assert_eq!(code, Some(0), "{err}");
+    let moto = with_the_seed_group();
     let (code, _, err) = moto.paytool(&["scale", "refresh", "-p", SEED, "--yes"]);
     assert_eq!(code, Some(1), "{err}");
     assert!(
@@ -372,14 +326,13 @@ fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
     assert!(err.contains("no AWS credentials found"), "{err}");
 }
 
-#[test]
-fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
-    let reports = temp_dir();
-    let open = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
+/// A find-max run of the open-checkout profile (100 to 200 req/s, 1 s a step), written
+/// to `reports`; its run directory.
+fn find_max_run(reports: &Path) -> PathBuf {
     let out = loadtest(
         &[
             "-p",
-            open,
+            OPEN_CHECKOUT,
             "--merchants",
             "3",
             "--rate",
@@ -394,24 +347,24 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
             "--output",
             "json",
             "--report-dir",
-            reports.path().to_str().unwrap(),
+            reports.to_str().unwrap(),
         ],
         None,
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let search: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let search = json_stdout(&out);
     assert_eq!(search["best_rate_per_s"], 200.0);
-    let run = std::fs::read_dir(reports.path())
+    std::fs::read_dir(reports)
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
-        .path();
+        .path()
+}
+
+#[test]
+fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
+    let reports = temp_dir();
+    let run = find_max_run(reports.path());
 
     // 200 req/s per instance at 50% = 100 usable; ceil(550/100) = 6; x 2/1 zones = 12.
     let size = |extra: &[&str]| {
@@ -458,4 +411,43 @@ fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
         "{err}"
     );
     assert!(out.is_empty(), "sized anyway: {out}");
+}
+
+#[test]
+fn a_policy_owned_capacity_is_left_alone() {
+    let moto = Moto::start();
+    moto.boto3(
+        "ec2.create_launch_template(LaunchTemplateName='payment-api', \
+         LaunchTemplateData={'ImageId': 'ami-12c6146b', 'InstanceType': 't3.micro'})",
+    );
+    let (code, out, err) = moto.paytool(&["scale", "apply", "-p", AUTOSCALED, "--yes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let policies = moto.boto3(
+        "p = c.describe_policies(AutoScalingGroupName='payment-api-group')['ScalingPolicies']\n\
+         print(json.dumps(sorted((x['PolicyName'], x['TargetTrackingConfiguration']['PredefinedMetricSpecification']['PredefinedMetricType']) for x in p)))",
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&policies).unwrap(),
+        serde_json::json!([
+            ["cpu-50", "ASGAverageCPUUtilization"],
+            ["requests-per-target", "ALBRequestCountPerTarget"]
+        ])
+    );
+    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", AUTOSCALED]);
+    assert_eq!(code, Some(0), "{out}");
+    // The policy scales the group to 7: within [2, 20], so the plan leaves it.
+    moto.boto3(
+        "c.set_desired_capacity(AutoScalingGroupName='payment-api-group', DesiredCapacity=7)",
+    );
+    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", AUTOSCALED]);
+    assert_eq!(code, Some(0), "{out}");
+    // Lowering max below it clamps desired along with max.
+    let dir = temp_dir();
+    let smaller = edited(dir.path(), AUTOSCALED, "max = 20", "max = 6");
+    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", smaller.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    assert!(
+        out.contains("group.desired") && out.contains("7 -> 6"),
+        "{out}"
+    );
 }
