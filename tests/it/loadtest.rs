@@ -1,7 +1,7 @@
 //! `paytool loadtest` and `paytool report` run for real: short load tests against the
 //! spawned reference API, checked by exit code, output and the files they leave.
 
-use crate::support::{Server, loadtest, named, paytool, temp_dir};
+use crate::support::{Server, json_stdout, loadtest, named, paytool, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -312,13 +312,7 @@ async fn a_running_target_is_load_tested_through_its_url() {
         ],
         Some(&server.admin_token),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = json_stdout(&out);
     assert_eq!(summary["audit"]["ok"], true);
     // The payments are in the server we started, and its ledger agrees.
     let audit = server.audit().await;

@@ -1,11 +1,13 @@
 //! A real moto server (the AWS emulator) on a free loopback port, one per test, and
 //! boto3 to look at what paytool made, independently of paytool's own code.
 
-use std::process::{Child, Command, Stdio};
+use crate::support::{BIN, COMMAND_TIMEOUT, ChildGuard, run_bounded};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct Moto {
-    child: Child,
+    /// Killed and reaped when the `Moto` is dropped.
+    _server: ChildGuard,
     pub endpoint: String,
 }
 
@@ -28,6 +30,8 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .expect("python3 -m moto.server: install it with `pip install 'moto[server]'` (scripts/test.sh does)");
+        // Owned from here on: a moto that does not start in time is killed too.
+        let server = ChildGuard::new(child);
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + START_TIMEOUT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -37,7 +41,10 @@ impl Moto {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Moto { child, endpoint }
+        Moto {
+            _server: server,
+            endpoint,
+        }
     }
 
     /// Run a boto3 snippet against this moto; `c` is an autoscaling client, `ec2` an EC2
@@ -50,10 +57,10 @@ impl Moto {
              {code}\n",
             e = self.endpoint
         );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .expect("python3");
+        let out = run_bounded(
+            Command::new("python3").args(["-c", &script]),
+            COMMAND_TIMEOUT,
+        );
         assert!(
             out.status.success(),
             "boto3 failed: {}",
@@ -62,29 +69,29 @@ impl Moto {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    /// `paytool scale ...` against this moto with dummy credentials.
+    /// `paytool scale ...` against this moto with dummy credentials, at most
+    /// `COMMAND_TIMEOUT` (the longest, an apply with `--wait --timeout 30s`, fits in it).
     pub fn paytool(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let out = Command::new(crate::support::BIN)
-            .args(args)
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_REGION", "us-west-2")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .expect("running paytool");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let out = run_bounded(
+            Command::new(BIN)
+                .args(args)
+                .env("AWS_ENDPOINT_URL", &self.endpoint)
+                .env("AWS_REGION", "us-west-2")
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE"),
+            COMMAND_TIMEOUT,
+        );
+        code_and_text(&out)
     }
 }
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A finished command's exit code, stdout and stderr as text.
+pub fn code_and_text(out: &Output) -> (Option<i32>, String, String) {
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,9 +1,10 @@
 //! `paytool scale` against a real moto server, checked with boto3.
 
-use crate::moto::Moto;
-use crate::support::temp_dir;
+use crate::moto::{Moto, code_and_text};
+use crate::support::{BIN, COMMAND_TIMEOUT, json_stdout, loadtest, paytool, run_bounded, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 const SEED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -13,6 +14,8 @@ const AUTOSCALED: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/profiles/scale/payment-api-autoscaled.toml"
 );
+/// The load profile whose find-max report `scale size` reads.
+const OPEN_CHECKOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
 
 fn describe(moto: &Moto) -> Value {
     let out = moto.boto3(
@@ -28,6 +31,15 @@ fn create_launch_configuration(moto: &Moto) {
         "c.create_launch_configuration(LaunchConfigurationName='payment-api-launch-config', \
          ImageId='ami-12c6146b', InstanceType='t3.micro')",
     );
+}
+
+/// A moto in which `scale apply` made the seed profile's group.
+fn with_the_seed_group() -> Moto {
+    let moto = Moto::start();
+    create_launch_configuration(&moto);
+    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
+    assert_eq!(code, Some(0), "{err}");
+    moto
 }
 
 fn edited(dir: &Path, from: &str, replace: &str, with: &str) -> PathBuf {
@@ -166,21 +178,22 @@ fn invalid_profiles_are_named_before_any_call_plan_exits_1_others_2() {
     {
         let profile = edited(dir.path(), base, from, to);
         // An endpoint where nothing listens: any AWS call would fail differently.
-        let out = std::process::Command::new(crate::support::BIN)
-            .args([
-                "scale",
-                command,
-                "-p",
-                profile.to_str().unwrap(),
-                "--endpoint-url",
-                "http://127.0.0.1:9",
-                "--region",
-                "us-west-2",
-            ])
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .output()
-            .unwrap();
+        let out = run_bounded(
+            Command::new(BIN)
+                .args([
+                    "scale",
+                    command,
+                    "-p",
+                    profile.to_str().unwrap(),
+                    "--endpoint-url",
+                    "http://127.0.0.1:9",
+                    "--region",
+                    "us-west-2",
+                ])
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test"),
+            COMMAND_TIMEOUT,
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(code), "{command} {key}: {err}");
         assert!(
@@ -250,46 +263,154 @@ fn an_apply_that_does_not_converge_fails_with_the_rows_left() {
 
 #[test]
 fn a_saved_plan_is_refused_once_the_group_changed() {
-    let moto = Moto::start();
-    create_launch_configuration(&moto);
-    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
-    assert_eq!(code, Some(0), "{err}");
+    let moto = with_the_seed_group();
     let dir = temp_dir();
     let bigger = edited(dir.path(), SEED, "max = 10", "max = 20");
+    let bigger = bigger.to_str().unwrap();
     let saved = dir.path().join("plan.json");
-    let (code, _, _) = moto.paytool(&[
-        "scale",
-        "plan",
-        "-p",
-        bigger.to_str().unwrap(),
-        "--out",
-        saved.to_str().unwrap(),
-    ]);
+    let saved = saved.to_str().unwrap();
+    let (code, _, _) = moto.paytool(&["scale", "plan", "-p", bigger, "--out", saved]);
     assert_eq!(code, Some(2));
     // Someone changes the group behind the plan's back.
     moto.boto3(
         "c.update_auto_scaling_group(AutoScalingGroupName='payment-api-group', DesiredCapacity=3)",
     );
-    let (code, out, err) = moto.paytool(&[
-        "scale",
-        "apply",
-        "-p",
-        bigger.to_str().unwrap(),
-        "--plan",
-        saved.to_str().unwrap(),
-        "--yes",
-    ]);
+    let (code, out, err) =
+        moto.paytool(&["scale", "apply", "-p", bigger, "--plan", saved, "--yes"]);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("no longer matches"), "{err}");
     assert_eq!(describe(&moto)[0]["MaxSize"], 10, "nothing was applied");
     // Without a saved plan, apply makes the group match again.
-    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", bigger.to_str().unwrap(), "--yes"]);
+    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", bigger, "--yes"]);
     assert_eq!(code, Some(0), "{err}");
     let g = &describe(&moto)[0];
     assert_eq!(
         (g["MaxSize"].as_i64(), g["DesiredCapacity"].as_i64()),
         (Some(20), Some(5))
     );
+}
+
+#[test]
+fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
+    let moto = with_the_seed_group();
+    let (code, _, err) = moto.paytool(&["scale", "refresh", "-p", SEED, "--yes"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("StartInstanceRefresh") && err.contains("does not implement"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+
+    let home = temp_dir();
+    let out = run_bounded(
+        Command::new(BIN)
+            .args([
+                "scale",
+                "plan",
+                "-p",
+                SEED,
+                "--endpoint-url",
+                &moto.endpoint,
+                "--region",
+                "us-west-2",
+            ])
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env("HOME", home.path())
+            .env("AWS_EC2_METADATA_DISABLED", "true"),
+        COMMAND_TIMEOUT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no AWS credentials found"), "{err}");
+}
+
+/// A find-max run of the open-checkout profile (100 to 200 req/s, 1 s a step), written
+/// to `reports`; its run directory.
+fn find_max_run(reports: &Path) -> PathBuf {
+    let out = loadtest(
+        &[
+            "-p",
+            OPEN_CHECKOUT,
+            "--merchants",
+            "3",
+            "--rate",
+            "100/s",
+            "--run-time",
+            "1s",
+            "--find-max",
+            "--rate-max",
+            "200",
+            "--threshold",
+            "p99_ms_max=5000",
+            "--output",
+            "json",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+        None,
+    );
+    let search = json_stdout(&out);
+    assert_eq!(search["best_rate_per_s"], 200.0);
+    std::fs::read_dir(reports)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+#[test]
+fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
+    let reports = temp_dir();
+    let run = find_max_run(reports.path());
+
+    // 200 req/s per instance at 50% = 100 usable; ceil(550/100) = 6; x 2/1 zones = 12.
+    let size = |extra: &[&str]| {
+        let scale_size = [
+            "scale",
+            "size",
+            "--report",
+            run.to_str().unwrap(),
+            "--peak-rps",
+            "550",
+            "--utilization",
+            "0.5",
+        ];
+        code_and_text(&paytool(&[&scale_size, extra].concat()))
+    };
+    let (code, out, _) = size(&["--output", "json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let sizing: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(sizing["sizing"]["for_peak"], 6);
+    assert_eq!(sizing["sizing"]["instances"], 12);
+    // The seed profile spans 2 zones with max 10: too small, the gate fails.
+    let (code, out, _) = size(&["-p", SEED]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("max 10 is below the 12 instances needed"),
+        "{out}"
+    );
+    let dir = temp_dir();
+    let bigger = edited(dir.path(), SEED, "max = 10", "max = 20");
+    let (code, out, _) = size(&["-p", bigger.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ceil(peak 550.0 / 100.0) = 6"), "{out}");
+
+    // A truncated find-max.json is an error naming it, not a silent fallback to the
+    // run's summary.json (which is still there and valid).
+    let find_max = run.join("find-max.json");
+    let text = std::fs::read_to_string(&find_max).unwrap();
+    std::fs::write(&find_max, &text[..text.len() / 2]).unwrap();
+    assert!(run.join("summary.json").is_file());
+    let (code, out, err) = size(&[]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(
+        err.contains(find_max.to_str().unwrap()) && err.contains("corrupt") && err.contains("line"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "sized anyway: {out}");
 }
 
 #[test]
@@ -329,141 +450,4 @@ fn a_policy_owned_capacity_is_left_alone() {
         out.contains("group.desired") && out.contains("7 -> 6"),
         "{out}"
     );
-}
-
-#[test]
-fn calls_moto_lacks_and_missing_credentials_get_clear_errors() {
-    let moto = Moto::start();
-    create_launch_configuration(&moto);
-    let (code, _, err) = moto.paytool(&["scale", "apply", "-p", SEED, "--yes"]);
-    assert_eq!(code, Some(0), "{err}");
-    let (code, _, err) = moto.paytool(&["scale", "refresh", "-p", SEED, "--yes"]);
-    assert_eq!(code, Some(1), "{err}");
-    assert!(
-        err.contains("StartInstanceRefresh") && err.contains("does not implement"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"));
-
-    let home = temp_dir();
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "scale",
-            "plan",
-            "-p",
-            SEED,
-            "--endpoint-url",
-            &moto.endpoint,
-            "--region",
-            "us-west-2",
-        ])
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env_remove("AWS_PROFILE")
-        .env("HOME", home.path())
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("no AWS credentials found"), "{err}");
-}
-
-#[test]
-fn size_turns_a_find_max_report_into_instances_and_gates_on_max() {
-    let reports = temp_dir();
-    let open = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/open-checkout.toml");
-    let out = std::process::Command::new(crate::support::BIN)
-        .args([
-            "loadtest",
-            "-p",
-            open,
-            "--merchants",
-            "3",
-            "--rate",
-            "100/s",
-            "--run-time",
-            "1s",
-        ])
-        .args([
-            "--find-max",
-            "--rate-max",
-            "200",
-            "--threshold",
-            "p99_ms_max=5000",
-            "--output",
-            "json",
-        ])
-        .arg("--report-dir")
-        .arg(reports.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let search: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(search["best_rate_per_s"], 200.0);
-    let run = std::fs::read_dir(reports.path())
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-
-    // 200 req/s per instance at 50% = 100 usable; ceil(550/100) = 6; x 2/1 zones = 12.
-    let size = |extra: &[&str]| {
-        let out = std::process::Command::new(crate::support::BIN)
-            .args([
-                "scale",
-                "size",
-                "--report",
-                run.to_str().unwrap(),
-                "--peak-rps",
-                "550",
-                "--utilization",
-                "0.5",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
-    let (code, out, _) = size(&["--output", "json"]);
-    assert_eq!(code, Some(0), "{out}");
-    let sizing: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(sizing["sizing"]["for_peak"], 6);
-    assert_eq!(sizing["sizing"]["instances"], 12);
-    // The seed profile spans 2 zones with max 10: too small, the gate fails.
-    let (code, out, _) = size(&["-p", SEED]);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains("max 10 is below the 12 instances needed"),
-        "{out}"
-    );
-    let dir = temp_dir();
-    let bigger = edited(dir.path(), SEED, "max = 10", "max = 20");
-    let (code, out, _) = size(&["-p", bigger.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("ceil(peak 550.0 / 100.0) = 6"), "{out}");
-
-    // A truncated find-max.json is an error naming it, not a silent fallback to the
-    // run's summary.json (which is still there and valid).
-    let find_max = run.join("find-max.json");
-    let text = std::fs::read_to_string(&find_max).unwrap();
-    std::fs::write(&find_max, &text[..text.len() / 2]).unwrap();
-    assert!(run.join("summary.json").is_file());
-    let (code, out, err) = size(&[]);
-    assert_eq!(code, Some(2), "{out}{err}");
-    assert!(
-        err.contains(find_max.to_str().unwrap()) && err.contains("corrupt") && err.contains("line"),
-        "{err}"
-    );
-    assert!(out.is_empty(), "sized anyway: {out}");
 }

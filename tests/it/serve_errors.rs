@@ -2,10 +2,10 @@
 //! dir made with other `--shards` (exit 2, saying which), a shard file locked from outside
 //! (503 `store_busy` with Retry-After, then success), a corrupt shard file (exit 1 naming it).
 
-use crate::support::{BIN, DataDir, Server, payment_body};
+use crate::support::{BIN, DataDir, Server, payment_body, run_bounded};
 use reqwest::{Method, StatusCode};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Longest a `paytool serve` that must refuse to start may take to exit.
@@ -13,27 +13,18 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// The write timeout the busy test gives the server: the busy answer must come first.
 const WRITE_TIMEOUT_MS: u64 = 5_000;
 
-/// Run `paytool serve` on `data_dir`, which must refuse to start; its exit and output.
+/// Run `paytool serve` on `data_dir`, which must refuse to start; its exit and output. A
+/// serve that starts instead runs until `REFUSAL_TIMEOUT`, is killed and fails the test.
 fn serve_refused(data_dir: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env_remove("PAYTOOL_ADMIN_TOKEN")
-        .env_remove("PAYTOOL_SHARDS")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning paytool serve");
-    let deadline = Instant::now() + REFUSAL_TIMEOUT;
-    while child.try_wait().expect("waiting for paytool").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("paytool serve {args:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().expect("paytool's output")
+    run_bounded(
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .env_remove("PAYTOOL_ADMIN_TOKEN")
+            .env_remove("PAYTOOL_SHARDS"),
+        REFUSAL_TIMEOUT,
+    )
 }
 
 fn stderr(out: &Output) -> String {

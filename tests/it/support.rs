@@ -610,6 +610,22 @@ pub fn paytool(args: &[&str]) -> Output {
     run_bounded(Command::new(BIN).args(args), COMMAND_TIMEOUT)
 }
 
+/// The command exited 0 (else the test fails, showing its stderr); its stdout as JSON.
+pub fn json_stdout(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 /// `paytool loadtest ARGS`, at most `LOADTEST_TIMEOUT`, with `PAYTOOL_ADMIN_TOKEN` set to
 /// `admin_token` or, if `None`, unset.
 pub fn loadtest(args: &[&str], admin_token: Option<&str>) -> Output {
