@@ -1,7 +1,7 @@
 //! A real moto server (the AWS emulator) on a free loopback port, one per test, and
 //! boto3 to look at what paytool made, independently of paytool's own code.
 
-use crate::support::{BIN, COMMAND_TIMEOUT, ChildGuard, run_bounded};
+use crate::support::{BIN, COMMAND_TIMEOUT, ChildGuard, run_bounded, stdout_of};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -57,16 +57,7 @@ impl Moto {
              {code}\n",
             e = self.endpoint
         );
-        let out = run_bounded(
-            Command::new("python3").args(["-c", &script]),
-            COMMAND_TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "boto3 failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        stdout_of("boto3", Command::new("python3").args(["-c", &script]))
     }
 
     /// `paytool scale ...` against this moto with dummy credentials, at most

@@ -315,7 +315,8 @@ impl PgShards {
     pub fn on_shard(&self, shard: usize, sql: &str) -> String {
         let (server, db) = &self.shards[shard];
         let port = self.servers[*server].port().to_string();
-        let out = run_bounded(
+        stdout_of(
+            "psql",
             Command::new("psql").args([
                 "-h",
                 "127.0.0.1",
@@ -331,15 +332,20 @@ impl PgShards {
                 "-c",
                 sql,
             ]),
-            COMMAND_TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        )
     }
+}
+
+/// Run a helper command (psql, python3), at most `COMMAND_TIMEOUT`; its stdout, or the
+/// test fails with its stderr.
+pub fn stdout_of(what: &str, cmd: &mut Command) -> String {
+    let out = run_bounded(cmd, COMMAND_TIMEOUT);
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
