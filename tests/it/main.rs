@@ -12,6 +12,7 @@ mod errors;
 mod idempotency;
 mod loadtest;
 mod local_postgres;
+mod pg_explain;
 mod pg_shards;
 mod report;
 mod scale;

@@ -194,10 +194,7 @@ async fn data_in(c: &Client, first: u16, last: u16) -> Result<(u64, u64), tokio_
     for table in MERCHANT_TABLES {
         let r = c
             .query_one(
-                &format!(
-                    "SELECT COUNT(*), COALESCE(SUM(pg_column_size(t.*)), 0)::int8 FROM {table} t \
-                     WHERE bucket BETWEEN $1 AND $2"
-                ),
+                &super::sql::in_buckets(table),
                 &[&(first as i16), &(last as i16)],
             )
             .await?;

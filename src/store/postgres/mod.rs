@@ -8,6 +8,7 @@ mod audit;
 pub mod layout_ops;
 pub(crate) mod rows;
 pub mod schema;
+pub mod sql;
 pub mod writer;
 
 use super::{
@@ -18,7 +19,7 @@ use crate::ledger::Payment;
 use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key};
 use crate::store::layout::Layout;
 use crate::store::sqlite::WriterLimits;
-use rows::{PAYMENT_COLUMNS, payment_from_row, store_error};
+use rows::{payment_from_row, store_error};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -283,11 +284,7 @@ impl PgStore {
         let shard = self.owner(bucket).clone();
         let client = Self::read_client(&shard).await?;
         let row = client
-            .query_opt(
-                "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, created_ms \
-                 FROM merchants WHERE bucket = $1 AND id = $2",
-                &[&(bucket as i16), &id],
-            )
+            .query_opt(sql::MERCHANT, &[&(bucket as i16), &id])
             .await
             .map_err(|e| store_error(&shard.name, &e))?;
         let Some(r) = row else { return Ok(None) };
@@ -355,10 +352,7 @@ impl Store for PgStore {
                 let tx = client.transaction().await.map_err(fail)?;
                 // The shard decides: a bucket it no longer owns is refused here.
                 let owned = tx
-                    .query_opt(
-                        "SELECT bucket FROM paytool_buckets WHERE bucket = $1 FOR SHARE",
-                        &[&(bucket as i16)],
-                    )
+                    .query_opt(sql::OWNS_BUCKET, &[&(bucket as i16)])
                     .await
                     .map_err(fail)?
                     .is_some();
@@ -368,8 +362,14 @@ impl Store for PgStore {
                     continue;
                 }
                 tx.execute(
-                    "INSERT INTO merchants (bucket, id, name, key_hash, created_ms) VALUES ($1, $2, $3, $4, $5)",
-                    &[&(bucket as i16), &merchant.id, &merchant.name, &&hash[..], &merchant.created_ms],
+                    sql::INSERT_MERCHANT,
+                    &[
+                        &(bucket as i16),
+                        &merchant.id,
+                        &merchant.name,
+                        &&hash[..],
+                        &merchant.created_ms,
+                    ],
                 )
                 .await
                 .map_err(fail)?;
@@ -486,9 +486,7 @@ impl Store for PgStore {
             let shard = self.owner(merchant.bucket).clone();
             let client = Self::read_client(&shard).await?;
             let stmt = client
-                .prepare_cached(&format!(
-                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 AND id = $3"
-                ))
+                .prepare_cached(&sql::payment())
                 .await
                 .map_err(|e| store_error(&shard.name, &e))?;
             let row = client
@@ -511,10 +509,7 @@ impl Store for PgStore {
             // Ids are time-ordered, so "older than the cursor" is "id < cursor".
             let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
             let stmt = client
-                .prepare_cached(&format!(
-                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 \
-                     AND id < $3 ORDER BY id DESC LIMIT $4"
-                ))
+                .prepare_cached(&sql::list_payments())
                 .await
                 .map_err(|e| store_error(&shard.name, &e))?;
             let rows = client
@@ -547,11 +542,7 @@ impl Store for PgStore {
             let shard = self.owner(merchant.bucket).clone();
             let client = Self::read_client(&shard).await?;
             let rows = client
-                .query(
-                    "SELECT currency, account, amount FROM balances WHERE bucket = $1 AND merchant_id = $2 \
-                     AND account IN ('merchant_pending', 'merchant_available') ORDER BY currency",
-                    &[&(merchant.bucket as i16), &merchant.id],
-                )
+                .query(sql::BALANCE, &[&(merchant.bucket as i16), &merchant.id])
                 .await
                 .map_err(|e| store_error(&shard.name, &e))?;
             let mut lines: Vec<BalanceLine> = Vec::new();

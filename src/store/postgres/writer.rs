@@ -19,7 +19,11 @@
 //!   instance committed the same key meanwhile, the whole batch is rolled back and run
 //!   again, when the lookup finds the stored answer and replays it.
 
-use super::rows::{PAYMENT_COLUMNS, payment_from_row, store_error};
+use super::rows::{payment_from_row, store_error};
+use super::sql::{
+    IDEMPOTENCY_SQL, INSERT_IDEMPOTENCY_SQL, INSERT_PAYMENTS_SQL, INSERT_POSTINGS_SQL,
+    INSERT_REFUNDS_SQL, OWNED_SQL, UPDATE_PAYMENTS_SQL, UPSERT_BALANCES_SQL, payments_sql,
+};
 use crate::ids::now_ms;
 use crate::ledger::{Payment, Posting, check_balanced};
 use crate::secrets::DbUrl;
@@ -62,49 +66,6 @@ struct Statements {
     insert_refunds: Statement,
     upsert_balances: Statement,
 }
-
-/// The queries the writer runs, public so the EXPLAIN test can check each uses an index.
-pub const OWNED_SQL: &str =
-    "SELECT bucket FROM paytool_buckets WHERE bucket = ANY($1::int2[]) ORDER BY bucket FOR SHARE";
-pub const IDEMPOTENCY_SQL: &str = "SELECT i.merchant_id, i.key, i.request_fingerprint, i.status, i.body \
-     FROM idempotency i JOIN UNNEST($1::int2[], $2::text[], $3::text[]) AS k(bucket, merchant_id, key) \
-     ON i.bucket = k.bucket AND i.merchant_id = k.merchant_id AND i.key = k.key";
-/// The payments a batch changes, locked, with their bucket and next posting number.
-pub fn payments_sql() -> String {
-    format!(
-        "SELECT {PAYMENT_COLUMNS}, p.bucket, (SELECT coalesce(max(q.seq) + 1, 0) FROM postings q \
-         WHERE q.bucket = p.bucket AND q.merchant_id = p.merchant_id AND q.payment_id = p.id) \
-         FROM payments p WHERE (p.bucket, p.merchant_id, p.id) IN \
-         (SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[])) \
-         ORDER BY p.bucket, p.merchant_id, p.id FOR UPDATE"
-    )
-}
-pub const INSERT_IDEMPOTENCY_SQL: &str = "INSERT INTO idempotency \
-     (bucket, merchant_id, key, request_fingerprint, status, body, created_ms) \
-     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[], $7::int8[]) \
-     ON CONFLICT DO NOTHING RETURNING key";
-pub const INSERT_PAYMENTS_SQL: &str = "INSERT INTO payments (bucket, merchant_id, id, idempotency_key, \
-     amount, currency, status, amount_captured, amount_refunded, card_brand, card_last4, \
-     card_fingerprint, failure_code, created_ms, updated_ms) \
-     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
-     $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], \
-     $14::int8[], $15::int8[])";
-pub const UPDATE_PAYMENTS_SQL: &str = "UPDATE payments p SET status = u.status, \
-     amount_captured = u.captured, amount_refunded = u.refunded, updated_ms = $7 \
-     FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) \
-     AS u(bucket, merchant_id, id, status, captured, refunded) \
-     WHERE p.bucket = u.bucket AND p.merchant_id = u.merchant_id AND p.id = u.id";
-pub const INSERT_POSTINGS_SQL: &str = "INSERT INTO postings \
-     (bucket, merchant_id, payment_id, seq, currency, account, amount, created_ms) \
-     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
-     $7::int8[], $8::int8[])";
-pub const INSERT_REFUNDS_SQL: &str = "INSERT INTO refunds \
-     (bucket, merchant_id, id, payment_id, amount, currency, created_ms) \
-     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[])";
-pub const UPSERT_BALANCES_SQL: &str = "INSERT INTO balances (bucket, merchant_id, currency, account, amount) \
-     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
-     ON CONFLICT (bucket, merchant_id, currency, account) \
-     DO UPDATE SET amount = balances.amount + EXCLUDED.amount";
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {

@@ -1,0 +1,101 @@
+//! Every statement the PostgreSQL store issues on a merchant table, in one place, so
+//! that `tests/it/pg_explain.rs` can EXPLAIN each one (`EXPLAINED`) and fail on a
+//! sequential scan: each index exists because one of these needs it. The audit and
+//! `shard status` read whole tables on purpose and are not listed.
+
+use super::rows::PAYMENT_COLUMNS;
+
+// Merchants (mod.rs).
+pub const MERCHANT: &str = "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, \
+     created_ms FROM merchants WHERE bucket = $1 AND id = $2";
+pub const OWNS_BUCKET: &str = "SELECT bucket FROM paytool_buckets WHERE bucket = $1 FOR SHARE";
+pub const INSERT_MERCHANT: &str =
+    "INSERT INTO merchants (bucket, id, name, key_hash, created_ms) VALUES ($1, $2, $3, $4, $5)";
+
+// Reads (mod.rs).
+pub fn payment() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 AND id = $3"
+    )
+}
+/// Ids are time-ordered, so "older than the cursor" is "id < cursor", newest first.
+pub fn list_payments() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 \
+         AND id < $3 ORDER BY id DESC LIMIT $4"
+    )
+}
+pub const BALANCE: &str = "SELECT currency, account, amount FROM balances \
+     WHERE bucket = $1 AND merchant_id = $2 \
+     AND account IN ('merchant_pending', 'merchant_available') ORDER BY currency";
+
+// The group-commit writer's statements (writer.rs).
+pub const OWNED_SQL: &str =
+    "SELECT bucket FROM paytool_buckets WHERE bucket = ANY($1::int2[]) ORDER BY bucket FOR SHARE";
+pub const IDEMPOTENCY_SQL: &str = "SELECT i.merchant_id, i.key, i.request_fingerprint, i.status, i.body \
+     FROM idempotency i JOIN UNNEST($1::int2[], $2::text[], $3::text[]) AS k(bucket, merchant_id, key) \
+     ON i.bucket = k.bucket AND i.merchant_id = k.merchant_id AND i.key = k.key";
+/// The payments a batch changes, locked, with their bucket and next posting number.
+pub fn payments_sql() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS}, p.bucket, (SELECT coalesce(max(q.seq) + 1, 0) FROM postings q \
+         WHERE q.bucket = p.bucket AND q.merchant_id = p.merchant_id AND q.payment_id = p.id) \
+         FROM payments p WHERE (p.bucket, p.merchant_id, p.id) IN \
+         (SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[])) \
+         ORDER BY p.bucket, p.merchant_id, p.id FOR UPDATE"
+    )
+}
+pub const INSERT_IDEMPOTENCY_SQL: &str = "INSERT INTO idempotency \
+     (bucket, merchant_id, key, request_fingerprint, status, body, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[], $7::int8[]) \
+     ON CONFLICT DO NOTHING RETURNING key";
+pub const INSERT_PAYMENTS_SQL: &str = "INSERT INTO payments (bucket, merchant_id, id, idempotency_key, \
+     amount, currency, status, amount_captured, amount_refunded, card_brand, card_last4, \
+     card_fingerprint, failure_code, created_ms, updated_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], \
+     $7::text[], $8::int8[], $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], \
+     $14::int8[], $15::int8[])";
+pub const UPDATE_PAYMENTS_SQL: &str = "UPDATE payments p SET status = u.status, \
+     amount_captured = u.captured, amount_refunded = u.refunded, updated_ms = $7 \
+     FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[]) \
+     AS u(bucket, merchant_id, id, status, captured, refunded) \
+     WHERE p.bucket = u.bucket AND p.merchant_id = u.merchant_id AND p.id = u.id";
+pub const INSERT_POSTINGS_SQL: &str = "INSERT INTO postings \
+     (bucket, merchant_id, payment_id, seq, currency, account, amount, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], \
+     $7::int8[], $8::int8[])";
+pub const INSERT_REFUNDS_SQL: &str = "INSERT INTO refunds \
+     (bucket, merchant_id, id, payment_id, amount, currency, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[], $7::int8[])";
+pub const UPSERT_BALANCES_SQL: &str = "INSERT INTO balances (bucket, merchant_id, currency, account, amount) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::text[], $5::int8[]) \
+     ON CONFLICT (bucket, merchant_id, currency, account) \
+     DO UPDATE SET amount = balances.amount + EXCLUDED.amount";
+
+/// Rows of one merchant table in a bucket range (`shard plan`, `shard move`).
+pub fn in_buckets(table: &str) -> String {
+    format!(
+        "SELECT COUNT(*), COALESCE(SUM(pg_column_size(t.*)), 0)::int8 FROM {table} t \
+         WHERE bucket BETWEEN $1 AND $2"
+    )
+}
+
+/// What the EXPLAIN test checks: (name, statement). A statement added above and not
+/// listed here is a statement nobody checked.
+pub fn explained() -> Vec<(&'static str, String)> {
+    let mut all = vec![
+        ("merchant", MERCHANT.to_string()),
+        ("owns_bucket", OWNS_BUCKET.to_string()),
+        ("payment", payment()),
+        ("list_payments", list_payments()),
+        ("balance", BALANCE.to_string()),
+        ("owned", OWNED_SQL.to_string()),
+        ("idempotency", IDEMPOTENCY_SQL.to_string()),
+        ("payments_for_update", payments_sql()),
+        ("update_payments", UPDATE_PAYMENTS_SQL.to_string()),
+    ];
+    for table in super::layout_ops::MERCHANT_TABLES {
+        all.push(("in_buckets", in_buckets(table)));
+    }
+    all
+}
