@@ -2,10 +2,12 @@
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Admin, ApiJson};
+use super::extract::{Admin, ApiJson, OptionalBody};
 use super::payments::json;
-use super::types::{CreateMerchantRequest, MerchantCreated, PaymentObject};
-use axum::extract::State;
+use super::types::{
+    CreateMerchantRequest, KeyRolled, MerchantCreated, PaymentObject, RollKeyRequest,
+};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use std::sync::Arc;
@@ -34,6 +36,51 @@ pub async fn create_merchant(
     Ok(json(
         StatusCode::CREATED,
         &MerchantCreated::new(&merchant, key.expose().to_string()),
+    ))
+}
+
+/// The longest an old key may keep working after a roll, as Stripe allows.
+pub const ROLL_GRACE_MAX_S: i64 = 7 * 24 * 3600;
+
+/// Roll a merchant's secret key, as Stripe rolls keys: the new key is in this answer
+/// only; the old one is refused from now on, or after `expires_in` seconds. On a
+/// PostgreSQL layout the instance that rolled refuses the old key at once and every
+/// other instance within its merchant cache's lifetime (5 s).
+#[utoipa::path(post, path = "/v1/admin/merchants/{id}/roll_key", tag = "admin",
+    request_body = RollKeyRequest,
+    responses((status = 200, body = KeyRolled), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn roll_key(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    Path(id): Path<String>,
+    OptionalBody(body): OptionalBody<RollKeyRequest>,
+) -> Result<Response, ApiError> {
+    let grace = match body.expires_in {
+        None | Some(0) => None,
+        Some(s) if (1..=ROLL_GRACE_MAX_S).contains(&s) => {
+            Some(std::time::Duration::from_secs(s as u64))
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "expires_in",
+                format!("expires_in must be 0 to {ROLL_GRACE_MAX_S} seconds"),
+            ));
+        }
+    };
+    let rolled = state
+        .store
+        .roll_key(&id, grace)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant", "id"))?;
+    Ok(json(
+        StatusCode::OK,
+        &KeyRolled {
+            merchant: MerchantCreated::new(&rolled.merchant, rolled.key.expose().to_string()),
+            previous_key_expires: rolled.previous_key_expires_ms.map(|ms| ms / 1000),
+        },
     ))
 }
 

@@ -60,6 +60,7 @@ pub fn router(state: Arc<AppState>, body_limit_bytes: usize) -> Router {
         .route("/v1/payments/{id}/refunds", post(payments::refund_payment))
         .route("/v1/balance", get(payments::get_balance))
         .route("/v1/merchants", post(admin::create_merchant))
+        .route("/v1/admin/merchants/{id}/roll_key", post(admin::roll_key))
         .route("/v1/admin/audit", get(admin::audit))
         .route("/v1/admin/payments/lookup", post(admin::lookup))
         .route("/openapi.json", get(openapi_json))

@@ -10,7 +10,7 @@ use utoipa::{Modify, OpenApi};
     paths(
         payments::create_payment, payments::capture_payment, payments::cancel_payment,
         payments::refund_payment, payments::get_payment, payments::list_payments,
-        payments::get_balance, admin::create_merchant, admin::audit, admin::lookup,
+        payments::get_balance, admin::create_merchant, admin::roll_key, admin::audit, admin::lookup,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::ErrorType, types::PaymentObject)),
     modifiers(&Security),

@@ -194,6 +194,22 @@ pub struct MerchantCreated {
     pub created: i64,
 }
 
+/// Body of `POST /v1/admin/merchants/{id}/roll_key`; may be absent.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollKeyRequest {
+    /// Seconds the old key keeps working (0 to 604800, a week); absent or 0: it stops now.
+    pub expires_in: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyRolled {
+    #[serde(flatten)]
+    pub merchant: MerchantCreated,
+    /// When the old key stops working (unix seconds); null: it already has.
+    pub previous_key_expires: Option<i64>,
+}
+
 impl MerchantCreated {
     pub fn new(m: &Merchant, secret_key: String) -> Self {
         MerchantCreated {

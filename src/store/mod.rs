@@ -34,6 +34,15 @@ pub struct Merchant {
     pub created_ms: i64,
 }
 
+/// A new secret key, shown once, and when the old one stops working.
+#[derive(Debug)]
+pub struct RolledKey {
+    pub merchant: Merchant,
+    pub key: Secret,
+    /// None: the old key stopped working at once.
+    pub previous_key_expires_ms: Option<i64>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refund {
     pub id: String,
@@ -224,6 +233,13 @@ pub trait Store: Send + Sync + 'static {
         api_key: &str,
     ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>>;
     fn merchant(&self, id: &str) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>>;
+    /// Give a merchant a new secret key. The old one stops working at once, or after
+    /// `grace`; None for an unknown merchant.
+    fn roll_key(
+        &self,
+        merchant_id: &str,
+        grace: Option<std::time::Duration>,
+    ) -> BoxFuture<'_, Result<Option<RolledKey>, StoreError>>;
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>>;
     fn payment(
         &self,

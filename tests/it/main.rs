@@ -15,5 +15,6 @@ mod local_postgres;
 mod pg_explain;
 mod pg_shards;
 mod report;
+mod roll_key;
 mod scale;
 mod serve_errors;

@@ -25,11 +25,13 @@ async fn no_statement_scans_a_merchant_table() {
     let (bs, ms, ids) = (vec![b], vec![m], vec![id]);
     let (st, amounts) = (vec!["succeeded"], vec![1i64]);
     let now = 0i64;
+    let (until, hash): (Option<i64>, &[u8]) = (Some(1), &[0u8; 32]);
     let mut explained = 0;
     for (name, statement) in sql::explained() {
         let params: Vec<&(dyn ToSql + Sync)> = match name {
             "merchant" | "balance" => vec![&b, &m],
             "owns_bucket" => vec![&b],
+            "roll_key" => vec![&b, &m, &until, &hash],
             "payment" => vec![&b, &m, &id],
             "list_payments" => vec![&b, &m, &id, &now],
             "owned" => vec![&bs],

@@ -12,7 +12,8 @@ pub mod sql;
 pub mod writer;
 
 use super::{
-    AuditReport, BalanceLine, BoxFuture, Merchant, Store, StoreError, StoredResponse, WriteRequest,
+    AuditReport, BalanceLine, BoxFuture, Merchant, RolledKey, Store, StoreError, StoredResponse,
+    WriteRequest,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
@@ -429,6 +430,47 @@ impl Store for PgStore {
     fn merchant(&self, id: &str) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
         let id = id.to_string();
         Box::pin(async move { Ok(self.find_merchant(&id).await?.map(|(m, _, _)| Arc::new(m))) })
+    }
+
+    fn roll_key(
+        &self,
+        merchant_id: &str,
+        grace: Option<Duration>,
+    ) -> BoxFuture<'_, Result<Option<RolledKey>, StoreError>> {
+        let id = merchant_id.to_string();
+        Box::pin(async move {
+            if !crate::ids::is_id(&id, "mer") {
+                return Ok(None);
+            }
+            let bucket = bucket_of(&id);
+            let shard = self.owner(bucket).clone();
+            let client = Self::read_client(&shard).await?;
+            let key = new_api_key(&id);
+            let hash = hash_key(key.expose());
+            let until = grace.map(|g| now_ms() + g.as_millis() as i64);
+            let row = client
+                .query_opt(sql::ROLL_KEY, &[&(bucket as i16), &id, &until, &&hash[..]])
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            let Some(r) = row else { return Ok(None) };
+            // This instance forgets the old key now; the others within MERCHANT_CACHE_TTL.
+            self.by_key
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|_, c| c.merchant.id != id);
+            let merchant = Merchant {
+                id,
+                name: r.get(0),
+                bucket,
+                shard: 0,
+                created_ms: r.get(1),
+            };
+            Ok(Some(RolledKey {
+                merchant,
+                key,
+                previous_key_expires_ms: until,
+            }))
+        })
     }
 
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {

@@ -9,6 +9,11 @@ use super::rows::PAYMENT_COLUMNS;
 pub const MERCHANT: &str = "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, \
      created_ms FROM merchants WHERE bucket = $1 AND id = $2";
 pub const OWNS_BUCKET: &str = "SELECT bucket FROM paytool_buckets WHERE bucket = $1 FOR SHARE";
+/// A new key; the old one kept until $3 (NULL: dropped at once).
+pub const ROLL_KEY: &str = "UPDATE merchants SET \
+     previous_key_hash = CASE WHEN $3::int8 IS NULL THEN NULL ELSE key_hash END, \
+     previous_key_expires_ms = $3, key_hash = $4 WHERE bucket = $1 AND id = $2 \
+     RETURNING name, created_ms";
 pub const INSERT_MERCHANT: &str =
     "INSERT INTO merchants (bucket, id, name, key_hash, created_ms) VALUES ($1, $2, $3, $4, $5)";
 
@@ -86,6 +91,7 @@ pub fn explained() -> Vec<(&'static str, String)> {
     let mut all = vec![
         ("merchant", MERCHANT.to_string()),
         ("owns_bucket", OWNS_BUCKET.to_string()),
+        ("roll_key", ROLL_KEY.to_string()),
         ("payment", payment()),
         ("list_payments", list_payments()),
         ("balance", BALANCE.to_string()),

@@ -7,8 +7,8 @@ mod schema;
 pub mod writer;
 
 use super::{
-    AuditReport, BalanceLine, BoxFuture, Merchant, OpenError, SHARDS_MAX, Store, StoreError,
-    StoredResponse, WriteRequest,
+    AuditReport, BalanceLine, BoxFuture, Merchant, OpenError, RolledKey, SHARDS_MAX, Store,
+    StoreError, StoredResponse, WriteRequest,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
@@ -52,6 +52,24 @@ impl Shard {
 struct Merchants {
     by_key_hash: HashMap<[u8; 32], Arc<Merchant>>,
     by_id: HashMap<String, Arc<Merchant>>,
+    keys: HashMap<String, Keys>,
+}
+
+/// A merchant's key hashes: the current one, and the one before the last roll with the
+/// time it stops working.
+#[derive(Clone, Copy)]
+struct Keys {
+    current: [u8; 32],
+    previous: Option<([u8; 32], i64)>,
+}
+
+impl Keys {
+    fn accepts(&self, hash: &[u8; 32], now_ms: i64) -> bool {
+        self.current == *hash
+            || self
+                .previous
+                .is_some_and(|(h, until)| h == *hash && until > now_ms)
+    }
 }
 
 pub struct SqliteStore {
@@ -81,6 +99,7 @@ impl SqliteStore {
         let catalog_path = data_dir.join("catalog.db");
         let catalog =
             schema::open_writer(&catalog_path, schema::CATALOG).map_err(in_file(&catalog_path))?;
+        schema::upgrade_catalog(&catalog).map_err(in_file(&catalog_path))?;
         let made_with = recorded_shard_count(&catalog, shards).map_err(in_file(&catalog_path))?;
         if made_with != shards {
             return Err(OpenError::ShardCountMismatch {
@@ -160,8 +179,11 @@ fn recorded_shard_count(catalog: &Connection, asked: usize) -> Result<usize, Sto
 fn load_merchants(catalog: &Connection, shards: usize) -> Result<Merchants, StoreError> {
     let mut by_key_hash = HashMap::new();
     let mut by_id = HashMap::new();
-    let mut stmt =
-        catalog.prepare("SELECT id, name, key_hash, bucket, created_ms FROM merchants")?;
+    let mut keys = HashMap::new();
+    let mut stmt = catalog.prepare(
+        "SELECT id, name, key_hash, bucket, created_ms, previous_key_hash, previous_key_expires_ms \
+         FROM merchants",
+    )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let hash: Vec<u8> = r.get(2)?;
@@ -173,14 +195,36 @@ fn load_merchants(catalog: &Connection, shards: usize) -> Result<Merchants, Stor
             shard: shard_of_bucket(bucket, shards),
             created_ms: r.get(4)?,
         };
-        let hash: [u8; 32] = hash
-            .try_into()
-            .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))?;
+        let hash = key_hash(hash)?;
+        let previous = match (r.get::<_, Option<Vec<u8>>>(5)?, r.get::<_, Option<i64>>(6)?) {
+            (Some(h), Some(until)) if until > now_ms() => Some((key_hash(h)?, until)),
+            _ => None,
+        };
         let merchant = Arc::new(merchant);
+        if let Some((old, _)) = previous {
+            by_key_hash.insert(old, merchant.clone());
+        }
+        keys.insert(
+            merchant.id.clone(),
+            Keys {
+                current: hash,
+                previous,
+            },
+        );
         by_id.insert(merchant.id.clone(), merchant.clone());
         by_key_hash.insert(hash, merchant);
     }
-    Ok(Merchants { by_key_hash, by_id })
+    Ok(Merchants {
+        by_key_hash,
+        by_id,
+        keys,
+    })
+}
+
+fn key_hash(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))
 }
 
 impl Store for SqliteStore {
@@ -212,6 +256,13 @@ impl Store for SqliteStore {
             let shared = Arc::new(merchant.clone());
             let mut merchants = self.merchants.write().unwrap_or_else(|p| p.into_inner());
             merchants.by_id.insert(shared.id.clone(), shared.clone());
+            merchants.keys.insert(
+                shared.id.clone(),
+                Keys {
+                    current: hash,
+                    previous: None,
+                },
+            );
             merchants.by_key_hash.insert(hash, shared);
             Ok((merchant, key))
         })
@@ -222,12 +273,17 @@ impl Store for SqliteStore {
         api_key: &str,
     ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
         // Every merchant is in memory: one SHA-256 and a hash-map lookup.
-        let found = self
-            .merchants
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let hash = hash_key(api_key);
+        let merchants = self.merchants.read().unwrap_or_else(|p| p.into_inner());
+        let found = merchants
             .by_key_hash
-            .get(&hash_key(api_key))
+            .get(&hash)
+            .filter(|m| {
+                merchants
+                    .keys
+                    .get(&m.id)
+                    .is_some_and(|k| k.accepts(&hash, now_ms()))
+            })
             .cloned();
         Box::pin(std::future::ready(Ok(found)))
     }
@@ -241,6 +297,52 @@ impl Store for SqliteStore {
             .get(id)
             .cloned();
         Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn roll_key(
+        &self,
+        merchant_id: &str,
+        grace: Option<std::time::Duration>,
+    ) -> BoxFuture<'_, Result<Option<RolledKey>, StoreError>> {
+        let id = merchant_id.to_string();
+        Box::pin(async move {
+            let Some(merchant) = self.merchant(&id).await? else {
+                return Ok(None);
+            };
+            let key = new_api_key(&id);
+            let hash = hash_key(key.expose());
+            let until = grace.map(|g| now_ms() + g.as_millis() as i64);
+            let mut merchants = self.merchants.write().unwrap_or_else(|p| p.into_inner());
+            let old = merchants.keys[&id];
+            // On disk first, then in memory: a crash in between leaves the disk right.
+            tokio::task::block_in_place(|| {
+                let conn = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+                conn.execute(
+                    "UPDATE merchants SET previous_key_hash = ?2, previous_key_expires_ms = ?3, \
+                     key_hash = ?4 WHERE id = ?1",
+                    params![id, until.map(|_| old.current.to_vec()), until, &hash[..]],
+                )
+            })?;
+            if let Some((before, _)) = old.previous {
+                merchants.by_key_hash.remove(&before);
+            }
+            if until.is_none() {
+                merchants.by_key_hash.remove(&old.current);
+            }
+            merchants.by_key_hash.insert(hash, merchant.clone());
+            merchants.keys.insert(
+                id,
+                Keys {
+                    current: hash,
+                    previous: until.map(|u| (old.current, u)),
+                },
+            );
+            Ok(Some(RolledKey {
+                merchant: (*merchant).clone(),
+                key,
+                previous_key_expires_ms: until,
+            }))
+        })
     }
 
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
@@ -347,7 +449,7 @@ impl Store for SqliteStore {
                 .merchants
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .by_key_hash
+                .by_id
                 .len() as u64;
             let mut parts = Vec::with_capacity(self.shards.len());
             for shard in &self.shards {

@@ -22,6 +22,27 @@ CREATE TABLE IF NOT EXISTS merchants (
     created_ms INTEGER NOT NULL
 );";
 
+/// Columns added to `merchants` after the first release, for data dirs made before them:
+/// the key before the last roll and when it stops working.
+pub const CATALOG_ADDED_COLUMNS: [(&str, &str); 2] = [
+    ("previous_key_hash", "BLOB"),
+    ("previous_key_expires_ms", "INTEGER"),
+];
+
+/// Add what `CATALOG_ADDED_COLUMNS` lists to a catalog that lacks it.
+pub fn upgrade_catalog(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('merchants')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, kind) in CATALOG_ADDED_COLUMNS {
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(&format!("ALTER TABLE merchants ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
+
 pub const SHARD: &str = "
 CREATE TABLE IF NOT EXISTS payments (
     merchant_id TEXT NOT NULL,
