@@ -42,6 +42,8 @@ pub struct ServeSection {
     pub queue_max: Option<usize>,
     pub body_limit_bytes: Option<usize>,
     pub write_timeout_ms: Option<u64>,
+    /// e.g. "24h"
+    pub idempotency_retention: Option<String>,
 }
 
 impl ConfigFile {

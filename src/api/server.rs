@@ -73,6 +73,8 @@ pub struct ServeOptions {
     pub faults: Faults,
     pub body_limit_bytes: usize,
     pub write_timeout: Duration,
+    /// Idempotency keys are kept at least this long (store::retention).
+    pub idempotency_retention: Duration,
 }
 
 /// A bound server, not yet serving: the caller can report where it listens first.
@@ -98,14 +100,19 @@ impl Server {
             // Every instance on a layout shares the fingerprint key the shards hold, so
             // an idempotent replay matches whichever instance answered first.
             Some(layout) => {
-                let store = PgStore::open(layout, opts.limits).await?;
+                let store = PgStore::open(layout, opts.limits, opts.idempotency_retention).await?;
                 let key = Secret::new(store.fingerprint_key().to_string());
                 let shards = store.shard_count();
                 (Arc::new(store), shards, key)
             }
             None => {
-                let store =
-                    SqliteStore::open(&opts.data_dir, opts.shards, opts.limits, opts.faults)?;
+                let store = SqliteStore::open(
+                    &opts.data_dir,
+                    opts.shards,
+                    opts.limits,
+                    opts.faults,
+                    opts.idempotency_retention,
+                )?;
                 let key =
                     load_or_create(&key_path, || random_hex(32)).map_err(secret_file(&key_path))?;
                 let shards = store.shard_count();

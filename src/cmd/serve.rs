@@ -6,6 +6,7 @@ use paytool::api::{
 use paytool::config::{ConfigFile, in_range};
 use paytool::secrets::Secret;
 use paytool::store::postgres::PgOpenError;
+use paytool::store::retention::{RETENTION_DEFAULT, RETENTION_RANGE};
 use paytool::store::sqlite::writer::{
     BATCH_MAX_DEFAULT, BATCH_MAX_RANGE, QUEUE_MAX_DEFAULT, QUEUE_MAX_LIMIT,
 };
@@ -79,6 +80,9 @@ pub struct Args {
         "How long a request waits for its commit before 503 [default: {WRITE_TIMEOUT_MS_DEFAULT}]"
     ))]
     pub write_timeout_ms: Option<u64>,
+    /// How long idempotency keys are kept at least, then pruned (e.g. "24h", "90m") [default: 24h]
+    #[arg(long, env = "PAYTOOL_IDEMPOTENCY_RETENTION")]
+    pub idempotency_retention: Option<String>,
     /// Testing the audit only: acknowledge every Nth payment without keeping it.
     #[arg(long, hide = true)]
     pub fault_drop_ack_every: Option<u64>,
@@ -116,6 +120,20 @@ impl Args {
                 .unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
             WRITE_TIMEOUT_MS_RANGE,
         )?;
+        let retention = match self.idempotency_retention.or(s.idempotency_retention) {
+            None => RETENTION_DEFAULT,
+            Some(text) => {
+                let d = humantime::parse_duration(text.trim()).map_err(|e| {
+                    UsageError(format!("{origin}: `idempotency_retention` {text:?}: {e}"))
+                })?;
+                if !RETENTION_RANGE.contains(&d) {
+                    return Err(UsageError(format!(
+                        "{origin}: `idempotency_retention` is {text}: it must be 1s to 30days"
+                    )));
+                }
+                d
+            }
+        };
         let layout = match self.layout.or(s.layout) {
             Some(path) => {
                 Some(paytool::profile::shards::load(&path).map_err(|e| UsageError(e.to_string()))?)
@@ -173,6 +191,7 @@ impl Args {
                 BODY_LIMIT_BYTES_RANGE,
             )?,
             write_timeout: Duration::from_millis(write_timeout_ms),
+            idempotency_retention: retention,
         })
     }
 }

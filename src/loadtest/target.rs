@@ -43,6 +43,7 @@ impl Target {
             faults,
             body_limit_bytes: crate::api::BODY_LIMIT_BYTES_DEFAULT,
             write_timeout: Duration::from_millis(crate::api::WRITE_TIMEOUT_MS_DEFAULT),
+            idempotency_retention: crate::store::retention::RETENTION_DEFAULT,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

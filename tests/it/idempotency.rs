@@ -273,3 +273,35 @@ async fn capture_cancel_and_refund_with_a_key_replay() {
     );
     assert_audit_ok(&server).await;
 }
+
+#[tokio::test]
+async fn a_key_replays_inside_its_retention_and_is_free_again_once_pruned() {
+    use std::time::{Duration, Instant};
+    let server = Server::start_args(&["--idempotency-retention", "1s"]);
+    let m = server.create_merchant("retention").await;
+    let first_req = create(payment_body(1500, "usd", true)).key("kept-a-while");
+    let first = replays(&server, &m, &first_req, StatusCode::OK, 1).await;
+    // After the retention (plus one prune interval, a quarter of it), the key is pruned
+    // and a different request may use it: a new payment, not a refusal.
+    let other = create(payment_body(1600, "usd", true)).key("kept-a-while");
+    let started = Instant::now();
+    let second = loop {
+        let (status, text, _) = server.send(&m, &other).await;
+        if status == StatusCode::OK {
+            break text;
+        }
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the key was not pruned within 10 s of a 1 s retention"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "pruned too early"
+    );
+    assert_ne!(parse(&second)["id"], parse(&first)["id"]);
+    // Two payments share the key, more than a retention apart: the audit allows it.
+    assert_eq!(assert_audit_ok(&server).await["payments"], 2);
+}

@@ -38,6 +38,7 @@ async fn no_statement_scans_a_merchant_table() {
             "idempotency" | "payments_for_update" => vec![&bs, &ms, &ids],
             "update_payments" => vec![&bs, &ms, &ids, &st, &amounts, &amounts, &now],
             "in_buckets" => vec![&b, &b],
+            "prune_idempotency" => vec![&now, &now],
             other => panic!("no parameters for statement {other:?}: add them here"),
         };
         let plan: Vec<String> = client

@@ -8,7 +8,12 @@ use crate::store::audit::{Check, ShardAudit};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
-pub async fn audit_shard(client: &mut Client) -> Result<ShardAudit, tokio_postgres::Error> {
+/// `keys_since_ms`: keys are unique among payments made since then (the idempotency
+/// retention): an older key may have been pruned and used again, as it may.
+pub async fn audit_shard(
+    client: &mut Client,
+    keys_since_ms: i64,
+) -> Result<ShardAudit, tokio_postgres::Error> {
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -127,9 +132,9 @@ pub async fn audit_shard(client: &mut Client) -> Result<ShardAudit, tokio_postgr
     for r in tx
         .query(
             "SELECT merchant_id, idempotency_key, COUNT(*) FROM payments \
-             WHERE idempotency_key IS NOT NULL \
+             WHERE idempotency_key IS NOT NULL AND created_ms >= $1 \
              GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1",
-            &[],
+            &[&keys_since_ms],
         )
         .await?
     {

@@ -96,6 +96,9 @@ struct CachedMerchant {
 }
 
 pub struct PgStore {
+    /// One task per shard pruning expired idempotency keys; aborted on shutdown.
+    pruners: Vec<tokio::task::JoinHandle<()>>,
+    retention: Duration,
     layout: Layout,
     /// The key of request and card fingerprints, shared by every instance (from the shards).
     fingerprint_key: String,
@@ -130,7 +133,11 @@ impl PgStore {
     /// Connect to every shard of `layout`, check each is migrated, and read which buckets
     /// each owns. Refuses a shard that is unreachable or not migrated, and buckets that
     /// no shard (or two) owns.
-    pub async fn open(layout: &Layout, limits: WriterLimits) -> Result<PgStore, PgOpenError> {
+    pub async fn open(
+        layout: &Layout,
+        limits: WriterLimits,
+        retention: Duration,
+    ) -> Result<PgStore, PgOpenError> {
         let mut shards = Vec::with_capacity(layout.shards.len());
         let mut fingerprint_key: Option<String> = None;
         for s in &layout.shards {
@@ -180,7 +187,13 @@ impl PgStore {
                 writer: Mutex::new(Some(writer::spawn(s.name.clone(), s.url.clone(), limits))),
             }));
         }
+        let pruners = shards
+            .iter()
+            .map(|s| tokio::spawn(prune(s.clone(), retention)))
+            .collect();
         let store = PgStore {
+            pruners,
+            retention,
             layout: layout.clone(),
             fingerprint_key: fingerprint_key.expect("a layout has at least one shard"),
             shards,
@@ -620,8 +633,9 @@ impl Store for PgStore {
                     .get(0);
                 merchants += count as u64;
                 let client: &mut tokio_postgres::Client = &mut client;
+                let since_ms = super::retention::expired_before_ms(self.retention, now_ms());
                 parts.push(
-                    audit::audit_shard(client)
+                    audit::audit_shard(client, since_ms)
                         .await
                         .map_err(|e| audit::failed(&shard.name, &e))?,
                 );
@@ -641,6 +655,9 @@ impl Store for PgStore {
     }
 
     fn shutdown(&self) {
+        for pruner in &self.pruners {
+            pruner.abort();
+        }
         for shard in &self.shards {
             // Dropping the sender lets the writer drain its queue and stop.
             shard
@@ -648,6 +665,35 @@ impl Store for PgStore {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
+        }
+    }
+}
+
+/// Prune a shard's expired idempotency keys forever, a bounded round each interval.
+async fn prune(shard: Arc<Shard>, retention: Duration) {
+    use super::retention::{PRUNE_BATCH_MAX, PRUNE_BATCHES_PER_ROUND_MAX, expired_before_ms};
+    let pruned =
+        metrics::counter!("paytool_idempotency_pruned_total", "shard" => shard.name.clone());
+    loop {
+        tokio::time::sleep(super::retention::prune_interval(retention)).await;
+        let before = expired_before_ms(retention, now_ms());
+        let round = async {
+            let client = PgStore::read_client(&shard).await?;
+            for _ in 0..PRUNE_BATCHES_PER_ROUND_MAX {
+                let n = client
+                    .execute(sql::PRUNE_IDEMPOTENCY, &[&before, &PRUNE_BATCH_MAX])
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?;
+                pruned.increment(n);
+                if (n as i64) < PRUNE_BATCH_MAX {
+                    break;
+                }
+            }
+            Ok::<(), StoreError>(())
+        };
+        // A shard that is down is pruned in a later round; keys are only kept longer.
+        if let Err(e) = round.await {
+            tracing::warn!(shard = shard.name, error = %e, "pruning idempotency keys");
         }
     }
 }

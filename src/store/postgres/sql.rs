@@ -77,6 +77,11 @@ pub const UPSERT_BALANCES_SQL: &str = "INSERT INTO balances (bucket, merchant_id
      ON CONFLICT (bucket, merchant_id, currency, account) \
      DO UPDATE SET amount = balances.amount + EXCLUDED.amount";
 
+/// Expired idempotency keys, oldest first, a bounded batch at a time (retention.rs).
+pub const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE (bucket, merchant_id, key) IN \
+     (SELECT bucket, merchant_id, key FROM idempotency WHERE created_ms < $1 \
+     ORDER BY created_ms LIMIT $2)";
+
 /// Rows of one merchant table in a bucket range (`shard plan`, `shard move`).
 pub fn in_buckets(table: &str) -> String {
     format!(
@@ -99,6 +104,7 @@ pub fn explained() -> Vec<(&'static str, String)> {
         ("idempotency", IDEMPOTENCY_SQL.to_string()),
         ("payments_for_update", payments_sql()),
         ("update_payments", UPDATE_PAYMENTS_SQL.to_string()),
+        ("prune_idempotency", PRUNE_IDEMPOTENCY.to_string()),
     ];
     for table in super::layout_ops::MERCHANT_TABLES {
         all.push(("in_buckets", in_buckets(table)));

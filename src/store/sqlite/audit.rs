@@ -8,15 +8,17 @@ use crate::store::audit::{Check, ShardAudit};
 use rusqlite::Connection;
 use std::collections::HashMap;
 
-pub fn audit_shard(conn: &Connection) -> Result<ShardAudit, StoreError> {
+/// `keys_since_ms`: keys are unique among payments made since then (the idempotency
+/// retention): an older key may have been pruned and used again, as it may.
+pub fn audit_shard(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, StoreError> {
     // One read transaction: every check sees the same snapshot.
     conn.execute_batch("BEGIN")?;
-    let result = audit_snapshot(conn);
+    let result = audit_snapshot(conn, keys_since_ms);
     conn.execute_batch("COMMIT")?;
     result
 }
 
-fn audit_snapshot(conn: &Connection) -> Result<ShardAudit, StoreError> {
+fn audit_snapshot(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, StoreError> {
     let mut balanced = Check::new("postings_balance_per_currency");
     let mut stmt = conn.prepare("SELECT currency, SUM(amount) FROM postings GROUP BY currency")?;
     let mut rows = stmt.query([])?;
@@ -115,9 +117,9 @@ fn audit_snapshot(conn: &Connection) -> Result<ShardAudit, StoreError> {
     let mut one_payment_per_key = Check::new("one_payment_per_idempotency_key");
     let mut stmt = conn.prepare(
         "SELECT merchant_id, idempotency_key, COUNT(*) FROM payments WHERE idempotency_key IS NOT NULL \
-         GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1",
+         AND created_ms >= ?1 GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1",
     )?;
-    let mut rows = stmt.query([])?;
+    let mut rows = stmt.query([keys_since_ms])?;
     while let Some(r) = rows.next()? {
         let (merchant, key, n): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
         one_payment_per_key.fail(format!("{merchant}: key {key:?} made {n} payments"));

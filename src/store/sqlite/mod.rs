@@ -2,6 +2,7 @@
 //! the data dir. Merchants hash to buckets; contiguous bucket ranges map to shards.
 
 mod audit;
+mod pruner;
 mod rows;
 mod schema;
 pub mod writer;
@@ -28,6 +29,7 @@ const READERS_PER_SHARD: usize = 4;
 struct Shard {
     writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pruner: Mutex<Option<(pruner::Stop, std::thread::JoinHandle<()>)>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
 }
@@ -77,6 +79,7 @@ pub struct SqliteStore {
     merchants: RwLock<Merchants>,
     shards: Vec<Arc<Shard>>,
     data_dir: PathBuf,
+    retention: std::time::Duration,
 }
 
 impl SqliteStore {
@@ -87,6 +90,7 @@ impl SqliteStore {
         shards: usize,
         limits: WriterLimits,
         faults: Faults,
+        retention: std::time::Duration,
     ) -> Result<Self, OpenError> {
         assert!(
             (1..=SHARDS_MAX).contains(&shards),
@@ -118,9 +122,11 @@ impl SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(in_file(&path))?;
             let (tx, handle) = writer::spawn(i, conn, limits, faults);
+            let prune_conn = schema::open_writer(&path, "").map_err(in_file(&path))?;
             shard_list.push(Arc::new(Shard {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
+                pruner: Mutex::new(Some(pruner::spawn(i, prune_conn, retention))),
                 readers,
                 next_reader: AtomicUsize::new(0),
             }));
@@ -130,6 +136,7 @@ impl SqliteStore {
             merchants: RwLock::new(merchants),
             shards: shard_list,
             data_dir: data_dir.to_path_buf(),
+            retention,
         })
     }
 
@@ -452,8 +459,9 @@ impl Store for SqliteStore {
                 .by_id
                 .len() as u64;
             let mut parts = Vec::with_capacity(self.shards.len());
+            let since_ms = crate::store::retention::expired_before_ms(self.retention, now_ms());
             for shard in &self.shards {
-                parts.push(shard.read(audit::audit_shard).await?);
+                parts.push(shard.read(move |c| audit::audit_shard(c, since_ms)).await?);
             }
             Ok(crate::store::audit::combine(parts, merchants))
         })
@@ -470,6 +478,17 @@ impl Store for SqliteStore {
     }
 
     fn shutdown(&self) {
+        for shard in &self.shards {
+            let pruner = shard
+                .pruner
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+            if let Some((stop, handle)) = pruner {
+                drop(stop);
+                let _ = handle.join();
+            }
+        }
         for shard in &self.shards {
             // Dropping the sender lets the writer drain its queue and stop.
             shard

@@ -89,6 +89,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (merchant_id, key)
 ) WITHOUT ROWID;
+-- Pruning expired keys walks this, oldest first, in bounded batches.
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_ms);
 CREATE TABLE IF NOT EXISTS balances (
     merchant_id TEXT NOT NULL,
     currency TEXT NOT NULL,
