@@ -30,7 +30,7 @@ async fn no_statement_scans_a_merchant_table() {
     for (name, statement) in sql::explained() {
         let params: Vec<&(dyn ToSql + Sync)> = match name {
             "merchant" | "balance" => vec![&b, &m],
-            "owns_bucket" => vec![&b],
+            "owns_bucket" | "owns" => vec![&b],
             "roll_key" => vec![&b, &m, &until, &hash],
             "payment" => vec![&b, &m, &id],
             "list_payments" => vec![&b, &m, &id, &now],

@@ -319,3 +319,127 @@ async fn a_stopped_shard_costs_only_its_own_merchants_and_they_recover_without_a
     );
     assert_eq!(api.audit().await["ok"], true);
 }
+
+#[tokio::test]
+async fn an_instance_with_a_stale_layout_is_refused_by_the_shard_and_retries_on_the_owner() {
+    use paytool::ids::bucket_of;
+    let dir = temp_dir();
+    let pg = PgShards::unapplied(dir.path(), 2, false);
+    pg.apply();
+    // Reads who owns what now: s0 0-511, s1 512-1023.
+    let stale = Server::start_on_layout(&pg.layout, TOKEN);
+    // Buckets 512-767 hold nothing yet, so `apply` may give them to s0.
+    let moved = dir.path().join("moved.toml");
+    let text = pg.layout_text(&[(0, 767, 0), (768, 1023, 1)]);
+    std::fs::write(&moved, text.replace("version = 1", "version = 2")).unwrap();
+    let applied = shard(&["apply"], &moved);
+    assert_eq!(applied.status.code(), Some(0), "{}", stderr(&applied));
+    let fresh = Server::start_on_layout(&moved, TOKEN);
+
+    // A merchant in the moved range, made through an instance that knows.
+    let mut m = fresh.create_merchant("moved").await;
+    for i in 0..200 {
+        if (512..=767).contains(&bucket_of(&m.id)) {
+            break;
+        }
+        assert!(i < 199, "no merchant landed in buckets 512-767");
+        m = fresh.create_merchant("moved").await;
+    }
+    // The stale instance authenticates it, writes and reads: s1 refuses the bucket inside
+    // the transaction, the instance reloads ownership and goes to s0.
+    let (status, paid) = stale.pay(&m, "through-stale", 900, true).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let id = paid["id"].as_str().unwrap();
+    let got = stale
+        .call(
+            &m,
+            reqwest::Method::GET,
+            &format!("/v1/payments/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(got.0, StatusCode::OK, "{:?}", got.1);
+    // Merchants it creates land by the shards' word too.
+    for i in 0..20 {
+        stale.create_merchant(&format!("s{i}")).await;
+    }
+    let misplaced = pg.on_shard(1, "SELECT COUNT(*) FROM merchants WHERE bucket < 768");
+    assert_eq!(
+        misplaced.trim(),
+        "0",
+        "a merchant written to a shard that does not own it"
+    );
+    let on_s0 = pg.on_shard(
+        0,
+        &format!("SELECT COUNT(*) FROM payments WHERE id = '{id}'"),
+    );
+    assert_eq!(on_s0.trim(), "1");
+    assert_eq!(stale.audit().await["ok"], true);
+}
+
+#[tokio::test]
+async fn a_write_routed_by_a_stale_view_is_refused_inside_the_transaction_and_rerouted() {
+    use paytool::ledger::{Authorization, CardSummary, Currency, Money, Payment};
+    use paytool::store::postgres::PgStore;
+    use paytool::store::{
+        Merchant as StoreMerchant, Mutation, Store, StoredResponse, WriteRequest,
+    };
+    use std::sync::Arc;
+    let dir = temp_dir();
+    let pg = PgShards::unapplied(dir.path(), 2, false);
+    pg.apply();
+    let layout = paytool::profile::shards::load(&pg.layout).unwrap();
+    // This store reads ownership once, now: s1 owns 512-1023.
+    let store = PgStore::open(
+        &layout,
+        Default::default(),
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let moved = dir.path().join("moved.toml");
+    std::fs::write(&moved, pg.layout_text(&[(0, 767, 0), (768, 1023, 1)])).unwrap();
+    assert_eq!(shard(&["apply"], &moved).status.code(), Some(0));
+
+    let merchant = Arc::new(StoreMerchant {
+        id: "mer_00000000000000000000000000000600".into(),
+        name: "stale".into(),
+        bucket: 600,
+        shard: 0,
+        created_ms: 0,
+    });
+    let card = CardSummary {
+        brand: "visa",
+        last4: "4242".into(),
+        fingerprint: "f".into(),
+    };
+    let money = Money::new(900, Currency::parse("usd").unwrap()).unwrap();
+    let (payment, postings) = Payment::create(
+        "pay_00000000000000000000000000000001".into(),
+        merchant.id.clone(),
+        money,
+        card,
+        Authorization::Approved,
+        true,
+        0,
+    )
+    .unwrap();
+    let answer = store
+        .write(WriteRequest {
+            merchant,
+            idempotency: None,
+            mutation: Mutation::Create { payment, postings },
+            render: |_| StoredResponse {
+                status: 200,
+                body: b"kept".to_vec(),
+                replayed: false,
+            },
+        })
+        .await
+        .expect("refused by s1, rerouted to s0");
+    assert_eq!(answer.body, b"kept");
+    let counts = pg.on_each_shard("SELECT COUNT(*) FROM payments WHERE bucket = 600");
+    assert_eq!((counts[0].trim(), counts[1].trim()), ("1", "0"));
+    store.shutdown();
+}

@@ -295,13 +295,19 @@ impl PgStore {
             return Ok(None);
         }
         let bucket = bucket_of(id);
-        let shard = self.owner(bucket).clone();
-        let client = Self::read_client(&shard).await?;
-        let row = client
-            .query_opt(sql::MERCHANT, &[&(bucket as i16), &id])
-            .await
-            .map_err(|e| store_error(&shard.name, &e))?;
-        let Some(r) = row else { return Ok(None) };
+        let mut found = None;
+        for _ in 0..=ROUTE_RETRIES_MAX {
+            let shard = self.owner(bucket).clone();
+            let client = Self::read_client(&shard).await?;
+            found = client
+                .query_opt(sql::MERCHANT, &[&(bucket as i16), &id])
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            if found.is_some() || self.confirm_owner(&shard, &client, bucket).await? {
+                break;
+            }
+        }
+        let Some(r) = found else { return Ok(None) };
         let hash = |v: Vec<u8>| -> Result<[u8; 32], StoreError> {
             v.try_into()
                 .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))
@@ -318,6 +324,27 @@ impl PgStore {
             created_ms: r.get(4),
         };
         Ok(Some((merchant, hash(r.get(1))?, previous)))
+    }
+
+    /// After a read on `shard` found nothing in `bucket`: true when the shard still owns
+    /// the bucket, so "nothing" is the answer; false when it does not (this instance's
+    /// view is stale), after reloading ownership, so the caller reads again.
+    async fn confirm_owner(
+        &self,
+        shard: &Shard,
+        client: &tokio_postgres::Client,
+        bucket: u16,
+    ) -> Result<bool, StoreError> {
+        let owned = client
+            .query_opt(sql::OWNS, &[&(bucket as i16)])
+            .await
+            .map_err(|e| store_error(&shard.name, &e))?
+            .is_some();
+        if !owned {
+            tracing::info!(bucket, shard = shard.name, "stale layout: rerouting a read");
+            self.reload_owners().await;
+        }
+        Ok(owned)
     }
 
     fn remember(&self, key_hash: [u8; 32], merchant: Arc<Merchant>, until: Instant) {
@@ -538,17 +565,23 @@ impl Store for PgStore {
         id: String,
     ) -> BoxFuture<'_, Result<Option<Payment>, StoreError>> {
         Box::pin(async move {
-            let shard = self.owner(merchant.bucket).clone();
-            let client = Self::read_client(&shard).await?;
-            let stmt = client
-                .prepare_cached(&sql::payment())
-                .await
-                .map_err(|e| store_error(&shard.name, &e))?;
-            let row = client
-                .query_opt(&stmt, &[&(merchant.bucket as i16), &merchant.id, &id])
-                .await
-                .map_err(|e| store_error(&shard.name, &e))?;
-            row.as_ref().map(payment_from_row).transpose()
+            let bucket = merchant.bucket;
+            for _ in 0..ROUTE_RETRIES_MAX {
+                let shard = self.owner(bucket).clone();
+                let client = Self::read_client(&shard).await?;
+                let stmt = client
+                    .prepare_cached(&sql::payment())
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?;
+                let row = client
+                    .query_opt(&stmt, &[&(bucket as i16), &merchant.id, &id])
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?;
+                if row.is_some() || self.confirm_owner(&shard, &client, bucket).await? {
+                    return row.as_ref().map(payment_from_row).transpose();
+                }
+            }
+            Err(stale(bucket))
         })
     }
 
@@ -559,33 +592,38 @@ impl Store for PgStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<(Vec<Payment>, bool), StoreError>> {
         Box::pin(async move {
-            let shard = self.owner(merchant.bucket).clone();
-            let client = Self::read_client(&shard).await?;
-            // Ids are time-ordered, so "older than the cursor" is "id < cursor".
+            let bucket = merchant.bucket;
             let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
-            let stmt = client
-                .prepare_cached(&sql::list_payments())
-                .await
-                .map_err(|e| store_error(&shard.name, &e))?;
-            let rows = client
-                .query(
-                    &stmt,
-                    &[
-                        &(merchant.bucket as i16),
-                        &merchant.id,
-                        &cursor,
-                        &((limit + 1) as i64),
-                    ],
-                )
-                .await
-                .map_err(|e| store_error(&shard.name, &e))?;
-            let mut page = rows
-                .iter()
-                .map(payment_from_row)
-                .collect::<Result<Vec<_>, _>>()?;
-            let has_more = page.len() > limit;
-            page.truncate(limit);
-            Ok((page, has_more))
+            for _ in 0..ROUTE_RETRIES_MAX {
+                let shard = self.owner(bucket).clone();
+                let client = Self::read_client(&shard).await?;
+                let stmt = client
+                    .prepare_cached(&sql::list_payments())
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?;
+                let rows = client
+                    .query(
+                        &stmt,
+                        &[
+                            &(bucket as i16),
+                            &merchant.id,
+                            &cursor,
+                            &((limit + 1) as i64),
+                        ],
+                    )
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?;
+                if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {
+                    let mut page = rows
+                        .iter()
+                        .map(payment_from_row)
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let has_more = page.len() > limit;
+                    page.truncate(limit);
+                    return Ok((page, has_more));
+                }
+            }
+            Err(stale(bucket))
         })
     }
 
@@ -594,29 +632,19 @@ impl Store for PgStore {
         merchant: Arc<Merchant>,
     ) -> BoxFuture<'_, Result<Vec<BalanceLine>, StoreError>> {
         Box::pin(async move {
-            let shard = self.owner(merchant.bucket).clone();
-            let client = Self::read_client(&shard).await?;
-            let rows = client
-                .query(sql::BALANCE, &[&(merchant.bucket as i16), &merchant.id])
-                .await
-                .map_err(|e| store_error(&shard.name, &e))?;
-            let mut lines: Vec<BalanceLine> = Vec::new();
-            for r in rows {
-                let (currency, account, amount): (String, String, i64) =
-                    (r.get(0), r.get(1), r.get(2));
-                if lines.last().is_none_or(|l| l.currency != currency) {
-                    lines.push(BalanceLine {
-                        currency,
-                        ..Default::default()
-                    });
-                }
-                let line = lines.last_mut().expect("pushed above");
-                match account.as_str() {
-                    "merchant_pending" => line.pending = amount,
-                    _ => line.available = amount,
+            let bucket = merchant.bucket;
+            for _ in 0..ROUTE_RETRIES_MAX {
+                let shard = self.owner(bucket).clone();
+                let client = Self::read_client(&shard).await?;
+                let rows = client
+                    .query(sql::BALANCE, &[&(bucket as i16), &merchant.id])
+                    .await
+                    .map_err(|e| store_error(&shard.name, &e))?;
+                if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {
+                    return Ok(balance_lines(rows));
                 }
             }
-            Ok(lines)
+            Err(stale(bucket))
         })
     }
 
@@ -696,4 +724,31 @@ async fn prune(shard: Arc<Shard>, retention: Duration) {
             tracing::warn!(shard = shard.name, error = %e, "pruning idempotency keys");
         }
     }
+}
+
+/// Ownership kept moving under a read: answered 503, retryable.
+fn stale(bucket: u16) -> StoreError {
+    StoreError::Unavailable(format!(
+        "bucket {bucket} changed shards {ROUTE_RETRIES_MAX} times during one read"
+    ))
+}
+
+/// Balance rows (currency, account, amount), ordered by currency, as lines.
+fn balance_lines(rows: Vec<tokio_postgres::Row>) -> Vec<BalanceLine> {
+    let mut lines: Vec<BalanceLine> = Vec::new();
+    for r in rows {
+        let (currency, account, amount): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
+        if lines.last().is_none_or(|l| l.currency != currency) {
+            lines.push(BalanceLine {
+                currency,
+                ..Default::default()
+            });
+        }
+        let line = lines.last_mut().expect("pushed above");
+        match account.as_str() {
+            "merchant_pending" => line.pending = amount,
+            _ => line.available = amount,
+        }
+    }
+    lines
 }

@@ -9,6 +9,8 @@ use super::rows::PAYMENT_COLUMNS;
 pub const MERCHANT: &str = "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, \
      created_ms FROM merchants WHERE bucket = $1 AND id = $2";
 pub const OWNS_BUCKET: &str = "SELECT bucket FROM paytool_buckets WHERE bucket = $1 FOR SHARE";
+/// Whether this shard owns a bucket, for a read that found nothing (no lock).
+pub const OWNS: &str = "SELECT bucket FROM paytool_buckets WHERE bucket = $1";
 /// A new key; the old one kept until $3 (NULL: dropped at once).
 pub const ROLL_KEY: &str = "UPDATE merchants SET \
      previous_key_hash = CASE WHEN $3::int8 IS NULL THEN NULL ELSE key_hash END, \
@@ -96,6 +98,7 @@ pub fn explained() -> Vec<(&'static str, String)> {
     let mut all = vec![
         ("merchant", MERCHANT.to_string()),
         ("owns_bucket", OWNS_BUCKET.to_string()),
+        ("owns", OWNS.to_string()),
         ("roll_key", ROLL_KEY.to_string()),
         ("payment", payment()),
         ("list_payments", list_payments()),
