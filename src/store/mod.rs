@@ -201,6 +201,27 @@ pub struct BalanceLine {
     pub available: i64,
 }
 
+/// (currency, account, amount) rows of the balances table, ordered by currency, as one
+/// line per currency; accounts other than the merchant's two are left out.
+pub fn balance_lines(rows: impl IntoIterator<Item = (String, String, i64)>) -> Vec<BalanceLine> {
+    let mut lines: Vec<BalanceLine> = Vec::new();
+    for (currency, account, amount) in rows {
+        if lines.last().is_none_or(|l| l.currency != currency) {
+            lines.push(BalanceLine {
+                currency,
+                ..Default::default()
+            });
+        }
+        let line = lines.last_mut().expect("pushed above");
+        match account.as_str() {
+            "merchant_pending" => line.pending = amount,
+            "merchant_available" => line.available = amount,
+            _ => {}
+        }
+    }
+    lines
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct AuditCheck {
     pub name: &'static str,

@@ -13,7 +13,7 @@ pub mod writer;
 
 use super::{
     AuditReport, BalanceLine, BoxFuture, Merchant, RolledKey, Store, StoreError, StoredResponse,
-    WriteRequest,
+    WriteRequest, balance_lines,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
@@ -641,7 +641,9 @@ impl Store for PgStore {
                     .await
                     .map_err(|e| store_error(&shard.name, &e))?;
                 if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {
-                    return Ok(balance_lines(rows));
+                    return Ok(balance_lines(
+                        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+                    ));
                 }
             }
             Err(stale(bucket))
@@ -731,24 +733,4 @@ fn stale(bucket: u16) -> StoreError {
     StoreError::Unavailable(format!(
         "bucket {bucket} changed shards {ROUTE_RETRIES_MAX} times during one read"
     ))
-}
-
-/// Balance rows (currency, account, amount), ordered by currency, as lines.
-fn balance_lines(rows: Vec<tokio_postgres::Row>) -> Vec<BalanceLine> {
-    let mut lines: Vec<BalanceLine> = Vec::new();
-    for r in rows {
-        let (currency, account, amount): (String, String, i64) = (r.get(0), r.get(1), r.get(2));
-        if lines.last().is_none_or(|l| l.currency != currency) {
-            lines.push(BalanceLine {
-                currency,
-                ..Default::default()
-            });
-        }
-        let line = lines.last_mut().expect("pushed above");
-        match account.as_str() {
-            "merchant_pending" => line.pending = amount,
-            _ => line.available = amount,
-        }
-    }
-    lines
 }

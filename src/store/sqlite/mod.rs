@@ -9,7 +9,7 @@ pub mod writer;
 
 use super::{
     AuditReport, BalanceLine, BoxFuture, Merchant, OpenError, RolledKey, SHARDS_MAX, Store,
-    StoreError, StoredResponse, WriteRequest,
+    StoreError, StoredResponse, WriteRequest, balance_lines,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
@@ -425,26 +425,12 @@ impl Store for SqliteStore {
                     let mut stmt = c.prepare_cached(
                         "SELECT currency, account, amount FROM balances WHERE merchant_id = ?1 ORDER BY currency",
                     )?;
-                    let mut rows = stmt.query(params![merchant.id])?;
-                    let mut lines: Vec<BalanceLine> = Vec::new();
-                    while let Some(r) = rows.next()? {
-                        let currency: String = r.get(0)?;
-                        let account: String = r.get(1)?;
-                        let amount: i64 = r.get(2)?;
-                        if lines.last().map(|l| l.currency != currency).unwrap_or(true) {
-                            lines.push(BalanceLine {
-                                currency,
-                                ..Default::default()
-                            });
-                        }
-                        let line = lines.last_mut().expect("pushed above");
-                        match account.as_str() {
-                            "merchant_pending" => line.pending = amount,
-                            "merchant_available" => line.available = amount,
-                            _ => {}
-                        }
-                    }
-                    Ok(lines)
+                    let rows = stmt
+                        .query_map(params![merchant.id], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        })?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Ok(balance_lines(rows))
                 })
                 .await
         })
