@@ -193,6 +193,11 @@ impl LocalPostgres {
 
     /// Run one SQL statement as the superuser; the unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> Result<String, PostgresError> {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Run one SQL statement in `database` as the superuser.
+    pub fn psql_in(&self, database: &str, sql: &str) -> Result<String, PostgresError> {
         let port = self.port.to_string();
         let out = Command::new("psql")
             .args([
@@ -203,7 +208,7 @@ impl LocalPostgres {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                database,
             ])
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()

@@ -314,25 +314,9 @@ impl PgShards {
 
     pub fn on_shard(&self, shard: usize, sql: &str) -> String {
         let (server, db) = &self.shards[shard];
-        let port = self.servers[*server].port().to_string();
-        stdout_of(
-            "psql",
-            Command::new("psql").args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-XqtA",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ]),
-        )
+        self.servers[*server]
+            .psql_in(db, sql)
+            .unwrap_or_else(|e| panic!("shard {shard}: {sql}: {e}"))
     }
 }
 

@@ -4,7 +4,7 @@
 use super::rows::{PAYMENT_COLUMNS, payment_from_row};
 use crate::ledger::Account;
 use crate::store::StoreError;
-use crate::store::audit::{Check, ShardAudit};
+use crate::store::audit::{Check, PaymentChecks, ShardAudit};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
@@ -39,7 +39,7 @@ pub async fn audit_shard(
         .get(0);
 
     let mut sums: HashMap<(String, Account), i64> = HashMap::new();
-    let mut matches_postings = Check::new("payment_matches_postings");
+    let mut unknown_accounts = Vec::new();
     for r in tx
         .query(
             "SELECT payment_id, account, SUM(amount)::int8 FROM postings GROUP BY payment_id, account",
@@ -52,7 +52,7 @@ pub async fn audit_shard(
             Some(a) => {
                 sums.insert((r.get(0), a), r.get(2));
             }
-            None => matches_postings.fail(format!("unknown account {account:?} in postings")),
+            None => unknown_accounts.push(account),
         }
     }
     let mut refunds: HashMap<String, i64> = HashMap::new();
@@ -66,47 +66,18 @@ pub async fn audit_shard(
         refunds.insert(r.get(0), r.get(1));
     }
 
-    let mut invariants = Check::new("payment_invariants");
-    let mut matches_refunds = Check::new("refunds_match_payment");
-    let rows = tx
+    let mut per_payment = PaymentChecks::new(sums, refunds);
+    for account in &unknown_accounts {
+        per_payment.unknown_account(account);
+    }
+    for r in tx
         .query(&format!("SELECT {PAYMENT_COLUMNS} FROM payments"), &[])
-        .await?;
-    let payments = rows.len() as u64;
-    for r in &rows {
-        let payment = match payment_from_row(r) {
-            Ok(p) => p,
-            Err(e) => {
-                invariants.fail(e.to_string());
-                continue;
-            }
-        };
-        for (account, expected) in payment.expected_account_sums() {
-            let found = sums.remove(&(payment.id.clone(), account)).unwrap_or(0);
-            if found != expected {
-                matches_postings.fail(format!(
-                    "{}: {} postings sum to {found}, the payment's state says {expected}",
-                    payment.id,
-                    account.as_str()
-                ));
-            }
-        }
-        let refunded = refunds.remove(&payment.id).unwrap_or(0);
-        if refunded != payment.amount_refunded as i64 {
-            matches_refunds.fail(format!(
-                "{}: refunds sum to {refunded}, amount_refunded is {}",
-                payment.id, payment.amount_refunded
-            ));
-        }
+        .await?
+    {
+        per_payment.payment(payment_from_row(&r));
     }
-    for ((payment_id, account), sum) in sums.into_iter().filter(|(_, s)| *s != 0) {
-        matches_postings.fail(format!(
-            "{payment_id}: {} postings of {sum} with no payment",
-            account.as_str()
-        ));
-    }
-    for (payment_id, sum) in refunds {
-        matches_refunds.fail(format!("{payment_id}: refunds of {sum} with no payment"));
-    }
+    let payments = per_payment.payments;
+    let [invariants, matches_postings, matches_refunds] = per_payment.finish();
 
     let mut balances = Check::new("balances_match_postings");
     for r in tx
@@ -147,9 +118,9 @@ pub async fn audit_shard(
         postings: postings as u64,
         checks: vec![
             balanced.done(),
-            invariants.done(),
-            matches_postings.done(),
-            matches_refunds.done(),
+            invariants,
+            matches_postings,
+            matches_refunds,
             balances.done(),
             one_payment_per_key.done(),
         ],

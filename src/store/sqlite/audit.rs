@@ -4,7 +4,7 @@
 use super::rows::{PAYMENT_COLUMNS, payment_from_row};
 use crate::ledger::Account;
 use crate::store::StoreError;
-use crate::store::audit::{Check, ShardAudit};
+use crate::store::audit::{Check, PaymentChecks, ShardAudit};
 use rusqlite::Connection;
 use std::collections::HashMap;
 
@@ -52,49 +52,14 @@ fn audit_snapshot(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, S
         refunds.insert(r.get(0)?, r.get(1)?);
     }
 
-    let mut invariants = Check::new("payment_invariants");
-    let mut matches_postings = Check::new("payment_matches_postings");
-    let mut matches_refunds = Check::new("refunds_match_payment");
-    let mut payments = 0u64;
+    let mut per_payment = PaymentChecks::new(sums, refunds);
     let mut stmt = conn.prepare(&format!("SELECT {PAYMENT_COLUMNS} FROM payments"))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        payments += 1;
-        let payment = match payment_from_row(r)? {
-            Ok(p) => p,
-            Err(e) => {
-                invariants.fail(e.to_string());
-                continue;
-            }
-        };
-        for (account, expected) in payment.expected_account_sums() {
-            let found = sums.remove(&(payment.id.clone(), account)).unwrap_or(0);
-            if found != expected {
-                matches_postings.fail(format!(
-                    "{}: {} postings sum to {found}, the payment's state says {expected}",
-                    payment.id,
-                    account.as_str()
-                ));
-            }
-        }
-        let refunded = refunds.remove(&payment.id).unwrap_or(0);
-        if refunded != payment.amount_refunded as i64 {
-            matches_refunds.fail(format!(
-                "{}: refunds sum to {refunded}, amount_refunded is {}",
-                payment.id, payment.amount_refunded
-            ));
-        }
+        per_payment.payment(payment_from_row(r)?);
     }
-    // Whatever is left belongs to no payment.
-    for ((payment_id, account), sum) in sums.into_iter().filter(|(_, s)| *s != 0) {
-        matches_postings.fail(format!(
-            "{payment_id}: {} postings of {sum} with no payment",
-            account.as_str()
-        ));
-    }
-    for (payment_id, sum) in refunds {
-        matches_refunds.fail(format!("{payment_id}: refunds of {sum} with no payment"));
-    }
+    let payments = per_payment.payments;
+    let [invariants, matches_postings, matches_refunds] = per_payment.finish();
 
     let mut balances = Check::new("balances_match_postings");
     let mut stmt = conn.prepare(
@@ -130,9 +95,9 @@ fn audit_snapshot(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, S
         postings,
         checks: vec![
             balanced.done(),
-            invariants.done(),
-            matches_postings.done(),
-            matches_refunds.done(),
+            invariants,
+            matches_postings,
+            matches_refunds,
             balances.done(),
             one_payment_per_key.done(),
         ],
