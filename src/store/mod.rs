@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod layout;
 pub mod postgres;
+pub mod queue;
 pub mod retention;
 pub mod sqlite;
 

@@ -19,12 +19,13 @@ use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
 use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key};
 use crate::store::layout::Layout;
+use crate::store::queue::WriterSlot;
 use crate::store::sqlite::WriterLimits;
 use rows::{payment_from_row, store_error};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// Read connections per shard, per API instance: several instances share a shard's
 /// `max_connections`.
@@ -85,7 +86,7 @@ struct Shard {
     name: String,
     url: DbUrl,
     reads: deadpool_postgres::Pool,
-    writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writer: WriterSlot<writer::Job>,
 }
 
 struct CachedMerchant {
@@ -184,7 +185,7 @@ impl PgStore {
                 name: s.name.clone(),
                 url: s.url.clone(),
                 reads: pool(&s.url).map_err(unreachable)?,
-                writer: Mutex::new(Some(writer::spawn(s.name.clone(), s.url.clone(), limits))),
+                writer: WriterSlot::new(writer::spawn(s.name.clone(), s.url.clone(), limits)),
             }));
         }
         let pruners = shards
@@ -518,23 +519,17 @@ impl Store for PgStore {
             let mut request = request;
             for attempt in 0..=ROUTE_RETRIES_MAX {
                 let shard = self.owner(request.merchant.bucket).clone();
-                let sender = shard
-                    .writer
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone()
-                    .ok_or_else(|| StoreError::Unavailable("shutting down".into()))?;
                 let (reply, answer) = oneshot::channel();
                 // The request comes back on a refusal, to be routed again.
                 let (back_tx, back_rx) = oneshot::channel();
-                sender
+                shard
+                    .writer
                     .send(writer::Job {
                         request,
                         reply,
                         returned: Some(back_tx),
                     })
-                    .await
-                    .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
+                    .await?;
                 let result = answer
                     .await
                     .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
@@ -675,13 +670,7 @@ impl Store for PgStore {
     }
 
     fn ready(&self) -> bool {
-        self.shards.iter().all(|s| {
-            s.writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_some_and(|tx| !tx.is_closed())
-        })
+        self.shards.iter().all(|s| s.writer.is_open())
     }
 
     fn shutdown(&self) {
@@ -689,12 +678,7 @@ impl Store for PgStore {
             pruner.abort();
         }
         for shard in &self.shards {
-            // Dropping the sender lets the writer drain its queue and stop.
-            shard
-                .writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            shard.writer.close();
         }
     }
 }

@@ -127,12 +127,7 @@ async fn run(shard: String, url: DbUrl, mut rx: mpsc::Receiver<Job>, limits: Wri
     let mut batch: Vec<Job> = Vec::with_capacity(limits.batch_max);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        while batch.len() < limits.batch_max {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        crate::store::queue::take_queued(&mut rx, &mut batch, limits.batch_max);
         queue_depth.set(rx.len() as f64);
         batch_size.record(batch.len() as f64);
         let started = Instant::now();

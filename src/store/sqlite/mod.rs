@@ -14,20 +14,21 @@ use super::{
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
 use crate::secrets::{Secret, hash_key, new_api_key};
+use crate::store::queue::WriterSlot;
 use rows::{PAYMENT_COLUMNS, load_payment, payment_from_row};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 pub use writer::{Faults, WriterLimits};
 
 /// Read connections per shard. WAL lets readers run beside the writer.
 const READERS_PER_SHARD: usize = 4;
 
 struct Shard {
-    writer: Mutex<Option<mpsc::Sender<writer::Job>>>,
+    writer: WriterSlot<writer::Job>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     pruner: Mutex<Option<(pruner::Stop, std::thread::JoinHandle<()>)>>,
     readers: Vec<Mutex<Connection>>,
@@ -124,7 +125,7 @@ impl SqliteStore {
             let (tx, handle) = writer::spawn(i, conn, limits, faults);
             let prune_conn = schema::open_writer(&path, "").map_err(in_file(&path))?;
             shard_list.push(Arc::new(Shard {
-                writer: Mutex::new(Some(tx)),
+                writer: WriterSlot::new(tx),
                 writer_thread: Mutex::new(Some(handle)),
                 pruner: Mutex::new(Some(pruner::spawn(i, prune_conn, retention))),
                 readers,
@@ -354,18 +355,11 @@ impl Store for SqliteStore {
 
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
         Box::pin(async move {
-            let sender = self
-                .shard(&request.merchant)
-                .writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-                .ok_or_else(|| StoreError::Unavailable("shutting down".into()))?;
             let (reply, answer) = oneshot::channel();
-            sender
+            self.shard(&request.merchant)
+                .writer
                 .send(writer::Job { request, reply })
-                .await
-                .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
+                .await?;
             answer
                 .await
                 .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?
@@ -454,13 +448,7 @@ impl Store for SqliteStore {
     }
 
     fn ready(&self) -> bool {
-        self.shards.iter().all(|s| {
-            s.writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_ref()
-                .is_some_and(|tx| !tx.is_closed())
-        })
+        self.shards.iter().all(|s| s.writer.is_open())
     }
 
     fn shutdown(&self) {
@@ -476,12 +464,7 @@ impl Store for SqliteStore {
             }
         }
         for shard in &self.shards {
-            // Dropping the sender lets the writer drain its queue and stop.
-            shard
-                .writer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take();
+            shard.writer.close();
         }
         for shard in &self.shards {
             if let Some(handle) = shard

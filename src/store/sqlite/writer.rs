@@ -90,12 +90,7 @@ fn run(
     // and the queue is drained.
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
-        while batch.len() < limits.batch_max {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+        crate::store::queue::take_queued(&mut rx, &mut batch, limits.batch_max);
         queue_depth.set(rx.len() as f64);
         batch_size.record(batch.len() as f64);
         let started = Instant::now();
