@@ -443,3 +443,42 @@ async fn a_write_routed_by_a_stale_view_is_refused_inside_the_transaction_and_re
     assert_eq!((counts[0].trim(), counts[1].trim()), ("1", "0"));
     store.shutdown();
 }
+
+#[test]
+fn serve_on_a_layout_refuses_what_it_cannot_serve_naming_the_fix() {
+    let dir = temp_dir();
+    let pg = PgShards::unapplied(dir.path(), 2, false);
+    let layout = pg.layout.to_str().unwrap();
+    let data = dir.path().join("data");
+    let serve = |token: Option<&str>| {
+        let mut cmd = std::process::Command::new(crate::support::BIN);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--layout",
+            layout,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("PAYTOOL_ADMIN_TOKEN");
+        if let Some(t) = token {
+            cmd.env("PAYTOOL_ADMIN_TOKEN", t);
+        }
+        crate::support::run_bounded(&mut cmd, crate::support::COMMAND_TIMEOUT)
+    };
+    let no_token = serve(None);
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(
+        stderr(&no_token).contains("PAYTOOL_ADMIN_TOKEN"),
+        "{}",
+        stderr(&no_token)
+    );
+    let not_applied = serve(Some(TOKEN));
+    assert_eq!(not_applied.status.code(), Some(2));
+    assert!(
+        stderr(&not_applied).contains("paytool shard apply --layout"),
+        "{}",
+        stderr(&not_applied)
+    );
+}
