@@ -51,16 +51,13 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
     while let Some(done) = starting.join_next().await {
         match done {
             Ok((i, _, Ok(server))) => servers[i] = Some(server),
-            Ok((_, name, Err(e))) => failed.push(format!("shard {name}: {e}")),
-            Err(e) => failed.push(e.to_string()),
+            Ok((_, name, Err(e))) => failed.push((name, e.to_string())),
+            Err(e) => failed.push(("?".into(), e.to_string())),
         }
     }
     if !failed.is_empty() {
         // The ones that did start stop as `servers` drops.
-        return Err(LoadtestError::Start(format!(
-            "starting PostgreSQL: {}",
-            failed.join("; ")
-        )));
+        return Err(LoadtestError::Start(start_failures(failed)));
     }
     let servers: Vec<LocalPostgres> = servers.into_iter().flatten().collect();
     let urls: Vec<String> = servers.iter().map(|s| s.url(SPAWNED_DATABASE)).collect();
@@ -78,4 +75,50 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
         servers,
         dir: Some(dir.to_path_buf()),
     })
+}
+
+/// One line for the servers that did not start, each reason once ("not installed" is
+/// the same for every shard, and should say what to install once).
+fn start_failures(mut failed: Vec<(String, String)>) -> String {
+    failed.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    let mut parts: Vec<(Vec<String>, String)> = Vec::new();
+    for (shard, reason) in failed {
+        match parts.last_mut() {
+            Some((shards, r)) if *r == reason => shards.push(shard),
+            _ => parts.push((vec![shard], reason)),
+        }
+    }
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|(shards, reason)| format!("shard(s) {}: {reason}", shards.join(", ")))
+        .collect();
+    format!("starting PostgreSQL for {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::postgres::PostgresError;
+
+    #[test]
+    fn a_missing_postgresql_is_said_once_with_what_to_install() {
+        let missing = PostgresError::NotInstalled.to_string();
+        let line = start_failures(vec![
+            ("s1".into(), missing.clone()),
+            ("s0".into(), missing),
+            ("s2".into(), "initdb failed".into()),
+        ]);
+        assert!(
+            line.starts_with(
+                "starting PostgreSQL for shard(s) s0, s1: PostgreSQL is not installed"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("; shard(s) s2: initdb failed"), "{line}");
+        assert_eq!(
+            line.matches("apt-get install -y postgresql").count(),
+            1,
+            "{line}"
+        );
+    }
 }

@@ -15,3 +15,4 @@ mod local_postgres;
 mod report;
 mod scale;
 mod serve_errors;
+mod sharded_loadtest;
