@@ -3,10 +3,10 @@
 //! shard. Needs PostgreSQL installed (scripts/install-services.sh), as the PostgreSQL
 //! backend of the API suite does.
 
-use crate::support::{COMMAND_TIMEOUT, PgShards, loadtest, run_bounded, temp_dir};
+use crate::support::{PgShards, loadtest, temp_dir};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/sharded-smoke.toml");
 /// The request names the profile's journeys send: each must have samples.
@@ -158,14 +158,11 @@ fn existing_shards_are_used_as_they_are_and_each_keeps_its_books() {
     assert!(unbalanced.iter().all(|n| n.trim() == "0"), "{unbalanced:?}");
 }
 
-/// The run is refused before anything starts: exit 2, naming the file and the key.
+/// The run is refused before anything starts: exit 2; its stderr.
 fn refused(profile: &Path, args: &[&str]) -> String {
-    let mut all = vec!["loadtest", "-p", profile.to_str().unwrap()];
+    let mut all = vec!["-p", profile.to_str().unwrap()];
     all.extend_from_slice(args);
-    let out: Output = run_bounded(
-        Command::new(crate::support::BIN).args(&all),
-        COMMAND_TIMEOUT,
-    );
+    let out = loadtest(&all, None);
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(2), "{err}");
     err
