@@ -18,9 +18,13 @@ Examples:
   paytool loadtest -p profiles/smoke.toml --threshold p99_ms_max=50 \\
                    --threshold \"POST /v1/payments:error_rate_max=0\"
   PAYTOOL_ADMIN_TOKEN=... paytool loadtest -p profiles/smoke.toml --target http://127.0.0.1:8080
+  paytool loadtest -p profiles/sharded-smoke.toml   # 2 API instances on 2 spawned PostgreSQL shards
 
 Without a target, the reference API is started in this process on a free loopback port
-with a fresh data dir under the run's report dir (kept only if the run fails).
+with a fresh data dir under the run's report dir (kept only if the run fails). A profile
+whose [target] names a layout spawns `instances` API instances on its PostgreSQL shards
+(postgres = \"spawn\" starts a throwaway server per shard under the run dir; it needs
+PostgreSQL installed: apt-get install -y postgresql).
 Each run writes reports/<time>-<profile>/: Goose's HTML, JSON and Markdown reports,
 profile.toml, summary.json, summary.md, junit.xml, acks.jsonl, audit.json, merchants.json.
 
@@ -53,6 +57,10 @@ pub struct Args {
     /// Override target.url: load test a running API instead of spawning one
     #[arg(long, env = "PAYTOOL_TARGET")]
     pub target: Option<String>,
+    /// Override target.instances: reference API instances to spawn on the profile's
+    /// PostgreSQL layout (the load is spread over them)
+    #[arg(long)]
+    pub instances: Option<usize>,
     /// Open model: override load.rate with an arrival rate, e.g. 2000/s (replaces users)
     #[arg(long)]
     pub rate: Option<String>,
@@ -98,6 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         ramp: args.ramp.clone(),
         run_time: args.run_time.clone(),
         target: args.target.clone(),
+        instances: args.instances,
         merchants: args.merchants,
         report_dir: args.report_dir.clone(),
         no_audit: args.no_audit,
@@ -127,7 +136,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         eprintln!(
             "paytool loadtest: {} against {}; reports in {}",
             args.profile.display(),
-            prepared.base_url(),
+            prepared.target_description(),
             prepared.run_dir().display()
         );
     }
@@ -224,7 +233,7 @@ async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyh
         eprintln!(
             "paytool loadtest --find-max: {} against {}; reports in {}",
             args.profile.display(),
-            prepared.base_url(),
+            prepared.target_description(),
             prepared.run_dir().display()
         );
     }

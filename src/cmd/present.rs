@@ -69,6 +69,10 @@ pub fn print_summary(s: &RunSummary) {
             }
         }
     }
+    println!("target: {}", s.target);
+    if let Some(line) = s.instances_line() {
+        println!("{line}");
+    }
     if let Some(o) = &s.open_model {
         println!("open model: {}", o.describe());
     }

@@ -23,6 +23,9 @@ pub struct AuditCheck {
 pub struct AuditOutcome {
     pub ok: bool,
     pub acknowledged_payments: u64,
+    /// How many shards the target's ledger audit covered (it audits every one).
+    #[serde(default)]
+    pub ledger_shards: Option<u64>,
     pub checks: Vec<AuditCheck>,
 }
 
@@ -151,6 +154,7 @@ pub async fn run(admin: &Admin, ctx: &RunContext) -> Result<AuditOutcome, Loadte
     Ok(AuditOutcome {
         ok: checks.iter().all(|c| c.ok),
         acknowledged_payments: acks.len() as u64,
+        ledger_shards: ledger["shards"].as_u64(),
         checks,
     })
 }

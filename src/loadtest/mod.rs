@@ -6,6 +6,7 @@ pub mod audit;
 pub mod capacity;
 pub mod diff;
 pub mod find_max;
+pub mod layout;
 pub mod open_model;
 pub mod report;
 pub mod summary;
@@ -14,6 +15,7 @@ pub mod thresholds;
 
 use crate::profile::load::{ArrivalRate, LoadPlan, Shape};
 use crate::scenarios::context::{self, RunContext};
+use crate::scenarios::instances::Instances;
 use crate::scenarios::live::LiveStats;
 use crate::store::sqlite::Faults;
 use goose::config::GooseConfiguration;
@@ -25,7 +27,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use target::{Admin, Target};
+use target::{Admin, SpawnPlan, Target};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadtestError {
@@ -48,7 +50,10 @@ pub struct Prepared {
     run_id: String,
     run_dir: PathBuf,
     target: Target,
+    /// The first instance's base URL: where the admin calls and the scrapes go.
     base_url: String,
+    /// Every instance's base URL; the journeys spread their requests over them.
+    bases: Vec<String>,
     admin: Admin,
     merchants: Vec<context::MerchantCreds>,
     /// The current step's context; a new one each step.
@@ -69,7 +74,7 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         run_dir.join("profile.toml"),
         toml::to_string_pretty(&plan.profile).map_err(|e| LoadtestError::Run(e.to_string()))?,
     )?;
-    let (target, base_url, token) = match &plan.target_url {
+    let (target, bases, token) = match &plan.target_url {
         Some(url) => {
             let token = std::env::var(&plan.admin_token_env).map_err(|_| {
                 LoadtestError::Config(format!(
@@ -77,12 +82,28 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
                     plan.admin_token_env
                 ))
             })?;
-            (Target::Remote, url.clone(), token)
+            (Target::Remote, vec![url.clone()], token)
         }
-        None => Target::spawn(run_dir.join("server-data"), plan.shards, faults).await?,
+        None => {
+            let layout = match &plan.layout {
+                Some(l) => Some(layout::prepare(l, &run_dir.join("postgres")).await?),
+                None => None,
+            };
+            Target::spawn(SpawnPlan {
+                data_dir: run_dir.join("server-data"),
+                shards: plan.shards,
+                faults,
+                layout,
+                instances: plan.instances,
+            })
+            .await?
+        }
     };
+    let base_url = bases[0].clone();
     let admin = Admin::new(base_url.clone(), token);
-    admin.check_reachable().await?;
+    for base in &bases {
+        admin.check_reachable(base).await?;
+    }
     let merchants = admin.create_merchants(plan.merchants, &run_id).await?;
     // Merchant keys are secrets: only in the run dir, readable by the owner.
     let mut f = std::fs::OpenOptions::new()
@@ -94,13 +115,19 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         &serde_json::to_vec_pretty(&merchants).map_err(|e| LoadtestError::Run(e.to_string()))?,
     )?;
     let mut prepared = Prepared {
-        ctx: Arc::new(RunContext::new(merchants.clone(), 0.0, &run_id)),
+        ctx: Arc::new(RunContext::new(
+            Instances::new(bases.clone()),
+            merchants.clone(),
+            0.0,
+            &run_id,
+        )),
         open: None,
         plan,
         run_id,
         run_dir,
         target,
         base_url,
+        bases,
         admin,
         merchants,
         steps: 0,
@@ -145,10 +172,6 @@ impl Prepared {
         &self.run_dir
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-
     pub fn plan(&self) -> &LoadPlan {
         &self.plan
     }
@@ -167,7 +190,6 @@ impl Prepared {
         });
         self.open = arrival.map(|a| {
             Arc::new(OpenModel::new(
-                &self.base_url,
                 a,
                 self.plan.scenarios.clone(),
                 self.plan.timeout,
@@ -175,6 +197,7 @@ impl Prepared {
         });
         let prefix = format!("{}-s{}", self.run_id, self.steps);
         self.ctx = Arc::new(RunContext::new(
+            Instances::new(self.bases.clone()),
             self.merchants.clone(),
             self.plan.zipf_exponent,
             &prefix,
@@ -196,6 +219,7 @@ impl Prepared {
         if let Some(o) = &self.open {
             plan.shape = Shape::Arrival(o.arrival);
         }
+        // Spawned instances share this process's metrics recorder: one scrape covers all.
         let figures = Arc::new(Mutex::new(summary::Scrapes::default()));
         let scraper = {
             let (admin, figures) = (self.admin.clone(), figures.clone());
@@ -259,10 +283,13 @@ impl Prepared {
                 .map(|n| n.to_string_lossy().to_string())
                 .unwrap_or_else(|| self.run_id.clone()),
             profile: plan.name.clone(),
-            target: match plan.target_url {
-                Some(_) => self.base_url.clone(),
-                None => format!("the reference API (spawned at {})", self.base_url),
-            },
+            target: self.target_description(),
+            layout: plan.layout.as_ref().map(|l| report::LayoutFigures {
+                name: l.name.clone(),
+                shards: l.shards.clone(),
+                postgres: l.postgres.as_str().to_string(),
+            }),
+            instances: self.ctx.instances.figures(),
             duration_s: seconds,
             users_max: metrics.maximum_users,
             requests,
@@ -277,11 +304,32 @@ impl Prepared {
         Ok(summary)
     }
 
+    /// What the run is against, as the summary says it.
+    pub fn target_description(&self) -> String {
+        if self.plan.target_url.is_some() {
+            return self.base_url.clone();
+        }
+        let at = self.bases.join(", ");
+        match &self.plan.layout {
+            None => format!("the reference API (spawned at {at})"),
+            Some(l) => format!(
+                "{} reference API instance(s) (spawned at {at}) on layout {}: {} PostgreSQL shard(s), postgres = {:?}",
+                self.bases.len(),
+                l.name,
+                l.shards.len(),
+                l.postgres.as_str()
+            ),
+        }
+    }
+
     /// Stop a spawned target; keep its files only when something failed.
     async fn finish(mut self, passed: bool) -> Result<(), LoadtestError> {
         self.target.stop().await?;
-        if passed && let Target::Spawned { data_dir, .. } = &self.target {
-            let _ = std::fs::remove_dir_all(data_dir);
+        if passed && let Target::Spawned(spawned) = &self.target {
+            let _ = std::fs::remove_dir_all(&spawned.data_dir);
+            if let Some(dir) = &spawned.postgres_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         Ok(())
     }

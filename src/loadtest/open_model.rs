@@ -6,7 +6,8 @@
 //! A pool of `connections` workers, each with one HTTP/1.1 keep-alive connection on a
 //! lean hyper client, takes the next arrival when free, waits for its due time, sends it,
 //! and hands the sample to the one Goose user running this schedule, which records it in
-//! Goose's metrics as a custom request (so Goose's reports include it).
+//! Goose's metrics as a custom request (so Goose's reports include it). With several API
+//! instances, worker `w` connects to instance `w % n`, as a layer-4 balancer would.
 
 use crate::profile::load::ArrivalRate;
 use crate::scenarios::Scenario;
@@ -42,7 +43,6 @@ pub fn goose_run_time(arrival: &ArrivalRate) -> Duration {
 }
 
 pub struct OpenModel {
-    pub authority: String,
     pub arrival: ArrivalRate,
     pub mix: Vec<(Scenario, usize)>,
     pub timeout: Duration,
@@ -59,18 +59,8 @@ pub struct OpenModel {
 }
 
 impl OpenModel {
-    pub fn new(
-        base_url: &str,
-        arrival: ArrivalRate,
-        mix: Vec<(Scenario, usize)>,
-        timeout: Duration,
-    ) -> Self {
-        let authority = base_url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+    pub fn new(arrival: ArrivalRate, mix: Vec<(Scenario, usize)>, timeout: Duration) -> Self {
         OpenModel {
-            authority,
             arrival,
             mix,
             timeout,
@@ -131,8 +121,9 @@ async fn run(
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + START_DELAY;
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..open.arrival.connections {
+    for w in 0..open.arrival.connections {
         workers.spawn(worker(
+            w,
             ctx.clone(),
             open.clone(),
             next.clone(),
@@ -172,6 +163,7 @@ async fn connect(authority: &str) -> Option<SendRequest<Full<Bytes>>> {
 }
 
 async fn worker(
+    instance: usize,
     ctx: Arc<RunContext>,
     open: Arc<OpenModel>,
     next: Arc<AtomicU64>,
@@ -215,6 +207,7 @@ async fn worker(
         let mut client = ArrivalClient {
             ctx: &ctx,
             open: &open,
+            instance,
             connection: &mut connection,
             due: Some(due),
             samples: &tx,
@@ -233,6 +226,8 @@ async fn worker(
 struct ArrivalClient<'a> {
     ctx: &'a RunContext,
     open: &'a OpenModel,
+    /// The instance this worker's connection goes to.
+    instance: usize,
     connection: &'a mut Option<SendRequest<Full<Bytes>>>,
     due: Option<Instant>,
     samples: &'a mpsc::Sender<Sample>,
@@ -258,11 +253,13 @@ impl ArrivalClient<'_> {
 impl Client for ArrivalClient<'_> {
     async fn send(&mut self, call: Call) -> JourneyResult<Reply> {
         let started = self.due.take().unwrap_or_else(Instant::now);
+        let authority = self.ctx.instances.authority(self.instance);
         if self.connection.as_ref().is_none_or(|s| s.is_closed()) {
-            *self.connection = connect(&self.open.authority).await;
+            *self.connection = connect(authority).await;
         }
+        self.ctx.instances.sent_to(self.instance);
         let answer = match self.connection.as_mut() {
-            Some(sender) => exchange(self.ctx, self.open, sender, &call).await,
+            Some(sender) => exchange(self.ctx, self.open, authority, sender, &call).await,
             None => None,
         };
         if answer.is_none() {
@@ -280,9 +277,12 @@ impl Client for ArrivalClient<'_> {
         let started = self.due.take().unwrap_or_else(Instant::now);
         let mut tasks = tokio::task::JoinSet::new();
         for (i, call) in calls.iter().cloned().enumerate() {
+            // Each on a connection of its own, so a balancer could send each anywhere.
+            let instance = self.ctx.instances.next();
+            self.ctx.instances.sent_to(instance);
             let (ctx_key, open) = (
                 call.merchant.map(|m| self.ctx.merchants[m].key.clone()),
-                self.open.authority.clone(),
+                self.ctx.instances.authority(instance).to_string(),
             );
             let timeout = self.open.timeout;
             tasks.spawn(async move {
@@ -358,10 +358,11 @@ async fn send_one(
 async fn exchange(
     ctx: &RunContext,
     open: &OpenModel,
+    authority: &str,
     sender: &mut SendRequest<Full<Bytes>>,
     call: &Call,
 ) -> Option<(u16, Bytes)> {
     let key = call.merchant.map(|m| ctx.merchants[m].key.as_str());
-    let request = build(&open.authority, key, call)?;
+    let request = build(authority, key, call)?;
     send_one(sender, request, call.timeout.unwrap_or(open.timeout)).await
 }

@@ -4,6 +4,7 @@
 use super::audit::AuditOutcome;
 use super::summary::{RequestRow, ServerFigures};
 use super::thresholds::ThresholdResult;
+pub use crate::scenarios::instances::InstanceFigures;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
@@ -50,6 +51,12 @@ pub struct RunSummary {
     pub run_id: String,
     pub profile: String,
     pub target: String,
+    /// The PostgreSQL layout the spawned instances ran on, if any.
+    #[serde(default)]
+    pub layout: Option<LayoutFigures>,
+    /// Each instance the journeys sent to, and how many requests it was sent.
+    #[serde(default)]
+    pub instances: Vec<InstanceFigures>,
     pub duration_s: f64,
     pub users_max: usize,
     pub requests: Vec<RequestRow>,
@@ -61,6 +68,14 @@ pub struct RunSummary {
     pub thresholds: Vec<ThresholdResult>,
     pub audit: Option<AuditOutcome>,
     pub passed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LayoutFigures {
+    pub name: String,
+    pub shards: Vec<String>,
+    /// "spawn" (throwaway servers) or "existing".
+    pub postgres: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -103,6 +118,18 @@ impl RunSummary {
         read_json(&dir.join(SUMMARY_FILE))
     }
 
+    /// With several instances, how the requests were spread over them.
+    pub fn instances_line(&self) -> Option<String> {
+        (self.instances.len() > 1).then(|| {
+            let each: Vec<String> = self
+                .instances
+                .iter()
+                .map(|i| format!("{} {}", i.base_url, i.requests))
+                .collect();
+            format!("requests per instance: {}", each.join(", "))
+        })
+    }
+
     pub fn failed_thresholds(&self) -> impl Iterator<Item = &ThresholdResult> {
         self.thresholds.iter().filter(|t| !t.passed)
     }
@@ -127,6 +154,9 @@ pub fn markdown(s: &RunSummary) -> String {
         "Run `{}` against {}, {:.0} s, up to {} users.\n",
         s.run_id, s.target, s.duration_s, s.users_max
     );
+    if let Some(line) = s.instances_line() {
+        let _ = writeln!(md, "{line}.\n");
+    }
     let _ = writeln!(
         md,
         "| request | count | rps | p50 ms | p95 ms | p99 ms | max ms | errors |"
@@ -280,6 +310,8 @@ pub(crate) mod fixtures {
             run_id: "run".into(),
             profile: "smoke".into(),
             target: "embedded".into(),
+            layout: None,
+            instances: vec![],
             duration_s: 10.0,
             users_max: 1,
             requests,

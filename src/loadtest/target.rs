@@ -1,10 +1,14 @@
-//! The system under test: the reference API spawned in-process on a free loopback port,
-//! or a URL. And the admin client that prepares merchants and fetches what the audit needs.
+//! The system under test: the reference API spawned in-process on free loopback ports
+//! (one instance on SQLite files, or several on a PostgreSQL layout), or a URL. And the
+//! admin client that prepares merchants and fetches what the audit needs.
 
 use super::LoadtestError;
+use super::layout::Shards;
 use crate::api::{ServeOptions, Server};
 use crate::scenarios::context::MerchantCreds;
 use crate::secrets::{Secret, random_hex};
+use crate::services::postgres::LocalPostgres;
+use crate::store::layout::Layout;
 use crate::store::sqlite::{Faults, WriterLimits};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -17,28 +21,107 @@ const MERCHANT_CREATES_IN_FLIGHT_MAX: usize = 16;
 pub const LOOKUP_BATCH: usize = 500;
 
 pub enum Target {
-    Spawned {
-        stop: Option<oneshot::Sender<()>>,
-        task: Option<tokio::task::JoinHandle<Result<(), crate::api::ServeError>>>,
-        data_dir: PathBuf,
-    },
+    Spawned(Spawned),
     Remote,
 }
 
+/// What a run started: API instances, and the PostgreSQL servers under them, if any.
+pub struct Spawned {
+    instances: Vec<Instance>,
+    pub data_dir: PathBuf,
+    /// Stopped after the instances, which hold connections to them.
+    postgres: Vec<LocalPostgres>,
+    pub postgres_dir: Option<PathBuf>,
+}
+
+struct Instance {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), crate::api::ServeError>>>,
+}
+
+/// What to spawn: `instances` API instances, on SQLite files (`shards` of them) under
+/// `data_dir`, or on `layout`'s PostgreSQL shards.
+pub struct SpawnPlan {
+    pub data_dir: PathBuf,
+    pub shards: usize,
+    pub faults: Faults,
+    pub layout: Option<Shards>,
+    pub instances: usize,
+}
+
 impl Target {
-    /// Start the reference API in this process with its data under `data_dir`.
-    pub async fn spawn(
-        data_dir: PathBuf,
-        shards: usize,
-        faults: Faults,
-    ) -> Result<(Target, String, String), LoadtestError> {
+    /// Start the reference API in this process; its base URLs (one per instance) and
+    /// the admin token they share.
+    pub async fn spawn(plan: SpawnPlan) -> Result<(Target, Vec<String>, String), LoadtestError> {
         let admin_token = format!("adm_{}", random_hex(24));
+        let (layout, postgres, postgres_dir) = match plan.layout {
+            Some(s) => (Some(s.layout), s.servers, s.dir),
+            None => (None, Vec::new(), None),
+        };
+        let mut spawned = Spawned {
+            instances: Vec::with_capacity(plan.instances),
+            data_dir: plan.data_dir,
+            postgres,
+            postgres_dir,
+        };
+        let mut bases = Vec::with_capacity(plan.instances);
+        for _ in 0..plan.instances {
+            // On failure `spawned` drops: the instances bound so far stop, then PostgreSQL.
+            let (instance, base) = Instance::start(
+                &spawned.data_dir,
+                plan.shards,
+                layout.clone(),
+                plan.faults,
+                &admin_token,
+            )
+            .await?;
+            spawned.instances.push(instance);
+            bases.push(base);
+        }
+        Ok((Target::Spawned(spawned), bases, admin_token))
+    }
+
+    /// Stop what was spawned: the instances finish in-flight requests and commit what is
+    /// queued, then the PostgreSQL servers stop.
+    pub async fn stop(&mut self) -> Result<(), LoadtestError> {
+        let Target::Spawned(spawned) = self else {
+            return Ok(());
+        };
+        for i in &mut spawned.instances {
+            if let Some(s) = i.stop.take() {
+                let _ = s.send(());
+            }
+        }
+        for i in &mut spawned.instances {
+            if let Some(t) = i.task.take() {
+                t.await
+                    .map_err(|e| LoadtestError::Run(format!("reference API task: {e}")))?
+                    .map_err(|e| LoadtestError::Run(format!("reference API: {e:#}")))?;
+            }
+        }
+        let mut servers = std::mem::take(&mut spawned.postgres);
+        tokio::task::spawn_blocking(move || servers.iter_mut().try_for_each(|s| s.stop()))
+            .await
+            .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))?
+            .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))
+    }
+}
+
+impl Instance {
+    async fn start(
+        data_dir: &std::path::Path,
+        shards: usize,
+        layout: Option<Layout>,
+        faults: Faults,
+        admin_token: &str,
+    ) -> Result<(Instance, String), LoadtestError> {
         let server = Server::bind(ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            data_dir: data_dir.clone(),
+            // On a layout nothing is written here: the token is given, the key is the shards'.
+            data_dir: data_dir.to_path_buf(),
             shards,
-            admin_token: Some(Secret::new(admin_token.clone())),
-            layout: None,
+            admin_token: Some(Secret::new(admin_token.to_string())),
+            layout,
             limits: WriterLimits::default(),
             faults,
             body_limit_bytes: crate::api::BODY_LIMIT_BYTES_DEFAULT,
@@ -54,38 +137,17 @@ impl Target {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        Ok((
-            Target::Spawned {
-                stop: Some(stop),
-                task: Some(task),
-                data_dir,
-            },
-            format!("http://{addr}"),
-            admin_token,
-        ))
-    }
-
-    /// Stop a spawned server: in-flight requests finish, queued writes commit.
-    pub async fn stop(&mut self) -> Result<(), LoadtestError> {
-        if let Target::Spawned { stop, task, .. } = self {
-            if let Some(s) = stop.take() {
-                let _ = s.send(());
-            }
-            if let Some(t) = task.take() {
-                t.await
-                    .map_err(|e| LoadtestError::Run(format!("reference API task: {e}")))?
-                    .map_err(|e| LoadtestError::Run(format!("reference API: {e:#}")))?;
-            }
-        }
-        Ok(())
+        let instance = Instance {
+            stop: Some(stop),
+            task: Some(task),
+        };
+        Ok((instance, format!("http://{addr}")))
     }
 }
 
-impl Drop for Target {
+impl Drop for Instance {
     fn drop(&mut self) {
-        if let Target::Spawned { stop, .. } = self
-            && let Some(s) = stop.take()
-        {
+        if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
     }
@@ -110,9 +172,10 @@ impl Admin {
         }
     }
 
-    /// Is anything answering at the target? Exit code 3 when not.
-    pub async fn check_reachable(&self) -> Result<(), LoadtestError> {
-        let url = format!("{}/healthz", self.base);
+    /// Is anything answering at `base` (this target, or another instance of it)? Exit
+    /// code 3 when not.
+    pub async fn check_reachable(&self, base: &str) -> Result<(), LoadtestError> {
+        let url = format!("{base}/healthz");
         let res = self
             .client
             .get(&url)

@@ -2,6 +2,7 @@
 //! counts as passing. `LoadProfile` is the file as written; `LoadPlan` is it checked.
 
 use super::ProfileError;
+use super::layout_target::{INSTANCES_MAX, LayoutTarget, PostgresMode};
 use crate::scenarios::Scenario;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,8 +36,16 @@ pub struct TargetSection {
     pub url: Option<String>,
     /// Env var holding the target's admin token (never put the token in a profile).
     pub admin_token_env: Option<String>,
-    /// Shards of the spawned reference API.
+    /// Shards of the spawned reference API (SQLite files).
     pub shards: Option<usize>,
+    /// A PostgreSQL shard layout (profiles/shards/*.toml), read from this profile's
+    /// directory: the spawned reference API runs on it instead of SQLite.
+    pub layout: Option<PathBuf>,
+    /// Reference API instances to spawn on the layout; the load is spread over them.
+    pub instances: Option<usize>,
+    /// With a layout: "existing" (its URLs from the environment, the default) or "spawn"
+    /// (a throwaway PostgreSQL server per shard under the run dir).
+    pub postgres: Option<PostgresMode>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -243,6 +252,10 @@ pub struct LoadPlan {
     pub target_url: Option<String>,
     pub admin_token_env: String,
     pub shards: usize,
+    /// The spawned API's PostgreSQL layout, instead of SQLite files.
+    pub layout: Option<LayoutTarget>,
+    /// Spawned API instances (more than one only on a layout).
+    pub instances: usize,
     pub shape: Shape,
     pub timeout: Duration,
     pub merchants: usize,
@@ -262,6 +275,7 @@ pub struct Overrides {
     pub ramp: Option<String>,
     pub run_time: Option<String>,
     pub target: Option<String>,
+    pub instances: Option<usize>,
     pub merchants: Option<usize>,
     pub report_dir: Option<PathBuf>,
     pub no_audit: bool,
@@ -311,7 +325,14 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
         p.load.test_plan = None;
     }
     if let Some(t) = &o.target {
+        // A URL replaces whatever the profile would have spawned.
         p.target.url = Some(t.clone());
+        p.target.layout = None;
+        p.target.instances = None;
+        p.target.postgres = None;
+    }
+    if let Some(n) = o.instances {
+        p.target.instances = Some(n);
     }
     if let Some(m) = o.merchants {
         p.merchants.count = m;
@@ -383,7 +404,7 @@ fn duration(path: &Path, key: &str, value: &str) -> Result<Duration, ProfileErro
     })
 }
 
-fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
+fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
     let name = p.name.clone().unwrap_or_else(|| {
         path.file_stem()
             .map(|s| s.to_string_lossy().to_string())
@@ -415,6 +436,11 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         }
         None => None,
     };
+    let (layout, instances) = check_layout_target(&p.target, path)?;
+    // The run dir's profile.toml is read from elsewhere: it names the layout absolutely.
+    if let Some(l) = &layout {
+        p.target.layout = Some(l.path.clone());
+    }
     let shards = p.target.shards.unwrap_or(crate::store::SHARDS_DEFAULT);
     if !(1..=crate::store::SHARDS_MAX).contains(&shards) {
         return Err(invalid(
@@ -644,6 +670,8 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             .clone()
             .unwrap_or_else(|| "PAYTOOL_ADMIN_TOKEN".into()),
         shards,
+        layout,
+        instances,
         shape,
         timeout,
         merchants,
@@ -656,6 +684,62 @@ fn check(p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         audit: p.audit.enabled,
         profile: p,
     })
+}
+
+/// `[target]`'s layout, instances and postgres, and how they combine with the rest.
+fn check_layout_target(
+    t: &TargetSection,
+    path: &Path,
+) -> Result<(Option<LayoutTarget>, usize), ProfileError> {
+    let instances = t.instances.unwrap_or(1);
+    if !(1..=INSTANCES_MAX).contains(&instances) {
+        return Err(invalid(
+            path,
+            "target.instances",
+            format!("is {instances}: it must be 1 to {INSTANCES_MAX}"),
+        ));
+    }
+    let Some(layout) = &t.layout else {
+        if instances > 1 {
+            return Err(invalid(
+                path,
+                "target.instances",
+                "above 1 needs target.layout: only instances on PostgreSQL shards share their data",
+            ));
+        }
+        if t.postgres.is_some() {
+            return Err(invalid(
+                path,
+                "target.postgres",
+                "only applies with target.layout",
+            ));
+        }
+        return Ok((None, instances));
+    };
+    let conflict = |key: &str, what: &str| {
+        invalid(
+            path,
+            key,
+            format!("cannot be combined with target.layout: {what}"),
+        )
+    };
+    if t.url.is_some() {
+        return Err(conflict(
+            "target.url",
+            "a layout spawns the API, a URL names one already running",
+        ));
+    }
+    if t.shards.is_some() {
+        return Err(conflict(
+            "target.shards",
+            "the layout names the shards (target.shards counts SQLite files)",
+        ));
+    }
+    let mode = t.postgres.unwrap_or_default();
+    Ok((
+        Some(LayoutTarget::load(path, "target.layout", layout, mode)?),
+        instances,
+    ))
 }
 
 /// "2000/s" -> 2000.0

@@ -248,7 +248,8 @@ pub trait Client: Send {
 }
 
 /// A Goose user's client: requests go through Goose, so they land in its metrics and
-/// reports, and success is marked by [`judge`], not by Goose's own status rule.
+/// reports, and success is marked by [`judge`], not by Goose's own status rule. Each
+/// request goes to the run's next instance in turn (`RunContext::instances`).
 pub struct GooseClient<'a> {
     user: &'a mut GooseUser,
     ctx: &'a RunContext,
@@ -264,7 +265,11 @@ impl<'a> GooseClient<'a> {
             Method::Get => GooseMethod::Get,
             Method::Post => GooseMethod::Post,
         };
-        let mut b = self.user.get_request_builder(&method, &call.path)?;
+        // An absolute URL: Goose uses it as it is, instead of joining its one host.
+        let instance = self.ctx.instances.next();
+        self.ctx.instances.sent_to(instance);
+        let url = format!("{}{}", self.ctx.instances.base(instance), call.path);
+        let mut b = self.user.get_request_builder(&method, &url)?;
         if let Some(m) = call.merchant {
             b = b.bearer_auth(&self.ctx.merchants[m].key);
         }

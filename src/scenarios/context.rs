@@ -3,6 +3,7 @@
 //! the idempotency keys. The load test makes one and hands it to every journey.
 
 use super::acks::AckLog;
+use super::instances::Instances;
 use super::live::LiveStats;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ impl MerchantSampler {
 }
 
 pub struct RunContext {
+    /// Where requests go: one base URL, or several instances behind no balancer.
+    pub instances: Instances,
     pub merchants: Vec<MerchantCreds>,
     pub sampler: MerchantSampler,
     pub acks: AckLog,
@@ -60,8 +63,14 @@ pub struct RunContext {
 
 impl RunContext {
     /// `key_prefix` makes the keys unique across runs against the same target.
-    pub fn new(merchants: Vec<MerchantCreds>, zipf_exponent: f64, key_prefix: &str) -> Self {
+    pub fn new(
+        instances: Instances,
+        merchants: Vec<MerchantCreds>,
+        zipf_exponent: f64,
+        key_prefix: &str,
+    ) -> Self {
         RunContext {
+            instances,
             sampler: MerchantSampler::new(merchants.len(), zipf_exponent),
             merchants,
             acks: AckLog::new(),

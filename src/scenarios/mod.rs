@@ -14,6 +14,7 @@ pub mod client;
 pub mod context;
 mod declines;
 mod healthz;
+pub mod instances;
 pub mod live;
 mod refund;
 pub mod replies;

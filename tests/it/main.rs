@@ -18,3 +18,4 @@ mod report;
 mod roll_key;
 mod scale;
 mod serve_errors;
+mod sharded_loadtest;

@@ -1,0 +1,124 @@
+//! The PostgreSQL side of a layout target: with `postgres = "spawn"`, one throwaway
+//! server per shard under the run dir, each with the shard's database, and the layout
+//! applied to them; with `"existing"`, the layout's URLs as the environment resolves
+//! them, used as they are (their shards were set up with `paytool shard apply`).
+
+use super::LoadtestError;
+use crate::profile::layout_target::{LayoutTarget, PostgresMode};
+use crate::services::postgres::{LocalPostgres, Settings};
+use crate::store::layout::Layout;
+use crate::store::postgres::layout_ops;
+use std::path::{Path, PathBuf};
+
+/// Each spawned server holds one shard, in a database of this name.
+const SPAWNED_DATABASE: &str = "paytool";
+
+/// A layout ready for the API instances, and the servers started for it (stopped when
+/// dropped; stop them after the instances).
+pub struct Shards {
+    pub layout: Layout,
+    pub servers: Vec<LocalPostgres>,
+    /// Where the spawned servers keep their files, if any were spawned.
+    pub dir: Option<PathBuf>,
+}
+
+/// Resolve `target` into a layout the API can open, spawning servers under `dir` when
+/// the profile asks for them.
+pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, LoadtestError> {
+    if target.postgres == PostgresMode::Existing {
+        let layout = target
+            .resolve_from_env()
+            .map_err(|e| LoadtestError::Config(e.to_string()))?;
+        return Ok(Shards {
+            layout,
+            servers: Vec::new(),
+            dir: None,
+        });
+    }
+    // initdb and start take a second or two each: start every shard's server at once.
+    let mut starting = tokio::task::JoinSet::new();
+    for (i, name) in target.shards.iter().enumerate() {
+        let root = dir.join(name);
+        let name = name.clone();
+        starting.spawn_blocking(move || {
+            let server = LocalPostgres::start(&root, &Settings::default())
+                .and_then(|s| s.create_database(SPAWNED_DATABASE).map(|()| s));
+            (i, name, server)
+        });
+    }
+    let mut servers: Vec<Option<LocalPostgres>> = target.shards.iter().map(|_| None).collect();
+    let mut failed = Vec::new();
+    while let Some(done) = starting.join_next().await {
+        match done {
+            Ok((i, _, Ok(server))) => servers[i] = Some(server),
+            Ok((_, name, Err(e))) => failed.push((name, e.to_string())),
+            Err(e) => failed.push(("?".into(), e.to_string())),
+        }
+    }
+    if !failed.is_empty() {
+        // The ones that did start stop as `servers` drops.
+        return Err(LoadtestError::Start(start_failures(failed)));
+    }
+    let servers: Vec<LocalPostgres> = servers.into_iter().flatten().collect();
+    let urls: Vec<String> = servers.iter().map(|s| s.url(SPAWNED_DATABASE)).collect();
+    let layout = target
+        .resolve_spawned(&urls)
+        .map_err(|e| LoadtestError::Start(e.to_string()))?;
+    layout_ops::apply(&layout).await.map_err(|e| {
+        LoadtestError::Start(format!(
+            "applying layout {} to the spawned shards: {e}",
+            layout.name
+        ))
+    })?;
+    Ok(Shards {
+        layout,
+        servers,
+        dir: Some(dir.to_path_buf()),
+    })
+}
+
+/// One line for the servers that did not start, each reason once ("not installed" is
+/// the same for every shard, and should say what to install once).
+fn start_failures(mut failed: Vec<(String, String)>) -> String {
+    failed.sort_by(|a, b| (&a.1, &a.0).cmp(&(&b.1, &b.0)));
+    let mut parts: Vec<(Vec<String>, String)> = Vec::new();
+    for (shard, reason) in failed {
+        match parts.last_mut() {
+            Some((shards, r)) if *r == reason => shards.push(shard),
+            _ => parts.push((vec![shard], reason)),
+        }
+    }
+    let parts: Vec<String> = parts
+        .into_iter()
+        .map(|(shards, reason)| format!("shard(s) {}: {reason}", shards.join(", ")))
+        .collect();
+    format!("starting PostgreSQL for {}", parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::services::postgres::PostgresError;
+
+    #[test]
+    fn a_missing_postgresql_is_said_once_with_what_to_install() {
+        let missing = PostgresError::NotInstalled.to_string();
+        let line = start_failures(vec![
+            ("s1".into(), missing.clone()),
+            ("s0".into(), missing),
+            ("s2".into(), "initdb failed".into()),
+        ]);
+        assert!(
+            line.starts_with(
+                "starting PostgreSQL for shard(s) s0, s1: PostgreSQL is not installed"
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with("; shard(s) s2: initdb failed"), "{line}");
+        assert_eq!(
+            line.matches("apt-get install -y postgresql").count(),
+            1,
+            "{line}"
+        );
+    }
+}
