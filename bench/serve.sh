@@ -50,20 +50,10 @@ WAIT_QUIET=${WAIT_QUIET:-60}
 GOAL_RPS=11574      # one billion payments a day
 GOAL_P99_MS=50
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-# "20s" / "2m" / "20" -> seconds
-to_seconds() {
-  local v=$1
-  case $v in
-    *ms) echo 1 ;;
-    *s) echo "${v%s}" ;;
-    *m) echo $(( ${v%m} * 60 )) ;;
-    *h) echo $(( ${v%h} * 3600 )) ;;
-    *) echo "$v" ;;
-  esac
-}
+# log, die, to_seconds, apt_install, find_postgres, build_paytool, free_port, wait_quiet,
+# metric_sum, shard_of, ...
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- cleanup
 WORK=$(mktemp -d "$BENCH_TMP/paytool-bench.XXXXXX")
@@ -94,110 +84,23 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- tools
-apt_install() {
-  log "installing $*"
-  apt-get install -y -q "$@" >/dev/null 2>&1 ||
-    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q "$@" >/dev/null; } ||
-    die "could not install $*"
-}
 command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 command -v jq >/dev/null || apt_install jq
-PGBIN=${PGBIN:-}
 if [[ $SKIP_PG != 1 ]]; then
-  if [[ -z $PGBIN ]]; then
-    for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
-      [[ -x $d/initdb ]] && { PGBIN=$d; break; }
-    done
-  fi
-  if [[ -z $PGBIN ]]; then
-    apt_install postgresql
-    for d in /usr/lib/postgresql/*/bin; do [[ -x $d/initdb ]] && PGBIN=$d; done
-  fi
-  [[ -x $PGBIN/initdb ]] || die "no PostgreSQL binaries found (set PGBIN)"
-  PGBENCH=$PGBIN/pgbench
-  [[ -x $PGBENCH ]] || PGBENCH=$(command -v pgbench) || die "no pgbench"
-  PG_CTL=$PGBIN/pg_ctl
-  if [[ $EUID -eq 0 ]]; then
-    id postgres >/dev/null 2>&1 || die "running as root needs a postgres user to run PostgreSQL"
-    AS_PG=(runuser -u postgres --)
-  fi
+  find_postgres
 fi
 
 # ---------------------------------------------------------------- build
-if [[ -n $BUILD_REF ]]; then
-  REV=$(git -C "$ROOT" rev-parse --short "$BUILD_REF^{commit}")
-  BUILT_FROM="$REV ($BUILD_REF, clean export)"
-  BIN=$ROOT/target/bench-ref/release/paytool
-  if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release of $BUILD_REF ($REV) into target/bench-ref"
-    mkdir -p "$WORK/src"
-    # -m: files get the time of extraction, so cargo never mistakes an older checkout for fresh.
-    git -C "$ROOT" archive "$BUILD_REF" | tar -x -m -C "$WORK/src"
-    (cd "$WORK/src" && CARGO_TARGET_DIR=$ROOT/target/bench-ref cargo build --release --locked --quiet)
-  fi
-else
-  BUILT_FROM="$(git -C "$ROOT" rev-parse --short HEAD) working tree"
-  git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null ||
-    BUILT_FROM="$BUILT_FROM (with uncommitted changes to src/ or Cargo.*)"
-  BIN=$ROOT/target/release/paytool
-  if [[ $SKIP_BUILD != 1 ]]; then
-    log "cargo build --release"
-    cargo build --release --quiet
-  fi
-fi
-[[ -x $BIN ]] || die "$BIN missing"
+build_paytool
 
 # ---------------------------------------------------------------- helpers
-free_port() {
-  local p
-  for _ in $(seq 1 200); do
-    p=$(( 20000 + RANDOM % 40000 ))
-    # Nothing answers on it: free (bash's /dev/tcp, no extra tools).
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  die "no free port found"
-}
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-# Busy and total jiffies of the whole machine, from /proc/stat.
-cpu_jiffies() {
-  awk '/^cpu /{busy=$2+$3+$4+$7+$8+$9; total=busy+$5+$6; print busy, total}' /proc/stat
-}
-# utime+stime jiffies of a process.
-proc_jiffies() { awk '{print $14+$15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
-
-# Cores busy machine-wide over a 2 s window.
-busy_cores() {
-  local b0 t0 b1 t1
-  read -r b0 t0 < <(cpu_jiffies); sleep 2; read -r b1 t1 < <(cpu_jiffies)
-  awk -v b=$((b1 - b0)) -v t=$((t1 - t0)) -v n="$(nproc)" 'BEGIN{printf "%.2f", (t>0 ? b/t*n : 0)}'
-}
-# Wait (bounded) until other processes leave the machine nearly idle; print the last reading.
-wait_quiet() {
-  local c=0 waited=0
-  (( WAIT_QUIET > 0 )) || { echo "-"; return; }
-  while :; do
-    c=$(busy_cores); waited=$((waited + 2))
-    awk -v c="$c" 'BEGIN{exit !(c < 0.3)}' && break
-    (( waited >= WAIT_QUIET )) && { log "machine still busy ($c cores) after ${WAIT_QUIET}s; running anyway"; break; }
-  done
-  echo "$c"
-}
-
 # fsync/fdatasync calls by a process, counted with perf tracepoints when perf works here.
 PERF_OK=0
 if command -v perf >/dev/null &&
    perf stat -e syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync -- true >/dev/null 2>&1; then
   PERF_OK=1
 fi
-NPROC=$(nproc)
-
-# Sum of a Prometheus series (all label sets) from a /metrics dump.
-metric_sum() { awk -v m="$2" '$1 ~ "^"m"({|$)" {s+=$2} END {printf "%.6f", s+0}' "$1"; }
-
 ADMIN=""
 ADDR=""
 start_server() {
@@ -228,14 +131,6 @@ stop_server() {
   fi
   wait "$SERVER_PID" 2>/dev/null || log "server exited with status $?"
   SERVER_PID=""
-}
-
-# The shard a merchant lands on, as src/ids.rs computes it (SHA-256 of the id, first two
-# bytes big-endian, mod 1024 buckets, contiguous bucket ranges per shard).
-shard_of() {
-  local id=$1 shards=$2 h
-  h=$(printf '%s' "$id" | sha256sum | cut -c1-4)
-  echo $(( (16#$h % 1024) * shards / 1024 ))
 }
 
 # Create merchants until each shard has its share of MERCHANTS; print their keys, comma-separated.
