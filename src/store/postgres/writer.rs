@@ -32,6 +32,7 @@ use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteR
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
 pub type Reply = oneshot::Sender<Result<StoredResponse, StoreError>>;
@@ -199,6 +200,13 @@ async fn commit_with_retries(
     for _ in 0..=BATCH_RETRIES_MAX {
         if connection.is_none() {
             let client = connect(url, shard).await?;
+            // Plan each batch's statements for its own arguments and the tables' current
+            // size: a generic plan made while a new shard's tables were empty kept
+            // sequential scans until autovacuum's first ANALYZE (3x slower, BENCHMARKS.md).
+            client
+                .batch_execute("SET plan_cache_mode = force_custom_plan")
+                .await
+                .map_err(|e| store_error(shard, &e))?;
             let statements = Statements::prepare(&client)
                 .await
                 .map_err(|e| store_error(shard, &e))?;
@@ -259,63 +267,61 @@ async fn commit_batch(
     let tx = c.client.transaction().await?;
     let now = now_ms();
 
+    // The three lookups go out together (tokio-postgres pipelines concurrent queries on
+    // one connection): one round trip instead of three.
     let mut buckets: Vec<i16> = batch
         .iter()
         .map(|j| j.request.merchant.bucket as i16)
         .collect();
     buckets.sort_unstable();
     buckets.dedup();
-    let owned: HashSet<i16> = tx
-        .query(&st.owned, &[&buckets])
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let is_owned = |j: &Job| owned.contains(&(j.request.merchant.bucket as i16));
-
     let (mut kb, mut km, mut kk) = (Vec::new(), Vec::new(), Vec::new());
-    for j in batch.iter().filter(|j| is_owned(j)) {
+    let (mut pb, mut pm, mut pi) = (Vec::new(), Vec::new(), Vec::new());
+    for j in batch {
+        let m = &j.request.merchant;
         if let Some(idem) = &j.request.idempotency {
-            kb.push(j.request.merchant.bucket as i16);
-            km.push(j.request.merchant.id.as_str());
+            kb.push(m.bucket as i16);
+            km.push(m.id.as_str());
             kk.push(idem.key.as_str());
         }
-    }
-    let mut stored: HashMap<(String, String), (Vec<u8>, StoredResponse)> = HashMap::new();
-    if !kk.is_empty() {
-        for r in tx.query(&st.idempotency, &[&kb, &km, &kk]).await? {
-            let status: i16 = r.get(3);
-            let response = StoredResponse {
-                status: status as u16,
-                body: r.get(4),
-                replayed: true,
-            };
-            stored.insert((r.get(0), r.get(1)), (r.get(2), response));
-        }
-    }
-
-    let (mut pb, mut pm, mut pi) = (Vec::new(), Vec::new(), Vec::new());
-    for j in batch.iter().filter(|j| is_owned(j)) {
         if let Some(id) = target(&j.request.mutation) {
-            pb.push(j.request.merchant.bucket as i16);
-            pm.push(j.request.merchant.id.as_str());
+            pb.push(m.bucket as i16);
+            pm.push(m.id.as_str());
             pi.push(id);
         }
     }
+    let owned_params: [&(dyn ToSql + Sync); 1] = [&buckets];
+    let key_params: [&(dyn ToSql + Sync); 3] = [&kb, &km, &kk];
+    let payment_params: [&(dyn ToSql + Sync); 3] = [&pb, &pm, &pi];
+    let (owned, keys, payments) = tokio::try_join!(
+        tx.query(&st.owned, &owned_params),
+        tx.query(&st.idempotency, &key_params),
+        tx.query(&st.payments, &payment_params),
+    )?;
+    let owned: HashSet<i16> = owned.iter().map(|r| r.get(0)).collect();
+    let is_owned = |j: &Job| owned.contains(&(j.request.merchant.bucket as i16));
+    let mut stored: HashMap<(String, String), (Vec<u8>, StoredResponse)> = HashMap::new();
+    for r in keys {
+        let status: i16 = r.get(3);
+        let response = StoredResponse {
+            status: status as u16,
+            body: r.get(4),
+            replayed: true,
+        };
+        stored.insert((r.get(0), r.get(1)), (r.get(2), response));
+    }
     let mut effects = Effects::default();
-    if !pi.is_empty() {
-        for r in tx.query(&st.payments, &[&pb, &pm, &pi]).await? {
-            match payment_from_row(&r) {
-                Ok(p) => {
-                    let bucket: i16 = r.get(12);
-                    let key = (p.merchant_id.clone(), p.id.clone());
-                    effects.next_seq.insert(key.clone(), r.get(13));
-                    effects.payments.insert(key, (bucket as u16, p));
-                }
-                // A row that breaks the ledger's invariants is answered as an error
-                // below (not found in the map), and logged here.
-                Err(e) => tracing::error!(error = %e, "unreadable payment row"),
+    for r in payments {
+        match payment_from_row(&r) {
+            Ok(p) => {
+                let bucket: i16 = r.get(12);
+                let key = (p.merchant_id.clone(), p.id.clone());
+                effects.next_seq.insert(key.clone(), r.get(13));
+                effects.payments.insert(key, (bucket as u16, p));
             }
+            // A row that breaks the ledger's invariants is answered as an error
+            // below (not found in the map), and logged here.
+            Err(e) => tracing::error!(error = %e, "unreadable payment row"),
         }
     }
 
@@ -365,30 +371,37 @@ async fn commit_batch(
         results.push(result);
     }
 
-    // The keys first: if another instance took one meanwhile, nothing else is written.
-    if !effects.idempotency.is_empty() {
-        let mut rows: Vec<_> = effects.idempotency.iter().collect();
-        // One order for every writer, so two instances never wait on each other's keys in
-        // opposite orders.
-        rows.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
-        let b: Vec<i16> = rows.iter().map(|r| r.0 as i16).collect();
-        let m: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        let k: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-        let f: Vec<&[u8]> = rows.iter().map(|r| &r.3[..]).collect();
-        let s: Vec<i16> = rows.iter().map(|r| r.4.status as i16).collect();
-        let body: Vec<&[u8]> = rows.iter().map(|r| &r.4.body[..]).collect();
-        let at = vec![now; rows.len()];
+    // Every write goes out together; the keys' insert says whether another instance
+    // committed one of them meanwhile, and then the whole batch is rolled back.
+    let mut rows: Vec<_> = effects.idempotency.iter().collect();
+    // One order for every writer, so two instances never wait on each other's keys in
+    // opposite orders.
+    rows.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
+    let b: Vec<i16> = rows.iter().map(|r| r.0 as i16).collect();
+    let m: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    let k: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
+    let f: Vec<&[u8]> = rows.iter().map(|r| &r.3[..]).collect();
+    let s: Vec<i16> = rows.iter().map(|r| r.4.status as i16).collect();
+    let body: Vec<&[u8]> = rows.iter().map(|r| &r.4.body[..]).collect();
+    let at = vec![now; rows.len()];
+    let keys = async {
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let inserted = tx
             .query(&st.insert_idempotency, &[&b, &m, &k, &f, &s, &body, &at])
-            .await?
-            .len();
-        if inserted != rows.len() {
-            tx.rollback().await?;
-            return Ok(Committed::KeyTakenMeanwhile);
-        }
+            .await?;
+        Ok::<usize, tokio_postgres::Error>(inserted.len())
+    };
+    let (inserted, (), ()) = tokio::try_join!(
+        keys,
+        write_payments(&tx, st, &effects, now),
+        write_ledger(&tx, st, &effects, now),
+    )?;
+    if inserted != rows.len() {
+        tx.rollback().await?;
+        return Ok(Committed::KeyTakenMeanwhile);
     }
-    write_payments(&tx, st, &effects, now).await?;
-    write_ledger(&tx, st, &effects, now).await?;
     tx.commit().await?;
     Ok(Committed::Done(results))
 }
