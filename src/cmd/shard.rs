@@ -7,9 +7,9 @@ use std::path::PathBuf;
 
 const EXAMPLES: &str = "\
 Examples:
-  paytool shard plan   --layout profiles/shards/two.toml      # what apply would do; exit 2 if anything
-  paytool shard apply  --layout profiles/shards/two.toml      # migrations, bucket owners, the layout record
-  paytool shard status --layout profiles/shards/two.toml --output json
+  paytool shard plan   -l profiles/shards/two.toml    # what apply would do
+  paytool shard apply  -l profiles/shards/two.toml    # migrate, set owners, record
+  paytool shard status -l profiles/shards/two.toml --output json
 
 A layout (profiles/shards/*.toml) names PostgreSQL shards (URLs may use ${ENV_VAR} and
 ${ENV_VAR:-default}; passwords are never printed) and the bucket ranges each owns, out
