@@ -142,3 +142,39 @@ shard_of() {
   h=$(printf '%s' "$id" | sha256sum | cut -c1-4)
   echo $(( (16#$h % 1024) * shards / 1024 ))
 }
+
+# Stop the API server $SERVER_PID: SIGTERM, up to 30 s to drain, then SIGKILL.
+stop_server() {
+  kill -TERM "$SERVER_PID"
+  for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    log "server did not stop on SIGTERM in 30 s; killing"
+    kill -KILL "$SERVER_PID"
+  fi
+  wait "$SERVER_PID" 2>/dev/null || log "server exited with status $?"
+  SERVER_PID=""
+}
+
+# Create merchants on http://$ADDR with admin token $2 until each of $1 shards has its
+# share of MERCHANTS; print their keys, comma-separated.
+make_merchants() {
+  local shards=$1 token=$2 per=$(( (MERCHANTS + $1 - 1) / $1 )) tries=0 kept=0 json id key s
+  local -a count keys=()
+  for ((s = 0; s < shards; s++)); do count[s]=0; done
+  while (( kept < MERCHANTS && tries < MERCHANTS * 20 )); do
+    tries=$((tries + 1))
+    json=$(curl -sS --max-time 10 -X POST "http://$ADDR/v1/merchants" \
+      -H "Authorization: Bearer $token" -d "{\"name\":\"bench-$tries\"}")
+    id=$(jq -r .id <<<"$json")
+    key=$(jq -r .secret_key <<<"$json")
+    [[ $key == sk_* ]] || die "merchant creation failed: $json"
+    s=$(shard_of "$id" "$shards")
+    if (( count[s] < per )); then
+      count[s]=$((count[s] + 1)); kept=$((kept + 1)); keys+=("$key")
+    fi
+  done
+  (( kept == MERCHANTS )) || die "could not balance $MERCHANTS merchants over $shards shards"
+  log "merchants per shard: ${count[*]} (created $tries)"
+  local IFS=,
+  echo "${keys[*]}"
+}

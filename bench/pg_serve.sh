@@ -194,32 +194,6 @@ start_server() {   # LABEL LAYOUT
   [[ -n $ADDR ]] || die "server did not report its address"
   case $ADDR in 127.0.0.1:*) ;; *) die "server listens on $ADDR, not 127.0.0.1" ;; esac
 }
-stop_server() {
-  kill -TERM "$SERVER_PID"
-  for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$SERVER_PID" 2>/dev/null; then log "server did not stop in 30 s; killing"; kill -KILL "$SERVER_PID"; fi
-  wait "$SERVER_PID" 2>/dev/null || log "server exited with status $?"
-  SERVER_PID=""
-}
-# Create merchants until each shard has its share of MERCHANTS; print their keys, comma-separated.
-make_merchants() {
-  local shards=$1 per=$(( (MERCHANTS + $1 - 1) / $1 )) tries=0 kept=0 json id key s
-  local -a count keys=()
-  for ((s = 0; s < shards; s++)); do count[s]=0; done
-  while (( kept < MERCHANTS && tries < MERCHANTS * 20 )); do
-    tries=$((tries + 1))
-    json=$(curl -sS --max-time 10 -X POST "http://$ADDR/v1/merchants" \
-      -H "Authorization: Bearer $ADMIN_TOKEN" -d "{\"name\":\"bench-$tries\"}")
-    id=$(jq -r .id <<<"$json"); key=$(jq -r .secret_key <<<"$json")
-    [[ $key == sk_* ]] || die "merchant creation failed: $json"
-    s=$(shard_of "$id" "$shards")
-    if (( count[s] < per )); then count[s]=$((count[s] + 1)); kept=$((kept + 1)); keys+=("$key"); fi
-  done
-  (( kept == MERCHANTS )) || die "could not balance $MERCHANTS merchants over $shards shards"
-  log "merchants per shard: ${count[*]} (created $tries)"
-  local IFS=,
-  echo "${keys[*]}"
-}
 # Sum over clusters of one integer a query on DB returns.
 db_stat() {   # SQL DB NAME...
   local sql=$1 db=$2 s=0 n v; shift 2
@@ -247,7 +221,7 @@ run_layout() {   # LABEL DB CLUSTER...
   } >"$layout"
   for n in "${clusters[@]}"; do pg_sql "$n" postgres "CREATE DATABASE $db" >/dev/null; done
   start_server "$label" "$layout"
-  local keys; keys=$(make_merchants "$shards")
+  local keys; keys=$(make_merchants "$shards" "$ADMIN_TOKEN")
   local conns run=0
   for conns in $CONNS; do
     run=$((run + 1))

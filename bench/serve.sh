@@ -121,40 +121,7 @@ start_server() {
   ADMIN=$(cat "$dir/admin_token")
 }
 
-stop_server() {
-  kill -TERM "$SERVER_PID"
-  local i
-  for i in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$SERVER_PID" 2>/dev/null; then
-    log "server did not stop on SIGTERM in 30 s; killing"
-    kill -KILL "$SERVER_PID"
-  fi
-  wait "$SERVER_PID" 2>/dev/null || log "server exited with status $?"
-  SERVER_PID=""
-}
 
-# Create merchants until each shard has its share of MERCHANTS; print their keys, comma-separated.
-make_merchants() {
-  local shards=$1 per=$(( (MERCHANTS + $1 - 1) / $1 )) tries=0 kept=0 json id key s
-  local -a count keys=()
-  for ((s = 0; s < shards; s++)); do count[s]=0; done
-  while (( kept < MERCHANTS && tries < MERCHANTS * 20 )); do
-    tries=$((tries + 1))
-    json=$(curl -sS --max-time 10 -X POST "http://$ADDR/v1/merchants" \
-      -H "Authorization: Bearer $ADMIN" -d "{\"name\":\"bench-$tries\"}")
-    id=$(jq -r .id <<<"$json")
-    key=$(jq -r .secret_key <<<"$json")
-    [[ $key == sk_* ]] || die "merchant creation failed: $json"
-    s=$(shard_of "$id" "$shards")
-    if (( count[s] < per )); then
-      count[s]=$((count[s] + 1)); kept=$((kept + 1)); keys+=("$key")
-    fi
-  done
-  (( kept == MERCHANTS )) || die "could not balance $MERCHANTS merchants over $shards shards"
-  log "merchants per shard: ${count[*]} (created $tries)"
-  local IFS=,
-  echo "${keys[*]}"
-}
 
 # ---------------------------------------------------------------- results
 STAMP=$(date -u +%Y%m%d-%H%M%S)
@@ -202,7 +169,7 @@ fi
 run_no=0
 for shards in $SHARDS; do
   start_server "$shards"
-  KEYS=$(make_merchants "$shards")
+  KEYS=$(make_merchants "$shards" "$ADMIN")
 
   # c. HTTP-stack anchor on this server: trivial GET, one wrk thread.
   hs=$(to_seconds "$HEALTH_DURATION")
