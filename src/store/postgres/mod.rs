@@ -517,7 +517,8 @@ impl Store for PgStore {
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
         Box::pin(async move {
             let mut request = request;
-            for attempt in 0..=ROUTE_RETRIES_MAX {
+            let mut attempt = 0;
+            loop {
                 let shard = self.owner(request.merchant.bucket).clone();
                 let (reply, answer) = oneshot::channel();
                 // The request comes back on a refusal, to be routed again.
@@ -535,12 +536,14 @@ impl Store for PgStore {
                     .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
                 match result {
                     Err(StoreError::WrongShard { bucket, .. }) if attempt < ROUTE_RETRIES_MAX => {
+                        attempt += 1;
                         tracing::info!(bucket, shard = shard.name, "stale layout: rerouting");
                         self.reload_owners().await;
                         request = back_rx.await.map_err(|_| {
                             StoreError::Internal("a refused write was not handed back".into())
                         })?;
                     }
+                    // Ownership kept moving: 503, retryable.
                     Err(StoreError::WrongShard { bucket, .. }) => {
                         return Err(StoreError::WrongShard {
                             bucket,
@@ -550,7 +553,6 @@ impl Store for PgStore {
                     other => return other,
                 }
             }
-            unreachable!("the last attempt returns")
         })
     }
 
