@@ -13,6 +13,7 @@ mod idempotency;
 mod loadtest;
 mod local_postgres;
 mod pg_explain;
+mod pg_replicate;
 mod pg_shards;
 mod report;
 mod roll_key;

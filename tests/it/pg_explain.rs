@@ -11,11 +11,7 @@ async fn no_statement_scans_a_merchant_table() {
     let dir = temp_dir();
     let pg = PgShards::unapplied(dir.path(), 1, false);
     pg.apply();
-    let (client, connection) =
-        tokio_postgres::connect(&pg.servers[0].url(&pg.shards[0].1), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let client = pg.client(0).await;
     client
         .batch_execute("SET enable_seqscan = off")
         .await

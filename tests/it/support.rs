@@ -312,6 +312,21 @@ impl PgShards {
             .collect()
     }
 
+    /// A shard database's URL.
+    pub fn url(&self, shard: usize) -> String {
+        let (server, db) = &self.shards[shard];
+        self.servers[*server].url(db)
+    }
+
+    /// A client on a shard's database, for what the tests check beside the API.
+    pub async fn client(&self, shard: usize) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(shard), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to shard {shard}: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
     pub fn on_shard(&self, shard: usize, sql: &str) -> String {
         let (server, db) = &self.shards[shard];
         self.servers[*server]

@@ -21,6 +21,17 @@ pub const MERCHANT_TABLES: [&str; 6] = [
     "idempotency",
     "balances",
 ];
+
+/// Each merchant table's primary key, in `MERCHANT_TABLES`' order: the order a checksum
+/// walks its rows.
+pub const MERCHANT_TABLE_KEYS: [&str; 6] = [
+    "bucket, id",
+    "bucket, merchant_id, id",
+    "bucket, merchant_id, payment_id, seq",
+    "bucket, merchant_id, id",
+    "bucket, merchant_id, key",
+    "bucket, merchant_id, currency, account",
+];
 /// The window `status` measures writes over.
 pub const WRITE_RATE_WINDOW: Duration = Duration::from_secs(1);
 const FINGERPRINT_KEY: &str = "fingerprint_key";

@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod layout_ops;
+pub mod replicate;
 pub(crate) mod rows;
 pub mod schema;
 pub mod sql;
