@@ -29,6 +29,13 @@ impl Method {
             Method::Post => "POST",
         }
     }
+
+    fn goose(self) -> GooseMethod {
+        match self {
+            Method::Get => GooseMethod::Get,
+            Method::Post => GooseMethod::Post,
+        }
+    }
 }
 
 /// The body a successful answer must carry.
@@ -289,12 +296,8 @@ impl<'a> GooseClient<'a> {
 impl Client for GooseClient<'_> {
     async fn send(&mut self, call: Call) -> JourneyResult<Reply> {
         let builder = self.builder(&call)?;
-        let method = match call.method {
-            Method::Get => GooseMethod::Get,
-            Method::Post => GooseMethod::Post,
-        };
         let request = GooseRequest::builder()
-            .method(method)
+            .method(call.method.goose())
             .path(call.path.as_str())
             .name(call.name)
             .set_request_builder(builder)

@@ -9,7 +9,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long `pg_ctl start` may wait for the server to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -303,19 +303,12 @@ fn running_as_root() -> bool {
 /// Give `root` to the postgres user, and let it reach `root` through its ancestors
 /// (a temp dir is 0700): adds only the traverse bit, never read or write.
 fn give_to_postgres(root: &Path) -> Result<(), PostgresError> {
-    let out = Command::new("id")
-        .args(["-u", "postgres"])
-        .output()
-        .map_err(|e| PostgresError::NoPostgresUser(e.to_string()))?;
-    let ids = |flag: &str| -> Result<u32, PostgresError> {
-        let out = if flag == "-u" {
-            out.clone()
-        } else {
-            Command::new("id")
-                .args([flag, "postgres"])
-                .output()
-                .map_err(|e| PostgresError::NoPostgresUser(e.to_string()))?
-        };
+    // `id -u postgres`, `id -g postgres`: the user's uid and primary gid.
+    let id = |flag: &str| -> Result<u32, PostgresError> {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .map_err(|e| PostgresError::NoPostgresUser(e.to_string()))?;
         String::from_utf8_lossy(&out.stdout)
             .trim()
             .parse()
@@ -325,7 +318,7 @@ fn give_to_postgres(root: &Path) -> Result<(), PostgresError> {
                 )
             })
     };
-    let (uid, gid) = (ids("-u")?, ids("-g")?);
+    let (uid, gid) = (id("-u")?, id("-g")?);
     std::os::unix::fs::chown(root, Some(uid), Some(gid)).map_err(|source| PostgresError::Io {
         path: root.to_path_buf(),
         source,
@@ -351,16 +344,4 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-/// Wait until `f` is true or `timeout` passes; whether it became true.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }

@@ -202,6 +202,13 @@ pub struct BalanceLine {
     pub available: i64,
 }
 
+/// A merchant key hash as read back from a store: exactly 32 bytes, or the row is bad.
+pub fn key_hash(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))
+}
+
 /// (currency, account, amount) rows of the balances table, ordered by currency, as one
 /// line per currency; accounts other than the merchant's two are left out.
 pub fn balance_lines(rows: impl IntoIterator<Item = (String, String, i64)>) -> Vec<BalanceLine> {

@@ -14,7 +14,7 @@ pub mod writer;
 
 use super::{
     AuditReport, BalanceLine, BoxFuture, Merchant, RolledKey, Store, StoreError, StoredResponse,
-    WriteRequest, balance_lines,
+    WriteRequest, balance_lines, key_hash,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
@@ -310,12 +310,8 @@ impl PgStore {
             }
         }
         let Some(r) = found else { return Ok(None) };
-        let hash = |v: Vec<u8>| -> Result<[u8; 32], StoreError> {
-            v.try_into()
-                .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))
-        };
         let previous = match (r.get::<_, Option<Vec<u8>>>(2), r.get::<_, Option<i64>>(3)) {
-            (Some(h), Some(until)) => Some((hash(h)?, until)),
+            (Some(h), Some(until)) => Some((key_hash(h)?, until)),
             _ => None,
         };
         let merchant = Merchant {
@@ -325,7 +321,7 @@ impl PgStore {
             shard: 0,
             created_ms: r.get(4),
         };
-        Ok(Some((merchant, hash(r.get(1))?, previous)))
+        Ok(Some((merchant, key_hash(r.get(1))?, previous)))
     }
 
     /// After a read on `shard` found nothing in `bucket`: true when the shard still owns

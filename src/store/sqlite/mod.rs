@@ -9,7 +9,7 @@ pub mod writer;
 
 use super::{
     AuditReport, BalanceLine, BoxFuture, Merchant, OpenError, RolledKey, SHARDS_MAX, Store,
-    StoreError, StoredResponse, WriteRequest, balance_lines,
+    StoreError, StoredResponse, WriteRequest, balance_lines, key_hash,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
@@ -227,12 +227,6 @@ fn load_merchants(catalog: &Connection, shards: usize) -> Result<Merchants, Stor
         by_id,
         keys,
     })
-}
-
-fn key_hash(bytes: Vec<u8>) -> Result<[u8; 32], StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::Internal("merchant key hash is not 32 bytes".into()))
 }
 
 impl Store for SqliteStore {
