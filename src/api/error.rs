@@ -170,6 +170,14 @@ impl From<StoreError> for ApiError {
             | StoreError::WrongShard { .. } => {
                 ApiError::unavailable(e.to_string()).retry_after(STORE_BUSY_RETRY_AFTER_S)
             }
+            // Retryable: the merchant's bucket is switching shards (at most about a second).
+            StoreError::Fenced { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ApiError,
+                "shard_moving",
+                "this merchant's data is moving between shards; retry with the same Idempotency-Key after Retry-After",
+            )
+            .retry_after(STORE_BUSY_RETRY_AFTER_S),
             // Retryable: the file is locked from outside the API for now.
             StoreError::Busy(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -4,7 +4,7 @@
 use super::{AppState, router, telemetry};
 use crate::secrets::{Secret, hash_key, load_or_create, random_hex};
 use crate::store::layout::Layout;
-use crate::store::postgres::{PgOpenError, PgStore};
+use crate::store::postgres::{LayoutParser, PgOpenError, PgOptions, PgStore};
 use crate::store::sqlite::{Faults, SqliteStore, WriterLimits};
 use crate::store::{OpenError, Store};
 use std::future::Future;
@@ -75,6 +75,22 @@ pub struct ServeOptions {
     pub write_timeout: Duration,
     /// Idempotency keys are kept at least this long (store::retention).
     pub idempotency_retention: Duration,
+    /// On a layout: how to read the layout the shards record, to follow a `shard move`
+    /// onto shards this instance was not started with.
+    pub follow_layout: Option<LayoutParser>,
+    /// A test hook: each reload of bucket ownership waits this long first.
+    pub reload_delay: Duration,
+}
+
+impl ServeOptions {
+    fn pg_options(&self) -> PgOptions {
+        PgOptions {
+            limits: self.limits,
+            retention: self.idempotency_retention,
+            follow: self.follow_layout.clone(),
+            reload_delay: self.reload_delay,
+        }
+    }
 }
 
 /// A bound server, not yet serving: the caller can report where it listens first.
@@ -100,7 +116,7 @@ impl Server {
             // Every instance on a layout shares the fingerprint key the shards hold, so
             // an idempotent replay matches whichever instance answered first.
             Some(layout) => {
-                let store = PgStore::open(layout, opts.limits, opts.idempotency_retention).await?;
+                let store = PgStore::open(layout, opts.pg_options()).await?;
                 let key = Secret::new(store.fingerprint_key().to_string());
                 let shards = store.shard_count();
                 (Arc::new(store), shards, key)

@@ -5,7 +5,7 @@ use paytool::api::{
 };
 use paytool::config::{ConfigFile, in_range};
 use paytool::secrets::Secret;
-use paytool::store::postgres::PgOpenError;
+use paytool::store::postgres::{LayoutParser, PgOpenError};
 use paytool::store::retention::{RETENTION_DEFAULT, RETENTION_RANGE};
 use paytool::store::sqlite::writer::{
     BATCH_MAX_DEFAULT, BATCH_MAX_RANGE, QUEUE_MAX_DEFAULT, QUEUE_MAX_LIMIT,
@@ -16,6 +16,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 const EXAMPLES: &str = "\
@@ -86,6 +87,10 @@ pub struct Args {
     /// Testing the audit only: acknowledge every Nth payment without keeping it.
     #[arg(long, hide = true)]
     pub fault_drop_ack_every: Option<u64>,
+    /// Testing moves only: each reload of bucket ownership waits this long first (an
+    /// instance slow to hear of a switch).
+    #[arg(long, hide = true)]
+    pub test_reload_delay_ms: Option<u64>,
 }
 
 impl Args {
@@ -192,6 +197,12 @@ impl Args {
             )?,
             write_timeout: Duration::from_millis(write_timeout_ms),
             idempotency_retention: retention,
+            // The layout the shards record is read with this process's environment, as
+            // the starting layout was.
+            follow_layout: Some(LayoutParser(Arc::new(|text| {
+                paytool::profile::shards::from_recorded(text, &|var| std::env::var(var).ok())
+            }))),
+            reload_delay: Duration::from_millis(self.test_reload_delay_ms.unwrap_or(0)),
         })
     }
 }

@@ -1,26 +1,40 @@
 use super::{Failure, Output, UsageError};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use paytool::profile::shards;
-use paytool::store::layout::Layout;
+use paytool::store::layout::{Layout, Shard};
 use paytool::store::postgres::layout_ops::{self, LayoutOpError, Plan};
+use paytool::store::postgres::moves::{
+    self, Entry, Event, MoveOptions, MovePlan, MoveReport, Phase, Progress,
+};
+use std::collections::HashMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 const EXAMPLES: &str = "\
 Examples:
   paytool shard plan   -l profiles/shards/two.toml    # what apply would do
   paytool shard apply  -l profiles/shards/two.toml    # migrate, set owners, record
   paytool shard status -l profiles/shards/two.toml --output json
+  paytool shard move   -l profiles/shards/three.toml --dry-run  # what would move
+  paytool shard move   -l profiles/shards/three.toml            # move it, online
 
 A layout (profiles/shards/*.toml) names PostgreSQL shards (URLs may use ${ENV_VAR} and
 ${ENV_VAR:-default}; passwords are never printed) and the bucket ranges each owns, out
 of 1,024 fixed buckets. A layout with a gap, an overlap, an unknown shard, another
 bucket count, or a shard that cannot be reached is refused before anything changes.
-`apply` never changes the owner of a bucket that holds data: that is `paytool shard
-move` (not built yet).
+`apply` never changes the owner of a bucket that holds data: `move` does, while the
+API keeps taking payments. Per range: PostgreSQL logical replication copies it to its
+new shard and streams the changes (the source needs wal_level = logical), a short write
+fence (a 2 s lease; writes to the range wait, never fail, unless it lasts past 2 s) lets
+both sides be compared (row counts, checksums, the ledger audit), a second one switches
+the owner, and the old copy is deleted in batches. Killed or cut off at any point, run
+it again: it resumes from the journal on the shards (`status` shows it) and finishes.
 
 Exit codes: `plan` follows Terraform's -detailed-exitcode: 0 no change, 1 any error (a
-bad layout or an unreachable shard included), 2 changes pending. `apply` and `status`:
-0 success, 1 failure (an unreachable shard, a bucket that holds data), 2 a bad layout.";
+bad layout or an unreachable shard included), 2 changes pending. `apply`, `move` and
+`status`: 0 success, 1 failure (an unreachable shard, a bucket that holds data, a move
+that stopped: run it again to resume), 2 a bad layout.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -50,11 +64,27 @@ pub enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Per shard: reachable, layout version, buckets, merchants, payments, size, writes/s, skew
+    /// Per shard: reachable, layout version, buckets, merchants, payments, size, writes/s, skew; and moves under way
     Status {
         #[command(flatten)]
         common: Common,
     },
+    /// Move the buckets whose owner the layout changes, online; resumable
+    Move {
+        #[command(flatten)]
+        common: Common,
+        /// Print the ranges, their rows and the expected fence; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Testing only: hold still in this phase (copying, catching_up, verifying,
+        /// switching, switched) so the move can be killed there
+        #[arg(long, hide = true, value_parser = parse_phase)]
+        test_pause_in: Option<Phase>,
+    },
+}
+
+fn parse_phase(text: &str) -> Result<Phase, String> {
+    Phase::parse(text).ok_or_else(|| format!("{text:?} is not a move phase"))
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
@@ -65,16 +95,23 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                 code: 1,
                 message: e.to_string(),
             })?;
-            let plan = layout_ops::plan(&layout).await.map_err(|e| Failure {
+            let extra = dropped_shards(&layout).await.map_err(|e| Failure {
                 code: 1,
-                message: e.to_string(),
+                message: e.message,
             })?;
+            let plan = layout_ops::plan(&layout, &extra)
+                .await
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string(),
+                })?;
             show_plan(&plan, common.output, "would")?;
             Ok(if plan.is_empty() { 0 } else { 2 })
         }
         Command::Apply { common } => {
             let layout = load(&common.layout)?;
-            let plan = layout_ops::apply(&layout).await.map_err(failure)?;
+            let extra = dropped_shards(&layout).await?;
+            let plan = layout_ops::apply(&layout, &extra).await.map_err(failure)?;
             show_plan(&plan, common.output, "applied")?;
             Ok(0)
         }
@@ -82,7 +119,250 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             let layout = load(&common.layout)?;
             status(&layout, common.output).await
         }
+        Command::Move {
+            common,
+            dry_run,
+            test_pause_in,
+        } => {
+            let layout = load(&common.layout)?;
+            let extra = dropped_shards(&layout).await?;
+            if dry_run {
+                let plan = moves::plan(&layout, &extra).await.map_err(|e| Failure {
+                    code: 1,
+                    message: e.to_string(),
+                })?;
+                show_move_plan(&plan, common.output)?;
+                return Ok(0);
+            }
+            let bars = Bars::new(common.output == Output::Text && std::io::stderr().is_terminal());
+            let options = MoveOptions {
+                pause_in: test_pause_in,
+            };
+            let report = moves::run(&layout, &extra, &options, &bars).await;
+            bars.finish();
+            let report = report.map_err(|e| Failure {
+                code: 1,
+                message: format!(
+                    "{e}\nNothing acknowledged is lost: run the same command again to resume \
+                     (`paytool shard status` shows where each range stands)."
+                ),
+            })?;
+            show_move_report(&report, common.output)?;
+            Ok(0)
+        }
     }
+}
+
+/// A progress bar per range on a terminal; otherwise a line per phase and fence.
+struct Bars {
+    multi: Option<indicatif::MultiProgress>,
+    bars: Mutex<HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    fn new(tty: bool) -> Bars {
+        Bars {
+            multi: tty.then(indicatif::MultiProgress::new),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn finish(&self) {
+        for bar in self.bars.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            bar.finish();
+        }
+    }
+}
+
+fn range_name(e: &Entry) -> String {
+    format!("{:>4}-{:<4} {} -> {}", e.first, e.last, e.source, e.target)
+}
+
+impl Progress for Bars {
+    fn event(&self, e: &Entry, event: Event) {
+        let Some(multi) = &self.multi else {
+            // Lines, for logs: phases and fences, not every poll.
+            match event {
+                Event::Phase => eprintln!("{}: {}", range_name(e), e.phase.as_str()),
+                Event::Fence { ms, switched } => eprintln!(
+                    "{}: write fence held {ms} ms{}",
+                    range_name(e),
+                    if switched { " (switched)" } else { "" }
+                ),
+                _ => {}
+            }
+            return;
+        };
+        let mut bars = self.bars.lock().unwrap_or_else(|p| p.into_inner());
+        let bar = bars.entry(e.id.clone()).or_insert_with(|| {
+            let bar = multi.add(indicatif::ProgressBar::new(e.rows.max(0) as u64));
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:24}] {pos}/{len} rows {per_sec:>10} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(range_name(e));
+            bar
+        });
+        match event {
+            Event::Phase => bar.set_message(e.phase.as_str().to_string()),
+            Event::Copied {
+                rows,
+                total,
+                errors,
+            } => {
+                bar.set_length(total);
+                bar.set_position(rows);
+                bar.set_message(if errors > 0 {
+                    format!("copying ({errors} worker errors, retrying)")
+                } else {
+                    "copying".into()
+                });
+            }
+            Event::Lag { mark_ms, wal_bytes } => bar.set_message(format!(
+                "catching up: lag {mark_ms} ms, {wal_bytes} WAL bytes"
+            )),
+            Event::Fence { ms, switched } => bar.set_message(format!(
+                "{} (fence {ms} ms)",
+                if switched {
+                    "switched"
+                } else {
+                    e.phase.as_str()
+                }
+            )),
+            Event::Cleaned { rows } => bar.set_message(format!("cleaning: {rows} rows deleted")),
+        }
+    }
+}
+
+fn show_move_plan(plan: &MovePlan, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+        return Ok(());
+    }
+    if plan.is_empty() {
+        println!(
+            "Nothing to move: every bucket is where layout {} puts it.",
+            plan.layout
+        );
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(["buckets", "from", "to", "rows", "bytes", "state"]);
+    for r in &plan.ranges {
+        t.add_row([
+            format!("{}-{}", r.first, r.last),
+            r.source.clone(),
+            r.target.clone(),
+            r.rows.to_string(),
+            r.bytes.to_string(),
+            r.resumes
+                .map_or("new".to_string(), |p| format!("resumes ({})", p.as_str())),
+        ]);
+    }
+    for (first, last, to) in &plan.unowned {
+        t.add_row([
+            format!("{first}-{last}"),
+            "(none)".into(),
+            to.clone(),
+            "0".into(),
+            "0".into(),
+            "given, no copy".into(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "Dry run for layout {} version {}: {} range(s) to move. Expected write fence per range: about {:.0} ms (two per range, from round trips measured now), never more than {} ms (the lease); merchants on other buckets are not fenced.",
+        plan.layout,
+        plan.version,
+        plan.ranges.len(),
+        plan.expected_fence_ms,
+        plan.fence_bound_ms
+    );
+    Ok(())
+}
+
+fn show_move_report(report: &MoveReport, output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    if report.ranges.is_empty() && report.unowned.is_empty() {
+        println!(
+            "Nothing to move: every bucket is where layout {} puts it.",
+            report.layout
+        );
+        return Ok(());
+    }
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header([
+        "buckets",
+        "from",
+        "to",
+        "rows",
+        "copy rows/s",
+        "fences ms",
+        "checked",
+        "audited",
+        "cleaned",
+    ]);
+    for r in &report.ranges {
+        t.add_row([
+            format!("{}-{}", r.first, r.last),
+            r.source.clone(),
+            r.target.clone(),
+            r.rows.to_string(),
+            r.copy_rows_per_s.map_or("-".into(), |v| format!("{v:.0}")),
+            r.fences_ms
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            match (r.checked_before_switch.is_empty(), r.checked_after_switch) {
+                (false, true) => "before+after".into(),
+                (false, false) => "before".into(),
+                (true, true) => "after".into(),
+                (true, false) => "earlier run".into(),
+            },
+            format!("{} payments", r.audited_payments),
+            r.cleaned_rows.to_string(),
+        ]);
+    }
+    println!("{t}");
+    println!(
+        "Moved {} range(s) to layout {} version {} in {:.1} s; longest write fence {} ms.",
+        report.ranges.len(),
+        report.layout,
+        report.version,
+        report.seconds,
+        report.fence_ms_max
+    );
+    Ok(())
+}
+
+/// Shards the layout the shards record names and `layout` does not: they may still own
+/// buckets (a move from four shards back to two must move theirs), so every command
+/// reads them too. Their URLs are read from this process's environment.
+async fn dropped_shards(layout: &Layout) -> Result<Vec<Shard>, Failure> {
+    let mut out: Vec<Shard> = Vec::new();
+    for text in layout_ops::recorded_texts(layout).await {
+        let recorded = shards::from_recorded(&text, &|var| std::env::var(var).ok())
+            .map_err(|e| Failure {
+                code: 1,
+                message: format!(
+                    "the shards record a layout naming shards this one may drop, and it cannot be read here: {e}"
+                ),
+            })?;
+        for s in recorded.shards {
+            if layout.shard_index(&s.name).is_none() && !out.iter().any(|o| o.name == s.name) {
+                out.push(s);
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn load(path: &std::path::Path) -> Result<Layout, UsageError> {
@@ -147,10 +427,16 @@ fn show_plan(plan: &Plan, output: Output, verb: &str) -> anyhow::Result<()> {
 }
 
 async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
-    let rows = layout_ops::status(layout).await;
+    let (rows, under_way) = layout_ops::status(layout).await;
     let down = rows.iter().filter(|r| !r.reachable).count();
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "shards": rows,
+                "moves": under_way,
+            }))?
+        );
     } else {
         let mut t = Table::new();
         t.load_preset(UTF8_FULL_CONDENSED).set_header([
@@ -196,6 +482,20 @@ async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
                 hot.name,
                 hot.payments_share * 100.0,
                 100.0 / rows.len() as f64
+            );
+        }
+        for m in &under_way {
+            println!(
+                "Move under way: buckets {}-{} {} -> {}, phase {} (for {} s){}",
+                m.first,
+                m.last,
+                m.source,
+                m.target,
+                m.phase.as_str(),
+                (paytool::ids::now_ms() - m.started_ms) / 1000,
+                m.error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!("; stopped: {e}"))
             );
         }
         for r in rows.iter().filter(|r| r.error.is_some()) {

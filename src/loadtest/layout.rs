@@ -7,8 +7,9 @@ use super::LoadtestError;
 use crate::profile::layout_target::{LayoutTarget, PostgresMode};
 use crate::services::postgres::{LocalPostgres, Settings};
 use crate::store::layout::Layout;
-use crate::store::postgres::layout_ops;
+use crate::store::postgres::{LayoutParser, layout_ops};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Each spawned server holds one shard, in a database of this name.
 const SPAWNED_DATABASE: &str = "paytool";
@@ -17,6 +18,9 @@ const SPAWNED_DATABASE: &str = "paytool";
 /// dropped; stop them after the instances).
 pub struct Shards {
     pub layout: Layout,
+    /// How the instances read the layout the shards record when a `shard move` grows it:
+    /// with the same environment the run's layout was resolved with.
+    pub follow: LayoutParser,
     pub servers: Vec<LocalPostgres>,
     /// Where the spawned servers keep their files, if any were spawned.
     pub dir: Option<PathBuf>,
@@ -31,6 +35,9 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
             .map_err(|e| LoadtestError::Config(e.to_string()))?;
         return Ok(Shards {
             layout,
+            follow: LayoutParser(Arc::new(|text| {
+                crate::profile::shards::from_recorded(text, &|var| std::env::var(var).ok())
+            })),
             servers: Vec::new(),
             dir: None,
         });
@@ -64,14 +71,34 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
     let layout = target
         .resolve_spawned(&urls)
         .map_err(|e| LoadtestError::Start(e.to_string()))?;
-    layout_ops::apply(&layout).await.map_err(|e| {
+    layout_ops::apply(&layout, &[]).await.map_err(|e| {
         LoadtestError::Start(format!(
             "applying layout {} to the spawned shards: {e}",
             layout.name
         ))
     })?;
+    let by_var: Vec<(String, String)> = target
+        .shards
+        .iter()
+        .zip(&urls)
+        .map(|(name, url)| {
+            (
+                crate::profile::layout_target::shard_url_var(name),
+                url.clone(),
+            )
+        })
+        .collect();
     Ok(Shards {
         layout,
+        follow: LayoutParser(Arc::new(move |text| {
+            let env = |var: &str| {
+                by_var
+                    .iter()
+                    .find(|(v, _)| v == var)
+                    .map(|(_, u)| u.clone())
+            };
+            crate::profile::shards::from_recorded(text, &env)
+        })),
         servers,
         dir: Some(dir.to_path_buf()),
     })

@@ -9,6 +9,7 @@ use crate::scenarios::context::MerchantCreds;
 use crate::secrets::{Secret, random_hex};
 use crate::services::postgres::LocalPostgres;
 use crate::store::layout::Layout;
+use crate::store::postgres::LayoutParser;
 use crate::store::sqlite::{Faults, WriterLimits};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -55,7 +56,7 @@ impl Target {
     pub async fn spawn(plan: SpawnPlan) -> Result<(Target, Vec<String>, String), LoadtestError> {
         let admin_token = format!("adm_{}", random_hex(24));
         let (layout, postgres, postgres_dir) = match plan.layout {
-            Some(s) => (Some(s.layout), s.servers, s.dir),
+            Some(s) => (Some((s.layout, s.follow)), s.servers, s.dir),
             None => (None, Vec::new(), None),
         };
         let mut spawned = Spawned {
@@ -111,10 +112,11 @@ impl Instance {
     async fn start(
         data_dir: &std::path::Path,
         shards: usize,
-        layout: Option<Layout>,
+        layout: Option<(Layout, LayoutParser)>,
         faults: Faults,
         admin_token: &str,
     ) -> Result<(Instance, String), LoadtestError> {
+        let (layout, follow_layout) = layout.unzip();
         let server = Server::bind(ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             // On a layout nothing is written here: the token is given, the key is the shards'.
@@ -127,6 +129,8 @@ impl Instance {
             body_limit_bytes: crate::api::BODY_LIMIT_BYTES_DEFAULT,
             write_timeout: Duration::from_millis(crate::api::WRITE_TIMEOUT_MS_DEFAULT),
             idempotency_retention: crate::store::retention::RETENTION_DEFAULT,
+            follow_layout,
+            reload_delay: Duration::ZERO,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

@@ -42,8 +42,9 @@ pub struct LayoutTarget {
     /// The layout file, absolute (a relative `layout` is read from the profile's directory).
     pub path: PathBuf,
     pub postgres: PostgresMode,
-    /// The file as read: resolved again with the spawned servers' URLs.
-    file: LayoutFile,
+    /// The file's text: resolved again with the spawned servers' URLs, and recorded in
+    /// the shards.
+    text: String,
     /// Shard names, in the layout's order.
     pub shards: Vec<String>,
     /// The layout's name.
@@ -84,6 +85,10 @@ impl LayoutTarget {
             });
         }
         let file: LayoutFile = read_toml(&path)?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ProfileError::Read {
+            path: path.clone(),
+            source,
+        })?;
         if postgres == PostgresMode::Spawn {
             spawn_can_point(&path, &file)?;
         }
@@ -92,7 +97,7 @@ impl LayoutTarget {
             postgres,
             shards: file.shards.keys().cloned().collect(),
             name: String::new(),
-            file,
+            text,
         };
         // Checked now with what the run will use (placeholders for spawned servers).
         let checked = match postgres {
@@ -109,9 +114,7 @@ impl LayoutTarget {
 
     /// The layout with each shard's URL from the process environment.
     pub fn resolve_from_env(&self) -> Result<Layout, ProfileError> {
-        shards::check(&self.path, self.file.clone(), &|var| {
-            std::env::var(var).ok()
-        })
+        shards::from_text(&self.path, &self.text, &|var| std::env::var(var).ok())
     }
 
     /// The layout with shard `i`'s URL `urls[i]` (in `shards`' order). Nothing else is
@@ -124,7 +127,7 @@ impl LayoutTarget {
                 .position(|s| shard_url_var(s) == var)
                 .map(|i| urls[i].clone())
         };
-        shards::check(&self.path, self.file.clone(), &env)
+        shards::from_text(&self.path, &self.text, &env)
     }
 }
 

@@ -3,7 +3,7 @@
 //! the file as written; `Layout` is it checked: every one of the fixed buckets owned by
 //! exactly one known shard. A bad layout is refused here, before anything changes.
 
-use super::{ProfileError, read_toml};
+use super::ProfileError;
 use crate::ids::BUCKETS;
 use crate::secrets::DbUrl;
 pub use crate::store::layout::{Layout, Range, Shard};
@@ -57,8 +57,34 @@ pub fn load_with(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Layout, ProfileError> {
-    let file: LayoutFile = read_toml(path)?;
-    check(path, file, env)
+    let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    from_text(path, &text, env)
+}
+
+/// Read and check the layout text the shards record (`shard apply`, `shard move`), as an
+/// API instance does to follow a move.
+pub fn from_recorded(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Layout, String> {
+    from_text(Path::new("(the layout recorded in the shards)"), text, env)
+        .map_err(|e| e.to_string())
+}
+
+/// Read and check a layout from its text; `origin` names it in errors (a file, or the
+/// shards that recorded it).
+pub fn from_text(
+    origin: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Layout, ProfileError> {
+    let file: LayoutFile = toml::from_str(text).map_err(|e| ProfileError::Parse {
+        path: origin.to_path_buf(),
+        message: e.to_string().trim_end().to_string(),
+    })?;
+    let mut layout = check(origin, file, env)?;
+    layout.text = text.to_string();
+    Ok(layout)
 }
 
 fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ProfileError {
@@ -203,6 +229,7 @@ pub fn check(
         version: file.version,
         shards,
         ranges: merged,
+        text: String::new(),
         digest,
     })
 }

@@ -29,6 +29,9 @@ pub struct Layout {
     /// SHA-256 of the bucket map and shard names (not the URLs: a shard may move
     /// host without the layout changing), hex.
     pub digest: String,
+    /// The file's text as written (`${VAR}`s unresolved, so no secret from the
+    /// environment), recorded in the shards for API instances to follow a move.
+    pub text: String,
 }
 
 impl Layout {

@@ -143,6 +143,10 @@ pub enum StoreError {
     /// layout is stale): the router reloads ownership and retries on the right shard.
     #[error("bucket {bucket} is not owned by shard {shard}")]
     WrongShard { bucket: u16, shard: String },
+    /// A `paytool shard move` holds its short write fence on the merchant's bucket: the
+    /// router waits and retries (bounded by `MOVE_WAIT_MAX`), then answers 503.
+    #[error("bucket {bucket} is fenced on shard {shard} while a move switches its owner")]
+    Fenced { bucket: u16, shard: String },
     /// Any other PostgreSQL failure, with its SQLSTATE when it has one.
     #[error("PostgreSQL: {0}")]
     Postgres(String),

@@ -45,10 +45,13 @@ async fn no_statement_scans_a_merchant_table() {
             .map(|r| r.get(0))
             .collect();
         let plan = plan.join("\n");
-        assert!(
-            !plan.contains("Seq Scan"),
-            "{name} scans a table:\n{statement}\n{plan}"
-        );
+        // `paytool_buckets` (1,024 rows, the shard's own record) may be read whole.
+        for table in paytool::store::postgres::layout_ops::MERCHANT_TABLES {
+            assert!(
+                !plan.contains(&format!("Seq Scan on {table}")),
+                "{name} scans {table}:\n{statement}\n{plan}"
+            );
+        }
         assert!(plan.contains("Index"), "{name}: {plan}");
         explained += 1;
     }

@@ -374,13 +374,36 @@ impl Server {
         Server::spawn(DataDir::temp(), &["--layout", layout], Some(admin_token))
     }
 
+    /// One more API instance on a layout whose URLs come from `env`, with more flags.
+    pub fn start_on_layout_env(
+        layout: &Path,
+        admin_token: &str,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Server {
+        let layout = layout.to_str().expect("a UTF-8 path");
+        let mut all = vec!["--layout", layout];
+        all.extend_from_slice(args);
+        Server::spawn_env(DataDir::temp(), &all, Some(admin_token), env)
+    }
+
     /// Start with the admin token given in `PAYTOOL_ADMIN_TOKEN` instead of generated.
     pub fn start_with_admin_token(data: DataDir, admin_token: &str) -> Server {
         Server::spawn(data, &[], Some(admin_token))
     }
 
-    fn spawn(mut data: DataDir, args: &[&str], admin_token: Option<&str>) -> Server {
+    fn spawn(data: DataDir, args: &[&str], admin_token: Option<&str>) -> Server {
+        Server::spawn_env(data, args, admin_token, &[])
+    }
+
+    fn spawn_env(
+        mut data: DataDir,
+        args: &[&str],
+        admin_token: Option<&str>,
+        env: &[(String, String)],
+    ) -> Server {
         let mut cmd = Command::new(BIN);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data.path());
         // Instances of one layout share an admin token given to each (no token file).

@@ -8,12 +8,35 @@ use crate::store::audit::{Check, PaymentChecks, ShardAudit};
 use std::collections::HashMap;
 use tokio_postgres::Client;
 
+/// Which rows an audit reads.
+#[derive(Clone, Copy, Debug)]
+pub enum Scope {
+    /// The buckets the shard owns (a move's copy on its way in or out is not counted).
+    Owned,
+    /// One bucket range, owned or not: a move checks the copy it made.
+    Buckets(u16, u16),
+}
+
+impl Scope {
+    /// The predicate on `bucket` (of the table aliased `alias`).
+    fn on(self, alias: &str) -> String {
+        match self {
+            Scope::Owned => {
+                format!("{alias}bucket IN (SELECT bucket FROM paytool_buckets)")
+            }
+            Scope::Buckets(first, last) => format!("{alias}bucket BETWEEN {first} AND {last}"),
+        }
+    }
+}
+
 /// `keys_since_ms`: keys are unique among payments made since then (the idempotency
 /// retention): an older key may have been pruned and used again, as it may.
 pub async fn audit_shard(
     client: &mut Client,
     keys_since_ms: i64,
+    scope: Scope,
 ) -> Result<ShardAudit, tokio_postgres::Error> {
+    let all = scope.on("");
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -23,7 +46,9 @@ pub async fn audit_shard(
     let mut balanced = Check::new("postings_balance_per_currency");
     for r in tx
         .query(
-            "SELECT currency, SUM(amount)::int8 FROM postings GROUP BY currency",
+            &format!(
+                "SELECT currency, SUM(amount)::int8 FROM postings WHERE {all} GROUP BY currency"
+            ),
             &[],
         )
         .await?
@@ -34,7 +59,7 @@ pub async fn audit_shard(
         }
     }
     let postings: i64 = tx
-        .query_one("SELECT COUNT(*) FROM postings", &[])
+        .query_one(&format!("SELECT COUNT(*) FROM postings WHERE {all}"), &[])
         .await?
         .get(0);
 
@@ -42,7 +67,10 @@ pub async fn audit_shard(
     let mut unknown_accounts = Vec::new();
     for r in tx
         .query(
-            "SELECT payment_id, account, SUM(amount)::int8 FROM postings GROUP BY payment_id, account",
+            &format!(
+                "SELECT payment_id, account, SUM(amount)::int8 FROM postings WHERE {all} \
+                 GROUP BY payment_id, account"
+            ),
             &[],
         )
         .await?
@@ -58,7 +86,9 @@ pub async fn audit_shard(
     let mut refunds: HashMap<String, i64> = HashMap::new();
     for r in tx
         .query(
-            "SELECT payment_id, SUM(amount)::int8 FROM refunds GROUP BY payment_id",
+            &format!(
+                "SELECT payment_id, SUM(amount)::int8 FROM refunds WHERE {all} GROUP BY payment_id"
+            ),
             &[],
         )
         .await?
@@ -71,7 +101,10 @@ pub async fn audit_shard(
         per_payment.unknown_account(account);
     }
     for r in tx
-        .query(&format!("SELECT {PAYMENT_COLUMNS} FROM payments"), &[])
+        .query(
+            &format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE {all}"),
+            &[],
+        )
         .await?
     {
         per_payment.payment(payment_from_row(&r));
@@ -82,12 +115,15 @@ pub async fn audit_shard(
     let mut balances = Check::new("balances_match_postings");
     for r in tx
         .query(
-            "SELECT p.merchant_id, p.currency, p.account, SUM(p.amount)::int8, COALESCE(b.amount, 0) \
-             FROM postings p LEFT JOIN balances b ON b.bucket = p.bucket \
-               AND b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = p.account \
-             WHERE p.account IN ('merchant_pending', 'merchant_available') \
-             GROUP BY p.merchant_id, p.currency, p.account, b.amount \
-             HAVING SUM(p.amount) != COALESCE(b.amount, 0)",
+            &format!(
+                "SELECT p.merchant_id, p.currency, p.account, SUM(p.amount)::int8, COALESCE(b.amount, 0) \
+                 FROM postings p LEFT JOIN balances b ON b.bucket = p.bucket \
+                   AND b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = p.account \
+                 WHERE p.account IN ('merchant_pending', 'merchant_available') AND {} \
+                 GROUP BY p.merchant_id, p.currency, p.account, b.amount \
+                 HAVING SUM(p.amount) != COALESCE(b.amount, 0)",
+                scope.on("p.")
+            ),
             &[],
         )
         .await?
@@ -102,9 +138,11 @@ pub async fn audit_shard(
     let mut one_payment_per_key = Check::new("one_payment_per_idempotency_key");
     for r in tx
         .query(
-            "SELECT merchant_id, idempotency_key, COUNT(*) FROM payments \
-             WHERE idempotency_key IS NOT NULL AND created_ms >= $1 \
-             GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1",
+            &format!(
+                "SELECT merchant_id, idempotency_key, COUNT(*) FROM payments \
+                 WHERE idempotency_key IS NOT NULL AND created_ms >= $1 AND {all} \
+                 GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1"
+            ),
             &[&keys_since_ms],
         )
         .await?

@@ -1,13 +1,13 @@
 //! What `paytool shard plan`, `apply` and `status` do to a layout's shards: read each
 //! shard's state, diff it against the layout, migrate and record. No data moves here:
-//! a bucket that holds data changes owner only by `paytool shard move` (not built yet).
+//! a bucket that holds data changes owner only by `paytool shard move` (`moves`).
 
 use super::schema::{self, Migration};
 use super::writer::connect;
 use crate::ids::{BUCKETS, now_ms};
 use crate::secrets::random_hex;
 use crate::store::StoreError;
-use crate::store::layout::Layout;
+use crate::store::layout::{Layout, Shard};
 use serde::Serialize;
 use std::time::Duration;
 use tokio_postgres::Client;
@@ -41,7 +41,7 @@ pub enum LayoutOpError {
     #[error("{} shard(s) unreachable, nothing changed: {}", .0.len(), .0.join("; "))]
     Unreachable(Vec<String>),
     #[error(
-        "buckets {first}-{last} hold {rows} rows on shard {from} and the layout gives them to {to}: moving data is `paytool shard move` (not built yet); nothing changed"
+        "buckets {first}-{last} hold {rows} rows on shard {from} and the layout gives them to {to}: moving data is `paytool shard move --layout` with this layout; nothing changed"
     )]
     HoldsData {
         first: u16,
@@ -122,15 +122,37 @@ impl Plan {
     }
 }
 
-struct Connected {
-    clients: Vec<Client>,
+/// Connections to a layout's shards, then to `extra` shards: ones an earlier layout
+/// named that this one drops (they may still own buckets, to be moved off them).
+pub(super) struct Connected {
+    pub clients: Vec<Client>,
+    pub shards: Vec<Shard>,
+}
+
+impl Connected {
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.shards.iter().position(|s| s.name == name)
+    }
 }
 
 /// Connect to every shard, or refuse naming each that cannot be reached.
-async fn connect_all(layout: &Layout) -> Result<Connected, LayoutOpError> {
+pub(super) async fn connect_all(
+    layout: &Layout,
+    extra: &[Shard],
+) -> Result<Connected, LayoutOpError> {
     let mut clients = Vec::new();
     let mut down = Vec::new();
-    for s in &layout.shards {
+    let shards: Vec<Shard> = layout
+        .shards
+        .iter()
+        .chain(
+            extra
+                .iter()
+                .filter(|e| layout.shard_index(&e.name).is_none()),
+        )
+        .cloned()
+        .collect();
+    for s in &shards {
         match connect(&s.url, &s.name).await {
             Ok(c) => clients.push(c),
             Err(StoreError::ShardDown { reason, .. }) => {
@@ -140,7 +162,7 @@ async fn connect_all(layout: &Layout) -> Result<Connected, LayoutOpError> {
         }
     }
     if down.is_empty() {
-        Ok(Connected { clients })
+        Ok(Connected { clients, shards })
     } else {
         Err(LayoutOpError::Unreachable(down))
     }
@@ -157,8 +179,7 @@ fn ranges(buckets: &[u16]) -> Vec<(u16, u16)> {
     out
 }
 
-async fn state(layout: &Layout, i: usize, c: &Client) -> Result<ShardState, LayoutOpError> {
-    let shard = &layout.shards[i];
+async fn state(shard: &Shard, c: &Client) -> Result<ShardState, LayoutOpError> {
     let q = |source| LayoutOpError::Query {
         shard: shard.name.clone(),
         source,
@@ -199,7 +220,11 @@ async fn state(layout: &Layout, i: usize, c: &Client) -> Result<ShardState, Layo
 }
 
 /// Rows and bytes of merchant data in buckets `first..=last` on a shard.
-async fn data_in(c: &Client, first: u16, last: u16) -> Result<(u64, u64), tokio_postgres::Error> {
+pub(super) async fn data_in(
+    c: &Client,
+    first: u16,
+    last: u16,
+) -> Result<(u64, u64), tokio_postgres::Error> {
     let mut rows = 0u64;
     let mut bytes = 0u64;
     for table in MERCHANT_TABLES {
@@ -217,24 +242,27 @@ async fn data_in(c: &Client, first: u16, last: u16) -> Result<(u64, u64), tokio_
 
 /// Every shard's state; refuses if any is unreachable.
 pub async fn inspect(layout: &Layout) -> Result<Vec<ShardState>, LayoutOpError> {
-    let all = connect_all(layout).await?;
+    let all = connect_all(layout, &[]).await?;
     let mut out = Vec::new();
     for (i, c) in all.clients.iter().enumerate() {
-        out.push(state(layout, i, c).await?);
+        out.push(state(&all.shards[i], c).await?);
     }
     Ok(out)
 }
 
-/// What `apply` would do.
-pub async fn plan(layout: &Layout) -> Result<Plan, LayoutOpError> {
-    let all = connect_all(layout).await?;
+/// What `apply` would do. `extra`: shards an earlier layout named that this one drops.
+pub async fn plan(layout: &Layout, extra: &[Shard]) -> Result<Plan, LayoutOpError> {
+    let all = connect_all(layout, extra).await?;
     plan_connected(layout, &all).await
 }
 
-async fn plan_connected(layout: &Layout, all: &Connected) -> Result<Plan, LayoutOpError> {
+pub(super) async fn plan_connected(
+    layout: &Layout,
+    all: &Connected,
+) -> Result<Plan, LayoutOpError> {
     let mut states = Vec::new();
     for (i, c) in all.clients.iter().enumerate() {
-        states.push(state(layout, i, c).await?);
+        states.push(state(&all.shards[i], c).await?);
     }
     // Who owns each bucket now, by the shards' own records.
     let mut now: Vec<Option<usize>> = vec![None; BUCKETS as usize];
@@ -261,7 +289,7 @@ async fn plan_connected(layout: &Layout, all: &Connected) -> Result<Plan, Layout
                     data_in(&all.clients[from], bucket, last)
                         .await
                         .map_err(|source| LayoutOpError::Query {
-                            shard: layout.shards[from].name.clone(),
+                            shard: all.shards[from].name.clone(),
                             source,
                         })?
                 }
@@ -270,7 +298,7 @@ async fn plan_connected(layout: &Layout, all: &Connected) -> Result<Plan, Layout
             owner_changes.push(OwnerChange {
                 first: bucket,
                 last,
-                from: have.map(|i| layout.shards[i].name.clone()),
+                from: have.map(|i| all.shards[i].name.clone()),
                 to: layout.shards[want].name.clone(),
                 rows,
                 bytes,
@@ -291,7 +319,7 @@ async fn plan_connected(layout: &Layout, all: &Connected) -> Result<Plan, Layout
             record_layout: s.layout.as_ref().is_none_or(|r| {
                 r.digest != layout.digest
                     || r.version != layout.version as i64
-                    || r.shard != layout.shards[i].name
+                    || r.shard != all.shards[i].name
                     || r.name != layout.name
             }),
         })
@@ -308,13 +336,14 @@ async fn plan_connected(layout: &Layout, all: &Connected) -> Result<Plan, Layout
 /// Migrate every shard, share the fingerprint key, give empty buckets to their layout
 /// owner, record the layout. Refuses (changing nothing) when a shard is unreachable or a
 /// bucket that holds data would change owner. Idempotent: a second apply plans nothing.
-pub async fn apply(layout: &Layout) -> Result<Plan, LayoutOpError> {
-    let mut all = connect_all(layout).await?;
+pub async fn apply(layout: &Layout, extra: &[Shard]) -> Result<Plan, LayoutOpError> {
+    let mut all = connect_all(layout, extra).await?;
+    let names: Vec<String> = all.shards.iter().map(|s| s.name.clone()).collect();
     for (i, c) in all.clients.iter_mut().enumerate() {
         schema::migrate(c)
             .await
             .map_err(|source| LayoutOpError::Query {
-                shard: layout.shards[i].name.clone(),
+                shard: names[i].clone(),
                 source,
             })?;
     }
@@ -328,13 +357,13 @@ pub async fn apply(layout: &Layout) -> Result<Plan, LayoutOpError> {
             rows: c.rows,
         });
     }
-    share_fingerprint_key(layout, &all).await?;
+    share_fingerprint_key(&all).await?;
     // Empty buckets: taken from their old owner first, then given to the new one. A
     // write for one of them in between is refused by both and retried by the API.
     for change in &plan.owner_changes {
         let (a, b) = (change.first as i16, change.last as i16);
         if let Some(from) = &change.from {
-            let i = layout.shard_index(from).expect("a layout shard");
+            let i = all.index(from).expect("a connected shard");
             all.clients[i]
                 .execute(
                     "DELETE FROM paytool_buckets WHERE bucket BETWEEN $1 AND $2",
@@ -346,7 +375,7 @@ pub async fn apply(layout: &Layout) -> Result<Plan, LayoutOpError> {
                     source,
                 })?;
         }
-        let i = layout.shard_index(&change.to).expect("a layout shard");
+        let i = all.index(&change.to).expect("a connected shard");
         all.clients[i]
             .execute(
                 "INSERT INTO paytool_buckets SELECT generate_series($1::int4, $2::int4)::int2 ON CONFLICT DO NOTHING",
@@ -358,18 +387,25 @@ pub async fn apply(layout: &Layout) -> Result<Plan, LayoutOpError> {
                 source,
             })?;
     }
+    record_layout(layout, &all).await?;
+    Ok(plan)
+}
+
+/// Record `layout` (version, digest and text) on every shard.
+pub(super) async fn record_layout(layout: &Layout, all: &Connected) -> Result<(), LayoutOpError> {
     for (i, c) in all.clients.iter().enumerate() {
-        let shard = &layout.shards[i].name;
+        let shard = &all.shards[i].name;
         c.execute(
-            "INSERT INTO paytool_layout (one, name, shard, version, digest, applied_ms) \
-             VALUES (true, $1, $2, $3, $4, $5) ON CONFLICT (one) DO UPDATE SET name = $1, \
-             shard = $2, version = $3, digest = $4, applied_ms = $5",
+            "INSERT INTO paytool_layout (one, name, shard, version, digest, applied_ms, text) \
+             VALUES (true, $1, $2, $3, $4, $5, $6) ON CONFLICT (one) DO UPDATE SET name = $1, \
+             shard = $2, version = $3, digest = $4, applied_ms = $5, text = $6",
             &[
                 &layout.name,
                 shard,
                 &(layout.version as i64),
                 &layout.digest,
                 &now_ms(),
+                &layout.text,
             ],
         )
         .await
@@ -378,13 +414,13 @@ pub async fn apply(layout: &Layout) -> Result<Plan, LayoutOpError> {
             source,
         })?;
     }
-    Ok(plan)
+    Ok(())
 }
 
-async fn share_fingerprint_key(layout: &Layout, all: &Connected) -> Result<(), LayoutOpError> {
+pub(super) async fn share_fingerprint_key(all: &Connected) -> Result<(), LayoutOpError> {
     let mut found: Option<(String, String)> = None;
     for (i, c) in all.clients.iter().enumerate() {
-        let shard = &layout.shards[i].name;
+        let shard = &all.shards[i].name;
         let row = c
             .query_opt(
                 "SELECT value FROM paytool_secrets WHERE name = $1",
@@ -417,11 +453,29 @@ async fn share_fingerprint_key(layout: &Layout, all: &Connected) -> Result<(), L
         )
         .await
         .map_err(|source| LayoutOpError::Query {
-            shard: layout.shards[i].name.clone(),
+            shard: all.shards[i].name.clone(),
             source,
         })?;
     }
     Ok(())
+}
+
+/// The layout texts the shards record (each distinct one once; an unreachable or
+/// unmigrated shard is skipped): an earlier layout may name shards this one drops.
+pub async fn recorded_texts(layout: &Layout) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in &layout.shards {
+        let Ok(c) = connect(&s.url, &s.name).await else {
+            continue;
+        };
+        if let Ok(Some(r)) = c.query_opt("SELECT text FROM paytool_layout", &[]).await {
+            let text: String = r.get(0);
+            if !text.is_empty() && !out.contains(&text) {
+                out.push(text);
+            }
+        }
+    }
+    out
 }
 
 /// The fingerprint key every instance shares, as `apply` recorded it.
@@ -464,8 +518,9 @@ pub struct ShardStatus {
     pub payments_share: f64,
 }
 
-/// Every shard's figures; an unreachable shard is a row that says so, not an error.
-pub async fn status(layout: &Layout) -> Vec<ShardStatus> {
+/// Every shard's figures (an unreachable shard is a row that says so, not an error), and
+/// the moves under way.
+pub async fn status(layout: &Layout) -> (Vec<ShardStatus>, Vec<super::moves::Entry>) {
     let mut out = Vec::new();
     let mut clients = Vec::new();
     for s in &layout.shards {
@@ -537,8 +592,15 @@ pub async fn status(layout: &Layout) -> Vec<ShardStatus> {
                         .map(|r| r.get::<_, i64>(0) as u64)
                 };
                 row.buckets = count("SELECT COUNT(*) FROM paytool_buckets").await?;
-                row.merchants = count("SELECT COUNT(*) FROM merchants").await?;
-                row.payments = count("SELECT COUNT(*) FROM payments").await?;
+                // Owned buckets only: a move's copy on its way in or out is not counted.
+                row.merchants = count(
+                    "SELECT COUNT(*) FROM merchants WHERE bucket IN (SELECT bucket FROM paytool_buckets)",
+                )
+                .await?;
+                row.payments = count(
+                    "SELECT COUNT(*) FROM payments WHERE bucket IN (SELECT bucket FROM paytool_buckets)",
+                )
+                .await?;
             }
             Ok::<(), tokio_postgres::Error>(())
         };
@@ -554,5 +616,6 @@ pub async fn status(layout: &Layout) -> Vec<ShardStatus> {
             s.payments as f64 / total as f64
         };
     }
-    out
+    let moves = super::moves::in_progress(&clients).await;
+    (out, moves)
 }

@@ -4,9 +4,9 @@
 //! bounded cache in front), idempotency keys are unique inside the shard's transaction,
 //! and each shard decides which buckets it owns.
 
-mod audit;
+pub mod audit;
 pub mod layout_ops;
-pub mod replicate;
+pub mod moves;
 pub(crate) mod rows;
 pub mod schema;
 pub mod sql;
@@ -38,9 +38,16 @@ pub const MERCHANT_CACHE_MAX: usize = 100_000;
 /// How long a cached key stays trusted. A rolled or revoked key is refused by every
 /// instance at most this long after the roll (the instance that rolled it, at once).
 pub const MERCHANT_CACHE_TTL: Duration = Duration::from_secs(5);
-/// A write refused for a bucket the chosen shard no longer owns is routed again after
-/// reloading ownership, at most this many times.
+/// A read that finds nothing on a shard that no longer owns the bucket is routed again
+/// after reloading ownership, at most this many times.
 pub const ROUTE_RETRIES_MAX: usize = 2;
+/// How long a write keeps being routed again while its bucket moves (fenced, or between
+/// the move's two commits) before it is answered 503 `shard_moving` with Retry-After.
+/// Longer than a move's fence lease (`moves::fence::FENCE_LEASE`, 2 s), so a write
+/// waits out even the fence of a move that died holding it.
+pub const MOVE_WAIT_MAX: Duration = Duration::from_secs(3);
+/// The pause between two tries of a refused write.
+pub const MOVE_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Why the store could not open a layout.
 #[derive(Debug, thiserror::Error)]
@@ -99,15 +106,63 @@ struct CachedMerchant {
 
 pub struct PgStore {
     /// One task per shard pruning expired idempotency keys; aborted on shutdown.
-    pruners: Vec<tokio::task::JoinHandle<()>>,
-    retention: Duration,
-    layout: Layout,
+    pruners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    options: PgOptions,
+    /// The layout this instance last followed (its shards may have grown since start).
+    layout: RwLock<Layout>,
     /// The key of request and card fingerprints, shared by every instance (from the shards).
     fingerprint_key: String,
-    shards: Vec<Arc<Shard>>,
-    /// bucket -> shard index, as the shards themselves record it.
-    owners: RwLock<Vec<usize>>,
+    routing: RwLock<Arc<Routing>>,
+    /// One reload of ownership at a time: a burst of refusals reloads once.
+    reloading: tokio::sync::Mutex<()>,
     by_key: Mutex<HashMap<[u8; 32], CachedMerchant>>,
+}
+
+/// The shards this instance knows and who owns each bucket, replaced whole on a reload.
+/// Shards are only ever added (a shard that gives all its buckets away owns none), so an
+/// index stays valid.
+struct Routing {
+    shards: Vec<Arc<Shard>>,
+    /// bucket -> index into `shards`, as the shards themselves record it.
+    owners: Vec<usize>,
+}
+
+/// Reads a layout file's text (as the shards record it) into a checked layout, with this
+/// instance's environment for its `${VAR}`s. Given by the caller, which knows the file
+/// format (the profile layer); the store only follows.
+#[derive(Clone)]
+pub struct LayoutParser(pub Arc<ParseLayout>);
+
+pub type ParseLayout = dyn Fn(&str) -> Result<Layout, String> + Send + Sync;
+
+impl std::fmt::Debug for LayoutParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LayoutParser")
+    }
+}
+
+/// How a `PgStore` runs.
+#[derive(Clone)]
+pub struct PgOptions {
+    pub limits: WriterLimits,
+    pub retention: Duration,
+    /// How to read the layout the shards record, to follow a `shard move` onto shards
+    /// this instance was not started with. `None`: stay on the starting layout's shards.
+    pub follow: Option<LayoutParser>,
+    /// A test hook: every reload of ownership first waits this long, standing in for an
+    /// instance slow to hear of a move (`serve --test-reload-delay-ms`).
+    pub reload_delay: Duration,
+}
+
+impl PgOptions {
+    pub fn new(limits: WriterLimits, retention: Duration) -> PgOptions {
+        PgOptions {
+            limits,
+            retention,
+            follow: None,
+            reload_delay: Duration::ZERO,
+        }
+    }
 }
 
 fn pool(url: &DbUrl) -> Result<deadpool_postgres::Pool, String> {
@@ -131,47 +186,103 @@ fn pool(url: &DbUrl) -> Result<deadpool_postgres::Pool, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Connect to one shard, check it is migrated, and read its fingerprint key.
+async fn open_shard(
+    s: &crate::store::layout::Shard,
+    layout: &Layout,
+    limits: WriterLimits,
+) -> Result<(Arc<Shard>, Option<String>), PgOpenError> {
+    let unreachable = |reason: String| PgOpenError::Unreachable {
+        shard: s.name.clone(),
+        url: s.url.clone(),
+        reason,
+    };
+    let query = |source| PgOpenError::Query {
+        shard: s.name.clone(),
+        source,
+    };
+    let client = writer::connect(&s.url, &s.name)
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let applied = schema::applied(&client).await.map_err(query)?;
+    let at = applied.last().copied().unwrap_or(0);
+    if at < schema::latest() {
+        return Err(PgOpenError::NotMigrated {
+            shard: s.name.clone(),
+            at,
+            needs: schema::latest(),
+            layout: layout.source.display().to_string(),
+        });
+    }
+    let key = layout_ops::fingerprint_key(&client).await.map_err(query)?;
+    let shard = Arc::new(Shard {
+        name: s.name.clone(),
+        url: s.url.clone(),
+        reads: pool(&s.url).map_err(unreachable)?,
+        writer: WriterSlot::new(writer::spawn(s.name.clone(), s.url.clone(), limits)),
+    });
+    Ok((shard, key))
+}
+
+/// Which shard owns each bucket, from the shards' own records.
+async fn read_owners(shards: &[Arc<Shard>], layout: &Layout) -> Result<Vec<usize>, PgOpenError> {
+    let mut owners: Vec<Option<usize>> = vec![None; BUCKETS as usize];
+    for (i, shard) in shards.iter().enumerate() {
+        let query = |source| PgOpenError::Query {
+            shard: shard.name.clone(),
+            source,
+        };
+        let client = shard
+            .reads
+            .get()
+            .await
+            .map_err(|e| PgOpenError::Unreachable {
+                shard: shard.name.clone(),
+                url: shard.url.clone(),
+                reason: e.to_string(),
+            })?;
+        for r in client
+            .query("SELECT bucket FROM paytool_buckets", &[])
+            .await
+            .map_err(query)?
+        {
+            let bucket = r.get::<_, i16>(0) as usize;
+            if let Some(other) = owners[bucket] {
+                return Err(PgOpenError::Owned2 {
+                    bucket: bucket as u16,
+                    a: shards[other].name.clone(),
+                    b: shard.name.clone(),
+                });
+            }
+            owners[bucket] = Some(i);
+        }
+    }
+    if let Some(first) = owners.iter().position(Option::is_none) {
+        let last = owners[first..]
+            .iter()
+            .position(Option::is_some)
+            .map_or(BUCKETS as usize - 1, |n| first + n - 1);
+        return Err(PgOpenError::Unowned {
+            first: first as u16,
+            last: last as u16,
+            layout: layout.source.display().to_string(),
+        });
+    }
+    Ok(owners
+        .into_iter()
+        .map(|o| o.expect("checked above"))
+        .collect())
+}
+
 impl PgStore {
     /// Connect to every shard of `layout`, check each is migrated, and read which buckets
     /// each owns. Refuses a shard that is unreachable or not migrated, and buckets that
     /// no shard (or two) owns.
-    pub async fn open(
-        layout: &Layout,
-        limits: WriterLimits,
-        retention: Duration,
-    ) -> Result<PgStore, PgOpenError> {
+    pub async fn open(layout: &Layout, options: PgOptions) -> Result<PgStore, PgOpenError> {
         let mut shards = Vec::with_capacity(layout.shards.len());
         let mut fingerprint_key: Option<String> = None;
         for s in &layout.shards {
-            let unreachable = |reason: String| PgOpenError::Unreachable {
-                shard: s.name.clone(),
-                url: s.url.clone(),
-                reason,
-            };
-            let client = writer::connect(&s.url, &s.name)
-                .await
-                .map_err(|e| unreachable(e.to_string()))?;
-            let applied = schema::applied(&client)
-                .await
-                .map_err(|source| PgOpenError::Query {
-                    shard: s.name.clone(),
-                    source,
-                })?;
-            let at = applied.last().copied().unwrap_or(0);
-            if at < schema::latest() {
-                return Err(PgOpenError::NotMigrated {
-                    shard: s.name.clone(),
-                    at,
-                    needs: schema::latest(),
-                    layout: layout.source.display().to_string(),
-                });
-            }
-            let key = layout_ops::fingerprint_key(&client)
-                .await
-                .map_err(|source| PgOpenError::Query {
-                    shard: s.name.clone(),
-                    source,
-                })?;
+            let (shard, key) = open_shard(s, layout, options.limits).await?;
             match (&fingerprint_key, key) {
                 (None, Some(k)) => fingerprint_key = Some(k),
                 (Some(a), Some(b)) if *a == b => {}
@@ -182,96 +293,150 @@ impl PgStore {
                     });
                 }
             }
-            shards.push(Arc::new(Shard {
-                name: s.name.clone(),
-                url: s.url.clone(),
-                reads: pool(&s.url).map_err(unreachable)?,
-                writer: WriterSlot::new(writer::spawn(s.name.clone(), s.url.clone(), limits)),
-            }));
+            shards.push(shard);
         }
+        let owners = read_owners(&shards, layout).await?;
         let pruners = shards
             .iter()
-            .map(|s| tokio::spawn(prune(s.clone(), retention)))
+            .map(|s| tokio::spawn(prune(s.clone(), options.retention)))
             .collect();
-        let store = PgStore {
-            pruners,
-            retention,
-            layout: layout.clone(),
+        Ok(PgStore {
+            pruners: Mutex::new(pruners),
+            options,
+            layout: RwLock::new(layout.clone()),
             fingerprint_key: fingerprint_key.expect("a layout has at least one shard"),
-            shards,
-            owners: RwLock::new(vec![0; BUCKETS as usize]),
+            routing: RwLock::new(Arc::new(Routing { shards, owners })),
+            reloading: tokio::sync::Mutex::new(()),
             by_key: Mutex::new(HashMap::new()),
-        };
-        let owners = store.read_owners().await?;
-        *store.owners.write().unwrap_or_else(|p| p.into_inner()) = owners;
-        Ok(store)
+        })
     }
 
-    /// Which shard owns each bucket, from the shards' own records.
-    async fn read_owners(&self) -> Result<Vec<usize>, PgOpenError> {
-        let mut owners: Vec<Option<usize>> = vec![None; BUCKETS as usize];
-        for (i, shard) in self.shards.iter().enumerate() {
-            let query = |source| PgOpenError::Query {
-                shard: shard.name.clone(),
-                source,
-            };
-            let client = shard
-                .reads
-                .get()
-                .await
-                .map_err(|e| PgOpenError::Unreachable {
-                    shard: shard.name.clone(),
-                    url: shard.url.clone(),
-                    reason: e.to_string(),
-                })?;
-            for r in client
-                .query("SELECT bucket FROM paytool_buckets", &[])
-                .await
-                .map_err(query)?
-            {
-                let bucket = r.get::<_, i16>(0) as usize;
-                if let Some(other) = owners[bucket] {
-                    return Err(PgOpenError::Owned2 {
-                        bucket: bucket as u16,
-                        a: self.shards[other].name.clone(),
-                        b: shard.name.clone(),
-                    });
-                }
-                owners[bucket] = Some(i);
-            }
-        }
-        if let Some(first) = owners.iter().position(Option::is_none) {
-            let last = owners[first..]
-                .iter()
-                .position(Option::is_some)
-                .map_or(BUCKETS as usize - 1, |n| first + n - 1);
-            return Err(PgOpenError::Unowned {
-                first: first as u16,
-                last: last as u16,
-                layout: self.layout.source.display().to_string(),
-            });
-        }
-        Ok(owners
-            .into_iter()
-            .map(|o| o.expect("checked above"))
-            .collect())
+    fn routing(&self) -> Arc<Routing> {
+        self.routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    fn owner(&self, bucket: u16) -> &Arc<Shard> {
-        let i = self.owners.read().unwrap_or_else(|p| p.into_inner())[bucket as usize];
-        &self.shards[i]
+    fn owner(&self, bucket: u16) -> Arc<Shard> {
+        let routing = self.routing();
+        routing.shards[routing.owners[bucket as usize]].clone()
     }
 
     /// Reload ownership after a shard refused a bucket; a failure leaves the old view.
+    /// When the shards this instance knows no longer own every bucket, a move has given
+    /// some to a shard it does not know: it reads the layout the shards record, opens
+    /// the new shards, and reads ownership again.
     async fn reload_owners(&self) {
-        match self.read_owners().await {
-            Ok(owners) => *self.owners.write().unwrap_or_else(|p| p.into_inner()) = owners,
+        let before = self.routing();
+        let _one = self.reloading.lock().await;
+        if !Arc::ptr_eq(&before, &self.routing()) {
+            return; // another caller reloaded while this one waited
+        }
+        if !self.options.reload_delay.is_zero() {
+            tokio::time::sleep(self.options.reload_delay).await;
+        }
+        let layout = self
+            .layout
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let result = match read_owners(&before.shards, &layout).await {
+            Err(PgOpenError::Unowned { .. }) if self.options.follow.is_some() => {
+                self.follow_layout(&before).await
+            }
+            other => other.map(|owners| Routing {
+                shards: before.shards.clone(),
+                owners,
+            }),
+        };
+        match result {
+            Ok(routing) => {
+                *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routing)
+            }
             Err(e) => tracing::warn!(error = %e, "reloading bucket ownership"),
         }
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
+    /// Read the layout the shards record, open its shards this instance does not know,
+    /// and read ownership over all of them.
+    async fn follow_layout(&self, known: &Routing) -> Result<Routing, PgOpenError> {
+        let parse = self.options.follow.as_ref().expect("checked by the caller");
+        let current = self
+            .layout
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut recorded = None;
+        for shard in &known.shards {
+            let Ok(client) = shard.reads.get().await else {
+                continue;
+            };
+            if let Ok(Some(r)) = client
+                .query_opt("SELECT digest, text FROM paytool_layout", &[])
+                .await
+            {
+                recorded = Some((r.get::<_, String>(0), r.get::<_, String>(1)));
+                break;
+            }
+        }
+        let stale = |why: String| PgOpenError::Unowned {
+            first: 0,
+            last: BUCKETS - 1,
+            layout: format!("{} ({why})", current.source.display()),
+        };
+        let Some((digest, text)) = recorded else {
+            return Err(stale("no shard records a layout".into()));
+        };
+        if digest == current.digest || text.is_empty() {
+            return read_owners(&known.shards, &current)
+                .await
+                .map(|owners| Routing {
+                    shards: known.shards.clone(),
+                    owners,
+                });
+        }
+        let layout = (parse.0)(&text).map_err(|e| stale(format!("the recorded layout: {e}")))?;
+        let mut shards = known.shards.clone();
+        for s in &layout.shards {
+            if shards.iter().any(|k| k.name == s.name) {
+                continue;
+            }
+            let (shard, key) = open_shard(s, &layout, self.options.limits).await?;
+            if key.as_deref() != Some(self.fingerprint_key.as_str()) {
+                return Err(PgOpenError::NoSharedKey {
+                    shard: s.name.clone(),
+                    layout: layout.source.display().to_string(),
+                });
+            }
+            tracing::info!(
+                shard = s.name,
+                layout = layout.name,
+                "following the layout onto a new shard"
+            );
+            self.pruners
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(tokio::spawn(prune(shard.clone(), self.options.retention)));
+            shards.push(shard);
+        }
+        // Kept from here on even if ownership cannot be read yet (a move between its two
+        // commits): the next reload reads it over these shards, opening none again.
+        // Shards are only appended, so the old owners' indices still hold.
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Routing {
+            shards: shards.clone(),
+            owners: known.owners.clone(),
+        });
+        *self.layout.write().unwrap_or_else(|p| p.into_inner()) = layout.clone();
+        let owners = read_owners(&shards, &layout).await?;
+        Ok(Routing { shards, owners })
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn fingerprint_key(&self) -> &str {
@@ -279,7 +444,7 @@ impl PgStore {
     }
 
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.routing().shards.len()
     }
 
     async fn read_client(shard: &Shard) -> Result<deadpool_postgres::Object, StoreError> {
@@ -299,7 +464,7 @@ impl PgStore {
         let bucket = bucket_of(id);
         let mut found = None;
         for _ in 0..=ROUTE_RETRIES_MAX {
-            let shard = self.owner(bucket).clone();
+            let shard = self.owner(bucket);
             let client = Self::read_client(&shard).await?;
             found = client
                 .query_opt(sql::MERCHANT, &[&(bucket as i16), &id])
@@ -373,7 +538,8 @@ impl Store for PgStore {
         name: String,
     ) -> BoxFuture<'_, Result<(Merchant, Secret), StoreError>> {
         Box::pin(async move {
-            for _ in 0..=ROUTE_RETRIES_MAX {
+            let mut route = Route::new();
+            loop {
                 let id = new_id("mer");
                 let key = new_api_key(&id);
                 let hash = hash_key(key.expose());
@@ -385,19 +551,15 @@ impl Store for PgStore {
                     shard: 0,
                     created_ms: now_ms(),
                 };
-                let shard = self.owner(bucket).clone();
+                let shard = self.owner(bucket);
                 let mut client = Self::read_client(&shard).await?;
                 let fail = |e: tokio_postgres::Error| store_error(&shard.name, &e);
                 let tx = client.transaction().await.map_err(fail)?;
-                // The shard decides: a bucket it no longer owns is refused here.
-                let owned = tx
-                    .query_opt(sql::OWNS_BUCKET, &[&(bucket as i16)])
-                    .await
-                    .map_err(fail)?
-                    .is_some();
-                if !owned {
+                // The shard decides: a bucket it no longer owns, or one a move fences, is
+                // refused here.
+                if let Some(refused) = owned_and_open(&tx, &shard, bucket).await? {
                     drop(tx);
-                    self.reload_owners().await;
+                    route.refused(self, refused).await?;
                     continue;
                 }
                 tx.execute(
@@ -420,9 +582,6 @@ impl Store for PgStore {
                 );
                 return Ok((merchant, key));
             }
-            Err(StoreError::Unavailable(
-                "bucket ownership kept changing while creating the merchant".into(),
-            ))
         })
     }
 
@@ -481,15 +640,27 @@ impl Store for PgStore {
                 return Ok(None);
             }
             let bucket = bucket_of(&id);
-            let shard = self.owner(bucket).clone();
-            let client = Self::read_client(&shard).await?;
             let key = new_api_key(&id);
             let hash = hash_key(key.expose());
             let until = grace.map(|g| now_ms() + g.as_millis() as i64);
-            let row = client
-                .query_opt(sql::ROLL_KEY, &[&(bucket as i16), &id, &until, &&hash[..]])
-                .await
-                .map_err(|e| store_error(&shard.name, &e))?;
+            let mut route = Route::new();
+            let row = loop {
+                let shard = self.owner(bucket);
+                let mut client = Self::read_client(&shard).await?;
+                let fail = |e: tokio_postgres::Error| store_error(&shard.name, &e);
+                let tx = client.transaction().await.map_err(fail)?;
+                if let Some(refused) = owned_and_open(&tx, &shard, bucket).await? {
+                    drop(tx);
+                    route.refused(self, refused).await?;
+                    continue;
+                }
+                let row = tx
+                    .query_opt(sql::ROLL_KEY, &[&(bucket as i16), &id, &until, &&hash[..]])
+                    .await
+                    .map_err(fail)?;
+                tx.commit().await.map_err(fail)?;
+                break row;
+            };
             let Some(r) = row else { return Ok(None) };
             // This instance forgets the old key now; the others within MERCHANT_CACHE_TTL.
             self.by_key
@@ -514,9 +685,9 @@ impl Store for PgStore {
     fn write(&self, request: WriteRequest) -> BoxFuture<'_, Result<StoredResponse, StoreError>> {
         Box::pin(async move {
             let mut request = request;
-            let mut attempt = 0;
+            let mut route = Route::new();
             loop {
-                let shard = self.owner(request.merchant.bucket).clone();
+                let shard = self.owner(request.merchant.bucket);
                 let (reply, answer) = oneshot::channel();
                 // The request comes back on a refusal, to be routed again.
                 let (back_tx, back_rx) = oneshot::channel();
@@ -532,23 +703,21 @@ impl Store for PgStore {
                     .await
                     .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;
                 match result {
-                    Err(StoreError::WrongShard { bucket, .. }) if attempt < ROUTE_RETRIES_MAX => {
-                        attempt += 1;
-                        tracing::info!(bucket, shard = shard.name, "stale layout: rerouting");
-                        self.reload_owners().await;
-                        request = back_rx.await.map_err(|_| {
-                            StoreError::Internal("a refused write was not handed back".into())
-                        })?;
-                    }
-                    // Ownership kept moving: 503, retryable.
                     Err(StoreError::WrongShard { bucket, .. }) => {
-                        return Err(StoreError::WrongShard {
-                            bucket,
-                            shard: shard.name.clone(),
-                        });
+                        route
+                            .refused(self, Refused::NotOwned(shard.name.clone(), bucket))
+                            .await?;
+                    }
+                    Err(StoreError::Fenced { bucket, .. }) => {
+                        route
+                            .refused(self, Refused::Fenced(shard.name.clone(), bucket))
+                            .await?;
                     }
                     other => return other,
                 }
+                request = back_rx.await.map_err(|_| {
+                    StoreError::Internal("a refused write was not handed back".into())
+                })?;
             }
         })
     }
@@ -561,7 +730,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let bucket = merchant.bucket;
             for _ in 0..ROUTE_RETRIES_MAX {
-                let shard = self.owner(bucket).clone();
+                let shard = self.owner(bucket);
                 let client = Self::read_client(&shard).await?;
                 let stmt = client
                     .prepare_cached(&sql::payment())
@@ -589,7 +758,7 @@ impl Store for PgStore {
             let bucket = merchant.bucket;
             let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
             for _ in 0..ROUTE_RETRIES_MAX {
-                let shard = self.owner(bucket).clone();
+                let shard = self.owner(bucket);
                 let client = Self::read_client(&shard).await?;
                 let stmt = client
                     .prepare_cached(&sql::list_payments())
@@ -628,7 +797,7 @@ impl Store for PgStore {
         Box::pin(async move {
             let bucket = merchant.bucket;
             for _ in 0..ROUTE_RETRIES_MAX {
-                let shard = self.owner(bucket).clone();
+                let shard = self.owner(bucket);
                 let client = Self::read_client(&shard).await?;
                 let rows = client
                     .query(sql::BALANCE, &[&(bucket as i16), &merchant.id])
@@ -646,20 +815,25 @@ impl Store for PgStore {
 
     fn audit(&self) -> BoxFuture<'_, Result<AuditReport, StoreError>> {
         Box::pin(async move {
-            let mut parts = Vec::with_capacity(self.shards.len());
+            let routing = self.routing();
+            let mut parts = Vec::with_capacity(routing.shards.len());
             let mut merchants = 0u64;
-            for shard in &self.shards {
+            for shard in &routing.shards {
                 let mut client = Self::read_client(shard).await?;
                 let count: i64 = client
-                    .query_one("SELECT COUNT(*) FROM merchants", &[])
+                    .query_one(
+                        "SELECT COUNT(*) FROM merchants WHERE bucket IN (SELECT bucket FROM paytool_buckets)",
+                        &[],
+                    )
                     .await
                     .map_err(|e| store_error(&shard.name, &e))?
                     .get(0);
                 merchants += count as u64;
                 let client: &mut tokio_postgres::Client = &mut client;
-                let since_ms = super::retention::expired_before_ms(self.retention, now_ms());
+                let since_ms =
+                    super::retention::expired_before_ms(self.options.retention, now_ms());
                 parts.push(
-                    audit::audit_shard(client, since_ms)
+                    audit::audit_shard(client, since_ms, audit::Scope::Owned)
                         .await
                         .map_err(|e| audit::failed(&shard.name, &e))?,
                 );
@@ -669,14 +843,19 @@ impl Store for PgStore {
     }
 
     fn ready(&self) -> bool {
-        self.shards.iter().all(|s| s.writer.is_open())
+        self.routing().shards.iter().all(|s| s.writer.is_open())
     }
 
     fn shutdown(&self) {
-        for pruner in &self.pruners {
+        for pruner in self
+            .pruners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             pruner.abort();
         }
-        for shard in &self.shards {
+        for shard in &self.routing().shards {
             shard.writer.close();
         }
     }
@@ -709,6 +888,69 @@ async fn prune(shard: Arc<Shard>, retention: Duration) {
             tracing::warn!(shard = shard.name, error = %e, "pruning idempotency keys");
         }
     }
+}
+
+/// Why a shard refused a write: the bucket is not its (this instance's view is stale), or
+/// a move fences it.
+enum Refused {
+    NotOwned(String, u16),
+    Fenced(String, u16),
+}
+
+/// The bound on one write's rerouting while buckets move: refusals are retried until
+/// `MOVE_WAIT_MAX` has passed, then answered 503 (retryable, with Retry-After).
+struct Route {
+    started: Instant,
+}
+
+impl Route {
+    fn new() -> Route {
+        Route {
+            started: Instant::now(),
+        }
+    }
+
+    /// After a refusal: reload ownership (not owned) or wait a little (fenced), or give
+    /// up with the refusal as the answer once the bound has passed.
+    async fn refused(&mut self, store: &PgStore, why: Refused) -> Result<(), StoreError> {
+        if self.started.elapsed() >= MOVE_WAIT_MAX {
+            return Err(match why {
+                Refused::NotOwned(shard, bucket) => StoreError::WrongShard { bucket, shard },
+                Refused::Fenced(shard, bucket) => StoreError::Fenced { bucket, shard },
+            });
+        }
+        match why {
+            Refused::NotOwned(shard, bucket) => {
+                tracing::info!(bucket, shard, "stale layout: rerouting");
+                let before = store.owner(bucket).name.clone();
+                store.reload_owners().await;
+                // Between a move's two commits nobody owns the bucket: wait, not spin.
+                if store.owner(bucket).name == before {
+                    tokio::time::sleep(MOVE_RETRY_INTERVAL).await;
+                }
+            }
+            Refused::Fenced(..) => tokio::time::sleep(MOVE_RETRY_INTERVAL).await,
+        }
+        Ok(())
+    }
+}
+
+/// Inside a writing transaction: lock the bucket's ownership row, and say why not when
+/// the shard does not own it or a move fences it.
+async fn owned_and_open(
+    tx: &tokio_postgres::Transaction<'_>,
+    shard: &Shard,
+    bucket: u16,
+) -> Result<Option<Refused>, StoreError> {
+    let row = tx
+        .query_opt(sql::OWNS_BUCKET, &[&(bucket as i16)])
+        .await
+        .map_err(|e| store_error(&shard.name, &e))?;
+    Ok(match row {
+        None => Some(Refused::NotOwned(shard.name.clone(), bucket)),
+        Some(r) if r.get::<_, bool>(1) => Some(Refused::Fenced(shard.name.clone(), bucket)),
+        Some(_) => None,
+    })
 }
 
 /// Ownership kept moving under a read: answered 503, retryable.

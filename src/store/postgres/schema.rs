@@ -17,10 +17,11 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "merchants, payments, ledger, idempotency",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "merchants, payments, ledger, idempotency",
+        sql: "
 CREATE TABLE merchants (
     bucket smallint NOT NULL CHECK (bucket >= 0 AND bucket < 1024),
     id text NOT NULL,
@@ -115,7 +116,46 @@ CREATE TABLE paytool_layout (
     applied_ms bigint NOT NULL
 );
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "shard moves: write fences, the move journal, catch-up marks, the layout's text",
+        sql: "
+-- A write fence on a bucket, as a lease on the shard's clock (ms since the epoch): while
+-- it is in the future, writes to the bucket are refused as fenced (the API waits and
+-- retries); a `shard move` that dies holding it releases it by the lease running out.
+ALTER TABLE paytool_buckets ADD COLUMN fenced_until_ms bigint;
+-- The layout file's text as `shard apply` or `shard move` last recorded it: API
+-- instances started on an older layout read it to find shards they did not know.
+ALTER TABLE paytool_layout ADD COLUMN text text NOT NULL DEFAULT '';
+-- The journal of `paytool shard move`, on the shard that gives the buckets away: one row
+-- per bucket range moved, its phase updated as the move goes, so a move that is killed
+-- or loses a shard resumes where it stopped. The switch of ownership and the phase
+-- `switched` commit in one transaction.
+CREATE TABLE paytool_moves (
+    id text PRIMARY KEY,
+    first smallint NOT NULL,
+    last smallint NOT NULL,
+    source text NOT NULL,
+    target text NOT NULL,
+    layout_digest text NOT NULL,
+    phase text NOT NULL,
+    rows bigint NOT NULL,
+    fence_ms_max bigint,
+    error text,
+    started_ms bigint NOT NULL,
+    updated_ms bigint NOT NULL
+);
+-- A row written on the source behind a write fence and replicated with the moving
+-- buckets: once it is on the target, every change before the fence is too.
+CREATE TABLE paytool_move_marks (
+    bucket smallint NOT NULL,
+    token text NOT NULL,
+    PRIMARY KEY (bucket, token)
+);
+",
+    },
+];
 
 /// The newest migration's version: what a shard must be at for `serve` to use it.
 pub fn latest() -> i32 {

@@ -5,10 +5,36 @@
 
 use super::rows::PAYMENT_COLUMNS;
 
+/// The shard's clock in ms since the epoch: write fences are leases on it, so the API
+/// instances' clocks never matter.
+macro_rules! db_now_ms {
+    () => {
+        "(extract(epoch from clock_timestamp()) * 1000)::int8"
+    };
+}
+pub(crate) use db_now_ms;
+
+/// A read finds rows only in a bucket the shard owns: after a move switched the bucket
+/// away, the old copy (until it is deleted) reads as nothing, and the reader reroutes.
+macro_rules! owned_here {
+    () => {
+        " AND EXISTS (SELECT 1 FROM paytool_buckets o WHERE o.bucket = $1)"
+    };
+}
+
 // Merchants (mod.rs).
-pub const MERCHANT: &str = "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, \
-     created_ms FROM merchants WHERE bucket = $1 AND id = $2";
-pub const OWNS_BUCKET: &str = "SELECT bucket FROM paytool_buckets WHERE bucket = $1 FOR SHARE";
+pub const MERCHANT: &str = concat!(
+    "SELECT name, key_hash, previous_key_hash, previous_key_expires_ms, \
+     created_ms FROM merchants WHERE bucket = $1 AND id = $2",
+    owned_here!()
+);
+/// Whether this shard owns a bucket and whether a move's write fence holds it, locked for
+/// the writing transaction (a move's fence waits for it, and it for the fence).
+pub const OWNS_BUCKET: &str = concat!(
+    "SELECT bucket, coalesce(fenced_until_ms > ",
+    db_now_ms!(),
+    ", false) FROM paytool_buckets WHERE bucket = $1 FOR SHARE"
+);
 /// Whether this shard owns a bucket, for a read that found nothing (no lock).
 pub const OWNS: &str = "SELECT bucket FROM paytool_buckets WHERE bucket = $1";
 /// A new key; the old one kept until $3 (NULL: dropped at once).
@@ -22,23 +48,33 @@ pub const INSERT_MERCHANT: &str =
 // Reads (mod.rs).
 pub fn payment() -> String {
     format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 AND id = $3"
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 AND id = $3{}",
+        owned_here!()
     )
 }
 /// Ids are time-ordered, so "older than the cursor" is "id < cursor", newest first.
 pub fn list_payments() -> String {
     format!(
         "SELECT {PAYMENT_COLUMNS} FROM payments WHERE bucket = $1 AND merchant_id = $2 \
-         AND id < $3 ORDER BY id DESC LIMIT $4"
+         AND id < $3{} ORDER BY id DESC LIMIT $4",
+        owned_here!()
     )
 }
-pub const BALANCE: &str = "SELECT currency, account, amount FROM balances \
+pub const BALANCE: &str = concat!(
+    "SELECT currency, account, amount FROM balances \
      WHERE bucket = $1 AND merchant_id = $2 \
-     AND account IN ('merchant_pending', 'merchant_available') ORDER BY currency";
+     AND account IN ('merchant_pending', 'merchant_available')",
+    owned_here!(),
+    " ORDER BY currency"
+);
 
 // The group-commit writer's statements (writer.rs).
-pub const OWNED_SQL: &str =
-    "SELECT bucket FROM paytool_buckets WHERE bucket = ANY($1::int2[]) ORDER BY bucket FOR SHARE";
+/// The batch's buckets this shard owns, and whether a move fences each.
+pub const OWNED_SQL: &str = concat!(
+    "SELECT bucket, coalesce(fenced_until_ms > ",
+    db_now_ms!(),
+    ", false) FROM paytool_buckets WHERE bucket = ANY($1::int2[]) ORDER BY bucket FOR SHARE"
+);
 pub const IDEMPOTENCY_SQL: &str = "SELECT i.merchant_id, i.key, i.request_fingerprint, i.status, i.body \
      FROM idempotency i JOIN UNNEST($1::int2[], $2::text[], $3::text[]) AS k(bucket, merchant_id, key) \
      ON i.bucket = k.bucket AND i.merchant_id = k.merchant_id AND i.key = k.key";
@@ -79,10 +115,17 @@ pub const UPSERT_BALANCES_SQL: &str = "INSERT INTO balances (bucket, merchant_id
      ON CONFLICT (bucket, merchant_id, currency, account) \
      DO UPDATE SET amount = balances.amount + EXCLUDED.amount";
 
-/// Expired idempotency keys, oldest first, a bounded batch at a time (retention.rs).
-pub const PRUNE_IDEMPOTENCY: &str = "DELETE FROM idempotency WHERE (bucket, merchant_id, key) IN \
+/// Expired idempotency keys, oldest first, a bounded batch at a time (retention.rs), only
+/// in buckets this shard owns and no move fences: a copy on its way in or out is the
+/// move's to change, and must stay equal to its source for the move's checksums.
+pub const PRUNE_IDEMPOTENCY: &str = concat!(
+    "DELETE FROM idempotency WHERE (bucket, merchant_id, key) IN \
      (SELECT bucket, merchant_id, key FROM idempotency WHERE created_ms < $1 \
-     ORDER BY created_ms LIMIT $2)";
+     AND bucket IN (SELECT bucket FROM paytool_buckets WHERE fenced_until_ms IS NULL \
+     OR fenced_until_ms <= ",
+    db_now_ms!(),
+    " FOR SHARE) ORDER BY created_ms LIMIT $2)"
+);
 
 /// Rows of one merchant table in a bucket range (`shard plan`, `shard move`).
 pub fn in_buckets(table: &str) -> String {

@@ -14,7 +14,9 @@
 //! Several API instances may write to one shard at once, so what one process used to
 //! guarantee in memory is enforced by the database inside this transaction:
 //! - the shard owns each bucket it writes (`paytool_buckets`, locked FOR SHARE): a write
-//!   routed by a stale layout is refused with `WrongShard`, never misplaced;
+//!   routed by a stale layout is refused with `WrongShard`, never misplaced, and a write
+//!   to a bucket a `shard move` has fenced is refused with `Fenced` (the fence's UPDATE
+//!   waits for the batches holding the lock, so none is in flight behind it);
 //! - an idempotency key is unique by primary key: the insert goes first, and if another
 //!   instance committed the same key meanwhile, the whole batch is rolled back and run
 //!   again, when the lookup finds the stored answer and replays it.
@@ -40,7 +42,7 @@ pub type Reply = oneshot::Sender<Result<StoredResponse, StoreError>>;
 pub struct Job {
     pub request: WriteRequest,
     pub reply: Reply,
-    /// Where a write refused as `WrongShard` is handed back, to be routed again.
+    /// Where a write refused as `WrongShard` or `Fenced` is handed back, to be routed again.
     pub returned: Option<oneshot::Sender<WriteRequest>>,
 }
 
@@ -155,8 +157,10 @@ async fn run(shard: String, url: DbUrl, mut rx: mpsc::Receiver<Job>, limits: Wri
                     "shard {shard}: every job in a batch gets exactly one result"
                 );
                 for (job, result) in batch.drain(..).zip(results) {
-                    if let (Err(StoreError::WrongShard { .. }), Some(back)) =
-                        (&result, job.returned)
+                    if let (
+                        Err(StoreError::WrongShard { .. } | StoreError::Fenced { .. }),
+                        Some(back),
+                    ) = (&result, job.returned)
                     {
                         let _ = back.send(job.request);
                     }
@@ -298,8 +302,8 @@ async fn commit_batch(
         tx.query(&st.idempotency, &key_params),
         tx.query(&st.payments, &payment_params),
     )?;
-    let owned: HashSet<i16> = owned.iter().map(|r| r.get(0)).collect();
-    let is_owned = |j: &Job| owned.contains(&(j.request.merchant.bucket as i16));
+    // bucket -> whether a move fences it.
+    let owned: HashMap<i16, bool> = owned.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut stored: HashMap<(String, String), (Vec<u8>, StoredResponse)> = HashMap::new();
     for r in keys {
         let status: i16 = r.get(3);
@@ -329,12 +333,22 @@ async fn commit_batch(
     let mut in_batch: HashMap<(String, String), ([u8; 32], StoredResponse)> = HashMap::new();
     for j in batch {
         let m = &j.request.merchant;
-        if !is_owned(j) {
-            results.push(Err(StoreError::WrongShard {
-                bucket: m.bucket,
-                shard: String::new(),
-            }));
-            continue;
+        match owned.get(&(m.bucket as i16)) {
+            None => {
+                results.push(Err(StoreError::WrongShard {
+                    bucket: m.bucket,
+                    shard: String::new(),
+                }));
+                continue;
+            }
+            Some(true) => {
+                results.push(Err(StoreError::Fenced {
+                    bucket: m.bucket,
+                    shard: String::new(),
+                }));
+                continue;
+            }
+            Some(false) => {}
         }
         if let Some(idem) = &j.request.idempotency {
             let id = (m.id.clone(), idem.key.clone());
