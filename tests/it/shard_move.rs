@@ -4,6 +4,7 @@
 //! test's throwaway server (one database per shard) through `PAYTOOL_SHARD_S<i>_URL`.
 
 use crate::support::{ChildGuard, Merchant, PgShards, Server, run_bounded, temp_dir};
+use paytool::ids::bucket_of;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -104,6 +105,17 @@ impl Cluster {
                 "shard move did not pause in {phase} within {PAUSE_WAIT:?}: {journal:?}"
             );
         }
+        // `shard status` shows the move and where it stands.
+        let status = self.shard(&["status", "--output", "json"], layout);
+        let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+        assert!(
+            status["moves"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["phase"] == phase),
+            "{status:#}"
+        );
         mover.kill(); // SIGKILL to its process group
     }
 
@@ -509,4 +521,157 @@ async fn a_move_killed_mid_catch_up_resumes_and_completes_under_load() {
 #[tokio::test]
 async fn a_move_killed_mid_cutover_resumes_and_completes_under_load() {
     move_under_load(Some("switching")).await;
+}
+
+/// One payment sent during the outside-merchants test.
+struct Sample {
+    moving: bool,
+    at: Instant,
+    took: Duration,
+    status: StatusCode,
+}
+
+fn p99(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms.get((ms.len() * 99 / 100).min(ms.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchants_outside_a_move_see_no_error_and_a_stale_instance_reroutes_to_the_new_owner() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let c = Cluster::on("two");
+    let api = Arc::new(c.api("two", &[]));
+    // An instance slow to hear of the switch: each reload of ownership waits first.
+    let stale = c.api("two", &["--test-reload-delay-ms", "1500"]);
+    // two -> three moves buckets 341-511 (s0 -> s1) and 682-1023 (s1 -> s2).
+    let (to_s1, to_s2) = (341..=511u16, 682..=1023u16);
+    let (mut moving, mut outside) = (Vec::new(), Vec::new());
+    for i in 0..400 {
+        let m = api.create_merchant(&format!("m{i}")).await;
+        let b = bucket_of(&m.id);
+        let in_each = |ms: &Vec<Merchant>, r: &std::ops::RangeInclusive<u16>| {
+            ms.iter().filter(|m| r.contains(&bucket_of(&m.id))).count()
+        };
+        if to_s1.contains(&b) || to_s2.contains(&b) {
+            moving.push(m);
+        } else {
+            outside.push(m);
+        }
+        if in_each(&moving, &to_s1) >= 2 && in_each(&moving, &to_s2) >= 2 && outside.len() >= 4 {
+            break;
+        }
+    }
+    // The stale instance has served every merchant before the move.
+    for (i, m) in moving.iter().chain(&outside).enumerate() {
+        let (status, body) = stale.pay(m, &format!("before-{i}"), 500, true).await;
+        assert_eq!(status, StatusCode::OK, "{body:#}");
+    }
+
+    // Payments from every merchant through the other instance, before and during the move.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let mut senders = Vec::new();
+    for (m, is_moving) in moving
+        .iter()
+        .map(|m| (m.clone(), true))
+        .chain(outside.iter().map(|m| (m.clone(), false)))
+    {
+        let (api, stop, samples) = (api.clone(), stop.clone(), samples.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let at = Instant::now();
+                let (status, _) = api.pay(&m, &format!("load-{n}"), 100 + n, true).await;
+                let sample = Sample {
+                    moving: is_moving,
+                    at,
+                    took: at.elapsed(),
+                    status,
+                };
+                samples.lock().unwrap().push(sample);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let move_started = Instant::now();
+    let report = tokio::task::block_in_place(|| c.moved("three"));
+    let move_ended = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for s in senders {
+        s.await.unwrap();
+    }
+    assert_verified(&report);
+
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
+    let failed: Vec<_> = samples
+        .iter()
+        .filter(|s| s.status != StatusCode::OK)
+        .map(|s| (s.moving, s.status))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "payments refused during the move: {failed:?}"
+    );
+    let during = |s: &&Sample| s.at >= move_started && s.at < move_ended;
+    let ms = |s: &Sample| s.took.as_secs_f64() * 1e3;
+    let outside_before: Vec<f64> = samples
+        .iter()
+        .filter(|s| !s.moving && s.at < move_started)
+        .map(ms)
+        .collect();
+    let outside_during: Vec<f64> = samples
+        .iter()
+        .filter(|s| !s.moving)
+        .filter(during)
+        .map(ms)
+        .collect();
+    let moving_during: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.moving)
+        .filter(during)
+        .map(ms)
+        .collect();
+    assert!(!outside_during.is_empty() && !moving_during.is_empty());
+    // Reported, not asserted (timings belong in bench/shard_move.sh).
+    eprintln!(
+        "outside merchants p99: {:.1} ms before the move, {:.1} ms during it ({} payments); \
+         moving merchants: longest wait {:.1} ms; the move's fences: {}",
+        p99(outside_before),
+        p99(outside_during.clone()),
+        outside_during.len(),
+        moving_during.iter().copied().fold(0.0, f64::max),
+        report["fence_ms_max"]
+    );
+
+    // The stale instance still routes the moved merchants to their old owner: refused
+    // there inside the writing transaction, it reloads (slowly), follows the shards onto
+    // s2 and pays there. Nothing is written to the old owner.
+    let m = moving
+        .iter()
+        .find(|m| to_s2.contains(&bucket_of(&m.id)))
+        .expect("a merchant moved to s2");
+    let (status, body) = stale.pay(m, "after-move", 4242, true).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let id = body["id"].as_str().unwrap();
+    let on = |shard: usize| {
+        c.pg.on_shard(
+            shard,
+            &format!("SELECT count(*) FROM payments WHERE id = '{id}'"),
+        )
+    };
+    assert_eq!((on(1).trim(), on(2).trim()), ("0", "1"));
+    let (_, metrics, _) = stale.call(m, Method::GET, "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("paytool_store_write_retries_total{reason=\"not_owned\"}")),
+        "the stale instance was never refused: {metrics}"
+    );
+    assert!(c.strays().is_empty(), "{:?}", c.strays());
 }

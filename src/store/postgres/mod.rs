@@ -919,6 +919,11 @@ impl Route {
                 Refused::Fenced(shard, bucket) => StoreError::Fenced { bucket, shard },
             });
         }
+        let reason = match why {
+            Refused::NotOwned(..) => "not_owned",
+            Refused::Fenced(..) => "fenced",
+        };
+        metrics::counter!("paytool_store_write_retries_total", "reason" => reason).increment(1);
         match why {
             Refused::NotOwned(shard, bucket) => {
                 tracing::info!(bucket, shard, "stale layout: rerouting");
