@@ -36,6 +36,45 @@ bad layout or an unreachable shard included), 2 changes pending. `apply`, `move`
 `status`: 0 success, 1 failure (an unreachable shard, a bucket that holds data, a move
 that stopped: run it again to resume), 2 a bad layout.";
 
+const MOVE_HELP: &str = "\
+Examples:
+  paytool shard move -l profiles/shards/three.toml --dry-run   # ranges, rows, expected fence
+  paytool shard move -l profiles/shards/three.toml             # two shards -> three, online
+  paytool shard move -l profiles/shards/three.toml --output json
+
+Every bucket range whose owner differs between what the shards record and the layout
+moves while the API keeps taking payments:
+  copying      PostgreSQL logical replication (a publication with a row filter on the
+               range, on the source; a subscription on the target) copies the rows;
+  catching_up  the changes made meanwhile stream across until a mark written on the
+               source reaches the target within 200 ms;
+  verifying    a short write fence; both sides' snapshots; the fence lifted; row counts
+               and per-row checksums of every table compared, the ledger audit run over
+               the range on the target;
+  switching    a second short fence; the source gives the range away and the journal
+               says `switched` in one transaction; the target takes it;
+  switched     the stream stopped, the source's frozen copy compared again with the
+               target as of the switch, the ledger audit again;
+  cleaning     the source's copy deleted in batches of 5,000 rows.
+
+The fence: writes to the moving range only wait (the API retries them for up to 3 s,
+then answers 503 `shard_moving` with Retry-After); reads and every other bucket go on.
+A fence is a 2 s lease on the source's clock: a move killed while holding one stops
+fencing by itself. Each fence lasts a few round trips (tens of ms here).
+
+Needs: wal_level = logical on the shards that give buckets away, a role that may
+replicate, and the target server able to reach the source's URL as written in the
+layout. API instances started on an older layout follow the move onto new shards by
+reading the layout the shards record (their environment must resolve its URLs).
+
+Resuming: killed, or cut off from a shard, at any point, run the same command again: it
+takes each range up from its journal (on the source shard; `paytool shard status` shows
+it) and finishes it. A second run after a finished move does nothing. An unfinished move
+must be finished with its own layout before another starts.
+
+Exit codes: 0 moved (or nothing to move), 1 a move stopped (what was left is said; run
+it again to resume), 2 a bad layout.";
+
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
 pub struct Args {
@@ -70,6 +109,7 @@ pub enum Command {
         common: Common,
     },
     /// Move the buckets whose owner the layout changes, online; resumable
+    #[command(after_help = MOVE_HELP)]
     Move {
         #[command(flatten)]
         common: Common,
