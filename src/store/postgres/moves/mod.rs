@@ -66,6 +66,8 @@ pub enum MoveError {
         "shard {shard}: wal_level is {level}; moving buckets away from it needs wal_level = logical (postgresql.conf, then restart)"
     )]
     NotLogical { shard: String, level: String },
+    #[error("connecting to shard {shard}: {reason}")]
+    Connect { shard: String, reason: String },
     #[error("another `paytool shard move` holds shard {shard}: one move at a time")]
     Busy { shard: String },
     #[error("buckets {first}-{last}: {detail}")]
@@ -544,7 +546,10 @@ async fn snapshot(all: &Connected, shard: &str) -> Result<Client, MoveError> {
     let i = all.index(shard).expect("a connected shard");
     let c = connect(&all.shards[i].url, shard)
         .await
-        .map_err(|e| MoveError::Journal(format!("connecting to shard {shard}: {e}")))?;
+        .map_err(|e| MoveError::Connect {
+            shard: shard.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(c)
 }
 
