@@ -43,7 +43,8 @@ Examples:
   paytool shard move -l profiles/shards/three.toml --output json
 
 Every bucket range whose owner differs between what the shards record and the layout
-moves while the API keeps taking payments:
+moves while the API keeps taking payments, one range after another (`queued` until its
+turn):
   copying      PostgreSQL logical replication (a publication with a row filter on the
                range, on the source; a subscription on the target) copies the rows;
   catching_up  the changes made meanwhile stream across until a mark written on the
@@ -116,8 +117,8 @@ pub enum Command {
         /// Print the ranges, their rows and the expected fence; change nothing
         #[arg(long)]
         dry_run: bool,
-        /// Testing only: hold still in this phase (copying, catching_up, verifying,
-        /// switching, switched) so the move can be killed there
+        /// Testing only: hold still in this phase (queued, copying, catching_up,
+        /// verifying, switching, switched) so the move can be killed there
         #[arg(long, hide = true, value_parser = parse_phase)]
         test_pause_in: Option<Phase>,
     },

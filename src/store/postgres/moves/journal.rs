@@ -15,6 +15,8 @@ use tokio_postgres::GenericClient;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Waiting for the ranges before it (a move takes its ranges one at a time).
+    Queued,
     /// The target copies the range's rows (PostgreSQL's table sync).
     Copying,
     /// Changes made since stream to the target; waiting for them to keep up.
@@ -33,6 +35,7 @@ pub enum Phase {
 impl Phase {
     pub fn as_str(self) -> &'static str {
         match self {
+            Phase::Queued => "queued",
             Phase::Copying => "copying",
             Phase::CatchingUp => "catching_up",
             Phase::Verifying => "verifying",
@@ -45,6 +48,7 @@ impl Phase {
 
     pub fn parse(text: &str) -> Option<Phase> {
         [
+            Phase::Queued,
             Phase::Copying,
             Phase::CatchingUp,
             Phase::Verifying,

@@ -163,9 +163,9 @@ pub struct MovePlan {
     pub ranges: Vec<PlannedRange>,
     /// Ranges no shard owns yet: given to their owner with no copy.
     pub unowned: Vec<(u16, u16, String)>,
-    /// The fence a merchant in a moving range should see, from round trips measured now:
-    /// each fence is about this many round trips to the source and the target, plus the
-    /// time to apply what was written just before it. Bounded by the lease either way.
+    /// The fence a merchant in a moving range should see, from durable commits timed now
+    /// on the source and the target (each fence is a few of them), not counting the time
+    /// to apply what was written just before it. Bounded by the lease either way.
     pub expected_fence_ms: f64,
     pub fence_bound_ms: u64,
 }
@@ -358,14 +358,15 @@ pub async fn plan(layout: &Layout, extra: &[Shard]) -> Result<MovePlan, MoveErro
         }
     }
     ranges.sort_by_key(|r| r.first);
-    // A fence is about 5 round trips to the source and 3 to the target (fence, mark,
-    // snapshot, switch, take), plus the mark's polling.
+    // The switch's fence: three durable commits on the source (the fence, the mark, the
+    // switch), two on the target (the mark applied, the take), a snapshot round trip
+    // and the mark's polling; measured here with an idle machine's commits.
     let mut expected_fence_ms = 0.0f64;
     for r in &ranges {
-        let s = round_trip_ms(&all.clients[all.index(&r.source).expect("known")]).await?;
-        let t = round_trip_ms(&all.clients[all.index(&r.target).expect("known")]).await?;
+        let s = commit_ms(&all.clients[all.index(&r.source).expect("known")]).await?;
+        let t = commit_ms(&all.clients[all.index(&r.target).expect("known")]).await?;
         expected_fence_ms =
-            expected_fence_ms.max(5.0 * s + 3.0 * t + fence::MARK_POLL.as_secs_f64() * 1e3);
+            expected_fence_ms.max(3.0 * s + 3.0 * t + fence::MARK_POLL.as_secs_f64() * 1e3);
     }
     Ok(MovePlan {
         layout: layout.name.clone(),
@@ -378,17 +379,19 @@ pub async fn plan(layout: &Layout, extra: &[Shard]) -> Result<MovePlan, MoveErro
     })
 }
 
-/// The best of three `SELECT 1` round trips, in ms.
-async fn round_trip_ms(c: &Client) -> Result<f64, MoveError> {
-    let mut best = f64::MAX;
+/// The median of three durable commits (a transaction that takes a transaction id, so
+/// its commit waits for the WAL flush, as the fence's statements do), in ms.
+async fn commit_ms(c: &Client) -> Result<f64, MoveError> {
+    let mut took = Vec::with_capacity(3);
     for _ in 0..3 {
         let t = Instant::now();
-        c.query_one("SELECT 1", &[])
+        c.batch_execute("BEGIN; SELECT txid_current(); COMMIT")
             .await
-            .map_err(query("timing a round trip"))?;
-        best = best.min(t.elapsed().as_secs_f64() * 1e3);
+            .map_err(query("timing a commit"))?;
+        took.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(best)
+    took.sort_by(f64::total_cmp);
+    Ok(took[1])
 }
 
 /// Move every range whose owner differs between the shards' records and `layout`, and
@@ -476,7 +479,7 @@ pub async fn run(
                     source: from.clone(),
                     target: c.to.clone(),
                     layout_digest: layout.digest.clone(),
-                    phase: Phase::Copying,
+                    phase: Phase::Queued,
                     rows: c.rows as i64,
                     fence_ms_max: None,
                     error: None,
@@ -614,7 +617,7 @@ async fn move_range(
         .url
         .clone();
     // Before the switch, every phase starts again from the copy (kept if it survived).
-    if !entry.phase.switched() && entry.phase != Phase::Copying {
+    if !entry.phase.switched() && entry.phase > Phase::Copying {
         ctx.advance(entry, Phase::Copying).await?;
     }
     if entry.phase == Phase::Switched
@@ -637,6 +640,7 @@ async fn move_range(
     let mut target_at_switch: Option<Client> = None;
     loop {
         match entry.phase {
+            Phase::Queued => ctx.advance(entry, Phase::Copying).await?,
             Phase::Copying => {
                 if !replicate::subscribed(target, first, last).await? {
                     // Nothing of an earlier, abandoned copy may be left in the way.
