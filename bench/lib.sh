@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sets globals its callers read
 # Shared shell functions of the bench/ scripts (serve.sh, pg_serve.sh). Source it; it
 # defines functions and a few constants only, and runs nothing.
 #
@@ -50,6 +51,57 @@ find_postgres() {
     AS_PG=(runuser -u postgres --)
   fi
 }
+
+# ---------------------------------------------------------------- throwaway clusters
+# Each needs WORK (a dir the postgres user can write under), PG_OPTS (server flags) and
+# PG_DATAS (every cluster started, for the caller's trap: stop_clusters).
+declare -A PG_PORT PG_SOCK PG_DIR
+pg_start() {   # NAME: initdb and start a cluster on a free loopback port
+  local name=$1 root=$WORK/pg-$1 port
+  mkdir -p "$root/data" "$root/sock"
+  [[ $EUID -eq 0 ]] && chown -R postgres: "$root"
+  chmod 700 "$root/data"
+  port=$(free_port)
+  "${AS_PG[@]}" "$PGBIN/initdb" -D "$root/data" -A trust -U postgres >"$root/initdb.log" 2>&1 ||
+    { cat "$root/initdb.log" >&2; die "initdb of $name failed"; }
+  PG_DATAS+=("$root/data")
+  "${AS_PG[@]}" "$PG_CTL" -D "$root/data" -l "$root/server.log" -w -t 60 \
+    -o "-p $port -k $root/sock $PG_OPTS" start >/dev/null ||
+    { cat "$root/server.log" >&2; die "PostgreSQL $name did not start"; }
+  PG_PORT[$name]=$port; PG_SOCK[$name]=$root/sock; PG_DIR[$name]=$root/data
+  log "PostgreSQL $name: port $port"
+}
+# pg_sql NAME DB SQL: one statement over the Unix socket, unaligned, tuples only.
+pg_sql() {
+  timeout 600 "${AS_PG[@]}" "$PGBIN/psql" -X -v ON_ERROR_STOP=1 -h "${PG_SOCK[$1]}" -p "${PG_PORT[$1]}" \
+    -U postgres -d "$2" -Atqc "$3"
+}
+stop_clusters() {   # for the trap: every cluster pg_start started, at once
+  local d
+  for d in "${PG_DATAS[@]}"; do
+    [[ -f $d/postmaster.pid ]] && "${AS_PG[@]}" "$PG_CTL" -D "$d" -m immediate -w stop >/dev/null 2>&1
+  done
+}
+# pgbench LABEL NAME DB SECONDS ARGS...: run it bounded (PG_CLIENTS clients, -j 2); sets
+# PB_TPS PB_LAT PB_FAILED.
+run_pgbench() {
+  local label=$1 name=$2 db=$3 secs=$4; shift 4
+  timeout $((secs + 120)) "${AS_PG[@]}" "$PGBENCH" -p "${PG_PORT[$name]}" -U postgres \
+    -c "$PG_CLIENTS" -j 2 -T "$secs" "$@" "$db" >"$WORK/pgbench-$label.log" 2>&1 ||
+    { cat "$WORK/pgbench-$label.log" >&2; die "pgbench $label failed"; }
+  PB_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench-$label.log" | head -1)
+  PB_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$WORK/pgbench-$label.log")
+  PB_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench-$label.log")
+}
+# Before each measured run: wait for a quiet machine, set Q (busy cores), and remember in
+# QUIET_NOTES a run that started on a busy one.
+quiet_check() {   # LABEL
+  Q=$(wait_quiet)
+  if [[ $Q != - ]] && awk -v c="$Q" 'BEGIN{exit !(c >= 0.3)}'; then
+    QUIET_NOTES+=("$1 started with $Q cores busy (waited ${WAIT_QUIET}s)")
+  fi
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
 
 # ---------------------------------------------------------------- build
 # BUILD_REF set: a clean `git archive` of that ref built into target/bench-ref (the working

@@ -75,16 +75,14 @@ SERVER_PID=""
 AS_PG=()
 PG_DATAS=()            # every cluster started, stopped by the trap
 cleanup() {
-  local rc=$? d
+  local rc=$?
   set +e
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill -TERM "$SERVER_PID"
     for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
   fi
-  for d in "${PG_DATAS[@]}"; do
-    [[ -f $d/postmaster.pid ]] && "${AS_PG[@]}" "$PG_CTL" -D "$d" -m immediate -w stop >/dev/null 2>&1
-  done
+  stop_clusters
   if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
   exit $rc
 }
@@ -97,47 +95,15 @@ command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 command -v jq >/dev/null || apt_install jq
 find_postgres
-PSQL=$PGBIN/psql
 build_paytool
 PGV=$("$PGBIN/postgres" --version | awk '{print $3}')
 
 # ---------------------------------------------------------------- PostgreSQL clusters
-declare -A PG_PORT PG_SOCK PG_DIR
 PG_OPTS="-c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on"
-pg_start() {
-  local name=$1 root=$WORK/pg-$1 port
-  mkdir -p "$root/data" "$root/sock"
-  [[ $EUID -eq 0 ]] && chown -R postgres: "$root"
-  chmod 700 "$root/data"
-  port=$(free_port)
-  "${AS_PG[@]}" "$PGBIN/initdb" -D "$root/data" -A trust -U postgres >"$root/initdb.log" 2>&1 ||
-    { cat "$root/initdb.log" >&2; die "initdb of $name failed"; }
-  PG_DATAS+=("$root/data")
-  "${AS_PG[@]}" "$PG_CTL" -D "$root/data" -l "$root/server.log" -w -t 60 \
-    -o "-p $port -k $root/sock $PG_OPTS" start >/dev/null ||
-    { cat "$root/server.log" >&2; die "PostgreSQL $name did not start"; }
-  PG_PORT[$name]=$port; PG_SOCK[$name]=$root/sock; PG_DIR[$name]=$root/data
-  log "PostgreSQL $name: port $port"
-}
-# psql NAME DB SQL: one statement over the Unix socket, unaligned, tuples only.
-pg_sql() {
-  timeout 300 "${AS_PG[@]}" "$PSQL" -X -v ON_ERROR_STOP=1 -h "${PG_SOCK[$1]}" -p "${PG_PORT[$1]}" \
-    -U postgres -d "$2" -Atqc "$3"
-}
 pg_pids() {   # the postmaster and its children (backends, walwriter, checkpointer, ...)
   local pm
   pm=$(head -1 "${PG_DIR[$1]}/postmaster.pid")
   echo "$pm" $(ps -o pid= --ppid "$pm")
-}
-# pgbench LABEL NAME DB SECONDS ARGS...: run it bounded; sets PB_TPS PB_LAT PB_FAILED.
-run_pgbench() {
-  local label=$1 name=$2 db=$3 secs=$4; shift 4
-  timeout $((secs + 120)) "${AS_PG[@]}" "$PGBENCH" -p "${PG_PORT[$name]}" -U postgres \
-    -c "$PG_CLIENTS" -j 2 -T "$secs" "$@" "$db" >"$WORK/pgbench-$label.log" 2>&1 ||
-    { cat "$WORK/pgbench-$label.log" >&2; die "pgbench $label failed"; }
-  PB_TPS=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$WORK/pgbench-$label.log" | head -1)
-  PB_LAT=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$WORK/pgbench-$label.log")
-  PB_FAILED=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$WORK/pgbench-$label.log")
 }
 
 MANY_NAMES=()
@@ -149,12 +115,6 @@ mkdir -p "$ROOT/bench/results"
 RESULTS=$ROOT/bench/results/pg-serve-$STAMP.md
 ANCHORS=(); ROWS=(); SCRIPTS=(); FLAGS=(); QUIET_NOTES=()
 Q=""
-quiet_check() {   # $1 = label; wait, set Q, and remember a run that started on a busy machine
-  Q=$(wait_quiet)
-  if [[ $Q != - ]] && awk -v c="$Q" 'BEGIN{exit !(c >= 0.3)}'; then
-    QUIET_NOTES+=("$1 started with $Q cores busy (waited ${WAIT_QUIET}s)")
-  fi
-}
 
 # ---------------------------------------------------------------- 1. TPC-B anchors
 pg_sql "$ONE" postgres "CREATE DATABASE pgbench" >/dev/null
@@ -360,7 +320,6 @@ if [[ $SKIP_ROWS != 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- report
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
 {
   echo "## paytool serve on PostgreSQL shards (issue 8), $(date -u '+%Y-%m-%d %H:%M UTC')"
   echo

@@ -17,6 +17,9 @@
 #      SIGINT when it returns). The longest latency a moving merchant saw during the move is
 #      the longest write fence any merchant saw (goal < 1 s); outside merchants: 0 errors,
 #      p99 before vs during.
+#   3. the alternative not taken: what a change log written in the same transaction as
+#      each change would cost the write path (pgbench, the writer's UNNEST insert with and
+#      without as many change-log rows).
 # Data is seeded through the API (wrk + payments.lua, stopped once the shards hold
 # SEED_PAYMENTS payments): the rows, ledger and idempotency entries a real shard holds,
 # consistent for the ledger audit the move runs. Merchants' buckets are read back from the
@@ -43,6 +46,8 @@
 #   BUILD_REF [HEAD]        git ref built from a clean `git archive` into target/bench-ref;
 #                           BUILD_REF= (empty) builds the working tree instead
 #   SKIP_BUILD [0]          1 uses the binary already built
+#   SKIP_CHANGELOG [0]      1 skips part 3 (a change log's write cost, pgbench)
+#   PG_CLIENTS [8]  ROWS_DURATION [15]  ROWS_PER_TX [100]   part 3's pgbench runs
 #   BENCH_TMP [/tmp]        where the clusters go (same disk matters)
 #   KEEP [0]                1 keeps the clusters' files and logs after the run
 #   WAIT_QUIET [600]        before each measured run, wait up to this many seconds for the
@@ -79,6 +84,10 @@ MOVE_MAX=${MOVE_MAX:-1800}
 PAYTOOL_BIN=${PAYTOOL_BIN:-}
 BUILD_REF=${BUILD_REF-HEAD}
 SKIP_BUILD=${SKIP_BUILD:-0}
+SKIP_CHANGELOG=${SKIP_CHANGELOG:-0}
+PG_CLIENTS=${PG_CLIENTS:-8}
+ROWS_DURATION=${ROWS_DURATION:-15}
+ROWS_PER_TX=${ROWS_PER_TX:-100}
 BENCH_TMP=${BENCH_TMP:-/tmp}
 KEEP=${KEEP:-0}
 WAIT_QUIET=${WAIT_QUIET:-600}
@@ -99,7 +108,7 @@ AS_PG=()
 PG_DATAS=()            # every cluster started, stopped by the trap
 WRK_PIDS=()            # load generators running in the background
 cleanup() {
-  local rc=$? d p
+  local rc=$? p
   set +e
   for p in "${WRK_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
   if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -107,9 +116,7 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
   fi
-  for d in "${PG_DATAS[@]}"; do
-    [[ -f $d/postmaster.pid ]] && "${AS_PG[@]}" "$PG_CTL" -D "$d" -m immediate -w stop >/dev/null 2>&1
-  done
+  stop_clusters
   if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
   exit $rc
 }
@@ -138,31 +145,10 @@ cp "$BIN" "$WORK/paytool"; BIN=$WORK/paytool
 PGV=$("$PGBIN/postgres" --version | awk '{print $3}')
 
 # ---------------------------------------------------------------- PostgreSQL clusters
-declare -A PG_PORT PG_SOCK
 PG_OPTS="-c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c wal_level=logical"
 PG_OPTS+=" -c max_worker_processes=16 -c max_logical_replication_workers=8"
 PG_OPTS+=" -c max_sync_workers_per_subscription=4 -c wal_retrieve_retry_interval=200ms"
 PG_OPTS+=" -c max_replication_slots=16 -c max_wal_senders=16"
-pg_start() {
-  local name=$1 root=$WORK/pg-$1 port
-  mkdir -p "$root/data" "$root/sock"
-  [[ $EUID -eq 0 ]] && chown -R postgres: "$root"
-  chmod 700 "$root/data"
-  port=$(free_port)
-  "${AS_PG[@]}" "$PGBIN/initdb" -D "$root/data" -A trust -U postgres >"$root/initdb.log" 2>&1 ||
-    { cat "$root/initdb.log" >&2; die "initdb of $name failed"; }
-  PG_DATAS+=("$root/data")
-  "${AS_PG[@]}" "$PG_CTL" -D "$root/data" -l "$root/server.log" -w -t 60 \
-    -o "-p $port -k $root/sock $PG_OPTS" start >/dev/null ||
-    { cat "$root/server.log" >&2; die "PostgreSQL $name did not start"; }
-  PG_PORT[$name]=$port; PG_SOCK[$name]=$root/sock
-  log "PostgreSQL $name: port $port"
-}
-# pg_sql NAME DB SQL: one statement over the Unix socket, unaligned, tuples only.
-pg_sql() {
-  timeout 600 "${AS_PG[@]}" "$PSQL" -X -v ON_ERROR_STOP=1 -h "${PG_SOCK[$1]}" -p "${PG_PORT[$1]}" \
-    -U postgres -d "$2" -Atqc "$3"
-}
 for s in "${SHARDS[@]}"; do pg_start "$s"; done
 
 # The env naming every shard's database DB, as the layouts read it.
@@ -180,15 +166,8 @@ mkdir -p "$ROOT/bench/results"
 RESULTS=$ROOT/bench/results/shard-move-$STAMP.md
 FLAGS=(); QUIET_NOTES=()
 Q=""
-quiet_check() {   # $1 = label; wait, set Q, and remember a run that started on a busy machine
-  Q=$(wait_quiet)
-  if [[ $Q != - ]] && awk -v c="$Q" 'BEGIN{exit !(c >= 0.3)}'; then
-    QUIET_NOTES+=("$1 started with $Q cores busy (waited ${WAIT_QUIET}s)")
-  fi
-}
 fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN{ if (v == "" || v == "null") print "-"; else printf "%.*f", d, v }'; }
 join_by() { local sep=$1 out="" x; shift; for x in "$@"; do out+="${out:+$sep}$x"; done; echo "$out"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
 # Group digits by thousands: 1234567 -> 1,234,567.
 th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
 
@@ -563,6 +542,42 @@ fi
 CLIENT_FENCE=${MAXMS[during-moving]:-}
 CLIENT_FENCE_MS=$(awk -v m="${CLIENT_FENCE:-0}" 'BEGIN{printf "%.0f", m}')
 
+# ---------------------------------------------------------------- 3. a change log's write cost
+# The alternative to logical replication: the API writes a change-log row for every row it
+# changes, in the same transaction, for a mover to replay. What that costs the write path,
+# measured as pg_serve.sh measures the writer's batching: pgbench, ROWS_PER_TX rows per
+# transaction in one UNNEST insert (the writer's shape), with and without the same number
+# of change-log rows (bucket, table, key, op) inserted by a second UNNEST in the same
+# transaction. On s0, after the moves, no API running.
+CHANGELOG_ROWS=()
+if [[ $SKIP_CHANGELOG != 1 ]]; then
+  S=$WORK/scripts; mkdir -p "$S"
+  pg_sql s0 postgres "CREATE DATABASE changelog" >/dev/null
+  pg_sql s0 changelog "CREATE TABLE rows (bucket int2 NOT NULL, merchant_id text NOT NULL, id int8 NOT NULL, amount int8 NOT NULL, currency text NOT NULL, created_ms int8 NOT NULL, PRIMARY KEY (bucket, merchant_id, id));
+    CREATE TABLE changes (seq bigserial PRIMARY KEY, bucket int2 NOT NULL, tbl text NOT NULL, key text NOT NULL, op char NOT NULL)" >/dev/null
+  set_base='\set base random(0, 70000000000000000) * 128'
+  b=(); m=(); k=(); a=(); c=(); t=(); kt=(); tb=(); op=()
+  for ((i = 0; i < ROWS_PER_TX; i++)); do
+    b+=("$((i % 1024))"); m+=("'mch_bench'"); k+=(":base::int8 + $i"); a+=(2500); c+=("'usd'"); t+=(0)
+    kt+=("(:base::int8 + $i)::text"); tb+=("'payments'"); op+=("'i'")
+  done
+  insert_rows="INSERT INTO rows SELECT * FROM unnest(ARRAY[$(join_by , "${b[@]}")]::int2[], ARRAY[$(join_by , "${m[@]}")]::text[], ARRAY[$(join_by , "${k[@]}")]::int8[], ARRAY[$(join_by , "${a[@]}")]::int8[], ARRAY[$(join_by , "${c[@]}")]::text[], ARRAY[$(join_by , "${t[@]}")]::int8[]);"
+  insert_changes="INSERT INTO changes (bucket, tbl, key, op) SELECT * FROM unnest(ARRAY[$(join_by , "${b[@]}")]::int2[], ARRAY[$(join_by , "${tb[@]}")]::text[], ARRAY[$(join_by , "${kt[@]}")]::text[], ARRAY[$(join_by , "${op[@]}")]::char[]);"
+  { echo "$set_base"; echo "BEGIN;"; echo "$insert_rows"; echo "COMMIT;"; } >"$S/rows.sql"
+  { echo "$set_base"; echo "BEGIN;"; echo "$insert_rows"; echo "$insert_changes"; echo "COMMIT;"; } >"$S/rows-and-changes.sql"
+  [[ $EUID -eq 0 ]] && chown -R postgres: "$S"
+  declare -A CL_RATE
+  for script in rows rows-and-changes; do
+    pg_sql s0 changelog "TRUNCATE rows, changes" >/dev/null; pg_sql s0 postgres "CHECKPOINT" >/dev/null
+    quiet_check "change log: $script"; q=$Q
+    log "pgbench -M prepared -f $script.sql ($ROWS_PER_TX rows/tx) -c $PG_CLIENTS -T $ROWS_DURATION over TCP"
+    run_pgbench "cl-$script" s0 changelog "$ROWS_DURATION" -h 127.0.0.1 -M prepared -n -f "$S/$script.sql"
+    CL_RATE[$script]=$(awk -v t="$PB_TPS" -v n="$ROWS_PER_TX" 'BEGIN{printf "%.0f", t*n}')
+    CHANGELOG_ROWS+=("| $script | $(printf %.0f "$PB_TPS") | **$(th "${CL_RATE[$script]}")** | $PB_LAT | ${PB_FAILED:-0} | $q |")
+  done
+  CHANGELOG_RATIO=$(ratio "${CL_RATE[rows-and-changes]}" "${CL_RATE[rows]}")
+fi
+
 # ---------------------------------------------------------------- report
 if [[ -n $PAYTOOL_BIN ]]; then CMD_PREFIX="PAYTOOL_BIN=$PAYTOOL_BIN "
 elif [[ -n $BUILD_REF ]]; then CMD_PREFIX="BUILD_REF=$BUILD_REF "
@@ -593,7 +608,7 @@ verdict() { if awk -v a="$1" -v b="$2" "BEGIN{exit !(a $3 b)}"; then echo "met";
   echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
   if (( ${#COPY_ROWS[@]} )); then printf '%s\n' "${COPY_ROWS[@]}"; else echo "| (move 1 failed) | | | | | | | | | | | |"; fi
   echo
-  echo "Move 1 took ${MOVE1_SECONDS}s in all (copy, catch-up, two fences, checksums and the ledger audit before and after the switch, clean-up); the dry run's expected fence: $(fmt "$EXPECTED_FENCE" 0) ms. Cleaned rows include the move's own catch-up marks (paytool_move_marks). After it: $(join_by ', ' "${ROWS_AFTER_A[@]}")."
+  echo "Move 1 took ${MOVE1_SECONDS}s in all (copy, catch-up, two fences, checksums and the ledger audit before and after the switch, clean-up); the dry run's expected fence: $(fmt "$EXPECTED_FENCE" 0) ms. After it: $(join_by ', ' "${ROWS_AFTER_A[@]}")."
   echo
   echo "Anchor per table:"
   echo
@@ -624,6 +639,18 @@ verdict() { if awk -v a="$1" -v b="$2" "BEGIN{exit !(a $3 b)}"; then echo "met";
   echo '```'
   if (( ${#FLAGS[@]} )); then echo; echo "### Flagged"; echo; printf -- '- %s\n' "${FLAGS[@]}"; fi
   echo
+  if (( ${#CHANGELOG_ROWS[@]} )); then
+    echo
+    echo "### 3. What a change log would cost the write path (the alternative to logical replication)"
+    echo
+    echo "pgbench -M prepared, $PG_CLIENTS clients, -j 2, ${ROWS_DURATION}s each, TCP, on s0 with no API running: $ROWS_PER_TX rows per transaction in one UNNEST insert (the writer's shape), alone and with $ROWS_PER_TX change-log rows (bucket, table, key, op) inserted by a second UNNEST in the same transaction."
+    echo
+    echo "| script | transactions/s | data rows/s | latency avg ms | failed | busy cores before |"
+    echo "| --- | --- | --- | --- | --- | --- |"
+    printf '%s\n' "${CHANGELOG_ROWS[@]}"
+    echo
+    echo "With a change log the same transactions carry **$CHANGELOG_RATIO×** the data rows/s: the write path's cost, always (a move may start any time). Logical replication adds no statement to it."
+  fi
   if (( ${#QUIET_NOTES[@]} )); then
     echo "**Not a quiet machine:** $(IFS=';'; echo "${QUIET_NOTES[*]}")."
   else

@@ -505,7 +505,16 @@ impl PgStore {
             .is_some();
         if !owned {
             tracing::info!(bucket, shard = shard.name, "stale layout: rerouting a read");
-            self.reload_owners().await;
+            // Between a move's two commits no shard owns the bucket: wait for the new
+            // owner (bounded) rather than answer 503 at once.
+            let started = Instant::now();
+            loop {
+                self.reload_owners().await;
+                if self.owner(bucket).name != shard.name || started.elapsed() >= MOVE_WAIT_MAX {
+                    break;
+                }
+                tokio::time::sleep(MOVE_RETRY_INTERVAL).await;
+            }
         }
         Ok(owned)
     }
