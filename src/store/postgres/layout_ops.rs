@@ -32,6 +32,32 @@ pub const MERCHANT_TABLE_KEYS: [&str; 6] = [
     "bucket, merchant_id, key",
     "bucket, merchant_id, currency, account",
 ];
+/// An arbitrary constant: the advisory lock a `shard move` or `shard apply` holds on every
+/// shard while it changes bucket owners, so two never interleave.
+pub(super) const OWNERS_LOCK: i64 = 0x0070_6179_6d6f_7665;
+
+/// Take `OWNERS_LOCK` on every connected shard for this session, or name the shard where
+/// another command holds it.
+pub(super) async fn lock_owners(all: &Connected) -> Result<(), LayoutOpError> {
+    for (i, c) in all.clients.iter().enumerate() {
+        let shard = &all.shards[i].name;
+        let locked: bool = c
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNERS_LOCK])
+            .await
+            .map_err(|source| LayoutOpError::Query {
+                shard: shard.clone(),
+                source,
+            })?
+            .get(0);
+        if !locked {
+            return Err(LayoutOpError::Busy {
+                shard: shard.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// The window `status` measures writes over.
 pub const WRITE_RATE_WINDOW: Duration = Duration::from_secs(1);
 const FINGERPRINT_KEY: &str = "fingerprint_key";
@@ -50,6 +76,10 @@ pub enum LayoutOpError {
         to: String,
         rows: u64,
     },
+    #[error(
+        "another `paytool shard move` or `shard apply` is changing bucket owners on shard {shard}: one at a time"
+    )]
+    Busy { shard: String },
     #[error(
         "shards disagree on the fingerprint key ({a} and {b}): they belong to different deployments"
     )]
@@ -338,6 +368,7 @@ pub(super) async fn plan_connected(
 /// bucket that holds data would change owner. Idempotent: a second apply plans nothing.
 pub async fn apply(layout: &Layout, extra: &[Shard]) -> Result<Plan, LayoutOpError> {
     let mut all = connect_all(layout, extra).await?;
+    lock_owners(&all).await?;
     let names: Vec<String> = all.shards.iter().map(|s| s.name.clone()).collect();
     for (i, c) in all.clients.iter_mut().enumerate() {
         schema::migrate(c)

@@ -50,8 +50,6 @@ pub const FENCE_CATCH_UP_MAX: Duration = Duration::from_millis(800);
 pub const FENCE_ATTEMPTS_MAX: usize = 5;
 /// How long the test hook `--test-pause-in` holds a move still, at most.
 pub const PAUSE_MAX: Duration = Duration::from_secs(120);
-/// An arbitrary constant: the advisory lock one `shard move` holds on every shard.
-const MOVE_LOCK: i64 = 0x0070_6179_6d6f_7665;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -68,8 +66,6 @@ pub enum MoveError {
     NotLogical { shard: String, level: String },
     #[error("connecting to shard {shard}: {reason}")]
     Connect { shard: String, reason: String },
-    #[error("another `paytool shard move` holds shard {shard}: one move at a time")]
-    Busy { shard: String },
     #[error("buckets {first}-{last}: {detail}")]
     OwnershipChanged {
         first: u16,
@@ -405,19 +401,7 @@ pub async fn run(
 ) -> Result<MoveReport, MoveError> {
     let started = Instant::now();
     let mut all = layout_ops::connect_all(layout, extra).await?;
-    for (i, c) in all.clients.iter().enumerate() {
-        let shard = &all.shards[i].name;
-        let locked: bool = c
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&MOVE_LOCK])
-            .await
-            .map_err(query(format!("shard {shard}: taking the move lock")))?
-            .get(0);
-        if !locked {
-            return Err(MoveError::Busy {
-                shard: shard.clone(),
-            });
-        }
-    }
+    layout_ops::lock_owners(&all).await?;
     let names: Vec<String> = all.shards.iter().map(|s| s.name.clone()).collect();
     for (i, c) in all.clients.iter_mut().enumerate() {
         schema::migrate(c)
