@@ -505,6 +505,7 @@ impl PgStore {
             .is_some();
         if !owned {
             tracing::info!(bucket, shard = shard.name, "stale layout: rerouting a read");
+            metrics::counter!("paytool_store_read_reroutes_total").increment(1);
             // Between a move's two commits no shard owns the bucket: wait for the new
             // owner (bounded) rather than answer 503 at once.
             let started = Instant::now();
