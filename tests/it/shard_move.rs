@@ -376,8 +376,9 @@ p99_ms_max = 10000
 [audit]
 enabled = true
 "#;
-/// Long enough for a move (and a killed one resumed) to happen inside it.
-const LOAD_RUN_TIME: &str = "30s";
+/// Long enough for a move (and a killed one resumed) to happen inside it, with room for a
+/// slow, shared CI machine: a move of the tests' data takes 3-10 s there.
+const LOAD_RUN_TIME: &str = "45s";
 /// Payments made before the move starts: the load is well under way.
 const PAYMENTS_BEFORE_MOVE: i64 = 100;
 
@@ -483,6 +484,10 @@ async fn move_under_load(kill_in: Option<&str>) {
         assert!(!journal.is_empty(), "the killed move left no journal");
     }
     let report = c.moved("three");
+    assert!(
+        load.child.wait_for(Duration::ZERO).is_none(),
+        "the load test ended before the move did: it no longer runs throughout (raise LOAD_RUN_TIME)"
+    );
     assert_verified(&report);
     if kill_in.is_some() {
         // The killed range was taken up again from its journal.
