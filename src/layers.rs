@@ -9,6 +9,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["loadtest"],
     &["profile"],
     &["scenarios", "api"],
+    &["cache"],
     &["store"],
     &["config", "secrets", "clock", "services"],
     &["ids"],

@@ -2,6 +2,7 @@
 //! around them. The library does the work and never prints; `src/cmd/` presents.
 
 pub mod api;
+pub mod cache;
 pub mod clock;
 pub mod cloud;
 pub mod config;

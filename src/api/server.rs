@@ -2,6 +2,7 @@
 //! defaults and ranges, and the typed reasons it may fail to start or to run.
 
 use super::{AppState, router, telemetry};
+use crate::cache::{CacheOptions, CachedStore, RedisClient};
 use crate::secrets::{Secret, hash_key, load_or_create, random_hex};
 use crate::store::layout::Layout;
 use crate::store::postgres::{LayoutParser, PgOpenError, PgOptions, PgStore};
@@ -50,6 +51,8 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
     #[error("closing the store: {0}")]
     Shutdown(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::client::BadUrl),
 }
 
 /// Pin an I/O error to the data dir's admin token or fingerprint key file.
@@ -80,6 +83,8 @@ pub struct ServeOptions {
     pub follow_layout: Option<LayoutParser>,
     /// A test hook: each reload of bucket ownership waits this long first.
     pub reload_delay: Duration,
+    /// Redis in front of the store, when given.
+    pub cache: Option<CacheOptions>,
 }
 
 impl ServeOptions {
@@ -134,6 +139,16 @@ impl Server {
                 let shards = store.shard_count();
                 (Arc::new(store), shards, key)
             }
+        };
+        // Redis in front, when asked for: connected lazily, so a Redis that is down at
+        // start only means misses until it is up.
+        let store: Arc<dyn Store> = match &opts.cache {
+            Some(c) => Arc::new(CachedStore::new(
+                store,
+                RedisClient::new(c.url.expose())?,
+                &c.prefix,
+            )),
+            None => store,
         };
         let token_path = opts.data_dir.join("admin_token");
         let (admin_token, admin_token_source) = match opts.admin_token {

@@ -3,6 +3,7 @@ use paytool::api::{
     BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
     WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
 };
+use paytool::cache::CacheOptions;
 use paytool::config::{ConfigFile, in_range};
 use paytool::secrets::Secret;
 use paytool::store::postgres::{LayoutParser, PgOpenError};
@@ -87,6 +88,13 @@ pub struct Args {
     /// Testing the audit only: acknowledge every Nth payment without keeping it.
     #[arg(long, hide = true)]
     pub fault_drop_ack_every: Option<u64>,
+    /// Redis in front of the store (redis://[:password@]host:port/db): API-key lookups,
+    /// idempotent replays and payment reads; the store stays the source of truth
+    #[arg(long, env = "PAYTOOL_REDIS_URL", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// The prefix of every key paytool writes in Redis [default: paytool:]
+    #[arg(long, env = "PAYTOOL_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Testing moves only: each reload of bucket ownership waits this long first (an
     /// instance slow to hear of a switch).
     #[arg(long, hide = true)]
@@ -146,6 +154,30 @@ impl Args {
             None => None,
         };
         let admin_token = self.admin_token.or(s.admin_token).map(Secret::new);
+        let prefix = self
+            .redis_prefix
+            .or(s.redis_prefix)
+            .unwrap_or_else(|| paytool::cache::PREFIX_DEFAULT.to_string());
+        let cache = match self.redis.or(s.redis) {
+            Some(url) => {
+                if !url.starts_with("redis://") && !url.starts_with("rediss://") {
+                    return Err(UsageError(format!(
+                        "{origin}: `redis` is {:?}: a Redis URL starts with redis:// (or rediss://)",
+                        paytool::cache::client::redact(&url)
+                    )));
+                }
+                if prefix.is_empty() {
+                    return Err(UsageError(format!(
+                        "{origin}: `redis_prefix` is empty: paytool's keys need a prefix of their own"
+                    )));
+                }
+                Some(CacheOptions {
+                    url: Secret::new(url),
+                    prefix,
+                })
+            }
+            None => None,
+        };
         if layout.is_some() && admin_token.is_none() {
             return Err(UsageError(
                 "--layout needs the admin token from --admin-token or PAYTOOL_ADMIN_TOKEN: \
@@ -203,6 +235,7 @@ impl Args {
                 paytool::profile::shards::from_recorded(text, &|var| std::env::var(var).ok())
             }))),
             reload_delay: Duration::from_millis(self.test_reload_delay_ms.unwrap_or(0)),
+            cache,
         })
     }
 }

@@ -131,6 +131,7 @@ impl Instance {
             idempotency_retention: crate::store::retention::RETENTION_DEFAULT,
             follow_layout,
             reload_delay: Duration::ZERO,
+            cache: None,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

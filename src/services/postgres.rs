@@ -111,7 +111,7 @@ impl LocalPostgres {
         std::fs::write(&conf_path, conf).map_err(io(&conf_path))?;
         let mut last = None;
         for _ in 0..START_TRIES_MAX {
-            server.port = free_port().map_err(io(root))?;
+            server.port = super::free_port().map_err(io(root))?;
             match server.start_again() {
                 Ok(()) => return Ok(server),
                 Err(e) => last = Some(e),
@@ -341,10 +341,4 @@ fn give_to_postgres(root: &Path) -> Result<(), PostgresError> {
         }
     }
     Ok(())
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }

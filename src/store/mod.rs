@@ -266,6 +266,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         api_key: &str,
     ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>>;
+    /// As `authenticate`, but past any in-process cache of the store's own: what the
+    /// store holds now (a shared cache in front fills itself from this).
+    fn authenticate_fresh(
+        &self,
+        api_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
+        self.authenticate(api_key)
+    }
     fn merchant(&self, id: &str) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>>;
     /// Give a merchant a new secret key. The old one stops working at once, or after
     /// `grace`; None for an unknown merchant.

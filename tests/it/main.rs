@@ -6,6 +6,7 @@ mod moto;
 mod support;
 
 mod api;
+mod cache;
 mod cli;
 mod crash;
 mod errors;

@@ -600,18 +600,29 @@ impl Store for PgStore {
         api_key: &str,
     ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
         let hash = hash_key(api_key);
-        let id = merchant_id_in_key(api_key);
+        let api_key = api_key.to_string();
         Box::pin(async move {
-            let now = Instant::now();
             if let Some(c) = self
                 .by_key
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&hash)
-                .filter(|c| c.until > now && c.key_hash == hash)
+                .filter(|c| c.until > Instant::now() && c.key_hash == hash)
             {
                 return Ok(Some(c.merchant.clone()));
             }
+            self.authenticate_fresh(&api_key).await
+        })
+    }
+
+    fn authenticate_fresh(
+        &self,
+        api_key: &str,
+    ) -> BoxFuture<'_, Result<Option<Arc<Merchant>>, StoreError>> {
+        let hash = hash_key(api_key);
+        let id = merchant_id_in_key(api_key);
+        Box::pin(async move {
+            let now = Instant::now();
             // A key that names no merchant is refused without a query.
             let Some(id) = id else { return Ok(None) };
             let Some((merchant, current, previous)) = self.find_merchant(&id).await? else {

@@ -1,0 +1,189 @@
+//! `paytool serve --redis`: Redis in front of the store, checked through HTTP, through
+//! Redis itself and through /metrics, with a real `redis-server` each test starts.
+
+use crate::support::{Merchant, PgShards, Server, temp_dir};
+use paytool::services::redis::LocalRedis;
+use redis::AsyncCommands;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for Redis to be used again after it came back.
+const RECOVERY_WAIT: Duration = Duration::from_secs(10);
+
+fn redis(dir: &std::path::Path) -> LocalRedis {
+    LocalRedis::start(&dir.join("redis"))
+        .unwrap_or_else(|e| panic!("the cache tests need Redis (scripts/install-services.sh): {e}"))
+}
+
+async fn keys(r: &LocalRedis, pattern: &str) -> Vec<String> {
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut keys: Vec<String> = c.keys(pattern).await.unwrap();
+    keys.sort();
+    keys
+}
+
+/// The value of one counter or gauge line on /metrics (0 when absent).
+async fn metric(api: &Server, m: &Merchant, line_start: &str) -> f64 {
+    let (_, text, _) = api.call(m, Method::GET, "/metrics", None, None).await;
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(line_start))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn get_payment(api: &Server, m: &Merchant, id: &str) -> (StatusCode, Value) {
+    let (status, body, _) = api
+        .call(m, Method::GET, &format!("/v1/payments/{id}"), None, None)
+        .await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn reads_and_replays_come_from_redis_and_always_match_the_store() {
+    let dir = temp_dir();
+    let r = redis(dir.path());
+    let api = Server::start_args(&["--redis", &r.url()]);
+    let m = api.create_merchant("m").await;
+    let (status, first) = api.pay(&m, "k1", 1234, false).await;
+    assert_eq!(status, StatusCode::OK, "{first:#}");
+    let id = first["id"].as_str().unwrap().to_string();
+
+    // Read through: the first read fills the cache, the second is a hit, both the same.
+    let (_, a) = get_payment(&api, &m, &id).await;
+    let (_, b) = get_payment(&api, &m, &id).await;
+    assert_eq!(a, b);
+    assert_eq!(a["status"], "requires_capture");
+    let hit = "paytool_cache_requests_total{kind=\"payment\",result=\"hit\"}";
+    assert!(metric(&api, &m, hit).await >= 1.0);
+    // Under the prefix, one hash tag per merchant.
+    let cached = keys(&r, &format!("paytool:{{{}}}:*", m.id)).await;
+    for kind in [format!(":pay:{id}"), ":idem:k1".into(), ":key:".into()] {
+        assert!(
+            cached.iter().any(|k| k.contains(&kind)),
+            "{kind} in {cached:?}"
+        );
+    }
+
+    // A write changes what the next read sees at once.
+    let (status, captured, _) = api
+        .call(
+            &m,
+            Method::POST,
+            &format!("/v1/payments/{id}/capture"),
+            Some("cap1"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{captured:#}");
+    let (_, after) = get_payment(&api, &m, &id).await;
+    assert_eq!(after["status"], "succeeded");
+    assert_eq!(after["amount_captured"], 1234);
+
+    // A replay from the cache is byte for byte the stored answer; another body under the
+    // same key is for the store to refuse.
+    let send = |amount: i64| {
+        api.client
+            .post(api.url("/v1/payments"))
+            .bearer_auth(&m.key)
+            .header("Idempotency-Key", "k1")
+            .json(&crate::support::payment_body(amount, "usd", false))
+            .send()
+    };
+    let replay = send(1234).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::OK);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let replayed: Value = replay.json().await.unwrap();
+    assert_eq!(replayed, first);
+    let idem_hit = "paytool_cache_requests_total{kind=\"idempotency\",result=\"hit\"}";
+    assert!(metric(&api, &m, idem_hit).await >= 1.0);
+    let reused = send(999).await.unwrap();
+    assert_eq!(reused.status(), StatusCode::BAD_REQUEST);
+    let reused: Value = reused.json().await.unwrap();
+    assert_eq!(
+        reused["error"]["code"], "idempotency_key_reused",
+        "{reused:#}"
+    );
+}
+
+#[tokio::test]
+async fn with_redis_down_the_api_serves_from_the_store_and_uses_redis_again_when_it_returns() {
+    let dir = temp_dir();
+    let mut r = redis(dir.path());
+    let api = Server::start_args(&["--redis", &r.url()]);
+    let m = api.create_merchant("m").await;
+    let (_, paid) = api.pay(&m, "before", 500, true).await;
+    let id = paid["id"].as_str().unwrap().to_string();
+    assert_eq!(get_payment(&api, &m, &id).await.0, StatusCode::OK);
+
+    r.stop();
+    for i in 0..20 {
+        let (status, body) = api.pay(&m, &format!("down-{i}"), 100 + i, true).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "payment {i} with Redis down: {body:#}"
+        );
+        let (status, body) = get_payment(&api, &m, &id).await;
+        assert_eq!(status, StatusCode::OK, "read {i} with Redis down: {body:#}");
+    }
+    assert_eq!(metric(&api, &m, "paytool_cache_breaker_open").await, 1.0);
+    assert!(metric(&api, &m, "paytool_cache_skipped_total").await > 0.0);
+
+    r.start_again().unwrap();
+    let hit = "paytool_cache_requests_total{kind=\"payment\",result=\"hit\"}";
+    let hits_before = metric(&api, &m, hit).await;
+    let started = Instant::now();
+    loop {
+        let (status, _) = get_payment(&api, &m, &id).await;
+        assert_eq!(status, StatusCode::OK);
+        if metric(&api, &m, hit).await > hits_before {
+            break;
+        }
+        assert!(
+            started.elapsed() < RECOVERY_WAIT,
+            "Redis not used again within {RECOVERY_WAIT:?} of its return"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&api, &m, "paytool_cache_breaker_open").await, 0.0);
+}
+
+#[tokio::test]
+async fn a_rolled_key_is_refused_at_once_by_every_instance_sharing_redis() {
+    let dir = temp_dir();
+    let r = redis(dir.path());
+    let pg = PgShards::start(dir.path());
+    let token = "adm_cache";
+    let args = ["--redis", &r.url()];
+    let a = Server::start_on_layout_env(&pg.layout, token, &args, &[]);
+    let b = Server::start_on_layout_env(&pg.layout, token, &args, &[]);
+    let m = a.create_merchant("m").await;
+    // Both instances have the key cached (in Redis, and in their own memory).
+    for api in [&a, &b] {
+        let (status, _, _) = api.call(&m, Method::GET, "/v1/balance", None, None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let res = a
+        .client
+        .post(a.url(&format!("/v1/admin/merchants/{}/roll_key", m.id)))
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let rolled: Value = res.json().await.unwrap();
+    // The other instance refuses the old key on its very next request.
+    let (status, _, _) = b.call(&m, Method::GET, "/v1/balance", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let new = Merchant {
+        id: m.id.clone(),
+        key: rolled["secret_key"].as_str().unwrap().to_string(),
+    };
+    let (status, _, _) = b.call(&new, Method::GET, "/v1/balance", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
