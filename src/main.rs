@@ -56,8 +56,10 @@ enum Command {
     Scale(cmd::scale::Args),
     /// Run the reference payment API on the embedded SQLite store or PostgreSQL shards
     Serve(cmd::serve::Args),
-    /// Plan, apply and inspect a PostgreSQL shard layout
+    /// Plan, apply, move and inspect a PostgreSQL shard layout
     Shard(cmd::shard::Args),
+    /// Inspect and flush paytool's keys in the Redis cache (`serve --redis` fills it)
+    Cache(cmd::cache::Args),
     /// Print shell completions
     Completions(cmd::completions::Args),
 }
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Report(args) => cmd::report::run(args),
         Command::Scale(args) => runtime().and_then(|rt| rt.block_on(cmd::scale::run(args))),
         Command::Shard(args) => runtime().and_then(|rt| rt.block_on(cmd::shard::run(args))),
+        Command::Cache(args) => runtime().and_then(|rt| rt.block_on(cmd::cache::run(args))),
     };
     match result {
         Ok(code) => ExitCode::from(code),

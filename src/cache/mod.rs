@@ -4,6 +4,7 @@
 //! `client.rs` keeps a slow or absent Redis from slowing the API (a short timeout and a
 //! circuit breaker, `breaker.rs`).
 
+pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod keys;

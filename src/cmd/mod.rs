@@ -1,5 +1,6 @@
 //! One file a subcommand: declare arguments, resolve options, call the library, present.
 
+pub mod cache;
 pub mod completions;
 pub mod loadtest;
 mod present;

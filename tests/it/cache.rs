@@ -187,3 +187,63 @@ async fn a_rolled_key_is_refused_at_once_by_every_instance_sharing_redis() {
     let (status, _, _) = b.call(&new, Method::GET, "/v1/balance", None, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// `paytool cache ARGS --redis URL`, bounded, with stdin not a terminal.
+fn cache_cmd(r: &LocalRedis, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(crate::support::BIN);
+    cmd.arg("cache")
+        .args(args)
+        .args(["--redis", &r.url()])
+        .stdin(std::process::Stdio::null())
+        .env_remove("PAYTOOL_REDIS_URL")
+        .env_remove("PAYTOOL_REDIS_PREFIX");
+    crate::support::run_bounded(&mut cmd, crate::support::COMMAND_TIMEOUT)
+}
+
+#[tokio::test]
+async fn stats_describes_paytools_keys_and_flush_removes_only_them() {
+    let dir = temp_dir();
+    let r = redis(dir.path());
+    let api = Server::start_args(&["--redis", &r.url()]);
+    let m = api.create_merchant("m").await;
+    for i in 0..5 {
+        let (_, paid) = api.pay(&m, &format!("k{i}"), 100 + i, true).await;
+        let id = paid["id"].as_str().unwrap();
+        for _ in 0..3 {
+            assert_eq!(get_payment(&api, &m, id).await.0, StatusCode::OK);
+        }
+    }
+    // Someone else's key in the same Redis.
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = c.set("other:key", "theirs").await.unwrap();
+
+    let out = cache_cmd(&r, &["stats", "--output", "json", "--api", &api.url("")]);
+    let stats = crate::support::json_stdout(&out);
+    let by_kind = &stats["stats"]["by_kind"];
+    assert_eq!(by_kind["pay"], 5, "{stats:#}");
+    assert_eq!(by_kind["idem"], 5, "{stats:#}");
+    assert!(by_kind["key"].as_u64().unwrap() >= 1, "{stats:#}");
+    assert_eq!(stats["stats"]["without_ttl"], 0, "{stats:#}");
+    assert!(
+        stats["hit_ratio"]["payment"].as_f64().unwrap() > 0.5,
+        "{stats:#}"
+    );
+
+    // Never without asking: with no terminal to ask on, --yes is required.
+    let refused = cache_cmd(&r, &["flush"]);
+    assert_eq!(refused.status.code(), Some(2));
+    let flushed =
+        crate::support::json_stdout(&cache_cmd(&r, &["flush", "--yes", "--output", "json"]));
+    assert_eq!(
+        flushed["removed"].as_u64().unwrap(),
+        stats["stats"]["keys"].as_u64().unwrap(),
+        "{flushed:#}"
+    );
+    assert!(keys(&r, "paytool:*").await.is_empty());
+    let theirs: String = c.get("other:key").await.unwrap();
+    assert_eq!(theirs, "theirs");
+    // The API carries on, filling the cache again.
+    let (status, _) = api.pay(&m, "after-flush", 700, true).await;
+    assert_eq!(status, StatusCode::OK);
+}
