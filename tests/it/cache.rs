@@ -247,3 +247,57 @@ async fn stats_describes_paytools_keys_and_flush_removes_only_them() {
     let (status, _) = api.pay(&m, "after-flush", 700, true).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_retry_storm_over_two_instances_sharing_redis_makes_one_payment_a_key() {
+    const KEYS: usize = 20;
+    const SENDS_PER_KEY: usize = 60;
+    let dir = temp_dir();
+    let r = redis(dir.path());
+    let pg = PgShards::start(dir.path());
+    let token = "adm_cache_storm";
+    let args = ["--redis", &r.url()];
+    let a = Server::start_on_layout_env(&pg.layout, token, &args, &[]);
+    let b = Server::start_on_layout_env(&pg.layout, token, &args, &[]);
+    let m = a.create_merchant("storm").await;
+    let client = reqwest::Client::new();
+    for key in 0..KEYS {
+        let body = crate::support::payment_body(100 + key as i64, "usd", key % 2 == 0);
+        let sends: Vec<_> = (0..SENDS_PER_KEY)
+            .map(|i| {
+                let server = if i % 2 == 0 { &a } else { &b };
+                let send = client
+                    .post(server.url("/v1/payments"))
+                    .bearer_auth(&m.key)
+                    .header("Idempotency-Key", format!("storm-{key}"))
+                    .json(&body)
+                    .send();
+                tokio::spawn(async move {
+                    let res = send.await.expect("every send is answered");
+                    (res.status(), res.text().await.unwrap())
+                })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for send in sends {
+            let (status, body) = send.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "key {key}: {body}");
+            bodies.push(body);
+        }
+        assert!(
+            bodies.windows(2).all(|w| w[0] == w[1]),
+            "key {key}: the answers differ"
+        );
+    }
+    let payments: usize = pg
+        .on_each_shard("SELECT COUNT(*) FROM payments")
+        .iter()
+        .map(|n| n.trim().parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(payments, KEYS);
+    // Replays were served from Redis, by both instances.
+    let hit = "paytool_cache_requests_total{kind=\"idempotency\",result=\"hit\"}";
+    let hits = metric(&a, &m, hit).await + metric(&b, &m, hit).await;
+    assert!(hits > 0.0, "no replay came from Redis");
+    assert_eq!(a.audit().await["ok"], true);
+}
