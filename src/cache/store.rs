@@ -4,7 +4,8 @@
 //! store.
 //! - API keys: `{merchant}:key:<hash>` -> the merchant, tagged with the merchant's key
 //!   generation `{merchant}:gen`, which a key roll increments: every instance's entry for
-//!   the old key is dead at once. A miss asks the store past its own in-process cache.
+//!   the old key is dead at once (when Redis is down at the roll, entries live out their
+//!   5 s TTL). A miss asks the store past its own in-process cache.
 //! - Idempotency replays: `{merchant}:idem:<key>` -> the stored answer, written after the
 //!   store committed it. A replay is served only when the request's fingerprint matches;
 //!   anything else (a miss, another body) goes to the store, which decides.
@@ -38,6 +39,9 @@ pub const KEY_TTL: Duration = Duration::from_secs(5);
 pub const PAYMENT_TTL: Duration = Duration::from_secs(60);
 /// Cached idempotent answers: well inside the store's retention (24 h by default).
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(3_600);
+/// A merchant's key generation outlives every key entry tagged with it (`KEY_TTL`) by
+/// far, so letting it expire (and restart from 0) can never revive an old entry.
+pub const GENERATION_TTL: Duration = Duration::from_secs(3_600);
 /// Each TTL is shortened by up to this fraction, at random.
 pub const TTL_JITTER: f64 = 0.1;
 
@@ -281,9 +285,16 @@ impl Store for CachedStore {
             if rolled.is_some() {
                 // Every instance's cached entry for the merchant's keys is dead from here.
                 let generation = self.keys.generation(&id);
+                let ttl = GENERATION_TTL.as_millis() as i64;
                 self.redis
                     .call("incr", |mut c| async move {
-                        c.incr::<_, _, ()>(generation, 1).await
+                        redis::pipe()
+                            .incr(&generation, 1)
+                            .ignore()
+                            .pexpire(&generation, ttl)
+                            .ignore()
+                            .query_async::<()>(&mut c)
+                            .await
                     })
                     .await;
             }

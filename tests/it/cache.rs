@@ -177,6 +177,18 @@ async fn a_rolled_key_is_refused_at_once_by_every_instance_sharing_redis() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let rolled: Value = res.json().await.unwrap();
+    // The roll bumped the merchant's key generation, which expires in its own time.
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let generation = format!("paytool:{{{}}}:gen", m.id);
+    let (value, ttl): (i64, i64) = redis::pipe()
+        .get(&generation)
+        .pttl(&generation)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(value, 1);
+    assert!(ttl > 0, "the generation key has no TTL ({ttl})");
     // The other instance refuses the old key on its very next request.
     let (status, _, _) = b.call(&m, Method::GET, "/v1/balance", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
