@@ -5,7 +5,7 @@
 //! - API keys: `{merchant}:key:<hash>` -> the merchant, tagged with the merchant's key
 //!   generation `{merchant}:gen`, which a key roll increments: every instance's entry for
 //!   the old key is dead at once (when Redis is down at the roll, entries live out their
-//!   5 s TTL). A miss asks the store past its own in-process cache.
+//!   5 s TTL). A miss asks the store past its own in-process cache, once per entry.
 //! - Idempotency replays: `{merchant}:idem:<key>` -> the stored answer, written after the
 //!   store committed it. A replay is served only when the request's fingerprint matches;
 //!   anything else (a miss, another body) goes to the store, which decides.
@@ -49,7 +49,8 @@ pub struct CachedStore {
     inner: Arc<dyn Store>,
     redis: RedisClient,
     keys: Keys,
-    /// Payment keys being filled from the store right now: one read per key.
+    /// Entries (payments, API keys) being filled from the store right now: one store
+    /// read per entry however many requests missed it together.
     filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -123,6 +124,24 @@ impl CachedPayment {
         p.check().ok()?;
         Some(p)
     }
+}
+
+/// The merchant a key entry names, if it is there and of the merchant's current key
+/// generation (an entry from before a roll is dead).
+fn cached_merchant(looked: Option<&(u64, Option<Vec<u8>>)>, id: &str) -> Option<Arc<Merchant>> {
+    let (generation, Some(bytes)) = looked? else {
+        return None;
+    };
+    let m = serde_json::from_slice::<CachedMerchant>(bytes).ok()?;
+    (m.generation == *generation && m.id == id).then(|| {
+        Arc::new(Merchant {
+            id: m.id,
+            name: m.name,
+            bucket: m.bucket,
+            shard: m.shard,
+            created_ms: m.created_ms,
+        })
+    })
 }
 
 fn jittered(ttl: Duration) -> u64 {
@@ -232,27 +251,26 @@ impl Store for CachedStore {
                 return self.inner.authenticate(&api_key).await;
             };
             let looked = self.key_entry(&id, &hash).await;
-            if let Some((generation, Some(bytes))) = &looked
-                && let Ok(m) = serde_json::from_slice::<CachedMerchant>(bytes)
-                && m.generation == *generation
-                && m.id == id
-            {
+            if let Some(m) = cached_merchant(looked.as_ref(), &id) {
                 counted("api_key", true);
-                return Ok(Some(Arc::new(Merchant {
-                    id: m.id,
-                    name: m.name,
-                    bucket: m.bucket,
-                    shard: m.shard,
-                    created_ms: m.created_ms,
-                })));
+                return Ok(Some(m));
             }
             counted("api_key", false);
             // Redis down: the store's own lookup, its in-process cache included.
-            let Some((generation, _)) = looked else {
+            if looked.is_none() {
                 return self.inner.authenticate(&api_key).await;
-            };
-            let found = self.inner.authenticate_fresh(&api_key).await?;
-            if let Some(m) = &found {
+            }
+            // One request reads the store; the others that missed with it wait, then
+            // find what it cached.
+            let entry_key = self.keys.api_key(&id, &hash);
+            let lock = self.filler(&entry_key);
+            let _one = lock.lock().await;
+            let looked = self.key_entry(&id, &hash).await;
+            if let Some(m) = cached_merchant(looked.as_ref(), &id) {
+                return Ok(Some(m));
+            }
+            let found = self.inner.authenticate_fresh(&api_key).await;
+            if let (Ok(Some(m)), Some((generation, _))) = (&found, looked) {
                 let entry = CachedMerchant {
                     generation,
                     id: m.id.clone(),
@@ -262,11 +280,11 @@ impl Store for CachedStore {
                     created_ms: m.created_ms,
                 };
                 if let Ok(bytes) = serde_json::to_vec(&entry) {
-                    self.set(self.keys.api_key(&id, &hash), bytes, KEY_TTL)
-                        .await;
+                    self.set(entry_key.clone(), bytes, KEY_TTL).await;
                 }
             }
-            Ok(found)
+            self.filled(&entry_key);
+            found
         })
     }
 
