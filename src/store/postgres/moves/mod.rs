@@ -359,8 +359,8 @@ pub async fn plan(layout: &Layout, extra: &[Shard]) -> Result<MovePlan, MoveErro
     // and the mark's polling; measured here with an idle machine's commits.
     let mut expected_fence_ms = 0.0f64;
     for r in &ranges {
-        let s = commit_ms(&all.clients[all.index(&r.source).expect("known")]).await?;
-        let t = commit_ms(&all.clients[all.index(&r.target).expect("known")]).await?;
+        let s = commit_ms(&all.clients[known(&all, &r.source)?]).await?;
+        let t = commit_ms(&all.clients[known(&all, &r.target)?]).await?;
         expected_fence_ms =
             expected_fence_ms.max(3.0 * s + 3.0 * t + fence::MARK_POLL.as_secs_f64() * 1e3);
     }
@@ -372,6 +372,16 @@ pub async fn plan(layout: &Layout, extra: &[Shard]) -> Result<MovePlan, MoveErro
         unowned,
         expected_fence_ms,
         fence_bound_ms: fence::FENCE_LEASE.as_millis() as u64,
+    })
+}
+
+/// A shard a move names (from the layout or an earlier move's journal) among those
+/// connected; a journal naming another is refused, not trusted.
+fn known(all: &Connected, shard: &str) -> Result<usize, MoveError> {
+    all.index(shard).ok_or_else(|| {
+        MoveError::Journal(format!(
+            "a move names shard {shard}, which neither this layout nor the one the shards record has"
+        ))
     })
 }
 
@@ -416,7 +426,7 @@ pub async fn run(
         .filter_map(|c| c.from.as_ref())
         .chain(w.unfinished.iter().map(|e| &e.source))
     {
-        let c = &all.clients[all.index(source).expect("a connected shard")];
+        let c = &all.clients[known(&all, source)?];
         let level: String = c
             .query_one("SHOW wal_level", &[])
             .await
