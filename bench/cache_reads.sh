@@ -88,40 +88,19 @@ PG_DATAS=()            # every cluster started, stopped by the trap
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID"
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-  fi
-  if [[ -n $REDIS_PID ]] && kill -0 "$REDIS_PID" 2>/dev/null; then
-    kill -TERM "$REDIS_PID"
-    for _ in $(seq 1 50); do kill -0 "$REDIS_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$REDIS_PID" 2>/dev/null && kill -KILL "$REDIS_PID"
-  fi
+  end_process "$SERVER_PID"
+  end_process "$REDIS_PID" 10
   stop_clusters
-  if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  drop_work
   exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
 
 # ---------------------------------------------------------------- tools, build
-command -v wrk >/dev/null || apt_install wrk
-command -v curl >/dev/null || apt_install curl
-command -v jq >/dev/null || apt_install jq
+load_tools
 if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then apt_install redis-server; fi
 find_postgres
-if [[ -n $PAYTOOL_BIN ]]; then
-  [[ -x $PAYTOOL_BIN ]] || die "PAYTOOL_BIN=$PAYTOOL_BIN is not an executable"
-  BUILT_FROM="$PAYTOOL_BIN as given (built $(date -u -r "$PAYTOOL_BIN" '+%Y-%m-%d %H:%M UTC'); HEAD $(git rev-parse --short HEAD))"
-  case $PAYTOOL_BIN in *debug*) BUILT_FROM="$BUILT_FROM, **debug build: not a measurement**" ;; esac
-  BIN=$PAYTOOL_BIN
-else
-  build_paytool
-  BUILT_FROM="$BUILT_FROM, release build"
-fi
-cp "$BIN" "$WORK/paytool"; BIN=$WORK/paytool
+paytool_binary
 SERVE_HELP=$("$BIN" serve --help 2>&1) || true
 grep -q -- '--redis ' <<<"$SERVE_HELP" || die "$BIN has no \`serve --redis\`"
 PGV=$("$PGBIN/postgres" --version | awk '{print $3}')

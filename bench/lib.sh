@@ -196,6 +196,46 @@ shard_of() {
 }
 
 # Stop the API server $SERVER_PID: SIGTERM, up to 30 s to drain, then SIGKILL.
+# For a trap: TERM a process if it runs, wait up to SECONDS for it, then KILL it.
+end_process() {   # PID [SECONDS=20]
+  local pid=$1 tries=$(( ${2:-20} * 5 ))
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid"
+  for _ in $(seq 1 "$tries"); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
+  kill -KILL "$pid" 2>/dev/null
+}
+# For a trap: keep WORK (KEEP=1, said in the log) or remove it.
+drop_work() {
+  if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+# The scripts' cleanup() on exit, and a plain exit code on INT and TERM (so it runs).
+trap_cleanup() {
+  trap cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+# wrk and what reads its output and the API's, installed when missing.
+load_tools() {
+  command -v wrk >/dev/null || apt_install wrk
+  command -v curl >/dev/null || apt_install curl
+  command -v jq >/dev/null || apt_install jq
+}
+# BIN: PAYTOOL_BIN as given (BUILT_FROM says so, and says a debug build measures
+# nothing), or build_paytool's release build; then copied into WORK, so a build
+# finishing meanwhile cannot swap it mid-run.
+paytool_binary() {
+  if [[ -n ${PAYTOOL_BIN:-} ]]; then
+    [[ -x $PAYTOOL_BIN ]] || die "PAYTOOL_BIN=$PAYTOOL_BIN is not an executable"
+    BUILT_FROM="$PAYTOOL_BIN as given (built $(date -u -r "$PAYTOOL_BIN" '+%Y-%m-%d %H:%M UTC'); HEAD $(git rev-parse --short HEAD))"
+    case $PAYTOOL_BIN in *debug*) BUILT_FROM="$BUILT_FROM, **debug build: not a measurement**" ;; esac
+    BIN=$PAYTOOL_BIN
+  else
+    build_paytool
+    BUILT_FROM="$BUILT_FROM, release build"
+  fi
+  cp "$BIN" "$WORK/paytool"; BIN=$WORK/paytool
+}
+
 stop_server() {
   kill -TERM "$SERVER_PID"
   for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done

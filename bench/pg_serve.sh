@@ -77,23 +77,15 @@ PG_DATAS=()            # every cluster started, stopped by the trap
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID"
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-  fi
+  end_process "$SERVER_PID"
   stop_clusters
-  if [[ $KEEP == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+  drop_work
   exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
 
 # ---------------------------------------------------------------- tools, build
-command -v wrk >/dev/null || apt_install wrk
-command -v curl >/dev/null || apt_install curl
-command -v jq >/dev/null || apt_install jq
+load_tools
 find_postgres
 build_paytool
 PGV=$("$PGBIN/postgres" --version | awk '{print $3}')

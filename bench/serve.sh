@@ -64,29 +64,17 @@ AS_PG=()
 cleanup() {
   local rc=$?
   set +e
-  if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID"
-    for _ in $(seq 1 100); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID"
-  fi
+  end_process "$SERVER_PID"
   if [[ -n $PG_DATA && -f $PG_DATA/postmaster.pid ]]; then
     "${AS_PG[@]}" "$PG_CTL" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>&1
   fi
-  if [[ $KEEP == 1 ]]; then
-    log "kept $WORK"
-  else
-    rm -rf "$WORK"
-  fi
+  drop_work
   exit $rc
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
 
 # ---------------------------------------------------------------- tools
-command -v wrk >/dev/null || apt_install wrk
-command -v curl >/dev/null || apt_install curl
-command -v jq >/dev/null || apt_install jq
+load_tools
 if [[ $SKIP_PG != 1 ]]; then
   find_postgres
 fi
@@ -138,15 +126,15 @@ if [[ $SKIP_PG != 1 ]]; then
   [[ $EUID -eq 0 ]] && chown -R postgres: "$PG_ROOT" && chmod 755 "$WORK"
   chmod 700 "$PG_ROOT/data"
   PG_DATA=$PG_ROOT/data
-  PG_PORT=$(free_port)
-  log "PostgreSQL: initdb, port $PG_PORT"
+  ANCHOR_PORT=$(free_port)
+  log "PostgreSQL: initdb, port $ANCHOR_PORT"
   "${AS_PG[@]}" "$PGBIN/initdb" -D "$PG_DATA" -A trust -U postgres >"$WORK/initdb.log" 2>&1 ||
     { cat "$WORK/initdb.log" >&2; die "initdb failed"; }
   "${AS_PG[@]}" "$PG_CTL" -D "$PG_DATA" -l "$PG_ROOT/server.log" -w -t 60 \
-    -o "-p $PG_PORT -k $PG_ROOT/sock -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on" \
+    -o "-p $ANCHOR_PORT -k $PG_ROOT/sock -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on" \
     start >/dev/null || { cat "$PG_ROOT/server.log" >&2; die "PostgreSQL did not start"; }
   PGV=$("$PGBIN/postgres" --version | awk '{print $3}')
-  PGARGS=(-h "$PG_ROOT/sock" -p "$PG_PORT" -U postgres)
+  PGARGS=(-h "$PG_ROOT/sock" -p "$ANCHOR_PORT" -U postgres)
   log "pgbench -i -s $PG_SCALE"
   timeout 600 "${AS_PG[@]}" "$PGBENCH" "${PGARGS[@]}" -i -s "$PG_SCALE" -q postgres >"$WORK/pgbench-init.log" 2>&1 ||
     { cat "$WORK/pgbench-init.log" >&2; die "pgbench -i failed"; }
