@@ -275,31 +275,15 @@ async fn a_retry_storm_over_two_instances_sharing_redis_makes_one_payment_a_key(
     let client = reqwest::Client::new();
     for key in 0..KEYS {
         let body = crate::support::payment_body(100 + key as i64, "usd", key % 2 == 0);
-        let sends: Vec<_> = (0..SENDS_PER_KEY)
-            .map(|i| {
-                let server = if i % 2 == 0 { &a } else { &b };
-                let send = client
-                    .post(server.url("/v1/payments"))
-                    .bearer_auth(&m.key)
-                    .header("Idempotency-Key", format!("storm-{key}"))
-                    .json(&body)
-                    .send();
-                tokio::spawn(async move {
-                    let res = send.await.expect("every send is answered");
-                    (res.status(), res.text().await.unwrap())
-                })
-            })
-            .collect();
-        let mut bodies = Vec::new();
-        for send in sends {
-            let (status, body) = send.await.unwrap();
-            assert_eq!(status, StatusCode::OK, "key {key}: {body}");
-            bodies.push(body);
-        }
-        assert!(
-            bodies.windows(2).all(|w| w[0] == w[1]),
-            "key {key}: the answers differ"
-        );
+        crate::support::one_key_at_once(
+            &client,
+            &[&a, &b],
+            &m,
+            &format!("storm-{key}"),
+            &body,
+            SENDS_PER_KEY,
+        )
+        .await;
     }
     let payments: usize = pg
         .on_each_shard("SELECT COUNT(*) FROM payments")

@@ -188,31 +188,15 @@ async fn one_key_sent_200_times_at_once_over_two_instances_makes_one_payment() {
     for key in 0..KEYS {
         let merchant = &merchants[key % 2];
         let body = payment_body(100 + key as i64, "usd", key % 3 != 0);
-        let sends: Vec<_> = (0..SENDS_PER_KEY)
-            .map(|i| {
-                let server = if i % 2 == 0 { &t.a } else { &t.b };
-                let send = client
-                    .post(server.url("/v1/payments"))
-                    .bearer_auth(&merchant.key)
-                    .header("Idempotency-Key", format!("storm-{key}"))
-                    .json(&body)
-                    .send();
-                tokio::spawn(async move {
-                    let res = send.await.expect("every send is answered");
-                    (res.status(), res.text().await.unwrap())
-                })
-            })
-            .collect();
-        let mut bodies = Vec::new();
-        for send in sends {
-            let (status, body) = send.await.unwrap();
-            assert_eq!(status, StatusCode::OK, "key {key}: {body}");
-            bodies.push(body);
-        }
-        assert!(
-            bodies.windows(2).all(|w| w[0] == w[1]),
-            "key {key}: the answers differ"
-        );
+        crate::support::one_key_at_once(
+            &client,
+            &[&t.a, &t.b],
+            merchant,
+            &format!("storm-{key}"),
+            &body,
+            SENDS_PER_KEY,
+        )
+        .await;
     }
     let per_key = t.pg.on_each_shard(
         "SELECT COUNT(*) FROM (SELECT 1 FROM payments GROUP BY merchant_id, idempotency_key HAVING COUNT(*) > 1) d",

@@ -587,6 +587,43 @@ pub struct Merchant {
     pub key: String,
 }
 
+/// `sends` copies of one payment request under one Idempotency-Key, all sent at once,
+/// alternating over `servers`; then every answer must be 200 and all the same body (else
+/// the test fails, naming the key).
+pub async fn one_key_at_once(
+    client: &Client,
+    servers: &[&Server],
+    merchant: &Merchant,
+    key: &str,
+    body: &Value,
+    sends: usize,
+) {
+    let sends: Vec<_> = (0..sends)
+        .map(|i| {
+            let send = client
+                .post(servers[i % servers.len()].url("/v1/payments"))
+                .bearer_auth(&merchant.key)
+                .header("Idempotency-Key", key)
+                .json(body)
+                .send();
+            tokio::spawn(async move {
+                let res = send.await.expect("every send is answered");
+                (res.status(), res.text().await.unwrap())
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for send in sends {
+        let (status, body) = send.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "key {key}: {body}");
+        bodies.push(body);
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "key {key}: the answers differ"
+    );
+}
+
 pub fn payment_body(amount: i64, currency: &str, capture: bool) -> Value {
     json!({
         "amount": amount,
