@@ -3,8 +3,8 @@
 //! copy starts again. A shard that owns any bucket of the range is refused: this never
 //! deletes data a shard serves.
 
-use super::MoveError;
 use super::replicate::MARKS;
+use super::{MoveError, query};
 use crate::store::postgres::layout_ops::MERCHANT_TABLES;
 use tokio_postgres::Client;
 
@@ -28,10 +28,9 @@ pub async fn delete_range(
             &[&a, &b],
         )
         .await
-        .map_err(|source| MoveError::Query {
-            what: format!("shard {shard}: checking ownership before deleting"),
-            source,
-        })?
+        .map_err(query(format!(
+            "shard {shard}: checking ownership before deleting"
+        )))?
         .get(0);
     if owned > 0 {
         return Err(MoveError::OwnershipChanged {
@@ -52,10 +51,9 @@ pub async fn delete_range(
             let n = c
                 .execute(&sql, &[&a, &b, &CLEAN_BATCH_ROWS])
                 .await
-                .map_err(|source| MoveError::Query {
-                    what: format!("shard {shard}: deleting {table} rows of buckets {first}-{last}"),
-                    source,
-                })?;
+                .map_err(query(format!(
+                    "shard {shard}: deleting {table} rows of buckets {first}-{last}"
+                )))?;
             if table != MARKS {
                 total += n;
                 on_batch(total);

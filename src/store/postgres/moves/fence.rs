@@ -7,7 +7,7 @@
 //! on nothing changes in the range. Other buckets' rows are not touched: their merchants
 //! never wait. A move that dies holding a fence releases it when the lease runs out.
 
-use super::MoveError;
+use super::{MoveError, query};
 use crate::store::postgres::sql::db_now_ms;
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -17,13 +17,6 @@ use tokio_postgres::Client;
 pub const FENCE_LEASE: Duration = Duration::from_secs(2);
 /// How often the target is asked whether a mark has arrived.
 pub const MARK_POLL: Duration = Duration::from_millis(2);
-
-fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> MoveError {
-    move |source| MoveError::Query {
-        what: what.into(),
-        source,
-    }
-}
 
 /// Fence buckets `first..=last` on the source (which must own them all), returning when
 /// every write in flight to them has committed.

@@ -2,7 +2,7 @@
 //! per bucket range moved, its phase written before the phase's work starts, so a move
 //! that is killed or loses a shard is resumed from it by running `shard move` again.
 
-use super::MoveError;
+use super::{MoveError, query};
 use crate::ids::now_ms;
 use serde::Serialize;
 use tokio_postgres::Client;
@@ -83,13 +83,6 @@ pub struct Entry {
     pub error: Option<String>,
     pub started_ms: i64,
     pub updated_ms: i64,
-}
-
-fn query(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> MoveError {
-    move |source| MoveError::Query {
-        what: what.into(),
-        source,
-    }
 }
 
 const COLUMNS: &str = "id, first, last, source, target, layout_digest, phase, rows, \

@@ -111,6 +111,7 @@ pub enum MoveError {
     },
 }
 
+/// A failed statement as the move's error, saying what it was doing.
 fn query(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> MoveError {
     let what = what.into();
     move |source| MoveError::Query { what, source }
@@ -537,10 +538,10 @@ async fn take(target: &Client, first: u16, last: u16) -> Result<(), MoveError> {
     Ok(())
 }
 
-/// A second connection to a shard, in a read-only REPEATABLE READ transaction whose
-/// snapshot is taken now: the shard as of this instant, however long it is read.
-async fn snapshot(all: &Connected, shard: &str) -> Result<Client, MoveError> {
-    let i = all.index(shard).expect("a connected shard");
+/// A second connection to a shard, opened before a fence (so the fence does not wait
+/// for it) and turned into a snapshot inside it by `begin_snapshot`.
+async fn second_connection(all: &Connected, shard: &str) -> Result<Client, MoveError> {
+    let i = known(all, shard)?;
     let c = connect(&all.shards[i].url, shard)
         .await
         .map_err(|e| MoveError::Connect {
@@ -550,6 +551,8 @@ async fn snapshot(all: &Connected, shard: &str) -> Result<Client, MoveError> {
     Ok(c)
 }
 
+/// A read-only REPEATABLE READ transaction whose snapshot is taken now: the shard as of
+/// this instant, however long it is read afterwards.
 async fn begin_snapshot(c: &Client) -> Result<(), MoveError> {
     c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
         .await
@@ -578,7 +581,7 @@ fn differences(a: &[TableSum], b: &[TableSum]) -> Option<String> {
 
 /// The ledger audit over the range on the target; its payments, or what failed.
 async fn audit_range(all: &Connected, entry: &Entry) -> Result<u64, MoveError> {
-    let mut c = snapshot(all, &entry.target).await?;
+    let mut c = second_connection(all, &entry.target).await?;
     let audit = audit_shard(&mut c, 0, Scope::Buckets(entry.first, entry.last))
         .await
         .map_err(query(format!("shard {}: the ledger audit", entry.target)))?;
@@ -656,8 +659,8 @@ async fn move_range(
             }
             Phase::Verifying => {
                 let (at_source, at_target) = (
-                    snapshot(&ctx.all, &entry.source).await?,
-                    snapshot(&ctx.all, &entry.target).await?,
+                    second_connection(&ctx.all, &entry.source).await?,
+                    second_connection(&ctx.all, &entry.target).await?,
                 );
                 let fenced = Instant::now();
                 fence::fence(source, first, last).await?;
@@ -698,7 +701,7 @@ async fn move_range(
                 ctx.advance(entry, Phase::Switching).await?;
             }
             Phase::Switching => {
-                let at_target = snapshot(&ctx.all, &entry.target).await?;
+                let at_target = second_connection(&ctx.all, &entry.target).await?;
                 let fenced = Instant::now();
                 fence::fence(source, first, last).await?;
                 let caught =

@@ -13,7 +13,7 @@
 //! And the check that both sides agree: per table, a row count and a checksum of the
 //! rows in key order.
 
-use super::MoveError;
+use super::{MoveError, query};
 use crate::store::postgres::layout_ops::{MERCHANT_TABLE_KEYS, MERCHANT_TABLES};
 use std::time::{Duration, Instant};
 use tokio_postgres::Client;
@@ -28,11 +28,6 @@ pub const MARKS: &str = "paytool_move_marks";
 /// Tables a move replicates: the merchant tables and the marks.
 pub fn replicated() -> impl Iterator<Item = &'static str> {
     MERCHANT_TABLES.into_iter().chain([MARKS])
-}
-
-fn query(what: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> MoveError {
-    let what = what.into();
-    move |source| MoveError::Query { what, source }
 }
 
 /// The publication, its slot and the subscription of one range share this name.
