@@ -10,16 +10,9 @@
 -- At the end it prints one machine-readable line, as bench/payments.lua does:
 --   BENCH requests=N non200=N errors_connect=N ... p50_us=N p90_us=N p99_us=N ...
 
-local threads = {}
+-- setup(), response() and done() (the BENCH line) come from wrk_common.lua beside this file.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_common.lua")
 
-function setup(thread)
-  thread:set("tid", #threads + 1)
-  table.insert(threads, thread)
-end
-
--- Globals, not locals: wrk's thread:set()/thread:get() reach only globals.
-tid = nil     -- set by setup() in each thread's Lua state
-non200 = 0    -- read by done() from every thread
 local reqs = {}
 local counter = 0
 
@@ -50,30 +43,4 @@ end
 function request()
   counter = counter + 1
   return reqs[(counter % #reqs) + 1]
-end
-
-function response(status, headers, body)
-  if status ~= 200 then
-    non200 = non200 + 1
-    -- Keep the first few for the report.
-    if non200 <= 3 then
-      io.stderr:write(string.format("non-200 status %d: %s\n", status,
-        string.sub(body or "", 1, 200)))
-    end
-  end
-end
-
-function done(summary, latency, requests)
-  local bad = 0
-  for _, t in ipairs(threads) do
-    bad = bad + (tonumber(t:get("non200")) or 0)
-  end
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH requests=%d duration_us=%d non200=%d errors_connect=%d errors_read=%d " ..
-    "errors_write=%d errors_status=%d errors_timeout=%d p50_us=%d p90_us=%d " ..
-    "p99_us=%d p999_us=%d max_us=%d mean_us=%.0f\n",
-    summary.requests, summary.duration, bad, e.connect, e.read, e.write, e.status,
-    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99),
-    latency:percentile(99.9), latency.max, latency.mean))
 end
