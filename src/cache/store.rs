@@ -10,7 +10,7 @@
 //!   store committed it. A replay is served only when the request's fingerprint matches;
 //!   anything else (a miss, another body) goes to the store, which decides.
 //! - Payment reads: `{merchant}:pay:<id>` -> the payment, read through (one store read
-//!   per key however many requests miss together) and deleted after any write to it, so
+//!   per key however many requests miss together) and deleted after any change to it, so
 //!   the next read fills it from what committed.
 //!
 //! Keys carry the merchant in a hash tag (`paytool:{mer_...}:...`): one merchant's keys
@@ -324,11 +324,13 @@ impl Store for CachedStore {
         Box::pin(async move {
             let merchant = request.merchant.id.clone();
             let idem = request.idempotency.clone();
+            // The payment a write changes; a new one has no entry to delete (its id is
+            // fresh), so a create costs no extra Redis call.
             let changed = match &request.mutation {
-                Mutation::Create { payment, .. } => payment.id.clone(),
+                Mutation::Create { .. } => None,
                 Mutation::Capture { payment_id, .. }
                 | Mutation::Cancel { payment_id }
-                | Mutation::Refund { payment_id, .. } => payment_id.clone(),
+                | Mutation::Refund { payment_id, .. } => Some(payment_id.clone()),
             };
             if let Some(idem) = &idem {
                 let key = self.keys.idempotency(&merchant, &idem.key);
@@ -350,8 +352,8 @@ impl Store for CachedStore {
                 }
             }
             let response = self.inner.write(request).await?;
-            if !response.replayed {
-                self.del(self.keys.payment(&merchant, &changed)).await;
+            if let (false, Some(id)) = (response.replayed, &changed) {
+                self.del(self.keys.payment(&merchant, id)).await;
             }
             if let (Some(idem), Ok(body)) = (&idem, String::from_utf8(response.body.clone())) {
                 let answer = CachedAnswer {
