@@ -63,7 +63,7 @@ impl Admin {
         })
     }
 
-    fn failed(&self, e: redis::RedisError) -> AdminError {
+    pub(super) fn failed(&self, e: redis::RedisError) -> AdminError {
         AdminError::Redis {
             url: self.url.clone(),
             message: e.to_string(),
@@ -71,7 +71,10 @@ impl Admin {
     }
 
     /// One SCAN step: the next cursor (0 when done) and a batch of paytool's keys.
-    async fn scan_step(&mut self, cursor: u64) -> Result<(u64, Vec<String>), AdminError> {
+    pub(super) async fn scan_step(
+        &mut self,
+        cursor: u64,
+    ) -> Result<(u64, Vec<String>), AdminError> {
         redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -81,6 +84,16 @@ impl Admin {
             .query_async(&mut self.conn)
             .await
             .map_err(|e| self.failed(e))
+    }
+
+    /// The server's URL, password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Another handle on the connection (commands from both are pipelined on one socket).
+    pub(super) fn connection(&self) -> MultiplexedConnection {
+        self.conn.clone()
     }
 
     /// How many of paytool's keys there are now.

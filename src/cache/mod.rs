@@ -7,8 +7,11 @@
 pub mod admin;
 pub mod breaker;
 pub mod client;
+pub mod entries;
 pub mod keys;
+pub mod seed;
 pub mod store;
+pub mod verify;
 
 pub use client::RedisClient;
 pub use store::CachedStore;

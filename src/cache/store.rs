@@ -10,40 +10,31 @@
 //!   store committed it. A replay is served only when the request's fingerprint matches;
 //!   anything else (a miss, another body) goes to the store, which decides.
 //! - Payment reads: `{merchant}:pay:<id>` -> the payment, read through (one store read
-//!   per key however many requests miss together) and deleted after any change to it, so
-//!   the next read fills it from what committed.
+//!   per key however many requests miss together). After any change to it commits, the
+//!   entry is replaced by a short `CHANGED` mark, and fills only write where nothing is
+//!   (SET NX): a read that fetched the payment before the change cannot put the old state
+//!   back after it, and the next read fills from what committed.
 //!
 //! Keys carry the merchant in a hash tag (`paytool:{mer_...}:...`): one merchant's keys
 //! share a Redis Cluster slot. TTLs have jitter so entries filled together do not expire
 //! together. A stale entry is stale for at most its TTL.
 
 use super::client::RedisClient;
+use super::entries::{
+    CHANGED, CHANGED_TTL, CachedAnswer, CachedMerchant, CachedPayment, GENERATION_TTL,
+    IDEMPOTENCY_TTL, KEY_TTL, PAYMENT_TTL, cached_merchant, jittered,
+};
 use super::keys::Keys;
-use crate::ledger::{Currency, Payment, PaymentStatus};
+use crate::ledger::Payment;
 use crate::secrets::{Secret, hash_key, merchant_id_in_key};
 use crate::store::{
     AuditReport, BalanceLine, BoxFuture, Merchant, Mutation, RolledKey, Store, StoreError,
     StoredResponse, WriteRequest,
 };
 use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// How long a cached API key stays trusted at most: also how long past a grace period's
-/// end an old key may still be accepted by an instance that cached it.
-pub const KEY_TTL: Duration = Duration::from_secs(5);
-/// Cached payments: a payment changed behind the cache's back reads stale this long at
-/// most (every change through the API deletes its entry at once).
-pub const PAYMENT_TTL: Duration = Duration::from_secs(60);
-/// Cached idempotent answers: well inside the store's retention (24 h by default).
-pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(3_600);
-/// A merchant's key generation outlives every key entry tagged with it (`KEY_TTL`) by
-/// far, so letting it expire (and restart from 0) can never revive an old entry.
-pub const GENERATION_TTL: Duration = Duration::from_secs(3_600);
-/// Each TTL is shortened by up to this fraction, at random.
-pub const TTL_JITTER: f64 = 0.1;
 
 pub struct CachedStore {
     inner: Arc<dyn Store>,
@@ -52,101 +43,6 @@ pub struct CachedStore {
     /// Entries (payments, API keys) being filled from the store right now: one store
     /// read per entry however many requests missed it together.
     filling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CachedMerchant {
-    generation: u64,
-    id: String,
-    name: String,
-    bucket: u16,
-    shard: usize,
-    created_ms: i64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CachedAnswer {
-    fingerprint: String,
-    status: u16,
-    body: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CachedPayment {
-    id: String,
-    merchant_id: String,
-    amount: u64,
-    currency: String,
-    status: String,
-    amount_captured: u64,
-    amount_refunded: u64,
-    card_brand: String,
-    card_last4: String,
-    card_fingerprint: String,
-    failure_code: Option<String>,
-    created_ms: i64,
-}
-
-impl CachedPayment {
-    fn of(p: &Payment) -> CachedPayment {
-        CachedPayment {
-            id: p.id.clone(),
-            merchant_id: p.merchant_id.clone(),
-            amount: p.amount,
-            currency: p.currency.code().to_string(),
-            status: p.status.as_str().to_string(),
-            amount_captured: p.amount_captured,
-            amount_refunded: p.amount_refunded,
-            card_brand: p.card_brand.clone(),
-            card_last4: p.card_last4.clone(),
-            card_fingerprint: p.card_fingerprint.clone(),
-            failure_code: p.failure_code.clone(),
-            created_ms: p.created_ms,
-        }
-    }
-
-    /// The payment, if the entry is one the ledger accepts (a damaged entry is a miss).
-    fn payment(self) -> Option<Payment> {
-        let p = Payment {
-            id: self.id,
-            merchant_id: self.merchant_id,
-            amount: self.amount,
-            currency: Currency::parse(&self.currency).ok()?,
-            status: PaymentStatus::parse(&self.status)?,
-            amount_captured: self.amount_captured,
-            amount_refunded: self.amount_refunded,
-            card_brand: self.card_brand,
-            card_last4: self.card_last4,
-            card_fingerprint: self.card_fingerprint,
-            failure_code: self.failure_code,
-            created_ms: self.created_ms,
-        };
-        p.check().ok()?;
-        Some(p)
-    }
-}
-
-/// The merchant a key entry names, if it is there and of the merchant's current key
-/// generation (an entry from before a roll is dead).
-fn cached_merchant(looked: Option<&(u64, Option<Vec<u8>>)>, id: &str) -> Option<Arc<Merchant>> {
-    let (generation, Some(bytes)) = looked? else {
-        return None;
-    };
-    let m = serde_json::from_slice::<CachedMerchant>(bytes).ok()?;
-    (m.generation == *generation && m.id == id).then(|| {
-        Arc::new(Merchant {
-            id: m.id,
-            name: m.name,
-            bucket: m.bucket,
-            shard: m.shard,
-            created_ms: m.created_ms,
-        })
-    })
-}
-
-fn jittered(ttl: Duration) -> u64 {
-    let cut = rand::random::<f64>() * TTL_JITTER;
-    ((ttl.as_millis() as f64) * (1.0 - cut)).max(1.0) as u64
 }
 
 fn counted(kind: &'static str, hit: bool) {
@@ -184,9 +80,21 @@ impl CachedStore {
             .await;
     }
 
-    async fn del(&self, key: String) {
+    /// Set only where nothing is: a fill never overwrites a newer entry or a `CHANGED`
+    /// mark.
+    async fn set_if_absent(&self, key: String, value: Vec<u8>, ttl: Duration) {
+        let ms = jittered(ttl);
         self.redis
-            .call("del", |mut c| async move { c.del::<_, ()>(key).await })
+            .call("set_nx", |mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ms)
+                    .arg("NX")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
             .await;
     }
 
@@ -223,11 +131,14 @@ impl CachedStore {
             .remove(key);
     }
 
-    async fn cached_payment(&self, key: &str) -> Option<Payment> {
+    /// The cached payment, only if it is the one asked for: a wrong entry (another
+    /// merchant's, another id) is a miss, never shown.
+    async fn cached_payment(&self, key: &str, merchant: &str, id: &str) -> Option<Payment> {
         let bytes = self.get(key).await?;
         serde_json::from_slice::<CachedPayment>(&bytes)
             .ok()
             .and_then(CachedPayment::payment)
+            .filter(|p| p.merchant_id == merchant && p.id == id)
     }
 }
 
@@ -271,15 +182,7 @@ impl Store for CachedStore {
             }
             let found = self.inner.authenticate_fresh(&api_key).await;
             if let (Ok(Some(m)), Some((generation, _))) = (&found, looked) {
-                let entry = CachedMerchant {
-                    generation,
-                    id: m.id.clone(),
-                    name: m.name.clone(),
-                    bucket: m.bucket,
-                    shard: m.shard,
-                    created_ms: m.created_ms,
-                };
-                if let Ok(bytes) = serde_json::to_vec(&entry) {
+                if let Ok(bytes) = serde_json::to_vec(&CachedMerchant::of(m, generation)) {
                     self.set(entry_key.clone(), bytes, KEY_TTL).await;
                 }
             }
@@ -353,7 +256,12 @@ impl Store for CachedStore {
             }
             let response = self.inner.write(request).await?;
             if let (false, Some(id)) = (response.replayed, &changed) {
-                self.del(self.keys.payment(&merchant, id)).await;
+                self.set(
+                    self.keys.payment(&merchant, id),
+                    CHANGED.to_vec(),
+                    CHANGED_TTL,
+                )
+                .await;
             }
             if let (Some(idem), Ok(body)) = (&idem, String::from_utf8(response.body.clone())) {
                 let answer = CachedAnswer {
@@ -381,7 +289,7 @@ impl Store for CachedStore {
     ) -> BoxFuture<'_, Result<Option<Payment>, StoreError>> {
         Box::pin(async move {
             let key = self.keys.payment(&merchant.id, &id);
-            if let Some(p) = self.cached_payment(&key).await {
+            if let Some(p) = self.cached_payment(&key, &merchant.id, &id).await {
                 counted("payment", true);
                 return Ok(Some(p));
             }
@@ -390,14 +298,14 @@ impl Store for CachedStore {
             // find what it cached.
             let lock = self.filler(&key);
             let _one = lock.lock().await;
-            if let Some(p) = self.cached_payment(&key).await {
+            if let Some(p) = self.cached_payment(&key, &merchant.id, &id).await {
                 return Ok(Some(p));
             }
             let found = self.inner.payment(merchant, id).await;
             if let Ok(Some(p)) = &found
                 && let Ok(bytes) = serde_json::to_vec(&CachedPayment::of(p))
             {
-                self.set(key.clone(), bytes, PAYMENT_TTL).await;
+                self.set_if_absent(key.clone(), bytes, PAYMENT_TTL).await;
             }
             self.filled(&key);
             found

@@ -297,3 +297,194 @@ async fn a_retry_storm_over_two_instances_sharing_redis_makes_one_payment_a_key(
     assert!(hits > 0.0, "no replay came from Redis");
     assert_eq!(a.audit().await["ok"], true);
 }
+
+/// Payments in the store the seed and verify test runs on.
+const SEEDED_PAYMENTS: usize = 100_000;
+/// Requests in flight while those payments are made.
+const SEND_CONCURRENCY: usize = 64;
+
+/// `n` captured payments spread over the merchants, sent `SEND_CONCURRENCY` at a time;
+/// each must be 200. Their ids, in no order.
+async fn pay_many(api: &Server, merchants: &[Merchant], n: usize) -> Vec<(String, String)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..SEND_CONCURRENCY {
+        let (client, url) = (api.client.clone(), api.url("/v1/payments"));
+        let merchants = merchants.to_vec();
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (worker..n).step_by(SEND_CONCURRENCY) {
+                let m = &merchants[i % merchants.len()];
+                let res = client
+                    .post(&url)
+                    .bearer_auth(&m.key)
+                    .header("Idempotency-Key", format!("seed-{i}"))
+                    .json(&crate::support::payment_body(
+                        100 + i as i64 % 900,
+                        "usd",
+                        true,
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), StatusCode::OK, "payment {i}");
+                let body: Value = res.json().await.unwrap();
+                ids.push((m.id.clone(), body["id"].as_str().unwrap().to_string()));
+            }
+            ids
+        });
+    }
+    let mut ids = Vec::with_capacity(n);
+    while let Some(done) = tasks.join_next().await {
+        ids.extend(done.unwrap());
+    }
+    ids
+}
+
+/// `paytool cache verify` as JSON, and its exit code.
+fn verify(r: &LocalRedis, source: &[&str]) -> (Option<i32>, Value) {
+    let mut args = vec!["verify", "--output", "json"];
+    args.extend_from_slice(source);
+    let out = cache_cmd(r, &args);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+#[tokio::test]
+async fn seed_then_verify_matches_the_store_and_a_row_changed_behind_its_back_is_named() {
+    let dir = temp_dir();
+    let r = redis(dir.path());
+    let api = Server::start_args(&["--redis", &r.url()]);
+    let data_dir = api.data_dir().to_str().unwrap().to_string();
+    let source = ["--data-dir", data_dir.as_str()];
+    let mut merchants = Vec::new();
+    for i in 0..4 {
+        merchants.push(api.create_merchant(&format!("m{i}")).await);
+    }
+    let paid = pay_many(&api, &merchants, SEEDED_PAYMENTS).await;
+
+    // A dry run counts and writes nothing (the API cached only its idempotent answers
+    // and keys: a new payment is never cached).
+    let mut args = vec!["seed", "--dry-run", "--output", "json"];
+    args.extend_from_slice(&source);
+    let dry = crate::support::json_stdout(&cache_cmd(&r, &args));
+    assert_eq!(dry["payments"], SEEDED_PAYMENTS, "{dry:#}");
+    assert!(keys(&r, "paytool:*:pay:*").await.is_empty());
+
+    // Seeded from the live API's data dir: an entry per key and per payment.
+    let mut args = vec!["seed", "--output", "json"];
+    args.extend_from_slice(&source);
+    let seeded = crate::support::json_stdout(&cache_cmd(&r, &args));
+    assert_eq!(seeded["merchants"], 4, "{seeded:#}");
+    assert_eq!(seeded["payments"], SEEDED_PAYMENTS, "{seeded:#}");
+    assert_eq!(seeded["keys"], SEEDED_PAYMENTS + 4, "{seeded:#}");
+
+    // The API serves the seeded entries: its first read is a hit.
+    let (m, id) = &paid[paid.len() / 2];
+    let merchant = merchants.iter().find(|x| x.id == *m).unwrap();
+    let (status, body) = get_payment(&api, merchant, id).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let hit = "paytool_cache_requests_total{kind=\"payment\",result=\"hit\"}";
+    assert_eq!(metric(&api, merchant, hit).await, 1.0);
+
+    let (code, report) = verify(&r, &source);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["checked"]["pay"], SEEDED_PAYMENTS, "{report:#}");
+    assert_eq!(report["checked"]["idem"], SEEDED_PAYMENTS, "{report:#}");
+    assert_eq!(report["mismatches"], 0, "{report:#}");
+    assert_eq!(report["stale"], 0, "{report:#}");
+
+    // One row changed behind the cache's back: verify names exactly its key.
+    let shard = rusqlite::Connection::open(api.data_dir().join("shard-000.db")).unwrap();
+    let changed = shard
+        .execute(
+            "UPDATE payments SET card_brand = 'tampered' WHERE merchant_id = ?1 AND id = ?2",
+            [m, id],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    let (code, report) = verify(&r, &source);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(report["mismatches"], 1, "{report:#}");
+    assert_eq!(report["stale"], 0, "{report:#}");
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report:#}");
+    assert_eq!(findings[0]["key"], format!("paytool:{{{m}}}:pay:{id}"));
+    let detail = findings[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("card_brand: cache"), "{detail}");
+
+    // A sample checks only as many entries as asked.
+    let (_, sampled) = verify(&r, &["--data-dir", data_dir.as_str(), "--sample", "500"]);
+    assert_eq!(
+        sampled["checked"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        500,
+        "{sampled:#}"
+    );
+
+    // Flush removes paytool's entries and leaves another application's key.
+    let client = redis::Client::open(r.url()).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = c.set("other:key", "theirs").await.unwrap();
+    let flushed =
+        crate::support::json_stdout(&cache_cmd(&r, &["flush", "--yes", "--output", "json"]));
+    assert!(
+        flushed["removed"].as_u64().unwrap() >= 2 * SEEDED_PAYMENTS as u64,
+        "{flushed:#}"
+    );
+    assert!(keys(&r, "paytool:*").await.is_empty());
+    let theirs: String = c.get("other:key").await.unwrap();
+    assert_eq!(theirs, "theirs");
+}
+
+#[tokio::test]
+async fn seed_and_verify_read_every_shard_of_a_layout() {
+    const PAYMENTS: usize = 400;
+    let dir = temp_dir();
+    let r = redis(dir.path());
+    let pg = PgShards::start(dir.path());
+    let layout = pg.layout.to_str().unwrap().to_string();
+    let api = Server::start_on_layout_env(&pg.layout, "adm_seed", &["--redis", &r.url()], &[]);
+    let mut merchants = Vec::new();
+    for i in 0..6 {
+        merchants.push(api.create_merchant(&format!("m{i}")).await);
+    }
+    let paid = pay_many(&api, &merchants, PAYMENTS).await;
+    let seeded = crate::support::json_stdout(&cache_cmd(
+        &r,
+        &["seed", "--layout", &layout, "--output", "json"],
+    ));
+    assert_eq!(seeded["merchants"], 6, "{seeded:#}");
+    assert_eq!(seeded["payments"], PAYMENTS, "{seeded:#}");
+    let (code, report) = verify(&r, &["--layout", &layout]);
+    assert_eq!(code, Some(0), "{report:#}");
+    assert_eq!(report["checked"]["pay"], PAYMENTS, "{report:#}");
+
+    let (m, id) = &paid[7];
+    let mut changed = 0;
+    for shard in 0..pg.shards.len() {
+        changed += pg
+            .client(shard)
+            .await
+            .execute(
+                "UPDATE payments SET card_last4 = '0000' WHERE merchant_id = $1 AND id = $2",
+                &[m, id],
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(changed, 1);
+    let (code, report) = verify(&r, &["--layout", &layout]);
+    assert_eq!(code, Some(1), "{report:#}");
+    let findings = report["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{report:#}");
+    assert_eq!(findings[0]["key"], format!("paytool:{{{m}}}:pay:{id}"));
+}

@@ -5,9 +5,10 @@
 //! and each shard decides which buckets it owns.
 
 pub mod audit;
+pub mod export;
 pub mod layout_ops;
 pub mod moves;
-pub(crate) mod rows;
+mod rows;
 pub mod schema;
 pub mod sql;
 pub mod writer;

@@ -68,6 +68,25 @@ pub const BALANCE: &str = concat!(
     " ORDER BY currency"
 );
 
+/// One stored idempotent answer (`cache verify`, export.rs).
+pub const ANSWER: &str = concat!(
+    "SELECT request_fingerprint, status, body FROM idempotency \
+     WHERE bucket = $1 AND merchant_id = $2 AND key = $3",
+    owned_here!()
+);
+/// Every merchant in an owned bucket, with `MERCHANT`'s columns first (`cache seed`
+/// reads the whole table on purpose, so it is not in `explained`).
+pub const EXPORT_MERCHANTS: &str = "SELECT m.name, m.key_hash, m.previous_key_hash, \
+     m.previous_key_expires_ms, m.created_ms, m.bucket, m.id FROM merchants m \
+     JOIN paytool_buckets o ON o.bucket = m.bucket";
+/// Every payment in an owned bucket created at or after $1 (a whole-table read too).
+pub fn export_payments() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN paytool_buckets o ON o.bucket = p.bucket \
+         WHERE p.created_ms >= $1"
+    )
+}
+
 // The group-commit writer's statements (writer.rs).
 /// The batch's buckets this shard owns, and whether a move fences each.
 pub const OWNED_SQL: &str = concat!(
@@ -144,6 +163,7 @@ pub fn explained() -> Vec<(&'static str, String)> {
         ("owns", OWNS.to_string()),
         ("roll_key", ROLL_KEY.to_string()),
         ("payment", payment()),
+        ("answer", ANSWER.to_string()),
         ("list_payments", list_payments()),
         ("balance", BALANCE.to_string()),
         ("owned", OWNED_SQL.to_string()),

@@ -2,6 +2,7 @@
 //! the data dir. Merchants hash to buckets; contiguous bucket ranges map to shards.
 
 mod audit;
+pub mod export;
 mod pruner;
 mod rows;
 mod schema;
@@ -9,7 +10,7 @@ pub mod writer;
 
 use super::{
     AuditReport, BalanceLine, BoxFuture, Merchant, OpenError, RolledKey, SHARDS_MAX, Store,
-    StoreError, StoredResponse, WriteRequest, balance_lines, key_hash,
+    StoreError, StoredResponse, WriteRequest, balance_lines,
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
@@ -188,26 +189,14 @@ fn load_merchants(catalog: &Connection, shards: usize) -> Result<Merchants, Stor
     let mut by_key_hash = HashMap::new();
     let mut by_id = HashMap::new();
     let mut keys = HashMap::new();
-    let mut stmt = catalog.prepare(
-        "SELECT id, name, key_hash, bucket, created_ms, previous_key_hash, previous_key_expires_ms \
-         FROM merchants",
-    )?;
+    let mut stmt = catalog.prepare(&format!(
+        "SELECT {} FROM merchants",
+        export::MERCHANT_COLUMNS
+    ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let hash: Vec<u8> = r.get(2)?;
-        let bucket: u16 = r.get(3)?;
-        let merchant = Merchant {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            bucket,
-            shard: shard_of_bucket(bucket, shards),
-            created_ms: r.get(4)?,
-        };
-        let hash = key_hash(hash)?;
-        let previous = match (r.get::<_, Option<Vec<u8>>>(5)?, r.get::<_, Option<i64>>(6)?) {
-            (Some(h), Some(until)) if until > now_ms() => Some((key_hash(h)?, until)),
-            _ => None,
-        };
+        let (merchant, hash, previous) = export::merchant_row(r, shards)?;
+        let previous = previous.filter(|(_, until)| *until > now_ms());
         let merchant = Arc::new(merchant);
         if let Some((old, _)) = previous {
             by_key_hash.insert(old, merchant.clone());
