@@ -28,7 +28,7 @@ async fn no_statement_scans_a_merchant_table() {
             "merchant" | "balance" => vec![&b, &m],
             "owns_bucket" | "owns" => vec![&b],
             "roll_key" => vec![&b, &m, &until, &hash],
-            "payment" => vec![&b, &m, &id],
+            "payment" | "answer" => vec![&b, &m, &id],
             "list_payments" => vec![&b, &m, &id, &now],
             "owned" => vec![&bs],
             "idempotency" | "payments_for_update" => vec![&bs, &ms, &ids],
