@@ -2,7 +2,7 @@ use super::{Failure, UsageError, present};
 use indicatif::{ProgressBar, ProgressStyle};
 use paytool::loadtest::find_max::SearchLimits;
 use paytool::loadtest::{self, LoadtestError};
-use paytool::profile::load::{self as profile, Overrides};
+use paytool::profile::load::{self as profile, Overrides, RedisMode};
 use paytool::store::sqlite::Faults;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,12 +19,15 @@ Examples:
                    --threshold \"POST /v1/payments:error_rate_max=0\"
   PAYTOOL_ADMIN_TOKEN=... paytool loadtest -p profiles/smoke.toml --target http://127.0.0.1:8080
   paytool loadtest -p profiles/sharded-smoke.toml   # 2 API instances on 2 spawned PostgreSQL shards
+  paytool loadtest -p profiles/sharded-smoke.toml --redis spawn   # ... with Redis in front
 
 Without a target, the reference API is started in this process on a free loopback port
 with a fresh data dir under the run's report dir (kept only if the run fails). A profile
 whose [target] names a layout spawns `instances` API instances on its PostgreSQL shards
 (postgres = \"spawn\" starts a throwaway server per shard under the run dir; it needs
-PostgreSQL installed: apt-get install -y postgresql).
+PostgreSQL installed: apt-get install -y postgresql). target.redis (or --redis) puts Redis
+in front of the spawned API's store: \"spawn\" starts a throwaway redis-server under the
+run dir (apt-get install -y redis-server), \"existing\" reads PAYTOOL_REDIS_URL.
 Each run writes reports/<time>-<profile>/: Goose's HTML, JSON and Markdown reports,
 profile.toml, summary.json, summary.md, junit.xml, acks.jsonl, audit.json, merchants.json.
 
@@ -61,6 +64,10 @@ pub struct Args {
     /// PostgreSQL layout (the load is spread over them)
     #[arg(long)]
     pub instances: Option<usize>,
+    /// Override target.redis: Redis in front of the spawned API's store, "spawn" (a
+    /// throwaway redis-server under the run dir) or "existing" (URL from PAYTOOL_REDIS_URL)
+    #[arg(long, value_name = "MODE", value_parser = ["spawn", "existing"])]
+    pub redis: Option<String>,
     /// Open model: override load.rate with an arrival rate, e.g. 2000/s (replaces users)
     #[arg(long)]
     pub rate: Option<String>,
@@ -107,6 +114,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         run_time: args.run_time.clone(),
         target: args.target.clone(),
         instances: args.instances,
+        redis: args.redis.as_deref().map(|m| match m {
+            "spawn" => RedisMode::Spawn,
+            _ => RedisMode::Existing,
+        }),
         merchants: args.merchants,
         report_dir: args.report_dir.clone(),
         no_audit: args.no_audit,

@@ -81,6 +81,19 @@ pub fn print_summary(s: &RunSummary) {
             "server: {} group commits, mean batch {} writes, write queue depth up to {}",
             f.commit_batches, f.commit_batch_size_mean, f.write_queue_depth_max
         );
+        if let Some(c) = &f.cache {
+            println!(
+                "cache: {} hits, {} misses ({:.1}% hits){}",
+                c.hits,
+                c.misses,
+                c.hit_ratio * 100.0,
+                if c.breaker_opened {
+                    "; the breaker opened (Redis unreachable or slow): served from the store"
+                } else {
+                    ""
+                }
+            );
+        }
     }
 }
 

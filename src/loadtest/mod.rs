@@ -13,10 +13,12 @@ pub mod summary;
 pub mod target;
 pub mod thresholds;
 
-use crate::profile::load::{ArrivalRate, LoadPlan, Shape};
+use crate::cache::CacheOptions;
+use crate::profile::load::{ArrivalRate, LoadPlan, REDIS_URL_ENV, RedisMode, Shape};
 use crate::scenarios::context::{self, RunContext};
 use crate::scenarios::instances::Instances;
 use crate::scenarios::live::LiveStats;
+use crate::services::redis::LocalRedis;
 use crate::store::sqlite::Faults;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
@@ -63,6 +65,35 @@ pub struct Prepared {
     steps: usize,
 }
 
+/// The Redis a spawned API uses: one started under the run dir, or the caller's.
+async fn cache_target(
+    mode: RedisMode,
+    run_dir: &Path,
+) -> Result<(CacheOptions, Option<LocalRedis>), LoadtestError> {
+    let options = |url: String| CacheOptions {
+        url: crate::secrets::Secret::new(url),
+        prefix: crate::cache::PREFIX_DEFAULT.to_string(),
+    };
+    match mode {
+        RedisMode::Existing => {
+            let url = std::env::var(REDIS_URL_ENV).map_err(|_| {
+                LoadtestError::Config(format!(
+                    "target.redis = \"existing\" reads the Redis URL from {REDIS_URL_ENV}, which is not set"
+                ))
+            })?;
+            Ok((options(url), None))
+        }
+        RedisMode::Spawn => {
+            let root = run_dir.join("redis");
+            let redis = tokio::task::spawn_blocking(move || LocalRedis::start(&root))
+                .await
+                .map_err(|e| LoadtestError::Start(format!("starting Redis: {e}")))?
+                .map_err(|e| LoadtestError::Start(format!("starting Redis: {e}")))?;
+            Ok((options(redis.url()), Some(redis)))
+        }
+    }
+}
+
 pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, LoadtestError> {
     let run_id = format!("{}-{}", crate::clock::utc_compact(), plan.name);
     let run_dir = unique_dir(&plan.report_dir, &run_id)?;
@@ -89,12 +120,17 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
                 Some(l) => Some(layout::prepare(l, &run_dir.join("postgres")).await?),
                 None => None,
             };
+            let cache = match plan.redis {
+                Some(mode) => Some(cache_target(mode, &run_dir).await?),
+                None => None,
+            };
             Target::spawn(SpawnPlan {
                 data_dir: run_dir.join("server-data"),
                 shards: plan.shards,
                 faults,
                 layout,
                 instances: plan.instances,
+                cache,
             })
             .await?
         }
@@ -310,7 +346,12 @@ impl Prepared {
             return self.base_url.clone();
         }
         let at = self.bases.join(", ");
-        match &self.plan.layout {
+        let cache = match self.plan.redis {
+            Some(RedisMode::Spawn) => ", Redis in front (spawned)",
+            Some(RedisMode::Existing) => ", Redis in front (PAYTOOL_REDIS_URL)",
+            None => "",
+        };
+        let api = match &self.plan.layout {
             None => format!("the reference API (spawned at {at})"),
             Some(l) => format!(
                 "{} reference API instance(s) (spawned at {at}) on layout {}: {} PostgreSQL shard(s), postgres = {:?}",
@@ -319,7 +360,8 @@ impl Prepared {
                 l.shards.len(),
                 l.postgres.as_str()
             ),
-        }
+        };
+        format!("{api}{cache}")
     }
 
     /// Stop a spawned target; keep its files only when something failed.
@@ -330,6 +372,7 @@ impl Prepared {
             if let Some(dir) = &spawned.postgres_dir {
                 let _ = std::fs::remove_dir_all(dir);
             }
+            let _ = std::fs::remove_dir_all(self.run_dir.join("redis"));
         }
         Ok(())
     }

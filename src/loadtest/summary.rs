@@ -24,6 +24,19 @@ pub struct ServerFigures {
     pub commit_batches: u64,
     pub commit_batch_size_mean: f64,
     pub write_queue_depth_max: f64,
+    /// With Redis in front of the store (`target.redis`, `serve --redis`).
+    #[serde(default)]
+    pub cache: Option<CacheFigures>,
+}
+
+/// The API's Redis cache during the step, from `paytool_cache_*`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CacheFigures {
+    pub hits: u64,
+    pub misses: u64,
+    pub hit_ratio: f64,
+    /// Whether any scrape found the breaker open (Redis unreachable or slow).
+    pub breaker_opened: bool,
 }
 
 /// Scrapes during one step. Prometheus counters run from the server's start, so the
@@ -33,6 +46,10 @@ pub struct Scrapes {
     first: Option<(f64, f64)>,
     last: Option<(f64, f64)>,
     queue_depth_max: f64,
+    /// (hits, misses) of the cache, first and last scrape.
+    cache_first: Option<(f64, f64)>,
+    cache_last: Option<(f64, f64)>,
+    breaker_opened: bool,
 }
 
 impl Scrapes {
@@ -47,6 +64,22 @@ impl Scrapes {
                 0.0
             },
             write_queue_depth_max: self.queue_depth_max,
+            cache: self.cache(),
+        })
+    }
+
+    fn cache(&self) -> Option<CacheFigures> {
+        let ((h0, m0), (h1, m1)) = (self.cache_first?, self.cache_last?);
+        let (hits, misses) = ((h1 - h0).max(0.0), (m1 - m0).max(0.0));
+        Some(CacheFigures {
+            hits: hits as u64,
+            misses: misses as u64,
+            hit_ratio: if hits + misses > 0.0 {
+                (hits / (hits + misses) * 1000.0).round() / 1000.0
+            } else {
+                0.0
+            },
+            breaker_opened: self.breaker_opened,
         })
     }
 }
@@ -118,6 +151,7 @@ fn rate(errors: u64, count: u64) -> f64 {
 /// Fold one scrape of Prometheus text into the step's scrapes.
 pub fn absorb_scrape(scrapes: &mut Scrapes, text: &str) {
     let (mut sum, mut count, mut seen) = (0.0, 0.0, false);
+    let (mut hits, mut misses, mut cached) = (0.0, 0.0, false);
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let Some((series, value)) = line.rsplit_once(' ') else {
             continue;
@@ -132,11 +166,53 @@ pub fn absorb_scrape(scrapes: &mut Scrapes, text: &str) {
             "paytool_write_queue_depth" => {
                 scrapes.queue_depth_max = scrapes.queue_depth_max.max(value)
             }
+            "paytool_cache_requests_total" if series.contains("result=\"hit\"") => {
+                (hits, cached) = (hits + value, true)
+            }
+            "paytool_cache_requests_total" => (misses, cached) = (misses + value, true),
+            "paytool_cache_breaker_open" => {
+                cached = true;
+                scrapes.breaker_opened |= value > 0.0;
+            }
             _ => {}
         }
     }
     if seen {
         scrapes.first.get_or_insert((sum, count));
         scrapes.last = Some((sum, count));
+    }
+    if cached {
+        scrapes.cache_first.get_or_insert((hits, misses));
+        scrapes.cache_last = Some((hits, misses));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Scrapes, absorb_scrape};
+
+    #[test]
+    fn cache_figures_are_the_steps_difference_and_remember_an_open_breaker() {
+        let scrape = |hits: u64, misses: u64, open: u8| {
+            format!(
+                "# TYPE paytool_cache_requests_total counter\n\
+                 paytool_cache_requests_total{{kind=\"payment\",result=\"hit\"}} {hits}\n\
+                 paytool_cache_requests_total{{kind=\"payment\",result=\"miss\"}} {misses}\n\
+                 paytool_cache_breaker_open {open}\n\
+                 paytool_group_commit_batch_size_sum 10\n\
+                 paytool_group_commit_batch_size_count 5\n"
+            )
+        };
+        let mut s = Scrapes::default();
+        absorb_scrape(&mut s, &scrape(100, 50, 0));
+        absorb_scrape(&mut s, &scrape(150, 60, 1));
+        absorb_scrape(&mut s, &scrape(400, 60, 0));
+        let cache = s.finish().unwrap().cache.unwrap();
+        assert_eq!((cache.hits, cache.misses), (300, 10));
+        assert_eq!(cache.hit_ratio, 0.968);
+        assert!(cache.breaker_opened);
+        let mut none = Scrapes::default();
+        absorb_scrape(&mut none, "paytool_group_commit_batch_size_sum 1\n");
+        assert_eq!(none.finish().unwrap().cache, None);
     }
 }

@@ -5,9 +5,11 @@
 use super::LoadtestError;
 use super::layout::Shards;
 use crate::api::{ServeOptions, Server};
+use crate::cache::CacheOptions;
 use crate::scenarios::context::MerchantCreds;
 use crate::secrets::{Secret, random_hex};
 use crate::services::postgres::LocalPostgres;
+use crate::services::redis::LocalRedis;
 use crate::store::layout::Layout;
 use crate::store::postgres::LayoutParser;
 use crate::store::sqlite::{Faults, WriterLimits};
@@ -33,6 +35,8 @@ pub struct Spawned {
     /// Stopped after the instances, which hold connections to them.
     postgres: Vec<LocalPostgres>,
     pub postgres_dir: Option<PathBuf>,
+    /// A Redis this run started (`target.redis = "spawn"`), stopped after the instances.
+    redis: Option<LocalRedis>,
 }
 
 struct Instance {
@@ -48,6 +52,8 @@ pub struct SpawnPlan {
     pub faults: Faults,
     pub layout: Option<Shards>,
     pub instances: usize,
+    /// Redis in front of every instance's store, and the server if this run started it.
+    pub cache: Option<(CacheOptions, Option<LocalRedis>)>,
 }
 
 impl Target {
@@ -59,11 +65,13 @@ impl Target {
             Some(s) => (Some((s.layout, s.follow)), s.servers, s.dir),
             None => (None, Vec::new(), None),
         };
+        let (cache, redis) = plan.cache.unzip();
         let mut spawned = Spawned {
             instances: Vec::with_capacity(plan.instances),
             data_dir: plan.data_dir,
             postgres,
             postgres_dir,
+            redis: redis.flatten(),
         };
         let mut bases = Vec::with_capacity(plan.instances);
         for _ in 0..plan.instances {
@@ -73,6 +81,7 @@ impl Target {
                 plan.shards,
                 layout.clone(),
                 plan.faults,
+                cache.clone(),
                 &admin_token,
             )
             .await?;
@@ -100,6 +109,11 @@ impl Target {
                     .map_err(|e| LoadtestError::Run(format!("reference API: {e:#}")))?;
             }
         }
+        if let Some(mut redis) = spawned.redis.take() {
+            tokio::task::spawn_blocking(move || redis.stop())
+                .await
+                .map_err(|e| LoadtestError::Run(format!("stopping Redis: {e}")))?;
+        }
         let mut servers = std::mem::take(&mut spawned.postgres);
         tokio::task::spawn_blocking(move || servers.iter_mut().try_for_each(|s| s.stop()))
             .await
@@ -114,6 +128,7 @@ impl Instance {
         shards: usize,
         layout: Option<(Layout, LayoutParser)>,
         faults: Faults,
+        cache: Option<CacheOptions>,
         admin_token: &str,
     ) -> Result<(Instance, String), LoadtestError> {
         let (layout, follow_layout) = layout.unzip();
@@ -131,7 +146,7 @@ impl Instance {
             idempotency_retention: crate::store::retention::RETENTION_DEFAULT,
             follow_layout,
             reload_delay: Duration::ZERO,
-            cache: None,
+            cache,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

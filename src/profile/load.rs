@@ -46,7 +46,23 @@ pub struct TargetSection {
     /// With a layout: "existing" (its URLs from the environment, the default) or "spawn"
     /// (a throwaway PostgreSQL server per shard under the run dir).
     pub postgres: Option<PostgresMode>,
+    /// Redis in front of the spawned API's store: "spawn" (a throwaway redis-server
+    /// under the run dir) or "existing" (its URL from `PAYTOOL_REDIS_URL`).
+    pub redis: Option<RedisMode>,
 }
+
+/// Where a spawned API's Redis comes from.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// The URL in `REDIS_URL_ENV`: a Redis the caller runs (and may stop and restart).
+    Existing,
+    /// A throwaway `redis-server` on a free loopback port, stopped when the run ends.
+    Spawn,
+}
+
+/// The env var `target.redis = "existing"` reads the URL from (the one `serve` reads).
+pub const REDIS_URL_ENV: &str = "PAYTOOL_REDIS_URL";
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -256,6 +272,8 @@ pub struct LoadPlan {
     pub layout: Option<LayoutTarget>,
     /// Spawned API instances (more than one only on a layout).
     pub instances: usize,
+    /// Redis in front of the spawned instances' store.
+    pub redis: Option<RedisMode>,
     pub shape: Shape,
     pub timeout: Duration,
     pub merchants: usize,
@@ -276,6 +294,7 @@ pub struct Overrides {
     pub run_time: Option<String>,
     pub target: Option<String>,
     pub instances: Option<usize>,
+    pub redis: Option<RedisMode>,
     pub merchants: Option<usize>,
     pub report_dir: Option<PathBuf>,
     pub no_audit: bool,
@@ -330,6 +349,10 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
         p.target.layout = None;
         p.target.instances = None;
         p.target.postgres = None;
+        p.target.redis = None;
+    }
+    if let Some(mode) = o.redis {
+        p.target.redis = Some(mode);
     }
     if let Some(n) = o.instances {
         p.target.instances = Some(n);
@@ -437,6 +460,13 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         None => None,
     };
     let (layout, instances) = check_layout_target(&p.target, path)?;
+    if p.target.redis.is_some() && p.target.url.is_some() {
+        return Err(invalid(
+            path,
+            "target.redis",
+            "only applies to a spawned API: a URL names one already running, with its own cache",
+        ));
+    }
     // The run dir's profile.toml is read from elsewhere: it names the layout absolutely.
     if let Some(l) = &layout {
         p.target.layout = Some(l.path.clone());
@@ -672,6 +702,7 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         shards,
         layout,
         instances,
+        redis: p.target.redis,
         shape,
         timeout,
         merchants,

@@ -488,3 +488,73 @@ async fn seed_and_verify_read_every_shard_of_a_layout() {
     assert_eq!(findings.len(), 1, "{report:#}");
     assert_eq!(findings[0]["key"], format!("paytool:{{{m}}}:pay:{id}"));
 }
+
+/// How long the load test's API instances run with Redis stopped.
+const OUTAGE: Duration = Duration::from_secs(4);
+/// Waits for the load test to reach Redis (spawning PostgreSQL first), and for the API
+/// to fill Redis again after it came back.
+const LOAD_REACHES_REDIS_WAIT: Duration = Duration::from_secs(90);
+
+/// Until Redis holds some of paytool's keys, at most `wait`; whether it did.
+async fn until_filled(r: &LocalRedis, wait: Duration) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < wait {
+        if let Ok(client) = redis::Client::open(r.url())
+            && let Ok(mut c) = client.get_multiplexed_async_connection().await
+            && let Ok(n) = redis::cmd("DBSIZE").query_async::<u64>(&mut c).await
+            && n > 0
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_sharded_load_test_rides_through_redis_killed_midway_and_restarted() {
+    let dir = temp_dir();
+    let mut r = redis(dir.path());
+    let reports = dir.path().join("reports");
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/sharded-smoke.toml");
+    let mut cmd = std::process::Command::new(crate::support::BIN);
+    cmd.args(["loadtest", "-p", profile, "--redis", "existing"])
+        .args(["--run-time", "20s", "--output", "json", "--report-dir"])
+        .arg(&reports)
+        .env("PAYTOOL_REDIS_URL", r.url())
+        .env_remove("PAYTOOL_ADMIN_TOKEN");
+    let run = tokio::task::spawn_blocking(move || {
+        crate::support::run_bounded(&mut cmd, crate::support::LOADTEST_TIMEOUT)
+    });
+
+    // Under load with the cache on, then Redis gone, then back (empty) and filled again.
+    assert!(
+        until_filled(&r, LOAD_REACHES_REDIS_WAIT).await,
+        "the load test's API never used Redis"
+    );
+    r.stop();
+    tokio::time::sleep(OUTAGE).await;
+    r.start_again().unwrap();
+    assert!(
+        until_filled(&r, LOAD_REACHES_REDIS_WAIT).await,
+        "the API did not use Redis again after it came back"
+    );
+    assert!(!run.is_finished(), "the load ended before Redis came back");
+
+    let summary = crate::support::passed_summary(&run.await.unwrap());
+    assert_eq!(summary["audit"]["ok"], true, "{summary:#}");
+    // The run saw the cache serve, and the outage open the breaker.
+    let cache = &summary["server"]["cache"];
+    assert!(cache["hits"].as_u64().unwrap() > 0, "{cache:#}");
+    assert_eq!(cache["breaker_opened"], true, "{cache:#}");
+    // Not one request failed for the outage: payments, their changes and reads.
+    let requests = summary["requests"].as_array().unwrap();
+    for q in requests {
+        assert_eq!(q["errors"], 0, "{q:#}");
+    }
+    let payments = requests
+        .iter()
+        .find(|q| q["name"] == "POST /v1/payments")
+        .unwrap_or_else(|| panic!("no payments in {summary:#}"));
+    assert!(payments["count"].as_u64().unwrap() > 100, "{payments:#}");
+}

@@ -37,16 +37,7 @@ fn passing_run(profile: &Path, args: &[&str], reports: &Path) -> Value {
         "--report-dir",
         reports.to_str().unwrap(),
     ]);
-    let out = loadtest(&all, None);
-    let output = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{output}");
-    let summary: Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
-    assert_eq!(summary["passed"], true, "{summary:#}");
-    summary
+    crate::support::passed_summary(&loadtest(&all, None))
 }
 
 /// The money audit passed, and the target's ledger audit covered both shards.
@@ -185,7 +176,7 @@ fn layout_targets_that_do_not_fit_are_refused_naming_the_key() {
     .unwrap();
     let named_layout = format!("layout = {written_out:?}\npostgres = \"spawn\"");
     // (case, the [target] table, flags, what stderr must say, the file it must name)
-    let cases: [(&str, String, &[&str], &str, &Path); 9] = [
+    let cases: [(&str, String, &[&str], &str, &Path); 11] = [
         (
             "shards",
             format!("{spawn}\nshards = 2"),
@@ -233,6 +224,20 @@ fn layout_targets_that_do_not_fit_are_refused_naming_the_key() {
             format!("layout = {layout:?}\npostgres = \"maybe\""),
             &[],
             "unknown variant `maybe`",
+            dir.path(),
+        ),
+        (
+            "redis on a url",
+            "url = \"http://127.0.0.1:1\"\nredis = \"spawn\"".into(),
+            &[],
+            "`target.redis` only applies to a spawned API",
+            dir.path(),
+        ),
+        (
+            "bad redis mode",
+            format!("{spawn}\nredis = \"always\""),
+            &[],
+            "unknown variant `always`",
             dir.path(),
         ),
         (

@@ -703,6 +703,20 @@ pub fn loadtest(args: &[&str], admin_token: Option<&str>) -> Output {
     run_bounded(&mut cmd, LOADTEST_TIMEOUT)
 }
 
+/// A `loadtest --output json` that exited 0 and passed (else the test fails, showing
+/// its output): its summary.
+pub fn passed_summary(out: &Output) -> Value {
+    let output = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{output}");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    assert_eq!(summary["passed"], true, "{summary:#}");
+    summary
+}
+
 /// Who a request is sent as.
 #[derive(Clone, Debug)]
 pub enum Auth {
