@@ -25,8 +25,8 @@
 # Usage: bench/cache_reads.sh        (as root, or a user who can run PostgreSQL)
 #
 # Knobs (env vars), defaults in brackets:
-#   DURATION [15s]       wrk duration of each measured run (cached payments live 54-60 s:
-#                        a DURATION near that measures refills too)
+#   DURATION [15s]       wrk duration of each measured run (cached payments live 9-10
+#                        min: a DURATION near that measures refills too)
 #   WARMUP [5s]          unmeasured wrk run before each measured one (same for all three)
 #   CONNS [64]           wrk -c;  THREADS [2]  wrk -t
 #   PAYMENTS [2000]      payments created, then read
