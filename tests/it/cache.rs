@@ -558,3 +558,53 @@ async fn a_sharded_load_test_rides_through_redis_killed_midway_and_restarted() {
         .unwrap_or_else(|| panic!("no payments in {summary:#}"));
     assert!(payments["count"].as_u64().unwrap() > 100, "{payments:#}");
 }
+
+#[test]
+fn seed_and_verify_refuse_bad_input_naming_it_and_fail_on_an_unreachable_redis() {
+    let dir = temp_dir();
+    let missing = dir.path().join("no-such-data-dir");
+    let missing = missing.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::support::BIN);
+        cmd.arg("cache")
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .env_remove("PAYTOOL_REDIS_URL")
+            .env_remove("PAYTOOL_DATA_DIR")
+            .env_remove("PAYTOOL_LAYOUT");
+        let out = crate::support::run_bounded(&mut cmd, crate::support::COMMAND_TIMEOUT);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // Not a data dir: exit 2, naming the flag and the directory.
+    let (code, err) = run(&["seed", "--dry-run", "--data-dir", missing]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--data-dir") && err.contains(missing), "{err}");
+    // Neither source, or both: clap's usage error.
+    let (code, err) = run(&["seed", "--dry-run"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&["verify", "--redis", "redis://127.0.0.1:1/"]);
+    assert_eq!(code, Some(2), "{err}");
+    // A seed that would write needs a Redis URL.
+    let data = crate::support::DataDir::temp();
+    let data_dir = data.path().to_str().unwrap();
+    let (code, err) = run(&["seed", "--data-dir", data_dir]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--redis"), "{err}");
+    // A bad URL is bad input; an unreachable Redis is a failure.
+    let api = Server::start_with(data, &[]);
+    let data_dir = api.data_dir().to_str().unwrap();
+    let (code, err) = run(&["verify", "--redis", "http://x", "--data-dir", data_dir]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run(&[
+        "verify",
+        "--redis",
+        "redis://127.0.0.1:1/",
+        "--data-dir",
+        data_dir,
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+}
