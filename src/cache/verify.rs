@@ -297,6 +297,10 @@ async fn check(
 
 /// Walk paytool's keys (all, or the first `sample` SCAN returns: SCAN's order is the hash
 /// table's, so a sample is spread over the keyspace); `progress` hears the count checked.
+/// SCAN may return a key twice while Redis resizes its table (keys written meanwhile),
+/// so on a busy Redis the counts can run a little over; a finding is listed once.
+/// On a layout, each key is looked up on the shard that owned its bucket when verify
+/// started: a `shard move` switching buckets meanwhile makes their entries read as stale.
 pub async fn verify(
     admin: &mut Admin,
     export: &dyn Export,
