@@ -75,7 +75,8 @@ KEEP=${KEEP:-0}
 WAIT_QUIET=${WAIT_QUIET:-600}
 LAYOUT=profiles/shards/one.toml
 DB=paytool_s0
-SERVE_MAX=3600              # bound on an API server's or redis-server's life, seconds
+SERVE_MAX=3600              # bound on an API server's life, seconds
+REDIS_MAX=3600              # bound on redis-server's life, seconds (start_redis)
 RUNS=(none redis down)
 
 # ---------------------------------------------------------------- cleanup
@@ -98,13 +99,12 @@ trap_cleanup
 
 # ---------------------------------------------------------------- tools, build
 load_tools
-if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then apt_install redis-server; fi
+find_redis
 find_postgres
 paytool_binary
 SERVE_HELP=$("$BIN" serve --help 2>&1) || true
 grep -q -- '--redis ' <<<"$SERVE_HELP" || die "$BIN has no \`serve --redis\`"
 PGV=$("$PGBIN/postgres" --version | awk '{print $3}')
-REDISV=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$ROOT/bench/results"
@@ -133,26 +133,7 @@ pg_pids() {
 SEQ_READ="SELECT coalesce(sum(seq_tup_read), 0) FROM pg_stat_user_tables"
 
 # ---------------------------------------------------------------- redis-server
-REDIS_PORT=""
-REDIS_CHILD=""         # redis-server itself (REDIS_PID is its `timeout`)
-redis_cli() { timeout 10 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
-start_redis() {
-  REDIS_PORT=$(free_port)
-  mkdir -p "$WORK/redis"
-  timeout "$SERVE_MAX" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
-    --save '' --appendonly no --dir "$WORK/redis" --logfile "$WORK/redis.log" --daemonize no \
-    >/dev/null 2>&1 &
-  REDIS_PID=$!
-  for _ in $(seq 1 100); do
-    [[ $(redis_cli ping 2>/dev/null) == PONG ]] && break
-    kill -0 "$REDIS_PID" 2>/dev/null || { cat "$WORK/redis.log" >&2; die "redis-server exited"; }
-    sleep 0.1
-  done
-  [[ $(redis_cli ping 2>/dev/null) == PONG ]] || die "redis-server does not answer on port $REDIS_PORT"
-  REDIS_CHILD=$(ps -o pid= --ppid "$REDIS_PID" | tr -d ' ')
-  [[ -n $REDIS_CHILD ]] || die "no redis-server process under $REDIS_PID"
-  log "redis-server $REDISV: port $REDIS_PORT"
-}
+# start_redis, kill_redis, redis_cli: lib.sh.
 start_redis
 
 # ---------------------------------------------------------------- API server
@@ -165,15 +146,7 @@ start_server() {   # LABEL [--redis URL]
     --listen 127.0.0.1:0 --data-dir "$WORK/data-$label" "$@" \
     >"$WORK/serve-$label.out" 2>"$WORK/serve-$label.err" &
   SERVER_PID=$!
-  ADDR=""
-  for _ in $(seq 1 150); do
-    ADDR=$(sed -n 's|^paytool serve: listening on http://||p' "$WORK/serve-$label.out")
-    [[ -n $ADDR ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve-$label.err" >&2; die "server exited"; }
-    sleep 0.2
-  done
-  [[ -n $ADDR ]] || die "server did not report its address"
-  case $ADDR in 127.0.0.1:*) ;; *) die "server listens on $ADDR, not 127.0.0.1" ;; esac
+  await_listening "$SERVER_PID" "$WORK/serve-$label.out" "$WORK/serve-$label.err"
   SERVER_CHILD=$(ps -o pid= --ppid "$SERVER_PID" | tr -d ' ')
   [[ -n $SERVER_CHILD ]] || die "no paytool process under $SERVER_PID"
   log "paytool serve --layout $LAYOUT $* ($label) on $ADDR"
@@ -253,10 +226,7 @@ run() {   # LABEL
     redis_state="up, $cached of $PAYMENTS payments cached"
   fi
   if [[ $label == down ]]; then
-    log "down: killing redis-server (SIGKILL, pid $REDIS_CHILD)"
-    kill -KILL "$REDIS_CHILD"
-    wait "$REDIS_PID" 2>/dev/null || true
-    REDIS_PID=""; REDIS_CHILD=""
+    kill_redis
     # Reads until the breaker is open (3 failures in a row).
     local b="-" tries=0 key id
     read -r key id <"$PAIRS"
@@ -378,11 +348,7 @@ else CMD_PREFIX="BUILD_REF= "; fi
   printf '%s\n' "${ROWS[@]}"
   if (( ${#FLAGS[@]} )); then echo; echo "### Flagged"; echo; printf -- '- %s\n' "${FLAGS[@]}"; fi
   echo
-  if (( ${#QUIET_NOTES[@]} )); then
-    echo "**Not a quiet machine:** $(IFS=';'; echo "${QUIET_NOTES[*]}")."
-  else
-    echo "Every measured run started on a quiet machine (other processes < 0.3 cores$( ((WAIT_QUIET > 0)) || echo '; WAIT_QUIET=0, not checked'))."
-  fi
+  quiet_summary
   echo "\"other\" CPU is machine-wide busy time minus the API server, PostgreSQL (every process of the cluster), Redis and wrk during the run. Seq-scan rows per read: pg_stat_user_tables.seq_tup_read over the run ÷ reads (0 when every lookup uses an index; statistics flush about once a second: approximate)."
 } | tee "$RESULTS"
 log "written to ${RESULTS#"$ROOT"/}"

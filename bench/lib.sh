@@ -1,10 +1,14 @@
 # shellcheck shell=bash disable=SC2034  # sets globals its callers read
-# Shared shell functions of the bench/ scripts (serve.sh, pg_serve.sh). Source it; it
-# defines functions and a few constants only, and runs nothing.
+# Shared shell functions of the bench/ scripts (serve.sh, pg_serve.sh, pg_profile.sh,
+# shard_move.sh, cache_reads.sh, cache_seed.sh, cache_outage.sh). Source it; it defines
+# functions and a few constants only, and runs nothing.
 #
-# Globals the functions read:  ROOT, WORK, BUILD_REF, SKIP_BUILD, WAIT_QUIET
+# Globals the functions read:  ROOT, WORK, BUILD_REF, SKIP_BUILD, WAIT_QUIET, QUIET_NOTES
+#                              (quiet_check, quiet_summary); REDISV, REDIS_MAX (start_redis)
 # Globals they set:            BIN, BUILT_FROM (build_paytool); PGBIN, PGBENCH, PG_CTL,
-#                              AS_PG (find_postgres)
+#                              AS_PG (find_postgres); ADDR (await_listening); REDISV
+#                              (find_redis); REDIS_PORT, REDIS_PID, REDIS_CHILD (start_redis;
+#                              kill_redis and stop_redis empty the last two)
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -101,6 +105,16 @@ quiet_check() {   # LABEL
     QUIET_NOTES+=("$1 started with $Q cores busy (waited ${WAIT_QUIET}s)")
   fi
 }
+# The results' closing line on the machine: the runs quiet_check found busy (QUIET_NOTES),
+# or that every one started quiet (not checked with WAIT_QUIET=0).
+# shellcheck disable=SC2120  # optional arguments
+quiet_summary() {   # [WHAT="measured run"]: what every one of them was
+  if (( ${#QUIET_NOTES[@]} )); then
+    echo "**Not a quiet machine:** $(IFS=';'; echo "${QUIET_NOTES[*]}")."
+  else
+    echo "Every ${1:-measured run} started on a quiet machine (other processes < 0.3 cores$( ((WAIT_QUIET > 0)) || echo '; WAIT_QUIET=0, not checked'))."
+  fi
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
 
 # ---------------------------------------------------------------- build
@@ -195,7 +209,6 @@ shard_of() {
   echo $(( (16#$h % 1024) * shards / 1024 ))
 }
 
-# Stop the API server $SERVER_PID: SIGTERM, up to 30 s to drain, then SIGKILL.
 # For a trap: TERM a process if it runs, wait up to SECONDS for it, then KILL it.
 end_process() {   # PID [SECONDS=20]
   local pid=$1 tries=$(( ${2:-20} * 5 ))
@@ -236,6 +249,22 @@ paytool_binary() {
   cp "$BIN" "$WORK/paytool"; BIN=$WORK/paytool
 }
 
+# Wait (up to 30 s) for `paytool serve` (PID: it or its `timeout`; OUT, ERR: its stdout
+# and stderr files) to print "paytool serve: listening on http://ADDR"; sets ADDR, which
+# must be on 127.0.0.1. Dies with ERR's text if the server exits first.
+await_listening() {   # PID OUT ERR
+  local pid=$1 out=$2 err=$3
+  ADDR=""
+  for _ in $(seq 1 150); do
+    ADDR=$(sed -n 's|^paytool serve: listening on http://||p' "$out")
+    [[ -n $ADDR ]] && break
+    kill -0 "$pid" 2>/dev/null || { cat "$err" >&2; die "server exited"; }
+    sleep 0.2
+  done
+  [[ -n $ADDR ]] || die "server did not report its address in 30 s"
+  case $ADDR in 127.0.0.1:*) ;; *) die "server listens on $ADDR, not 127.0.0.1" ;; esac
+}
+# Stop the API server $SERVER_PID: SIGTERM, up to 30 s to drain, then SIGKILL.
 stop_server() {
   kill -TERM "$SERVER_PID"
   for _ in $(seq 1 150); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
@@ -247,6 +276,60 @@ stop_server() {
   SERVER_PID=""
 }
 
+# ---------------------------------------------------------------- redis-server
+# redis-server and redis-cli (installed if missing); sets REDISV, the server's version.
+find_redis() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then apt_install redis-server; fi
+  REDISV=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
+}
+# One throwaway redis-server at a time: 127.0.0.1, `--save '' --appendonly no`, its files
+# in WORK/redis, its log appended to WORK/redis.log, its life bounded by REDIS_MAX seconds
+# [3600]. Sets REDIS_PORT, REDIS_PID (its `timeout`: for the caller's trap, end_process
+# "$REDIS_PID") and REDIS_CHILD (redis-server itself: its CPU, or kill_redis).
+redis_cli() { timeout 60 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" "$@"; }
+# shellcheck disable=SC2120  # optional arguments
+start_redis() {   # [PORT]: a free port unless given (a restart on the same port)
+  local fixed=${1:-} try
+  mkdir -p "$WORK/redis"
+  # free_port only knows nothing answers there: a client's ephemeral port may still hold
+  # it ("Address already in use"), so another port (or, given one, a moment) and again.
+  for try in $(seq 1 25); do
+    REDIS_PORT=${fixed:-$(free_port)}
+    timeout "${REDIS_MAX:-3600}" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --protected-mode yes \
+      --save '' --appendonly no --dir "$WORK/redis" --logfile "$WORK/redis.log" --daemonize no \
+      >/dev/null 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do
+      [[ $(redis_cli ping 2>/dev/null) == PONG ]] && break
+      kill -0 "$REDIS_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    [[ $(redis_cli ping 2>/dev/null) == PONG ]] && break
+    end_process "$REDIS_PID" 5; wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=""
+    grep -q 'Address already in use' < <(tail -3 "$WORK/redis.log" 2>/dev/null) ||
+      { tail -20 "$WORK/redis.log" >&2; die "redis-server did not start on port $REDIS_PORT"; }
+    log "port $REDIS_PORT is taken (try $try)"
+    [[ -n $fixed ]] && sleep 0.2
+  done
+  [[ -n $REDIS_PID ]] || die "redis-server found no port to listen on"
+  REDIS_CHILD=$(ps -o pid= --ppid "$REDIS_PID" | tr -d ' ')
+  [[ -n $REDIS_CHILD ]] || die "no redis-server process under $REDIS_PID"
+  log "redis-server $REDISV: port $REDIS_PORT"
+}
+kill_redis() {   # SIGKILL, as a crash would: the API's connections drop
+  log "killing redis-server (SIGKILL, pid $REDIS_CHILD, port $REDIS_PORT)"
+  kill -KILL "$REDIS_CHILD"
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""; REDIS_CHILD=""
+}
+stop_redis() {   # SIGTERM (SIGKILL after 10 s); nothing when none runs
+  [[ -n $REDIS_PID ]] || return 0
+  end_process "$REDIS_PID" 10
+  wait "$REDIS_PID" 2>/dev/null || true
+  REDIS_PID=""; REDIS_CHILD=""
+}
+
+# ---------------------------------------------------------------- merchants
 # Create merchants on http://$ADDR with admin token $2 until each of $1 shards has its
 # share of MERCHANTS; print their keys, comma-separated.
 make_merchants() {

@@ -32,7 +32,7 @@ T
 $BIN shard apply --layout $W/l.toml >/dev/null
 TOK=adm_prof_$(od -An -N8 -tx1 /dev/urandom | tr -d " \n")
 PAYTOOL_ADMIN_TOKEN=$TOK $BIN serve --layout $W/l.toml --listen 127.0.0.1:0 --data-dir $W/data > $W/out 2>$W/err & SPID=$!
-sleep 2; ADDR=$(sed -n 's|^paytool serve: listening on http://||p' $W/out)
+await_listening "$SPID" "$W/out" "$W/err"
 KEYS=""; for i in 1 2 3 4 5 6 7 8; do k=$(curl -sS -X POST http://$ADDR/v1/merchants -H "Authorization: Bearer $TOK" -d "{\"name\":\"m$i\"}" | jq -r .secret_key); KEYS="$KEYS${KEYS:+,}$k"; done
 BENCH_KEYS=$KEYS BENCH_RUN=w$$ timeout 60 wrk -t2 -c128 -d3s -s bench/payments.lua http://$ADDR >/dev/null
 [[ ${ANALYZE:-1} == 1 ]] && q paytool "ANALYZE"

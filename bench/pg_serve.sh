@@ -136,15 +136,7 @@ start_server() {   # LABEL LAYOUT
   PAYTOOL_ADMIN_TOKEN=$ADMIN_TOKEN "$BIN" serve --layout "$layout" --listen 127.0.0.1:0 \
     --data-dir "$WORK/data-$label" >"$WORK/serve-$label.out" 2>"$WORK/serve-$label.err" &
   SERVER_PID=$!
-  ADDR=""
-  for _ in $(seq 1 150); do
-    ADDR=$(sed -n 's|^paytool serve: listening on http://||p' "$WORK/serve-$label.out")
-    [[ -n $ADDR ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve-$label.err" >&2; die "server exited"; }
-    sleep 0.2
-  done
-  [[ -n $ADDR ]] || die "server did not report its address"
-  case $ADDR in 127.0.0.1:*) ;; *) die "server listens on $ADDR, not 127.0.0.1" ;; esac
+  await_listening "$SERVER_PID" "$WORK/serve-$label.out" "$WORK/serve-$label.err"
 }
 # Sum over clusters of one integer a query on DB returns.
 db_stat() {   # SQL DB NAME...
@@ -354,11 +346,7 @@ fi
   fi
   if (( ${#FLAGS[@]} )); then echo; echo "### Flagged"; echo; printf -- '- %s\n' "${FLAGS[@]}"; fi
   echo
-  if (( ${#QUIET_NOTES[@]} )); then
-    echo "**Not a quiet machine:** $(IFS=';'; echo "${QUIET_NOTES[*]}")."
-  else
-    echo "Every measured run started on a quiet machine (other processes < 0.3 cores$( ((WAIT_QUIET > 0)) || echo '; WAIT_QUIET=0, not checked'))."
-  fi
+  quiet_summary
   echo "\"other\" CPU is machine-wide busy time minus the API server, PostgreSQL (every process of the shards' clusters) and wrk during the run. Mean batch and batch time come from /metrics (paytool_group_commit_batch_size, paytool_group_commit_seconds); rows inserted per payment from pg_stat_database.tup_inserted of the shard databases (statistics are flushed about once a second: approximate); rows read by seq scans from pg_stat_user_tables.seq_tup_read (0 when every lookup uses an index). ANALYZE=$ANALYZE: $( [[ $ANALYZE == 1 ]] && echo "the shard databases were ANALYZEd after each warm-up" || echo "no ANALYZE, fresh shards as autovacuum leaves them")."
 } | tee "$RESULTS"
 log "written to ${RESULTS#"$ROOT"/}"

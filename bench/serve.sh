@@ -98,14 +98,7 @@ start_server() {
   "$BIN" serve --listen 127.0.0.1:0 --data-dir "$dir" --shards "$shards" \
     >"$WORK/serve-$shards.out" 2>"$WORK/serve-$shards.err" &
   SERVER_PID=$!
-  for _ in $(seq 1 150); do
-    ADDR=$(sed -n 's|^paytool serve: listening on http://||p' "$WORK/serve-$shards.out")
-    [[ -n $ADDR ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve-$shards.err" >&2; die "server exited"; }
-    sleep 0.2
-  done
-  [[ -n $ADDR ]] || die "server did not report its address"
-  case $ADDR in 127.0.0.1:*) ;; *) die "server listens on $ADDR, not 127.0.0.1" ;; esac
+  await_listening "$SERVER_PID" "$WORK/serve-$shards.out" "$WORK/serve-$shards.err"
   ADMIN=$(cat "$dir/admin_token")
 }
 

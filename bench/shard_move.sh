@@ -174,15 +174,7 @@ start_server() {   # LABEL DB: paytool serve --layout FROM_LAYOUT on the shards'
     --layout "$FROM_LAYOUT" --listen 127.0.0.1:0 --data-dir "$WORK/data-$label" \
     >"$WORK/serve-$label.out" 2>"$WORK/serve-$label.err" &
   SERVER_PID=$!
-  ADDR=""
-  for _ in $(seq 1 150); do
-    ADDR=$(sed -n 's|^paytool serve: listening on http://||p' "$WORK/serve-$label.out")
-    [[ -n $ADDR ]] && break
-    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/serve-$label.err" >&2; die "server exited"; }
-    sleep 0.2
-  done
-  [[ -n $ADDR ]] || die "server did not report its address"
-  case $ADDR in 127.0.0.1:*) ;; *) die "server listens on $ADDR, not 127.0.0.1" ;; esac
+  await_listening "$SERVER_PID" "$WORK/serve-$label.out" "$WORK/serve-$label.err"
   log "paytool serve --layout $FROM_LAYOUT ($label, database $db) on $ADDR"
 }
 
@@ -634,10 +626,6 @@ verdict() { if awk -v a="$1" -v b="$2" "BEGIN{exit !(a $3 b)}"; then echo "met";
     echo
     echo "With a change log the same transactions carry **$CHANGELOG_RATIO×** the data rows/s: the write path's cost, always (a move may start any time). Logical replication adds no statement to it."
   fi
-  if (( ${#QUIET_NOTES[@]} )); then
-    echo "**Not a quiet machine:** $(IFS=';'; echo "${QUIET_NOTES[*]}")."
-  else
-    echo "Every measured run started on a quiet machine (other processes < 0.3 cores$( ((WAIT_QUIET > 0)) || echo '; WAIT_QUIET=0, not checked'))."
-  fi
+  quiet_summary
 } | tee "$RESULTS"
 log "written to ${RESULTS#"$ROOT"/}"
