@@ -170,6 +170,14 @@ impl From<StoreError> for ApiError {
             | StoreError::WrongShard { .. } => {
                 ApiError::unavailable(e.to_string()).retry_after(STORE_BUSY_RETRY_AFTER_S)
             }
+            // Retryable at once elsewhere, or here in a moment; nothing was written.
+            StoreError::Overloaded => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorType::ApiError,
+                "overloaded",
+                "too many writes are waiting for this merchant's shard; nothing was written: retry with the same Idempotency-Key after Retry-After",
+            )
+            .retry_after(STORE_BUSY_RETRY_AFTER_S),
             // Retryable: the merchant's bucket is switching shards (at most about a second).
             StoreError::Fenced { .. } => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -71,7 +71,7 @@ pub struct Args {
     ))]
     pub batch_max: Option<usize>,
     #[arg(long, env = "PAYTOOL_QUEUE_MAX", help = format!(
-        "Most writes queued per shard before callers wait [default: {QUEUE_MAX_DEFAULT}]"
+        "Most writes queued per shard; past it a write gets 503 with Retry-After at once [default: {QUEUE_MAX_DEFAULT}]"
     ))]
     pub queue_max: Option<usize>,
     #[arg(long, env = "PAYTOOL_BODY_LIMIT_BYTES", help = format!(

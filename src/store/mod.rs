@@ -119,6 +119,10 @@ pub enum StoreError {
     IdempotencyMismatch,
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The shard's write queue is full (`WriterLimits::queue_max`): refused at once,
+    /// nothing written.
+    #[error("the shard's write queue is full")]
+    Overloaded,
     /// The store is stopping or a shard's writer is gone.
     #[error("store unavailable: {0}")]
     Unavailable(String),

@@ -14,18 +14,26 @@ impl<T> WriterSlot<T> {
         WriterSlot(Mutex::new(Some(sender)))
     }
 
-    /// Queue `job` (waiting while the queue is full).
-    pub async fn send(&self, job: T) -> Result<(), StoreError> {
+    /// Queue `job`, or refuse it at once when the queue is full: a caller told to come
+    /// back in a second does better than one left waiting out the write timeout, and
+    /// the queue's bound is then the bound on waiting callers too.
+    pub fn send(&self, job: T) -> Result<(), StoreError> {
         let sender = self
             .0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or_else(|| StoreError::Unavailable("shutting down".into()))?;
-        sender
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))
+        sender.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                metrics::counter!("paytool_write_rejected_total", "reason" => "queue_full")
+                    .increment(1);
+                StoreError::Overloaded
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                StoreError::Unavailable("the shard writer has stopped".into())
+            }
+        })
     }
 
     pub fn is_open(&self) -> bool {

@@ -1,6 +1,7 @@
 //! `paytool serve` when its data dir is not as it expects, met as a user meets it: a data
 //! dir made with other `--shards` (exit 2, saying which), a shard file locked from outside
-//! (503 `store_busy` with Retry-After, then success), a corrupt shard file (exit 1 naming it).
+//! (503 `store_busy` with Retry-After, then success), a corrupt shard file (exit 1 naming it),
+//! a full write queue (503 `overloaded` with Retry-After at once, nothing lost).
 
 use crate::support::{BIN, DataDir, Server, payment_body, run_bounded};
 use reqwest::{Method, StatusCode};
@@ -106,4 +107,79 @@ async fn a_shard_locked_from_outside_answers_503_store_busy_then_recovers() {
     let (status, body, _) = pay().await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["amount"], 1_000, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_refuses_at_once_with_retry_after_and_loses_nothing() {
+    const QUEUE_MAX: usize = 4;
+    const SENDS: usize = 40;
+    let write_timeout = WRITE_TIMEOUT_MS.to_string();
+    let queue_max = QUEUE_MAX.to_string();
+    let server = Server::start_args(&[
+        "--write-timeout-ms",
+        &write_timeout,
+        "--queue-max",
+        &queue_max,
+        "--batch-max",
+        "1",
+    ]);
+    let merchant = server.create_merchant("full").await;
+
+    // The writer is stuck behind an outside lock, so the queue fills and stays full.
+    let outside = rusqlite::Connection::open(server.data_dir().join("shard-000.db")).unwrap();
+    outside.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..SENDS {
+        let (client, url, key) = (
+            server.client.clone(),
+            server.url("/v1/payments"),
+            merchant.key.clone(),
+        );
+        sends.spawn(async move {
+            let started = Instant::now();
+            let res = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", format!("full-{i}"))
+                .json(&payment_body(100 + i as i64, "usd", true))
+                .send()
+                .await
+                .unwrap();
+            let status = res.status();
+            let retry_after = res.headers().get("retry-after").cloned();
+            let body: serde_json::Value = res.json().await.unwrap();
+            (i, status, retry_after, body, started.elapsed())
+        });
+    }
+    // Let the queue fill, then release the lock so the queued writes can commit.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    outside.execute_batch("ROLLBACK").unwrap();
+    drop(outside);
+
+    let (mut overloaded, mut paid) = (0, Vec::new());
+    while let Some(done) = sends.join_next().await {
+        let (i, status, retry_after, body, took) = done.unwrap();
+        match status {
+            StatusCode::OK => paid.push(body["id"].as_str().unwrap().to_string()),
+            StatusCode::SERVICE_UNAVAILABLE if body["error"]["code"] == "overloaded" => {
+                overloaded += 1;
+                assert!(retry_after.is_some(), "send {i}: no Retry-After: {body}");
+                assert!(
+                    took < Duration::from_millis(WRITE_TIMEOUT_MS),
+                    "send {i} was refused after {took:?}, not at once"
+                );
+            }
+            // Queued behind the lock and answered busy when the writer gave up on it.
+            StatusCode::SERVICE_UNAVAILABLE if body["error"]["code"] == "store_busy" => {}
+            other => panic!("send {i}: {other} {body}"),
+        }
+    }
+    assert!(
+        overloaded >= SENDS - QUEUE_MAX - 2,
+        "only {overloaded} of {SENDS} refused with a queue of {QUEUE_MAX}"
+    );
+    // Every acknowledged payment is there, and nothing else.
+    let audit = server.audit().await;
+    assert_eq!(audit["ok"], true, "{audit}");
+    assert_eq!(audit["payments"], paid.len(), "{audit}");
 }

@@ -713,14 +713,11 @@ impl Store for PgStore {
                 let (reply, answer) = oneshot::channel();
                 // The request comes back on a refusal, to be routed again.
                 let (back_tx, back_rx) = oneshot::channel();
-                shard
-                    .writer
-                    .send(writer::Job {
-                        request,
-                        reply,
-                        returned: Some(back_tx),
-                    })
-                    .await?;
+                shard.writer.send(writer::Job {
+                    request,
+                    reply,
+                    returned: Some(back_tx),
+                })?;
                 let result = answer
                     .await
                     .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?;

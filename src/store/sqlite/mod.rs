@@ -341,8 +341,7 @@ impl Store for SqliteStore {
             let (reply, answer) = oneshot::channel();
             self.shard(&request.merchant)
                 .writer
-                .send(writer::Job { request, reply })
-                .await?;
+                .send(writer::Job { request, reply })?;
             answer
                 .await
                 .map_err(|_| StoreError::Unavailable("the shard writer has stopped".into()))?

@@ -36,7 +36,7 @@ pub const QUEUE_MAX_LIMIT: usize = 1_000_000;
 pub struct WriterLimits {
     /// Most requests committed in one transaction.
     pub batch_max: usize,
-    /// Most requests waiting for the writer; past it, callers wait (bounded by the API's timeout).
+    /// Most requests waiting for the writer; past it, a write is refused at once (503).
     pub queue_max: usize,
 }
 
