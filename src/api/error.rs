@@ -1,6 +1,7 @@
 //! One error shape for every failure: `{"error": {"type", "code", "message", "param"}}`.
 
 use crate::ledger::LedgerError;
+use crate::ledger::cards::redact_card_numbers;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -65,7 +66,7 @@ impl ApiError {
                 error: ErrorDetail {
                     kind,
                     code: code.to_string(),
-                    message: message.into(),
+                    message: redact_card_numbers(&message.into()).into_owned(),
                     param: None,
                     decline_code: None,
                     payment: None,
@@ -80,8 +81,9 @@ impl ApiError {
         self
     }
 
+    /// The field at fault; a client's field name can be anything, a card number too.
     pub fn param(mut self, param: impl Into<String>) -> Self {
-        self.body.error.param = Some(param.into());
+        self.body.error.param = Some(redact_card_numbers(&param.into()).into_owned());
         self
     }
 

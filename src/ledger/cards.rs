@@ -175,3 +175,77 @@ mod tests {
         assert_eq!(c.fingerprint(b"a"), c.fingerprint(b"a"));
     }
 }
+
+/// Fewest digits in a row that may be a card number (the shortest PANs in use have 12).
+pub const PAN_DIGITS_MIN: usize = 12;
+
+/// `text` with every run of `PAN_DIGITS_MIN` or more digits (single spaces or dashes
+/// between them allowed, as people write card numbers) replaced by `[redacted]`: for any
+/// text that may echo what a client sent (an error message, a field name), so a card
+/// number never comes back in a response or goes into a log, whatever field or type it
+/// was sent in.
+pub fn redact_card_numbers(text: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let mut out = String::new();
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        // A run: digits, each separator followed by a digit.
+        let (start, mut end, mut digits) = (i, i, 0);
+        let mut j = i;
+        while j < bytes.len() {
+            if bytes[j].is_ascii_digit() {
+                digits += 1;
+                j += 1;
+                end = j;
+            } else if matches!(bytes[j], b' ' | b'-')
+                && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        if digits >= PAN_DIGITS_MIN {
+            out.push_str(&text[copied..start]);
+            out.push_str("[redacted]");
+            copied = end;
+        }
+        i = end.max(i + 1);
+    }
+    if copied == 0 {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        out.push_str(&text[copied..]);
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redact_card_numbers as r;
+
+    #[test]
+    fn card_numbers_are_redacted_however_written_and_short_numbers_are_kept() {
+        assert_eq!(
+            r("invalid type: integer `4242424242424242`, expected a string"),
+            "invalid type: integer `[redacted]`, expected a string"
+        );
+        assert_eq!(r("card 4242 4242 4242 4242 x"), "card [redacted] x");
+        assert_eq!(r("4000-0000-0000-0002"), "[redacted]");
+        assert_eq!(
+            r("a 378282246310005 b 5555555555554444"),
+            "a [redacted] b [redacted]"
+        );
+        assert_eq!(
+            r("amount 99999999999 is too large"),
+            "amount 99999999999 is too large"
+        );
+        assert_eq!(r("line 1 column 12"), "line 1 column 12");
+        assert_eq!(r("1234 5678 - 9"), "1234 5678 - 9");
+        assert_eq!(r("ends with 4242424242424242"), "ends with [redacted]");
+    }
+}

@@ -376,3 +376,53 @@ async fn unknown_routes_methods_and_list_parameters() {
         server.ok(&m, &list(query)).await;
     }
 }
+
+/// A card number sent where it does not belong (another type, another field, a field
+/// name, a path) is refused without ever coming back in the answer.
+#[tokio::test]
+async fn card_numbers_in_the_wrong_place_never_come_back() {
+    let server = Server::start();
+    let m = server.create_merchant("pan").await;
+    let numbers = ["4242424242424242", "4000 0000 0000 0002", "378282246310005"];
+    for number in numbers {
+        let digits: String = number.chars().filter(char::is_ascii_digit).collect();
+        let as_integer: Value = serde_json::from_str(&digits).unwrap();
+        let bodies = [
+            pay_with("/card/number", as_integer.clone()),
+            pay_with("/amount", json!(number)),
+            pay_with("/currency", json!(number)),
+            pay_with("/card/exp_month", json!(number)),
+            pay_with("/card/cvc", as_integer.clone()),
+            pay_with(&format!("/{digits}"), json!(1)),
+            pay_with("/card", json!(number)),
+        ];
+        for body in bodies {
+            let (status, answer, _) = server
+                .call(
+                    &m,
+                    Method::POST,
+                    "/v1/payments",
+                    Some(&format!("k-{digits}")),
+                    Some(body.clone()),
+                )
+                .await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+            let text = answer.to_string();
+            assert!(
+                !text.contains(&digits) && !text.contains(number),
+                "{body} echoed a card number: {text}"
+            );
+        }
+        let (status, answer, _) = server
+            .call(
+                &m,
+                Method::GET,
+                &format!("/v1/payments/{digits}"),
+                None,
+                None,
+            )
+            .await;
+        assert!(status.is_client_error(), "{status} {answer}");
+        assert!(!answer.to_string().contains(&digits), "{answer}");
+    }
+}
