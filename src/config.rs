@@ -44,6 +44,8 @@ pub struct ServeSection {
     pub write_timeout_ms: Option<u64>,
     /// e.g. "24h"
     pub idempotency_retention: Option<String>,
+    /// e.g. "30s"
+    pub header_timeout: Option<String>,
     /// A Redis URL: the cache in front of the store.
     pub redis: Option<String>,
     pub redis_prefix: Option<String>,

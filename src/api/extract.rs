@@ -136,9 +136,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
     }
 }
 
+/// Longest a client may take to send a request's body once its headers are in (a slow
+/// sender holds a connection and a task; the header timeout covers only the headers).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state)
+    tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                super::error::ErrorType::InvalidRequestError,
+                "body_timeout",
+                format!(
+                    "The request body did not arrive within {}s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+        })?
         .map_err(|e: BytesRejection| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+pub mod listen;
 pub mod openapi;
 pub mod payments;
 mod server;

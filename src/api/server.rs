@@ -47,8 +47,6 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("serving HTTP: {0}")]
-    Serve(#[source] std::io::Error),
     #[error("closing the store: {0}")]
     Shutdown(#[source] tokio::task::JoinError),
     #[error(transparent)]
@@ -85,6 +83,9 @@ pub struct ServeOptions {
     pub reload_delay: Duration,
     /// Redis in front of the store, when given.
     pub cache: Option<CacheOptions>,
+    /// A request's headers must arrive within this, and a keep-alive connection may idle
+    /// between requests no longer (`listen::HEADER_TIMEOUT_DEFAULT`).
+    pub header_timeout: Duration,
 }
 
 impl ServeOptions {
@@ -105,6 +106,7 @@ pub struct Server {
     shards: usize,
     state: Arc<AppState>,
     body_limit_bytes: usize,
+    header_timeout: Duration,
     pub admin_token_source: String,
 }
 
@@ -177,6 +179,7 @@ impl Server {
             shards,
             state,
             body_limit_bytes: opts.body_limit_bytes,
+            header_timeout: opts.header_timeout,
             admin_token_source,
         })
     }
@@ -203,14 +206,11 @@ impl Server {
             }
         });
         let app = router(self.state, self.body_limit_bytes);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        super::listen::serve(self.listener, app, self.header_timeout, shutdown).await;
         upkeep.abort();
         let store = self.store;
         tokio::task::spawn_blocking(move || store.shutdown())
             .await
-            .map_err(ServeError::Shutdown)?;
-        served.map_err(ServeError::Serve)
+            .map_err(ServeError::Shutdown)
     }
 }

@@ -1,4 +1,5 @@
 use super::UsageError;
+use paytool::api::listen::HEADER_TIMEOUT_DEFAULT;
 use paytool::api::{
     BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
     WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
@@ -85,6 +86,11 @@ pub struct Args {
     /// How long idempotency keys are kept at least, then pruned (e.g. "24h", "90m") [default: 24h]
     #[arg(long, env = "PAYTOOL_IDEMPOTENCY_RETENTION")]
     pub idempotency_retention: Option<String>,
+    /// How long a client may take to send a request's headers, and a keep-alive
+    /// connection may idle between requests, before it is closed (e.g. "30s", 1s to 10m)
+    /// [default: 30s]
+    #[arg(long, env = "PAYTOOL_HEADER_TIMEOUT")]
+    pub header_timeout: Option<String>,
     /// Testing the audit only: acknowledge every Nth payment without keeping it.
     #[arg(long, hide = true)]
     pub fault_drop_ack_every: Option<u64>,
@@ -100,6 +106,10 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub test_reload_delay_ms: Option<u64>,
 }
+
+/// The header timeouts a deployment may choose.
+const HEADER_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
 
 impl Args {
     pub fn resolve(self) -> Result<ServeOptions, UsageError> {
@@ -142,6 +152,19 @@ impl Args {
                 if !RETENTION_RANGE.contains(&d) {
                     return Err(UsageError(format!(
                         "{origin}: `idempotency_retention` is {text}: it must be 1s to 30days"
+                    )));
+                }
+                d
+            }
+        };
+        let header_timeout = match self.header_timeout.or(s.header_timeout) {
+            None => HEADER_TIMEOUT_DEFAULT,
+            Some(text) => {
+                let d = humantime::parse_duration(text.trim())
+                    .map_err(|e| UsageError(format!("{origin}: `header_timeout` {text:?}: {e}")))?;
+                if !HEADER_TIMEOUT_RANGE.contains(&d) {
+                    return Err(UsageError(format!(
+                        "{origin}: `header_timeout` is {text}: it must be 1s to 10m"
                     )));
                 }
                 d
@@ -229,6 +252,7 @@ impl Args {
             )?,
             write_timeout: Duration::from_millis(write_timeout_ms),
             idempotency_retention: retention,
+            header_timeout,
             // The layout the shards record is read with this process's environment, as
             // the starting layout was.
             follow_layout: Some(LayoutParser(Arc::new(|text| {

@@ -147,6 +147,7 @@ impl Instance {
             follow_layout,
             reload_delay: Duration::ZERO,
             cache,
+            header_timeout: crate::api::listen::HEADER_TIMEOUT_DEFAULT,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod cache;
 mod cli;
+mod connections;
 mod crash;
 mod errors;
 mod idempotency;
