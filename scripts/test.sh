@@ -20,12 +20,17 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# The suite builds with the test-only faults (Cargo.toml [features]); every cargo call
+# below passes the same features, so they share one build. Clippy also checks the build
+# users get, without them.
+FEATURES=(--features test-faults)
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked "${FEATURES[@]}" -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets
+cargo test --locked --all-targets "${FEATURES[@]}"
 # One suite, two backends: the API suite again, on a 2-shard PostgreSQL layout (each
 # test starts its own throwaway PostgreSQL server).
 echo "== cargo test: the API suite on PostgreSQL"
-PAYTOOL_TEST_BACKEND=postgres cargo test --locked --test it -- \
+PAYTOOL_TEST_BACKEND=postgres cargo test --locked --test it "${FEATURES[@]}" -- \
   api:: errors:: idempotency:: crash:: --skip serve_errors::

@@ -102,9 +102,30 @@ pub struct Args {
     /// text: live progress, tables and a verdict; json: the summary as JSON on stdout
     #[arg(long, value_enum, default_value = "text")]
     pub output: super::Output,
-    /// Testing the audit only: the spawned API drops every Nth acknowledged payment.
+    /// Testing the audit only: the spawned API drops every Nth acknowledged payment (only
+    /// in a build with the `test-faults` feature).
+    #[cfg(feature = "test-faults")]
     #[arg(long, hide = true)]
     pub server_fault_drop_ack_every: Option<u64>,
+}
+
+impl Args {
+    #[cfg(feature = "test-faults")]
+    fn faults(&self) -> Result<Faults, UsageError> {
+        if self.server_fault_drop_ack_every == Some(0) {
+            return Err(UsageError(
+                "--server-fault-drop-ack-every must be at least 1".into(),
+            ));
+        }
+        Ok(Faults {
+            drop_ack_every: self.server_fault_drop_ack_every,
+        })
+    }
+
+    #[cfg(not(feature = "test-faults"))]
+    fn faults(&self) -> Result<Faults, UsageError> {
+        Ok(Faults::default())
+    }
 }
 
 pub async fn run(args: Args) -> anyhow::Result<u8> {
@@ -126,13 +147,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         thresholds: args.thresholds.clone(),
     };
     let plan = profile::load(&args.profile, &overrides).map_err(|e| UsageError(e.to_string()))?;
-    if args.server_fault_drop_ack_every == Some(0) {
-        return Err(UsageError("--server-fault-drop-ack-every must be at least 1".into()).into());
-    }
+    let faults = args.faults()?;
     let text = args.output == super::Output::Text;
-    let faults = Faults {
-        drop_ack_every: args.server_fault_drop_ack_every,
-    };
     if args.find_max && !(args.find_max_factor > 1.0 && args.find_max_factor <= 10.0) {
         return Err(UsageError("--find-max-factor must be above 1 and at most 10".into()).into());
     }

@@ -91,7 +91,9 @@ pub struct Args {
     /// [default: 30s]
     #[arg(long, env = "PAYTOOL_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
-    /// Testing the audit only: acknowledge every Nth payment without keeping it.
+    /// Testing the audit only: acknowledge every Nth payment without keeping it (only in
+    /// a build with the `test-faults` feature).
+    #[cfg(feature = "test-faults")]
     #[arg(long, hide = true)]
     pub fault_drop_ack_every: Option<u64>,
     /// Redis in front of the store (redis://[:password@]host:port/db): API-key lookups,
@@ -112,6 +114,28 @@ const HEADER_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(600);
 
 impl Args {
+    #[cfg(feature = "test-faults")]
+    fn faults(&self, on_layout: bool) -> Result<Faults, UsageError> {
+        if on_layout && self.fault_drop_ack_every.is_some() {
+            return Err(UsageError(
+                "--fault-drop-ack-every applies to the SQLite store only".into(),
+            ));
+        }
+        if self.fault_drop_ack_every == Some(0) {
+            return Err(UsageError(
+                "--fault-drop-ack-every must be at least 1".into(),
+            ));
+        }
+        Ok(Faults {
+            drop_ack_every: self.fault_drop_ack_every,
+        })
+    }
+
+    #[cfg(not(feature = "test-faults"))]
+    fn faults(&self, _on_layout: bool) -> Result<Faults, UsageError> {
+        Ok(Faults::default())
+    }
+
     pub fn resolve(self) -> Result<ServeOptions, UsageError> {
         let file = match &self.config {
             Some(path) => ConfigFile::load(path).map_err(|e| UsageError(e.to_string()))?,
@@ -123,6 +147,7 @@ impl Args {
             .map(|p| format!("flags, env or {}", p.display()))
             .unwrap_or_else(|| "flags or env".to_string());
         let s = file.serve;
+        let faults = self.faults(self.layout.is_some() || s.layout.is_some())?;
         let batch_max = check(
             &origin,
             "batch_max",
@@ -208,16 +233,6 @@ impl Args {
                     .into(),
             ));
         }
-        if layout.is_some() && self.fault_drop_ack_every.is_some() {
-            return Err(UsageError(
-                "--fault-drop-ack-every applies to the SQLite store only".into(),
-            ));
-        }
-        if self.fault_drop_ack_every == Some(0) {
-            return Err(UsageError(
-                "--fault-drop-ack-every must be at least 1".into(),
-            ));
-        }
         Ok(ServeOptions {
             listen: self
                 .listen
@@ -239,9 +254,7 @@ impl Args {
                 batch_max,
                 queue_max,
             },
-            faults: Faults {
-                drop_ack_every: self.fault_drop_ack_every,
-            },
+            faults,
             body_limit_bytes: check(
                 &origin,
                 "body_limit_bytes",
@@ -284,7 +297,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => opts.data_dir.display().to_string(),
     };
-    let faulty = opts.faults.drop_ack_every.is_some();
+    let faulty = opts.faults.drop_ack_every().is_some();
     let server = Server::bind(opts).await.map_err(explain)?;
     let addr = server.local_addr()?;
     let mut out = std::io::stdout().lock();

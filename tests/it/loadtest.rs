@@ -265,6 +265,7 @@ fn a_remote_target_without_its_admin_token_exits_2() {
     assert!(err.contains("PAYTOOL_ADMIN_TOKEN"), "{err}");
 }
 
+#[cfg(feature = "test-faults")]
 #[test]
 fn the_audit_catches_a_dropped_acknowledged_payment() {
     let reports = temp_dir();

@@ -50,10 +50,22 @@ impl Default for WriterLimits {
 }
 
 /// Test-only fault injection: acknowledge every Nth payment creation without keeping it.
-/// Exists so the load test's money audit can be shown to catch a lost write.
+/// Exists so the load test's money audit can be shown to catch a lost write; compiled in
+/// only with the `test-faults` feature (the test suite's build), so no binary a user runs
+/// can drop an acknowledged payment.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Faults {
+    #[cfg(feature = "test-faults")]
     pub drop_ack_every: Option<u64>,
+}
+
+impl Faults {
+    pub fn drop_ack_every(&self) -> Option<u64> {
+        #[cfg(feature = "test-faults")]
+        return self.drop_ack_every;
+        #[cfg(not(feature = "test-faults"))]
+        None
+    }
 }
 
 pub fn spawn(
@@ -142,7 +154,7 @@ fn commit_batch(
         tx.prepare_cached("SAVEPOINT op")?.execute([])?;
         let result = apply(&tx, &job.request, now);
         if let (Some(every), Mutation::Create { .. }) =
-            (faults.drop_ack_every, &job.request.mutation)
+            (faults.drop_ack_every(), &job.request.mutation)
         {
             *creates_seen += 1;
             if *creates_seen % every == 0 && result.is_ok() {
