@@ -36,12 +36,18 @@ pub struct AppState {
 impl AppState {
     /// Send a write to its shard and answer with what was committed (or replayed).
     async fn write(&self, request: WriteRequest) -> Result<Response, ApiError> {
+        // Every write carries an Idempotency-Key (payments.rs), so resending is always
+        // the safe way to learn what a write that timed out did.
         let stored = tokio::time::timeout(self.write_timeout, self.store.write(request))
             .await
             .map_err(|_| {
-                ApiError::unavailable(
-                    "The write did not commit in time; retry with the same Idempotency-Key to learn its outcome",
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::ApiError,
+                    "write_timeout",
+                    "The write did not commit in time and may still commit: resend it with the same Idempotency-Key to learn its outcome",
                 )
+                .retry_after(error::STORE_BUSY_RETRY_AFTER_S)
             })??;
         let status = StatusCode::from_u16(stored.status)
             .map_err(|_| ApiError::internal("stored status is invalid"))?;

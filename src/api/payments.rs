@@ -104,7 +104,7 @@ pub async fn create_payment(
 /// Capture an authorized payment, in full or in part; the rest is released.
 #[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments",
     request_body(content = CaptureRequest, description = "Optional"),
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
     responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not in a capturable state", body = ErrorBody)),
     security(("api_key" = [])))]
@@ -133,13 +133,13 @@ pub async fn capture_payment(
             fingerprint,
             mutation,
             render_payment,
-        ))
+        )?)
         .await
 }
 
 /// Cancel an authorized payment: the whole hold is released.
 #[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments",
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
     responses((status = 200, body = PaymentObject), (status = 404, body = ErrorBody),
         (status = 409, description = "Not in a cancelable state", body = ErrorBody)),
     security(("api_key" = [])))]
@@ -160,7 +160,7 @@ pub async fn cancel_payment(
             fingerprint,
             mutation,
             render_payment,
-        ))
+        )?)
         .await
 }
 
@@ -168,7 +168,7 @@ pub async fn cancel_payment(
 /// than was captured.
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "payments",
     request_body(content = RefundRequest, description = "Optional"),
-    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
     responses((status = 200, body = RefundObject), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not refundable", body = ErrorBody)),
     security(("api_key" = [])))]
@@ -195,7 +195,13 @@ pub async fn refund_payment(
         amount,
     };
     state
-        .write(request(merchant, key, fingerprint, mutation, render_refund))
+        .write(request(
+            merchant,
+            key,
+            fingerprint,
+            mutation,
+            render_refund,
+        )?)
         .await
 }
 
@@ -275,22 +281,26 @@ pub async fn get_balance(
     Ok(json(StatusCode::OK, &BalanceObject::from(lines)))
 }
 
+/// A change to a payment, with its Idempotency-Key, which every change must carry: a
+/// capture, cancel or refund whose answer was lost (a timeout, a dropped connection) may
+/// still have committed, and only resending it under the same key learns which without
+/// applying it twice.
 fn request(
     merchant: Arc<crate::store::Merchant>,
     key: IdempotencyKey,
     request_fingerprint: [u8; 32],
     mutation: Mutation,
     render: fn(&Outcome) -> StoredResponse,
-) -> WriteRequest {
-    WriteRequest {
+) -> Result<WriteRequest, ApiError> {
+    Ok(WriteRequest {
         merchant,
-        idempotency: key.0.map(|key| Idempotency {
-            key,
+        idempotency: Some(Idempotency {
+            key: key.required()?,
             request_fingerprint,
         }),
         mutation,
         render,
-    }
+    })
 }
 
 fn payment_id(id: String) -> Result<String, ApiError> {

@@ -184,15 +184,18 @@ async fn idempotency_key_is_required_and_checked() {
     let server = Server::start();
     let m = server.create_merchant("keys").await;
     let long = "k".repeat(256);
+    let (_, paid) = server.pay(&m, "to-change", 1_000, false).await;
+    let id = paid["id"].as_str().unwrap();
+    let missing = invalid("idempotency_key_missing", "Idempotency-Key");
     server
         .check(
             &m,
             [
-                case(
-                    "no key",
-                    create(pay()).no_key(),
-                    invalid("idempotency_key_missing", "Idempotency-Key"),
-                ),
+                case("no key", create(pay()).no_key(), missing),
+                // Every change to money: a timed-out one is learned only by resending it.
+                case("capture, no key", on(id, "capture").no_key(), missing),
+                case("cancel, no key", on(id, "cancel").no_key(), missing),
+                case("refund, no key", on(id, "refunds").no_key(), missing),
                 case(
                     "256 characters",
                     create(pay()).key(&long),
@@ -203,7 +206,7 @@ async fn idempotency_key_is_required_and_checked() {
         .await;
     // 255 characters is the longest key.
     server.ok(&m, &create(pay()).key(&long[..255])).await;
-    assert_eq!(server.audit().await["payments"], 1);
+    assert_eq!(server.audit().await["payments"], 2);
 }
 
 #[tokio::test]

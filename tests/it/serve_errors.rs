@@ -183,3 +183,73 @@ async fn a_full_write_queue_refuses_at_once_with_retry_after_and_loses_nothing()
     assert_eq!(audit["ok"], true, "{audit}");
     assert_eq!(audit["payments"], paid.len(), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_that_times_out_is_learned_by_resending_it_and_never_applied_twice() {
+    let server = Server::start_args(&["--write-timeout-ms", "300"]);
+    let merchant = server.create_merchant("timeout").await;
+    let (status, paid) = server.pay(&merchant, "before", 2_000, true).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let id = paid["id"].as_str().unwrap().to_string();
+    let refund = format!("/v1/payments/{id}/refunds");
+    let partial = Some(serde_json::json!({"amount": 500}));
+
+    // A change without a key is refused before anything is written: had it timed out,
+    // its client could not have learned the outcome without risking a second refund.
+    for path in [
+        format!("/v1/payments/{id}/capture"),
+        format!("/v1/payments/{id}/cancel"),
+        refund.clone(),
+    ] {
+        let (status, body, _) = server
+            .call(&merchant, Method::POST, &path, None, None)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "idempotency_key_missing", "{body}");
+    }
+
+    // The writer is held up past the write timeout by an outside lock; the refund may
+    // still commit once the lock goes (here it does: the writer waits up to 1 s).
+    let outside = rusqlite::Connection::open(server.data_dir().join("shard-000.db")).unwrap();
+    outside.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let (status, body, headers) = server
+        .call(
+            &merchant,
+            Method::POST,
+            &refund,
+            Some("refund-1"),
+            partial.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "write_timeout", "{body}");
+    assert!(headers.contains_key("retry-after"));
+    outside.execute_batch("ROLLBACK").unwrap();
+    drop(outside);
+
+    // Resent as told, however often: one refund of 500, never two.
+    for _ in 0..3 {
+        let (status, body, _) = server
+            .call(
+                &merchant,
+                Method::POST,
+                &refund,
+                Some("refund-1"),
+                partial.clone(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["amount"], 500, "{body}");
+    }
+    let (_, read, _) = server
+        .call(
+            &merchant,
+            Method::GET,
+            &format!("/v1/payments/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(read["amount_refunded"], 500, "{read}");
+    assert_eq!(server.audit().await["ok"], true);
+}

@@ -735,7 +735,7 @@ pub enum Auth {
 pub enum Key {
     None,
     /// A key of its own: the name of the case it is sent in, spaces and all else
-    /// outside `[A-Za-z0-9_-]` as `-`.
+    /// outside `[A-Za-z0-9_-]` as `-`; outside a case, a fresh one for each send.
     PerCase,
     Is(String),
 }
@@ -811,8 +811,12 @@ pub fn get(path: impl Into<String>) -> Req {
     Req::new(Method::GET, path)
 }
 
+/// A POST with a key of its own: the API refuses any change to money without one.
 pub fn post(path: impl Into<String>) -> Req {
-    Req::new(Method::POST, path)
+    Req {
+        key: Key::PerCase,
+        ..Req::new(Method::POST, path)
+    }
 }
 
 /// `POST /v1/payments/{id}/{action}`.
@@ -822,10 +826,7 @@ pub fn on(id: &str, action: &str) -> Req {
 
 /// `POST /v1/payments` with `body` and a key of its own.
 pub fn create(body: impl IntoBody) -> Req {
-    Req {
-        key: Key::PerCase,
-        ..post("/v1/payments").body(body)
-    }
+    post("/v1/payments").body(body)
 }
 
 pub const INVALID: &str = "invalid_request_error";
@@ -947,11 +948,16 @@ impl Server {
         };
         let key = match &req.key {
             Key::None => None,
-            Key::PerCase => Some(
-                case_name
-                    .expect("a per-case key is sent in a case")
-                    .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"),
-            ),
+            // Outside a table, a key of its own for each send.
+            Key::PerCase => Some(match case_name {
+                Some(name) => name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"),
+                None => {
+                    static SENT: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    format!("auto-{n}")
+                }
+            }),
             Key::Is(key) => Some(key.clone()),
         };
         if let Some(key) = key {
