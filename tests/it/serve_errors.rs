@@ -192,7 +192,15 @@ async fn a_refund_that_times_out_is_learned_by_resending_it_and_never_applied_tw
     assert_eq!(status, StatusCode::OK, "{paid}");
     let id = paid["id"].as_str().unwrap().to_string();
     let refund = format!("/v1/payments/{id}/refunds");
-    let partial = Some(serde_json::json!({"amount": 500}));
+    let send_refund = || {
+        server.call(
+            &merchant,
+            Method::POST,
+            &refund,
+            Some("refund-1"),
+            Some(serde_json::json!({"amount": 500})),
+        )
+    };
 
     // A change without a key is refused before anything is written: had it timed out,
     // its client could not have learned the outcome without risking a second refund.
@@ -212,15 +220,7 @@ async fn a_refund_that_times_out_is_learned_by_resending_it_and_never_applied_tw
     // still commit once the lock goes (here it does: the writer waits up to 1 s).
     let outside = rusqlite::Connection::open(server.data_dir().join("shard-000.db")).unwrap();
     outside.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let (status, body, headers) = server
-        .call(
-            &merchant,
-            Method::POST,
-            &refund,
-            Some("refund-1"),
-            partial.clone(),
-        )
-        .await;
+    let (status, body, headers) = send_refund().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["error"]["code"], "write_timeout", "{body}");
     assert!(headers.contains_key("retry-after"));
@@ -229,15 +229,7 @@ async fn a_refund_that_times_out_is_learned_by_resending_it_and_never_applied_tw
 
     // Resent as told, however often: one refund of 500, never two.
     for _ in 0..3 {
-        let (status, body, _) = server
-            .call(
-                &merchant,
-                Method::POST,
-                &refund,
-                Some("refund-1"),
-                partial.clone(),
-            )
-            .await;
+        let (status, body, _) = send_refund().await;
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body["amount"], 500, "{body}");
     }
