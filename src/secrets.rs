@@ -50,6 +50,12 @@ pub fn merchant_id_in_key(key: &str) -> Option<String> {
     (crate::ids::is_id(&id, "mer") && random.len() == 48).then_some(id)
 }
 
+/// Whether two secret hashes are equal, in time that does not depend on where they
+/// differ: no secret's hash is ever compared with `==`.
+pub fn same_hash(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 /// API keys are long random strings, so a fast hash is enough (no password hashing on
 /// the hot path: see BASELINE.md's CPU budget).
 pub fn hash_key(key: &str) -> [u8; 32] {
@@ -183,5 +189,20 @@ mod db_url_tests {
         }
         let err = DbUrl::parse("mysql://root:s3cret@db").unwrap_err();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod same_hash_tests {
+    #[test]
+    fn equal_only_when_every_byte_is() {
+        let a = super::hash_key("sk_test_a");
+        let mut b = a;
+        assert!(super::same_hash(&a, &b));
+        for i in [0, 15, 31] {
+            b[i] ^= 1;
+            assert!(!super::same_hash(&a, &b), "byte {i}");
+            b[i] ^= 1;
+        }
     }
 }

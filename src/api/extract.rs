@@ -2,7 +2,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::secrets::hash_key;
+use crate::secrets::{hash_key, same_hash};
 use crate::store::Merchant;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -55,7 +55,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         state: &Arc<AppState>,
     ) -> Result<Self, ApiError> {
         match bearer(parts) {
-            Some(token) if hash_key(token) == state.admin_token_hash => Ok(Admin),
+            Some(token) if same_hash(&hash_key(token), &state.admin_token_hash) => Ok(Admin),
             Some(_) => Err(ApiError::unauthorized("Invalid admin token")),
             None => Err(ApiError::unauthorized(
                 "This route needs the admin token: send `Authorization: Bearer <admin token>`",

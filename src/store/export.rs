@@ -5,6 +5,7 @@
 
 use super::{BoxFuture, Merchant, StoreError};
 use crate::ledger::Payment;
+use crate::secrets::same_hash;
 use tokio::sync::mpsc;
 
 /// Rows in flight between a store's reader and whoever consumes them.
@@ -49,7 +50,7 @@ impl MerchantKeys {
     pub fn accepts(&self, hash: &[u8; 32], now_ms: i64) -> bool {
         self.keys
             .iter()
-            .any(|k| k.hash == *hash && k.expires_ms.is_none_or(|until| until > now_ms))
+            .any(|k| same_hash(&k.hash, hash) && k.expires_ms.is_none_or(|until| until > now_ms))
     }
 }
 

@@ -231,17 +231,42 @@ async fn body_over_the_limit_is_413() {
 async fn authentication_is_required() {
     let server = Server::start();
     let m = server.create_merchant("auth").await;
+    let (_, paid) = server.pay(&m, "paid", 1_000, false).await;
+    let paid = paid["id"].as_str().unwrap().to_string();
+    // A key rolled away: refused at once.
+    let rolled = server.create_merchant("rolled").await;
+    let res = server
+        .client
+        .post(server.url(&format!("/v1/admin/merchants/{}/roll_key", rolled.id)))
+        .bearer_auth(&server.admin_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
     let bad = [
         Auth::Anonymous,
         Auth::Bearer("sk_test_nope".into()),
         Auth::Bearer(String::new()),
         Auth::Bearer(server.admin_token.clone()),
+        Auth::Bearer(rolled.key.clone()),
+        // Another merchant's key, one character off.
+        Auth::Bearer(format!("{}x", &m.key[..m.key.len() - 1])),
         // Not a Bearer scheme at all.
         Auth::Header(format!("Basic {}", m.key)),
     ];
     let mut cases = Vec::new();
     for auth in bad {
-        for req in [create(pay()), get("/v1/payments"), get("/v1/balance")] {
+        // Every merchant route.
+        for req in [
+            create(pay()),
+            get("/v1/payments"),
+            get(format!("/v1/payments/{paid}")),
+            on(&paid, "capture"),
+            on(&paid, "cancel"),
+            on(&paid, "refunds"),
+            get("/v1/balance"),
+        ] {
             let name = format!("{} {} as {auth:?}", req.method, req.path);
             cases.push(case(name, req.key("k").auth(auth.clone()), unauthorized()));
         }
@@ -260,14 +285,29 @@ async fn authentication_is_required() {
             get("/v1/admin/audit").auth(Auth::Anonymous),
             unauthorized(),
         ),
+        case(
+            "roll a key as a merchant",
+            post(format!("/v1/admin/merchants/{}/roll_key", m.id)).body(json!({})),
+            unauthorized(),
+        ),
+        case(
+            "look payments up as a merchant",
+            post("/v1/admin/payments/lookup").body(json!({ "payments": [] })),
+            unauthorized(),
+        ),
     ]);
     server.check(&m, cases).await;
 
+    // Nothing changed: the one payment is still only authorized.
     let audit = server.audit().await;
     assert_eq!(
         (audit["merchants"].clone(), audit["payments"].clone()),
-        (json!(1), json!(0))
+        (json!(2), json!(1))
     );
+    let (_, read, _) = server
+        .call(&m, Method::GET, &format!("/v1/payments/{paid}"), None, None)
+        .await;
+    assert_eq!(read["status"], "requires_capture", "{read}");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
-use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key};
+use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key, same_hash};
 use crate::store::layout::Layout;
 use crate::store::queue::WriterSlot;
 use crate::store::sqlite::WriterLimits;
@@ -608,7 +608,7 @@ impl Store for PgStore {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&hash)
-                .filter(|c| c.until > Instant::now() && c.key_hash == hash)
+                .filter(|c| c.until > Instant::now() && same_hash(&c.key_hash, &hash))
             {
                 return Ok(Some(c.merchant.clone()));
             }
@@ -629,11 +629,11 @@ impl Store for PgStore {
             let Some((merchant, current, previous)) = self.find_merchant(&id).await? else {
                 return Ok(None);
             };
-            let until = if current == hash {
+            let until = if same_hash(&current, &hash) {
                 now + MERCHANT_CACHE_TTL
             } else {
                 match previous {
-                    Some((old, expires_ms)) if old == hash && expires_ms > now_ms() => {
+                    Some((old, expires_ms)) if same_hash(&old, &hash) && expires_ms > now_ms() => {
                         let left = Duration::from_millis((expires_ms - now_ms()) as u64);
                         now + left.min(MERCHANT_CACHE_TTL)
                     }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
-use crate::secrets::{Secret, hash_key, new_api_key};
+use crate::secrets::{Secret, hash_key, new_api_key, same_hash};
 use crate::store::queue::WriterSlot;
 use rows::{PAYMENT_COLUMNS, load_payment, payment_from_row};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -69,10 +69,10 @@ struct Keys {
 
 impl Keys {
     fn accepts(&self, hash: &[u8; 32], now_ms: i64) -> bool {
-        self.current == *hash
+        same_hash(&self.current, hash)
             || self
                 .previous
-                .is_some_and(|(h, until)| h == *hash && until > now_ms)
+                .is_some_and(|(h, until)| same_hash(&h, hash) && until > now_ms)
     }
 }
 
