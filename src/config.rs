@@ -46,6 +46,9 @@ pub struct ServeSection {
     pub idempotency_retention: Option<String>,
     /// e.g. "30s"
     pub header_timeout: Option<String>,
+    /// e.g. "100/s"
+    pub rate_limit: Option<String>,
+    pub rate_burst: Option<u32>,
     /// A Redis URL: the cache in front of the store.
     pub redis: Option<String>,
     pub redis_prefix: Option<String>,

@@ -14,6 +14,7 @@ pub enum ErrorType {
     AuthenticationError,
     IdempotencyError,
     CardError,
+    RateLimitError,
     ApiError,
 }
 

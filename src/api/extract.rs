@@ -35,12 +35,28 @@ impl FromRequestParts<Arc<AppState>> for AuthedMerchant {
         let key = bearer(parts).ok_or_else(|| {
             ApiError::unauthorized("No API key provided: send `Authorization: Bearer sk_test_...`")
         })?;
-        state
+        let merchant = state
             .store
             .authenticate(key)
             .await?
-            .map(AuthedMerchant)
-            .ok_or_else(|| ApiError::unauthorized("Invalid API key"))
+            .ok_or_else(|| ApiError::unauthorized("Invalid API key"))?;
+        if let Some(limiter) = &state.rate_limiter
+            && let Err(limited) = limiter.take(&merchant.id, std::time::Instant::now())
+        {
+            metrics::counter!("paytool_rate_limited_total").increment(1);
+            let limit = limiter.limit();
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                super::error::ErrorType::RateLimitError,
+                "rate_limited",
+                format!(
+                    "This merchant may send {} requests a second (bursts of {}); retry after Retry-After",
+                    limit.per_second, limit.burst
+                ),
+            )
+            .retry_after(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64));
+        }
+        Ok(AuthedMerchant(merchant))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod extract;
 pub mod listen;
 pub mod openapi;
 pub mod payments;
+pub mod rate_limit;
 mod server;
 pub mod telemetry;
 pub mod types;
@@ -31,6 +32,8 @@ pub struct AppState {
     /// Keys card fingerprints and request fingerprints.
     pub secret_key: Vec<u8>,
     pub write_timeout: Duration,
+    /// Per-merchant rate limiting, when `serve --rate-limit` asks for it.
+    pub rate_limiter: Option<rate_limit::RateLimiter>,
 }
 
 impl AppState {

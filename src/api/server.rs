@@ -1,6 +1,7 @@
 //! A bound server and what it needs: the options `paytool serve` resolves, their
 //! defaults and ranges, and the typed reasons it may fail to start or to run.
 
+use super::rate_limit::{RateLimit, RateLimiter};
 use super::{AppState, router, telemetry};
 use crate::cache::{CacheOptions, CachedStore, RedisClient};
 use crate::secrets::{Secret, hash_key, load_or_create, random_hex};
@@ -86,6 +87,8 @@ pub struct ServeOptions {
     /// A request's headers must arrive within this, and a keep-alive connection may idle
     /// between requests no longer (`listen::HEADER_TIMEOUT_DEFAULT`).
     pub header_timeout: Duration,
+    /// Per-merchant request rate limit; None: unlimited.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ServeOptions {
@@ -172,6 +175,7 @@ impl Server {
             admin_token_hash: hash_key(admin_token.expose()),
             secret_key: secret_key.expose().as_bytes().to_vec(),
             write_timeout: opts.write_timeout,
+            rate_limiter: opts.rate_limit.map(RateLimiter::new),
         });
         Ok(Server {
             listener,

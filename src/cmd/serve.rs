@@ -1,5 +1,6 @@
 use super::UsageError;
 use paytool::api::listen::HEADER_TIMEOUT_DEFAULT;
+use paytool::api::rate_limit::RateLimit;
 use paytool::api::{
     BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
     WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
@@ -91,6 +92,14 @@ pub struct Args {
     /// [default: 30s]
     #[arg(long, env = "PAYTOOL_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
+    /// Per-merchant request limit, e.g. "100/s": past it, 429 with Retry-After before the
+    /// store is touched [default: none]
+    #[arg(long, env = "PAYTOOL_RATE_LIMIT")]
+    pub rate_limit: Option<String>,
+    /// Requests a merchant may send at once after an idle spell, with --rate-limit
+    /// [default: one second's worth]
+    #[arg(long, env = "PAYTOOL_RATE_BURST")]
+    pub rate_burst: Option<u32>,
     /// Testing the audit only: acknowledge every Nth payment without keeping it (only in
     /// a build with the `test-faults` feature).
     #[cfg(feature = "test-faults")]
@@ -107,6 +116,42 @@ pub struct Args {
     /// instance slow to hear of a switch).
     #[arg(long, hide = true)]
     pub test_reload_delay_ms: Option<u64>,
+}
+
+/// "100/s" (and a burst) as a limit; the burst defaults to one second's worth.
+fn rate_limit(
+    origin: &str,
+    text: Option<String>,
+    burst: Option<u32>,
+) -> Result<Option<RateLimit>, UsageError> {
+    let Some(text) = text else {
+        if burst.is_some() {
+            return Err(UsageError(format!(
+                "{origin}: `rate_burst` needs `rate_limit`"
+            )));
+        }
+        return Ok(None);
+    };
+    let per_second = text
+        .trim()
+        .strip_suffix("/s")
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .filter(|n| *n > 0.0 && *n <= 1e6)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "{origin}: `rate_limit` is {text:?}: write requests per second per merchant, e.g. \"100/s\" (above 0, at most 1000000)"
+            ))
+        })?;
+    let burst = match burst {
+        Some(0) => {
+            return Err(UsageError(format!(
+                "{origin}: `rate_burst` must be at least 1"
+            )));
+        }
+        Some(b) => f64::from(b),
+        None => per_second.ceil().max(1.0),
+    };
+    Ok(Some(RateLimit { per_second, burst }))
 }
 
 /// The header timeouts a deployment may choose.
@@ -195,6 +240,11 @@ impl Args {
                 d
             }
         };
+        let rate_limit = rate_limit(
+            &origin,
+            self.rate_limit.or(s.rate_limit),
+            self.rate_burst.or(s.rate_burst),
+        )?;
         let layout = match self.layout.or(s.layout) {
             Some(path) => {
                 Some(paytool::profile::shards::load(&path).map_err(|e| UsageError(e.to_string()))?)
@@ -266,6 +316,7 @@ impl Args {
             write_timeout: Duration::from_millis(write_timeout_ms),
             idempotency_retention: retention,
             header_timeout,
+            rate_limit,
             // The layout the shards record is read with this process's environment, as
             // the starting layout was.
             follow_layout: Some(LayoutParser(Arc::new(|text| {

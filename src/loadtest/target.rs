@@ -148,6 +148,7 @@ impl Instance {
             reload_delay: Duration::ZERO,
             cache,
             header_timeout: crate::api::listen::HEADER_TIMEOUT_DEFAULT,
+            rate_limit: None,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

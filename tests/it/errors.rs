@@ -469,3 +469,61 @@ async fn card_numbers_in_the_wrong_place_never_come_back() {
         assert!(!answer.to_string().contains(&digits), "{answer}");
     }
 }
+
+/// One merchant over its limit is refused with 429 and Retry-After, before anything is
+/// written; another merchant is served as usual; a bad limit is refused at start.
+#[tokio::test]
+async fn a_merchant_over_its_rate_limit_gets_429_and_others_do_not() {
+    const BURST: usize = 5;
+    let server = Server::start_args(&["--rate-limit", "1/s", "--rate-burst", "5"]);
+    let noisy = server.create_merchant("noisy").await;
+    let quiet = server.create_merchant("quiet").await;
+    let mut statuses = Vec::new();
+    for i in 0..BURST + 5 {
+        let (status, body, headers) = server
+            .call(
+                &noisy,
+                Method::POST,
+                "/v1/payments",
+                Some(&format!("noisy-{i}")),
+                Some(payment_body(100, "usd", true)),
+            )
+            .await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+            let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!(after >= 1, "Retry-After {after}");
+        }
+        statuses.push(status);
+    }
+    // The burst goes through (a token may refill meanwhile), the rest is refused.
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!((BURST..=BURST + 1).contains(&ok), "{statuses:?}");
+    assert!(
+        statuses[BURST + 2..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    // The other merchant is not held back, and nothing refused was written.
+    let (status, body) = server.pay(&quiet, "quiet-1", 100, true).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(server.audit().await["payments"], ok + 1);
+
+    for bad in [["--rate-limit", "fast"], ["--rate-burst", "3"]] {
+        let out = crate::support::run_bounded(
+            std::process::Command::new(crate::support::BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(crate::support::temp_dir().path())
+                .args(bad),
+            crate::support::COMMAND_TIMEOUT,
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&bad[0][2..].replace('-', "_")),
+            "{bad:?}: {err}"
+        );
+    }
+}
