@@ -305,3 +305,28 @@ async fn a_key_replays_inside_its_retention_and_is_free_again_once_pruned() {
     // Two payments share the key, more than a retention apart: the audit allows it.
     assert_eq!(assert_audit_ok(&server).await["payments"], 2);
 }
+
+/// The retry storm a flaky network makes: for each of 100 keys, 200 copies of one request
+/// at once. Exactly one payment a key, and every copy gets the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_storm_of_200_sends_for_each_of_100_keys_makes_one_payment_a_key() {
+    const KEYS: usize = 100;
+    const SENDS_PER_KEY: usize = 200;
+    let server = Server::start();
+    let m = server.create_merchant("storm").await;
+    let client = reqwest::Client::new();
+    for key in 0..KEYS {
+        let body = payment_body(100 + key as i64, "usd", key % 2 == 0);
+        crate::support::one_key_at_once(
+            &client,
+            &[&server],
+            &m,
+            &format!("storm-{key}"),
+            &body,
+            SENDS_PER_KEY,
+        )
+        .await;
+    }
+    let audit = assert_audit_ok(&server).await;
+    assert_eq!(audit["payments"], KEYS, "{audit:#}");
+}
