@@ -295,13 +295,8 @@ run() {   # LABEL ROUND
   fi
 
   # Flags: anything that makes the run not what it claims to be.
-  local eflag=""
-  if (( errors > 0 )); then
-    eflag=" **ERRORS**"
-    FLAGS+=("$tag: $errors failed requests: $(j '[.requests[] | select(.errors > 0) | "\(.name) \(.errors)"] | join(", ")')")
-  fi
-  [[ $audit_ok == true ]] || FLAGS+=("$tag: money audit not ok: $(j '[.audit.checks[]? | select(.ok | not) | "\(.name) (\(.violation_count))"] | join(", ")')")
-  (( rc == 0 )) || FLAGS+=("$tag: paytool loadtest exited $rc (passed $(j .passed)); thresholds failed: $(j '[.thresholds[] | select(.passed | not) | "\(.scope) \(.rule) \(.actual) > \(.limit)"] | join(", ")'); stderr: $(tail -3 "$out.err" | tr '\n' ' ' | head -c 300)")
+  loadtest_flags "$tag" "" "$rc" "$out.err" "$errors" "$audit_ok"
+  local eflag=$EFLAG
   [[ $hits == - ]] && FLAGS+=("$tag: no server.cache figures: the API ran without Redis?")
   case $label in
     up)

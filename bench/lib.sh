@@ -5,7 +5,7 @@
 #
 # Globals the functions read:  ROOT, WORK, BUILD_REF, SKIP_BUILD, WAIT_QUIET, QUIET_NOTES
 #                              (quiet_check, quiet_summary); REDISV, REDIS_MAX (start_redis)
-# Globals they set:            BIN, BUILT_FROM (build_paytool); PGBIN, PGBENCH, PG_CTL,
+# Globals they set:            BIN, BUILT_FROM (build_paytool); FLAGS, EFLAG (loadtest_flags); PGBIN, PGBENCH, PG_CTL,
 #                              AS_PG (find_postgres); ADDR (await_listening); REDISV
 #                              (find_redis); REDIS_PORT, REDIS_PID, REDIS_CHILD (start_redis;
 #                              kill_redis and stop_redis empty the last two)
@@ -327,6 +327,21 @@ stop_redis() {   # SIGTERM (SIGKILL after 10 s); nothing when none runs
   end_process "$REDIS_PID" 10
   wait "$REDIS_PID" 2>/dev/null || true
   REDIS_PID=""; REDIS_CHILD=""
+}
+
+# ---------------------------------------------------------------- loadtest summaries
+# FLAGS lines for one `paytool loadtest --output json` run: failed requests, a money audit
+# not ok, a non-zero exit. Reads the summary through the caller's `j` (jq on it); WHAT
+# prefixes the nouns ("quiet " or ""). Sets EFLAG (" **ERRORS**" when requests failed).
+loadtest_flags() {   # TAG WHAT RC ERRFILE ERRORS AUDIT_OK
+  local tag=$1 what=$2 rc=$3 err=$4 errors=$5 audit_ok=$6
+  EFLAG=""
+  if (( errors > 0 )); then
+    EFLAG=" **ERRORS**"
+    FLAGS+=("$tag: $errors failed ${what}requests: $(j '[.requests[] | select(.errors > 0) | "\(.name) \(.errors)"] | join(", ")')")
+  fi
+  [[ $audit_ok == true ]] || FLAGS+=("$tag: ${what}money audit not ok: $(j '[.audit.checks[]? | select(.ok | not) | "\(.name) (\(.violation_count))"] | join(", ")')")
+  (( rc == 0 )) || FLAGS+=("$tag: the ${what}paytool loadtest exited $rc (passed $(j .passed)); thresholds failed: $(j '[.thresholds[] | select(.passed | not) | "\(.scope) \(.rule) \(.actual) > \(.limit)"] | join(", ")'); stderr: $(tail -3 "$err" | tr '\n' ' ' | head -c 300)")
 }
 
 # ---------------------------------------------------------------- merchants

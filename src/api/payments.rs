@@ -29,7 +29,9 @@ pub const LIST_LIMIT_MAX: usize = 100;
         (status = 400, description = "Bad input, or the key was used with another body", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 402, description = "Declined or processor error: `error.payment` is the failed payment", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
         (status = 413, body = ErrorBody),
+        (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn create_payment(
@@ -105,7 +107,7 @@ pub async fn create_payment(
 #[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments",
     request_body(content = CaptureRequest, description = "Optional"),
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
-    responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody),
+    responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, description = "The body did not arrive in time", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not in a capturable state", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn capture_payment(
@@ -140,8 +142,8 @@ pub async fn capture_payment(
 /// Cancel an authorized payment: the whole hold is released.
 #[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments",
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
-    responses((status = 200, body = PaymentObject), (status = 404, body = ErrorBody),
-        (status = 409, description = "Not in a cancelable state", body = ErrorBody)),
+    responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, description = "The body did not arrive in time", body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not in a cancelable state", body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn cancel_payment(
     State(state): State<Arc<AppState>>,
@@ -169,7 +171,7 @@ pub async fn cancel_payment(
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "payments",
     request_body(content = RefundRequest, description = "Optional"),
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
-    responses((status = 200, body = RefundObject), (status = 400, body = ErrorBody),
+    responses((status = 200, body = RefundObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, description = "The body did not arrive in time", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not refundable", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn refund_payment(
@@ -207,7 +209,7 @@ pub async fn refund_payment(
 
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path)),
-    responses((status = 200, body = PaymentObject), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = PaymentObject), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_payment(
     State(state): State<Arc<AppState>>,
@@ -228,7 +230,7 @@ pub async fn get_payment(
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
     params(("limit" = Option<usize>, Query, description = "1 to 100, default 10"),
         ("starting_after" = Option<String>, Query, description = "A payment id: list the ones older than it")),
-    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody)),
+    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list_payments(
     State(state): State<Arc<AppState>>,
@@ -271,7 +273,7 @@ pub async fn list_payments(
 
 /// Pending and available amounts per currency.
 #[utoipa::path(get, path = "/v1/balance", tag = "payments",
-    responses((status = 200, body = BalanceObject), (status = 401, body = ErrorBody)),
+    responses((status = 200, body = BalanceObject), (status = 401, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_balance(
     State(state): State<Arc<AppState>>,

@@ -519,6 +519,34 @@ async fn health_ready_metrics_and_openapi() {
     }
     assert!(paths["/v1/payments"].get("post").is_some());
     assert!(paths["/v1/payments"].get("get").is_some());
+    // Every merchant route documents what any of them may answer: an unknown key, the
+    // rate limit, and a store that asks to retry later.
+    for (path, method) in [
+        ("/v1/payments", "post"),
+        ("/v1/payments", "get"),
+        ("/v1/payments/{id}", "get"),
+        ("/v1/payments/{id}/capture", "post"),
+        ("/v1/payments/{id}/cancel", "post"),
+        ("/v1/payments/{id}/refunds", "post"),
+        ("/v1/balance", "get"),
+    ] {
+        let responses = &paths[path][method]["responses"];
+        for status in ["401", "429", "503"] {
+            assert!(
+                responses.get(status).is_some(),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+    // A change without an Idempotency-Key is refused: the document says it is required.
+    let params = paths["/v1/payments/{id}/refunds"]["post"]["parameters"]
+        .as_array()
+        .unwrap();
+    let key = params
+        .iter()
+        .find(|p| p["name"] == "Idempotency-Key")
+        .unwrap();
+    assert_eq!(key["required"], true, "{key}");
     let components = doc["components"].as_object().expect("components");
     assert!(components["schemas"].get("ErrorBody").is_some());
     assert!(components["securitySchemes"].get("api_key").is_some());
