@@ -2,6 +2,7 @@
 //! default; writes go through one group-commit writer per shard.
 
 pub mod audit;
+pub mod durability;
 pub mod export;
 pub mod layout;
 pub mod postgres;

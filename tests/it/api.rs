@@ -569,4 +569,21 @@ async fn metrics_show_the_group_commit() {
     ] {
         assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
+    // The writer that committed those payments reports, from its own connection, that a
+    // commit waits for the disk (SQLite synchronous=FULL in WAL mode; PostgreSQL
+    // synchronous_commit=on and fsync=on), and no writer says otherwise.
+    let durable: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("paytool_store_durable{"))
+        .collect();
+    assert!(
+        !durable.is_empty(),
+        "/metrics lacks paytool_store_durable:\n{text}"
+    );
+    for line in durable {
+        assert!(
+            line.ends_with(" 1"),
+            "a writer that does not wait for the disk: {line}"
+        );
+    }
 }

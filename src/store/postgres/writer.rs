@@ -91,6 +91,25 @@ struct Connection {
     statements: Statements,
 }
 
+/// What this writer connection does on commit, for /metrics (store::durability).
+async fn report_durability(client: &Client, shard: &str) -> Result<(), StoreError> {
+    let show = |setting: &'static str| async move {
+        client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .map_err(|e| store_error(shard, &e))
+    };
+    let (commit, fsync) = (show("synchronous_commit").await?, show("fsync").await?);
+    crate::store::durability::report(
+        "postgres",
+        shard,
+        crate::store::durability::postgres_is_durable(&commit, &fsync),
+        &format!("synchronous_commit={commit} fsync={fsync}"),
+    );
+    Ok(())
+}
+
 /// Connect with the writer's bounds: a connect timeout, and keepalives so a dead peer
 /// is noticed.
 pub async fn connect(url: &DbUrl, shard: &str) -> Result<Client, StoreError> {
@@ -214,6 +233,7 @@ async fn commit_with_retries(
             let statements = Statements::prepare(&client)
                 .await
                 .map_err(|e| store_error(shard, &e))?;
+            report_durability(&client, shard).await?;
             *connection = Some(Connection { client, statements });
         }
         let c = connection.as_mut().expect("connected above");

@@ -90,6 +90,19 @@ fn run(
     faults: Faults,
 ) {
     let shard_label = shard.to_string();
+    // What this very connection does on commit, for /metrics (store::durability).
+    let synchronous: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap_or(-1);
+    let journal_mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap_or_default();
+    crate::store::durability::report(
+        "sqlite",
+        &shard_label,
+        crate::store::durability::sqlite_is_durable(synchronous, &journal_mode),
+        &format!("synchronous={synchronous} journal_mode={journal_mode}"),
+    );
     let batch_size =
         metrics::histogram!("paytool_group_commit_batch_size", "shard" => shard_label.clone());
     let commit_seconds =
