@@ -131,11 +131,6 @@ ROWS=(); DETAIL=(); FLAGS=(); QUIET_NOTES=(); OTHER_NOTES=(); TIMELINE=()
 Q=""
 KILLED_AT=""; BACK_AT=""; OUTAGE_NOTE=""
 declare -A P99 POST_P99 GET_P99
-fmt() { awk -v v="$1" -v d="${2:-2}" 'BEGIN{ if (v == "" || v == "null") print "-"; else printf "%.*f", d, v }'; }
-# Group digits by thousands: 1234567 -> 1,234,567.
-th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b - a}'; }
 
 # ---------------------------------------------------------------- redis-server
 # start_redis [PORT], kill_redis, stop_redis, redis_cli: lib.sh (bounded by REDIS_MAX).
@@ -287,9 +282,9 @@ run() {   # LABEL ROUND
     read -r sched sent late dropped lag < <(j '.open_model | [.scheduled, .sent, .late, .dropped, .send_lag_p99_ms] | join(" ")')
     if (( sent == sched && dropped == 0 && late * 100 <= sched )); then kept="kept"; else
       kept="**not kept**"
-      FLAGS+=("$tag: arrival schedule not kept: $sent of $sched sent, $late more than $(j .open_model.late_after_ms) ms late, $dropped dropped, send lag p99 $(fmt "$lag") ms")
+      FLAGS+=("$tag: arrival schedule not kept: $sent of $sched sent, $late more than $(j .open_model.late_after_ms) ms late, $dropped dropped, send lag p99 $(fmt "$lag" 2) ms")
     fi
-    schedule="$kept: $(th "$sent") / $(th "$sched") sent, $(th "$late") late, $dropped dropped, lag p99 $(fmt "$lag")"
+    schedule="$kept: $(th "$sent") / $(th "$sched") sent, $(th "$late") late, $dropped dropped, lag p99 $(fmt "$lag" 2)"
   else
     FLAGS+=("$tag: no open_model figures in the summary")
   fi

@@ -112,9 +112,6 @@ RESULTS=$ROOT/bench/results/cache-reads-$STAMP.md
 ROWS=(); FLAGS=(); QUIET_NOTES=()
 Q=""
 declare -A RPS P99 P50
-fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN{ if (v == "" || v == "null") print "-"; else printf "%.*f", d, v }'; }
-# Group digits by thousands: 1234567 -> 1,234,567.
-th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
 
 # ---------------------------------------------------------------- PostgreSQL, shard
 PG_OPTS="-c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on"

@@ -134,15 +134,11 @@ mkdir -p "$ROOT/bench/results"
 RESULTS=$ROOT/bench/results/cache-seed-$STAMP.md
 ROWS=(); FLAGS=(); QUIET_NOTES=(); RATIO_ROWS=()
 Q=""
-fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN{ if (v == "" || v == "null") print "-"; else printf "%.*f", d, v }'; }
-# Group digits by thousands: 1234567 -> 1,234,567.
-th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
 # The median of the numbers given (the mean of the middle two for an even count).
 median() {
   printf '%s\n' "$@" | sort -g |
     awk '{a[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'
 }
-now() { date +%s.%N; }
 secs_between() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", b - a}'; }
 
 # ---------------------------------------------------------------- redis-server

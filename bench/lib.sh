@@ -116,6 +116,13 @@ quiet_summary() {   # [WHAT="measured run"]: what every one of them was
   fi
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b>0) printf "%.2f", a/b; else print "-" }'; }
+# A number with DIGITS decimals [0], "-" for an empty or null one.
+fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN{ if (v == "" || v == "null") print "-"; else printf "%.*f", d, v }'; }
+# Group digits by thousands: 1234567 -> 1,234,567.
+th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
+now() { date +%s.%N; }
+# Seconds since a `now`, one decimal.
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b - a}'; }
 
 # ---------------------------------------------------------------- build
 # BUILD_REF set: a clean `git archive` of that ref built into target/bench-ref (the working

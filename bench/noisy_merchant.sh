@@ -141,10 +141,6 @@ RESULTS=$ROOT/bench/results/noisy-merchant-$STAMP.md
 ROWS=(); NOISY_ROWS=(); DETAIL=(); FLAGS=(); QUIET_NOTES=(); WINDOWS=()
 Q=""
 declare -A P99 POST_P99
-# Group digits by thousands: 1234567 -> 1,234,567.
-th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.1f", b - a}'; }
 
 # ---------------------------------------------------------------- API server
 ADMIN_TOKEN=adm_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')

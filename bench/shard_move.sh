@@ -149,10 +149,7 @@ mkdir -p "$ROOT/bench/results"
 RESULTS=$ROOT/bench/results/shard-move-$STAMP.md
 FLAGS=(); QUIET_NOTES=()
 Q=""
-fmt() { awk -v v="$1" -v d="${2:-0}" 'BEGIN{ if (v == "" || v == "null") print "-"; else printf "%.*f", d, v }'; }
 join_by() { local sep=$1 out="" x; shift; for x in "$@"; do out+="${out:+$sep}$x"; done; echo "$out"; }
-# Group digits by thousands: 1234567 -> 1,234,567.
-th() { sed -E ':a;s/^([0-9]+)([0-9]{3})/\1,\2/;ta' <<<"$1"; }
 
 # Buckets whose owner differs between the two layouts (the ones a move takes along).
 mapfile -t MOVING_LIST < <(awk -F'"' 'FNR == 1 {f++}
