@@ -9,7 +9,7 @@ use super::admin::{Admin, AdminError};
 use super::entries::{CachedMerchant, CachedPayment, KEY_TTL, PAYMENT_TTL, jittered};
 use super::keys::Keys;
 use crate::ids::now_ms;
-use crate::store::export::{EXPORT_QUEUE_ROWS, Export, ExportError, MerchantKeys, Row};
+use crate::store::export::{EXPORT_QUEUE_ROWS, Export, ExportError, Row};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
@@ -84,22 +84,25 @@ fn set(b: &mut Batch, key: String, value: Vec<u8>, ttl_ms: u64, only_if_absent: 
     cmd.ignore();
 }
 
-/// The merchants' key generations, in order (0 where none is set).
+/// The key generations of the batch's merchants, in order (0 where none is set).
 async fn generations(
     conn: Option<&mut MultiplexedConnection>,
     keys: &Keys,
-    merchants: &[MerchantKeys],
+    rows: &[Row],
 ) -> Result<Vec<u64>, redis::RedisError> {
+    let names: Vec<String> = rows
+        .iter()
+        .filter_map(|r| match r {
+            Row::Merchant(m) => Some(keys.generation(&m.merchant.id)),
+            Row::Payment(_) => None,
+        })
+        .collect();
     let Some(conn) = conn else {
-        return Ok(vec![0; merchants.len()]);
+        return Ok(vec![0; names.len()]);
     };
-    if merchants.is_empty() {
+    if names.is_empty() {
         return Ok(Vec::new());
     }
-    let names: Vec<String> = merchants
-        .iter()
-        .map(|m| keys.generation(&m.merchant.id))
-        .collect();
     let found: Vec<Option<u64>> = redis::cmd("MGET").arg(&names).query_async(conn).await?;
     Ok(found.into_iter().map(|g| g.unwrap_or(0)).collect())
 }
@@ -193,14 +196,7 @@ pub async fn seed(
             if rx.recv_many(&mut batch_rows, SEED_BATCH).await == 0 {
                 break;
             }
-            let merchants: Vec<MerchantKeys> = batch_rows
-                .iter()
-                .filter_map(|r| match r {
-                    Row::Merchant(m) => Some(m.clone()),
-                    Row::Payment(_) => None,
-                })
-                .collect();
-            let gens = generations(conn.as_mut(), &keys, &merchants)
+            let gens = generations(conn.as_mut(), &keys, &batch_rows)
                 .await
                 .map_err(failed)?;
             let batch = encode(batch_rows, &gens, &keys);
