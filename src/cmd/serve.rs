@@ -118,6 +118,29 @@ pub struct Args {
     pub test_reload_delay_ms: Option<u64>,
 }
 
+/// A duration setting such as "24h" (`default` when absent), within `range`.
+fn duration(
+    origin: &str,
+    key: &str,
+    text: Option<String>,
+    default: Duration,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Duration, UsageError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| UsageError(format!("{origin}: `{key}` {text:?}: {e}")))?;
+    if !range.contains(&d) {
+        return Err(UsageError(format!(
+            "{origin}: `{key}` is {text}: it must be {} to {}",
+            humantime::format_duration(*range.start()),
+            humantime::format_duration(*range.end())
+        )));
+    }
+    Ok(d)
+}
+
 /// "100/s" (and a burst) as a limit; the burst defaults to one second's worth.
 fn rate_limit(
     origin: &str,
@@ -213,33 +236,20 @@ impl Args {
                 .unwrap_or(WRITE_TIMEOUT_MS_DEFAULT),
             WRITE_TIMEOUT_MS_RANGE,
         )?;
-        let retention = match self.idempotency_retention.or(s.idempotency_retention) {
-            None => RETENTION_DEFAULT,
-            Some(text) => {
-                let d = humantime::parse_duration(text.trim()).map_err(|e| {
-                    UsageError(format!("{origin}: `idempotency_retention` {text:?}: {e}"))
-                })?;
-                if !RETENTION_RANGE.contains(&d) {
-                    return Err(UsageError(format!(
-                        "{origin}: `idempotency_retention` is {text}: it must be 1s to 30days"
-                    )));
-                }
-                d
-            }
-        };
-        let header_timeout = match self.header_timeout.or(s.header_timeout) {
-            None => HEADER_TIMEOUT_DEFAULT,
-            Some(text) => {
-                let d = humantime::parse_duration(text.trim())
-                    .map_err(|e| UsageError(format!("{origin}: `header_timeout` {text:?}: {e}")))?;
-                if !HEADER_TIMEOUT_RANGE.contains(&d) {
-                    return Err(UsageError(format!(
-                        "{origin}: `header_timeout` is {text}: it must be 1s to 10m"
-                    )));
-                }
-                d
-            }
-        };
+        let retention = duration(
+            &origin,
+            "idempotency_retention",
+            self.idempotency_retention.or(s.idempotency_retention),
+            RETENTION_DEFAULT,
+            RETENTION_RANGE,
+        )?;
+        let header_timeout = duration(
+            &origin,
+            "header_timeout",
+            self.header_timeout.or(s.header_timeout),
+            HEADER_TIMEOUT_DEFAULT,
+            HEADER_TIMEOUT_RANGE,
+        )?;
         let rate_limit = rate_limit(
             &origin,
             self.rate_limit.or(s.rate_limit),
