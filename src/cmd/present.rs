@@ -69,6 +69,9 @@ pub fn print_summary(s: &RunSummary) {
             }
         }
     }
+    if !s.chaos.is_empty() {
+        println!("{}", chaos_table(s));
+    }
     println!("target: {}", s.target);
     if let Some(line) = s.instances_line() {
         println!("{line}");
@@ -97,6 +100,45 @@ pub fn print_summary(s: &RunSummary) {
     }
 }
 
+/// Each injected fault, what the load saw from it to its recovery, and how long that took.
+pub fn chaos_table(s: &RunSummary) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header([
+        "fault",
+        "on",
+        "at s",
+        "lifted s",
+        "requests",
+        "failed",
+        "p99 ms",
+        "recovered after",
+    ]);
+    for f in &s.chaos {
+        let recovered = match (&f.error, f.recovered_after_s) {
+            (Some(e), _) => format!("FAILED: {e}"),
+            (None, Some(r)) => format!("{r:.1} s"),
+            (None, None) => "not within the run".into(),
+        };
+        t.add_row([
+            f.fault.clone(),
+            f.subject.clone(),
+            format!("{:.1}", f.injected_at_s),
+            format!("{:.1}", f.lifted_at_s),
+            f.requests.to_string(),
+            f.failed.to_string(),
+            format!("{:.0}", f.p99_ms),
+            recovered,
+        ]);
+    }
+    for i in 2..7 {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t
+}
+
 pub fn verdict(s: &RunSummary) -> String {
     let failed: Vec<String> = s
         .failed_thresholds()
@@ -107,6 +149,12 @@ pub fn verdict(s: &RunSummary) -> String {
                 .filter(|a| !a.ok)
                 .map(|_| "money audit".to_string()),
         )
+        .chain(
+            s.chaos
+                .iter()
+                .filter(|f| !f.ok())
+                .map(|f| format!("chaos step {} on {}", f.fault, f.subject)),
+        )
         .collect();
     if s.passed {
         let audit = match &s.audit {
@@ -116,7 +164,14 @@ pub fn verdict(s: &RunSummary) -> String {
             ),
             None => ", audit off".into(),
         };
-        format!("PASSED: {} threshold(s) met{audit}", s.thresholds.len())
+        let chaos = match s.chaos.len() {
+            0 => String::new(),
+            n => format!(", {n} fault(s) injected and ridden out"),
+        };
+        format!(
+            "PASSED: {} threshold(s) met{audit}{chaos}",
+            s.thresholds.len()
+        )
     } else {
         format!("FAILED: {}", failed.join(", "))
     }

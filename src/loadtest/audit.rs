@@ -10,6 +10,113 @@ use serde_json::Value;
 use std::collections::HashMap;
 
 const VIOLATIONS_SHOWN_MAX: usize = 50;
+/// Resends of one unanswered create before it is left unresolved.
+const RESEND_TRIES_MAX: u32 = 5;
+/// The first resend's back-off after a 5xx or no answer; doubles each time.
+const RESEND_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
+/// Creates resent, and merchants counted, at once.
+const IN_FLIGHT_MAX: usize = 16;
+
+/// Resend every create the run left without a payment, with its own Idempotency-Key, as
+/// the API's documentation tells a client to: a create that committed answers with its
+/// payment (now acknowledged), one that did not is made now or refused. Returns the
+/// creates still without an outcome.
+pub async fn resolve_unanswered(admin: &Admin, ctx: &RunContext) -> Vec<String> {
+    let (creates, overflow) = ctx.unanswered.take();
+    let mut unresolved = Vec::new();
+    if overflow > 0 {
+        unresolved.push(format!(
+            "{overflow} more creates failed than the run keeps to resend"
+        ));
+    }
+    let mut pending = tokio::task::JoinSet::new();
+    let mut creates = creates.into_iter();
+    loop {
+        while pending.len() < IN_FLIGHT_MAX {
+            let Some(c) = creates.next() else { break };
+            let (admin, key) = (admin.clone(), ctx.merchants[c.merchant].key.clone());
+            pending.spawn(async move {
+                let outcome = resend(&admin, &key, &c).await;
+                (c, outcome)
+            });
+        }
+        let Some(done) = pending.join_next().await else {
+            break;
+        };
+        match done {
+            Ok((c, Ok(Some(payment)))) => ctx.acks.created(c.merchant, &c.key, &payment),
+            Ok((_, Ok(None))) => {}
+            Ok((c, Err(why))) => unresolved.push(format!("key {:?}: {why}", c.key)),
+            Err(e) => unresolved.push(format!("a resend task: {e}")),
+        }
+    }
+    unresolved
+}
+
+/// The payment a resend was answered with, None for a refusal (nothing made), or why
+/// no outcome came.
+async fn resend(
+    admin: &Admin,
+    merchant_key: &str,
+    c: &crate::scenarios::acks::SentCreate,
+) -> Result<Option<crate::scenarios::replies::PaymentSeen>, String> {
+    let mut last = String::new();
+    for attempt in 0..RESEND_TRIES_MAX {
+        let (status, body) = admin.resend_create(merchant_key, &c.key, &c.body).await;
+        let payment = match status {
+            Some(200..=299) => serde_json::from_value(body.clone()).ok(),
+            Some(402) => serde_json::from_value(body["error"]["payment"].clone()).ok(),
+            _ => None,
+        };
+        match status {
+            Some(200..=299 | 402) if payment.is_some() => return Ok(payment),
+            // Refused whole: nothing was made under this key.
+            Some(s @ 400..=499) if s != 408 && s != 409 && s != 429 => return Ok(None),
+            _ => {
+                last = match status {
+                    Some(s) => format!("answered {s}: {body}"),
+                    None => "no answer".into(),
+                };
+                tokio::time::sleep(RESEND_BACKOFF_FIRST * 2u32.pow(attempt)).await;
+            }
+        }
+    }
+    Err(format!("{last} after {RESEND_TRIES_MAX} resends"))
+}
+
+/// The check that the store made exactly the payments the client was acknowledged:
+/// every merchant's payments, counted through the API, against `acknowledged`.
+async fn store_count(
+    admin: &Admin,
+    ctx: &RunContext,
+    acknowledged: u64,
+    unresolved: &[String],
+) -> Result<Check, LoadtestError> {
+    let mut check = Check::new("store_holds_exactly_the_acknowledged_payments");
+    let mut counts = tokio::task::JoinSet::new();
+    let mut total = 0u64;
+    for m in &ctx.merchants {
+        if counts.len() >= IN_FLIGHT_MAX
+            && let Some(n) = counts.join_next().await
+        {
+            total += n.map_err(|e| LoadtestError::Run(e.to_string()))??;
+        }
+        let (admin, key) = (admin.clone(), m.key.clone());
+        counts.spawn(async move { admin.count_payments(&key).await });
+    }
+    while let Some(n) = counts.join_next().await {
+        total += n.map_err(|e| LoadtestError::Run(e.to_string()))??;
+    }
+    if total != acknowledged {
+        check.fail(format!(
+            "the store holds {total} payments for the run's merchants; the client was acknowledged {acknowledged}"
+        ));
+    }
+    for u in unresolved {
+        check.fail(format!("a create still without an outcome: {u}"));
+    }
+    Ok(check)
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AuditCheck {
@@ -67,8 +174,16 @@ fn matches(acked: &Acked, found: &Value) -> bool {
         && found["amount_refunded"].as_u64() == Some(acked.amount_refunded)
 }
 
-pub async fn run(admin: &Admin, ctx: &RunContext) -> Result<AuditOutcome, LoadtestError> {
+/// `acked_before`: payments acknowledged to the same merchants in earlier steps of the
+/// run, which the store also holds.
+pub async fn run(
+    admin: &Admin,
+    ctx: &RunContext,
+    acked_before: u64,
+) -> Result<AuditOutcome, LoadtestError> {
+    let unresolved = resolve_unanswered(admin, ctx).await;
     let acks = ctx.acks.all();
+    let count = store_count(admin, ctx, acked_before + acks.len() as u64, &unresolved).await?;
     let pairs: Vec<(String, String)> = acks
         .iter()
         .map(|a| (ctx.merchants[a.merchant].id.clone(), a.id.clone()))
@@ -124,7 +239,7 @@ pub async fn run(admin: &Admin, ctx: &RunContext) -> Result<AuditOutcome, Loadte
         keys.fail(v.clone());
     }
 
-    let mut checks = vec![exist.done(), states.done(), keys.done()];
+    let mut checks = vec![exist.done(), states.done(), keys.done(), count.done()];
     let ledger = admin.ledger_audit().await?;
     for c in ledger["checks"].as_array().cloned().unwrap_or_default() {
         checks.push(AuditCheck {

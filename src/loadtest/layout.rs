@@ -24,6 +24,11 @@ pub struct Shards {
     pub servers: Vec<LocalPostgres>,
     /// Where the spawned servers keep their files, if any were spawned.
     pub dir: Option<PathBuf>,
+    /// The layout file, and the shard URL variables it is resolved with (the spawned
+    /// servers'; none for `existing`, which reads the environment): what an instance
+    /// run as a process opens.
+    pub file: PathBuf,
+    pub env: Vec<(String, String)>,
 }
 
 /// Resolve `target` into a layout the API can open, spawning servers under `dir` when
@@ -40,6 +45,8 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
             })),
             servers: Vec::new(),
             dir: None,
+            file: target.path.clone(),
+            env: Vec::new(),
         });
     }
     // initdb and start take a second or two each: start every shard's server at once.
@@ -88,8 +95,11 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
             )
         })
         .collect();
+    let env = by_var.clone();
     Ok(Shards {
         layout,
+        file: target.path.clone(),
+        env,
         follow: LayoutParser(Arc::new(move |text| {
             let env = |var: &str| {
                 by_var

@@ -4,10 +4,12 @@
 
 pub mod audit;
 pub mod capacity;
+pub mod chaos;
 pub mod diff;
 pub mod find_max;
 pub mod layout;
 pub mod open_model;
+pub mod process;
 pub mod report;
 pub mod summary;
 pub mod target;
@@ -63,6 +65,8 @@ pub struct Prepared {
     /// The current step's arrival schedule, in the open model.
     open: Option<Arc<OpenModel>>,
     steps: usize,
+    /// Payments acknowledged in the steps before this one (the store holds them too).
+    acked_before: u64,
 }
 
 /// The Redis a spawned API uses: one started under the run dir, or the caller's.
@@ -131,6 +135,13 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
                 layout,
                 instances: plan.instances,
                 cache,
+                // A SIGKILL or SIGSTOP acts on a process: instances a chaos step
+                // kills or stalls run as `paytool serve` processes.
+                processes: plan
+                    .chaos
+                    .iter()
+                    .any(|s| s.fault.on_api())
+                    .then(|| run_dir.clone()),
             })
             .await?
         }
@@ -167,6 +178,7 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         admin,
         merchants,
         steps: 0,
+        acked_before: 0,
     };
     prepared.new_context(None);
     Ok(prepared)
@@ -272,12 +284,39 @@ impl Prepared {
             })
         };
         let attack = build_attack(&plan, &self.base_url, dir, &self.ctx, self.open.as_ref());
+        let (load_ended, ended) = tokio::sync::watch::channel(false);
+        let chaos = match (plan.chaos.is_empty(), self.target.lend_parts()) {
+            (false, Some(parts)) => Some(tokio::spawn(chaos::run(
+                plan.chaos.clone(),
+                parts,
+                self.ctx.live.clone(),
+                std::time::Instant::now(),
+                ended,
+            ))),
+            (_, parts) => {
+                if let Some(p) = parts {
+                    self.target.return_parts(p);
+                }
+                None
+            }
+        };
         let result = match attack {
             Ok(a) => a
                 .execute()
                 .await
                 .map_err(|e| LoadtestError::Start(format!("Goose: {e}"))),
             Err(e) => Err(e),
+        };
+        let _ = load_ended.send(true);
+        let faults = match chaos {
+            Some(task) => {
+                let (parts, records) = task
+                    .await
+                    .map_err(|e| LoadtestError::Run(format!("the chaos steps: {e}")))?;
+                self.target.return_parts(parts);
+                records
+            }
+            None => Vec::new(),
         };
         scraper.abort();
         let metrics = result?;
@@ -296,11 +335,15 @@ impl Prepared {
         let thresholds = thresholds::evaluate(&plan.thresholds, &requests, &total);
         self.write_acks(dir)?;
         let audit = if plan.audit {
-            Some(audit::run(&self.admin, &self.ctx).await?)
+            let outcome = audit::run(&self.admin, &self.ctx, self.acked_before).await?;
+            self.acked_before += outcome.acknowledged_payments;
+            Some(outcome)
         } else {
             None
         };
-        let passed = thresholds.iter().all(|t| t.passed) && audit.as_ref().is_none_or(|a| a.ok);
+        let passed = thresholds.iter().all(|t| t.passed)
+            && audit.as_ref().is_none_or(|a| a.ok)
+            && faults.iter().all(chaos::FaultRecord::ok);
         let open_model = self.open.as_ref().map(|o| report::OpenModelFigures {
             rate_start_per_s: o.arrival.start_per_s,
             rate_end_per_s: o.arrival.end_per_s,
@@ -334,6 +377,7 @@ impl Prepared {
             open_model,
             thresholds,
             audit,
+            chaos: faults,
             passed,
         };
         report::write_all(dir, &summary)?;
@@ -388,6 +432,23 @@ impl Prepared {
     }
 }
 
+/// Goose installs a logger that prints every failed request's warning on stdout, which
+/// `--output json` keeps for the summary alone; and failures are counted in the summary
+/// anyway. A logger set first keeps Goose's out (the facade takes only one).
+fn silence_goose_log() {
+    struct Nothing;
+    impl log::Log for Nothing {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            false
+        }
+        fn log(&self, _: &log::Record) {}
+        fn flush(&self) {}
+    }
+    static NOTHING: Nothing = Nothing;
+    // Err when one is set already (a second run in this process): nothing to do.
+    let _ = log::set_logger(&NOTHING);
+}
+
 fn build_attack(
     plan: &LoadPlan,
     base: &str,
@@ -436,6 +497,7 @@ fn build_attack(
         let run_time = open_model::goose_run_time(arrival);
         config.run_time = Some(format!("{}", run_time.as_secs_f64().ceil() as u64));
     }
+    silence_goose_log();
     let mut attack = GooseAttack::initialize_with_config(config).map_err(goose_err)?;
     if let Shape::TestPlan {
         plan: test_plan, ..

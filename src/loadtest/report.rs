@@ -67,6 +67,9 @@ pub struct RunSummary {
     pub open_model: Option<OpenModelFigures>,
     pub thresholds: Vec<ThresholdResult>,
     pub audit: Option<AuditOutcome>,
+    /// The faults the profile's `[[chaos]]` steps injected, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<super::chaos::FaultRecord>,
     pub passed: bool,
 }
 
@@ -214,6 +217,24 @@ pub fn markdown(s: &RunSummary) -> String {
             }
         }
     }
+    if !s.chaos.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n| fault | on | at s | lifted s | requests | failed | p99 ms | recovered after |\n|---|---|--:|--:|--:|--:|--:|---|"
+        );
+        for f in &s.chaos {
+            let recovered = match (&f.error, f.recovered_after_s) {
+                (Some(e), _) => format!("**FAILED**: {e}"),
+                (None, Some(r)) => format!("{r:.1} s"),
+                (None, None) => "not within the run".into(),
+            };
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {:.1} | {} | {} | {:.0} | {recovered} |",
+                f.fault, f.subject, f.injected_at_s, f.lifted_at_s, f.requests, f.failed, f.p99_ms
+            );
+        }
+    }
     if let Some(o) = &s.open_model {
         let _ = writeln!(md, "\nOpen model: {}.", o.describe());
     }
@@ -323,6 +344,7 @@ pub(crate) mod fixtures {
             open_model: None,
             thresholds: vec![],
             audit: None,
+            chaos: vec![],
             passed,
         }
     }

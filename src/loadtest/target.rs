@@ -4,6 +4,7 @@
 
 use super::LoadtestError;
 use super::layout::Shards;
+use super::process::ApiProcess;
 use crate::api::{ServeOptions, Server};
 use crate::cache::CacheOptions;
 use crate::scenarios::context::MerchantCreds;
@@ -30,18 +31,29 @@ pub enum Target {
 
 /// What a run started: API instances, and the PostgreSQL servers under them, if any.
 pub struct Spawned {
-    instances: Vec<Instance>,
+    pub parts: Parts,
     pub data_dir: PathBuf,
-    /// Stopped after the instances, which hold connections to them.
-    postgres: Vec<LocalPostgres>,
     pub postgres_dir: Option<PathBuf>,
-    /// A Redis this run started (`target.redis = "spawn"`), stopped after the instances.
-    redis: Option<LocalRedis>,
 }
 
-struct Instance {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), crate::api::ServeError>>>,
+/// The processes and tasks a run started, which the chaos steps act on (they own them
+/// while the load runs, and give them back).
+pub struct Parts {
+    pub instances: Vec<Instance>,
+    /// Stopped after the instances, which hold connections to them.
+    pub postgres: Vec<LocalPostgres>,
+    /// A Redis this run started (`target.redis = "spawn"`), stopped after the instances.
+    pub redis: Option<LocalRedis>,
+}
+
+/// One API instance: a task in this process, or a process of its own when a chaos step
+/// kills or stalls it.
+pub enum Instance {
+    Task {
+        stop: Option<oneshot::Sender<()>>,
+        task: Option<tokio::task::JoinHandle<Result<(), crate::api::ServeError>>>,
+    },
+    Process(Box<ApiProcess>),
 }
 
 /// What to spawn: `instances` API instances, on SQLite files (`shards` of them) under
@@ -54,38 +66,54 @@ pub struct SpawnPlan {
     pub instances: usize,
     /// Redis in front of every instance's store, and the server if this run started it.
     pub cache: Option<(CacheOptions, Option<LocalRedis>)>,
+    /// Run each instance as a `paytool serve` process (logs under `run_dir`), not a task.
+    pub processes: Option<PathBuf>,
 }
 
 impl Target {
-    /// Start the reference API in this process; its base URLs (one per instance) and
-    /// the admin token they share.
+    /// Start the reference API; its base URLs (one per instance) and the admin token
+    /// they share.
     pub async fn spawn(plan: SpawnPlan) -> Result<(Target, Vec<String>, String), LoadtestError> {
         let admin_token = format!("adm_{}", random_hex(24));
         let (layout, postgres, postgres_dir) = match plan.layout {
-            Some(s) => (Some((s.layout, s.follow)), s.servers, s.dir),
+            Some(s) => (
+                Some(LayoutInstances {
+                    layout: s.layout,
+                    follow: s.follow,
+                    file: s.file,
+                    env: s.env,
+                }),
+                s.servers,
+                s.dir,
+            ),
             None => (None, Vec::new(), None),
         };
         let (cache, redis) = plan.cache.unzip();
         let mut spawned = Spawned {
-            instances: Vec::with_capacity(plan.instances),
+            parts: Parts {
+                instances: Vec::with_capacity(plan.instances),
+                postgres,
+                redis: redis.flatten(),
+            },
             data_dir: plan.data_dir,
-            postgres,
             postgres_dir,
-            redis: redis.flatten(),
         };
         let mut bases = Vec::with_capacity(plan.instances);
-        for _ in 0..plan.instances {
+        for i in 0..plan.instances {
             // On failure `spawned` drops: the instances bound so far stop, then PostgreSQL.
-            let (instance, base) = Instance::start(
-                &spawned.data_dir,
-                plan.shards,
-                layout.clone(),
-                plan.faults,
-                cache.clone(),
-                &admin_token,
-            )
-            .await?;
-            spawned.instances.push(instance);
+            let setup = InstanceSetup {
+                data_dir: &spawned.data_dir,
+                shards: plan.shards,
+                layout: layout.as_ref(),
+                faults: plan.faults,
+                cache: cache.as_ref(),
+                admin_token: &admin_token,
+            };
+            let (instance, base) = match &plan.processes {
+                Some(run_dir) => setup.process(&run_dir.join(format!("api-{i}.log"))).await?,
+                None => setup.task().await?,
+            };
+            spawned.parts.instances.push(instance);
             bases.push(base);
         }
         Ok((Target::Spawned(spawned), bases, admin_token))
@@ -97,56 +125,95 @@ impl Target {
         let Target::Spawned(spawned) = self else {
             return Ok(());
         };
-        for i in &mut spawned.instances {
-            if let Some(s) = i.stop.take() {
+        let parts = &mut spawned.parts;
+        for i in &mut parts.instances {
+            if let Instance::Task { stop, .. } = i
+                && let Some(s) = stop.take()
+            {
                 let _ = s.send(());
             }
         }
-        for i in &mut spawned.instances {
-            if let Some(t) = i.task.take() {
-                t.await
-                    .map_err(|e| LoadtestError::Run(format!("reference API task: {e}")))?
-                    .map_err(|e| LoadtestError::Run(format!("reference API: {e:#}")))?;
+        for i in &mut parts.instances {
+            match i {
+                Instance::Task { task, .. } => {
+                    if let Some(t) = task.take() {
+                        t.await
+                            .map_err(|e| LoadtestError::Run(format!("reference API task: {e}")))?
+                            .map_err(|e| LoadtestError::Run(format!("reference API: {e:#}")))?;
+                    }
+                }
+                Instance::Process(p) => p.stop().await?,
             }
         }
-        if let Some(mut redis) = spawned.redis.take() {
+        if let Some(mut redis) = parts.redis.take() {
             tokio::task::spawn_blocking(move || redis.stop())
                 .await
                 .map_err(|e| LoadtestError::Run(format!("stopping Redis: {e}")))?;
         }
-        let mut servers = std::mem::take(&mut spawned.postgres);
+        let mut servers = std::mem::take(&mut parts.postgres);
         tokio::task::spawn_blocking(move || servers.iter_mut().try_for_each(|s| s.stop()))
             .await
             .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))?
             .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))
     }
+
+    /// Lend the spawned parts to the chaos steps while the load runs.
+    pub fn lend_parts(&mut self) -> Option<Parts> {
+        let Target::Spawned(spawned) = self else {
+            return None;
+        };
+        Some(std::mem::replace(
+            &mut spawned.parts,
+            Parts {
+                instances: Vec::new(),
+                postgres: Vec::new(),
+                redis: None,
+            },
+        ))
+    }
+
+    pub fn return_parts(&mut self, parts: Parts) {
+        if let Target::Spawned(spawned) = self {
+            spawned.parts = parts;
+        }
+    }
 }
 
-impl Instance {
-    async fn start(
-        data_dir: &std::path::Path,
-        shards: usize,
-        layout: Option<(Layout, LayoutParser)>,
-        faults: Faults,
-        cache: Option<CacheOptions>,
-        admin_token: &str,
-    ) -> Result<(Instance, String), LoadtestError> {
-        let (layout, follow_layout) = layout.unzip();
+/// A layout as the instances open it: resolved for tasks, as a file and its shards'
+/// URL variables for processes.
+struct LayoutInstances {
+    layout: Layout,
+    follow: LayoutParser,
+    file: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+struct InstanceSetup<'a> {
+    data_dir: &'a std::path::Path,
+    shards: usize,
+    layout: Option<&'a LayoutInstances>,
+    faults: Faults,
+    cache: Option<&'a CacheOptions>,
+    admin_token: &'a str,
+}
+
+impl InstanceSetup<'_> {
+    async fn task(&self) -> Result<(Instance, String), LoadtestError> {
         let server = Server::bind(ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             // On a layout nothing is written here: the token is given, the key is the shards'.
-            data_dir: data_dir.to_path_buf(),
-            shards,
-            admin_token: Some(Secret::new(admin_token.to_string())),
-            layout,
+            data_dir: self.data_dir.to_path_buf(),
+            shards: self.shards,
+            admin_token: Some(Secret::new(self.admin_token.to_string())),
+            layout: self.layout.map(|l| l.layout.clone()),
             limits: WriterLimits::default(),
-            faults,
+            faults: self.faults,
             body_limit_bytes: crate::api::BODY_LIMIT_BYTES_DEFAULT,
             write_timeout: Duration::from_millis(crate::api::WRITE_TIMEOUT_MS_DEFAULT),
             idempotency_retention: crate::store::retention::RETENTION_DEFAULT,
-            follow_layout,
+            follow_layout: self.layout.map(|l| l.follow.clone()),
             reload_delay: Duration::ZERO,
-            cache,
+            cache: self.cache.cloned(),
             header_timeout: crate::api::listen::HEADER_TIMEOUT_DEFAULT,
             rate_limit: None,
         })
@@ -159,17 +226,54 @@ impl Instance {
         let task = tokio::spawn(server.run(async {
             let _ = stopped.await;
         }));
-        let instance = Instance {
+        let instance = Instance::Task {
             stop: Some(stop),
             task: Some(task),
         };
         Ok((instance, format!("http://{addr}")))
     }
+
+    /// The same instance as `paytool serve`, with the same settings (the defaults
+    /// `task` gives are `serve`'s own).
+    async fn process(&self, log: &std::path::Path) -> Result<(Instance, String), LoadtestError> {
+        let port = crate::services::free_port()
+            .map_err(|e| LoadtestError::Start(format!("finding a free port: {e}")))?;
+        let mut args = Vec::new();
+        let mut env = vec![(
+            "PAYTOOL_ADMIN_TOKEN".to_string(),
+            self.admin_token.to_string(),
+        )];
+        match self.layout {
+            Some(l) => {
+                args.extend(["--layout".to_string(), l.file.to_string_lossy().to_string()]);
+                env.extend(l.env.iter().cloned());
+            }
+            None => args.extend([
+                "--data-dir".to_string(),
+                self.data_dir.to_string_lossy().to_string(),
+                "--shards".to_string(),
+                self.shards.to_string(),
+            ]),
+        }
+        if let Some(c) = self.cache {
+            env.push(("PAYTOOL_REDIS_URL".into(), c.url.expose().to_string()));
+            env.push(("PAYTOOL_REDIS_PREFIX".into(), c.prefix.clone()));
+        }
+        if let Some(n) = self.faults.drop_ack_every() {
+            args.extend(["--fault-drop-ack-every".to_string(), n.to_string()]);
+        }
+        let mut process = ApiProcess::new(port, args, env, log.to_path_buf());
+        process.start().await?;
+        let base = process.base.clone();
+        Ok((Instance::Process(Box::new(process)), base))
+    }
 }
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
+        if let Instance::Task { stop, .. } = self
+            && let Some(s) = stop.take()
+        {
             let _ = s.send(());
         }
     }
@@ -315,6 +419,74 @@ impl Admin {
             found.extend(body["found"].as_array().cloned().unwrap_or_default());
         }
         Ok(found)
+    }
+
+    /// Send a create again with its Idempotency-Key, as a client that lost the answer
+    /// does: the status (None: no answer) and the body.
+    pub async fn resend_create(
+        &self,
+        merchant_key: &str,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> (Option<u16>, Value) {
+        let sent = self
+            .client
+            .post(format!("{}/v1/payments", self.base))
+            .bearer_auth(merchant_key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body)
+            .send()
+            .await;
+        match sent {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                (Some(status), res.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (None, Value::Null),
+        }
+    }
+
+    /// How many payments the merchant has, counted through the API's own list, page by page.
+    pub async fn count_payments(&self, merchant_key: &str) -> Result<u64, LoadtestError> {
+        let mut count = 0u64;
+        let mut after: Option<String> = None;
+        loop {
+            // Payment ids are letters, digits and `_`: nothing to escape.
+            let mut url = format!(
+                "{}/v1/payments?limit={}",
+                self.base,
+                crate::api::payments::LIST_LIMIT_MAX
+            );
+            if let Some(a) = &after {
+                url.push_str(&format!("&starting_after={a}"));
+            }
+            let res = self
+                .client
+                .get(url)
+                .bearer_auth(merchant_key)
+                .send()
+                .await
+                .map_err(|e| LoadtestError::Run(format!("listing payments: {e}")))?;
+            if !res.status().is_success() {
+                return Err(LoadtestError::Run(format!(
+                    "listing payments answered {}",
+                    res.status()
+                )));
+            }
+            let page: Value = res
+                .json()
+                .await
+                .map_err(|e| LoadtestError::Run(format!("listing payments: {e}")))?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            count += data.len() as u64;
+            after = data
+                .last()
+                .and_then(|p| p["id"].as_str())
+                .map(str::to_string);
+            if page["has_more"] != true || after.is_none() {
+                return Ok(count);
+            }
+        }
     }
 
     /// The target's Prometheus text, when it has /metrics.

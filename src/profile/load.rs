@@ -2,6 +2,7 @@
 //! counts as passing. `LoadProfile` is the file as written; `LoadPlan` is it checked.
 
 use super::ProfileError;
+use super::chaos::{ChaosStep, FaultStep, Spawns};
 use super::layout_target::{INSTANCES_MAX, LayoutTarget, PostgresMode};
 use crate::scenarios::Scenario;
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,9 @@ pub struct LoadProfile {
     pub report: ReportSection,
     #[serde(default)]
     pub audit: AuditSection,
+    /// Faults injected on a schedule into what the run spawned (`[[chaos]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<ChaosStep>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -120,10 +124,44 @@ impl Default for MerchantsSection {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Failed requests / all requests, 0.0 to 1.0.
+    #[serde(default, deserialize_with = "named::error_rate_max")]
     pub error_rate_max: Option<f64>,
+    #[serde(default, deserialize_with = "named::p95_ms_max")]
     pub p95_ms_max: Option<u64>,
+    #[serde(default, deserialize_with = "named::p99_ms_max")]
     pub p99_ms_max: Option<u64>,
+    #[serde(default, deserialize_with = "named::rps_min")]
     pub rps_min: Option<f64>,
+}
+
+/// `Limits` is flattened, and serde reads a flattened table from a buffer without
+/// positions, so toml points its error at the table's header only: the message names
+/// the key instead.
+mod named {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+        key: &str,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<T>::deserialize(d).map_err(|e| D::Error::custom(format!("`{key}`: {e}")))
+    }
+
+    pub fn error_rate_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        named(d, "error_rate_max")
+    }
+
+    pub fn p95_ms_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        named(d, "p95_ms_max")
+    }
+
+    pub fn p99_ms_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        named(d, "p99_ms_max")
+    }
+
+    pub fn rps_min<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+        named(d, "rps_min")
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -284,6 +322,8 @@ pub struct LoadPlan {
     pub report_dir: PathBuf,
     pub formats: Vec<String>,
     pub audit: bool,
+    /// Faults to inject, sorted by when.
+    pub chaos: Vec<FaultStep>,
 }
 
 /// What flags may override; each is the profile key of the same name.
@@ -310,7 +350,7 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<LoadPlan, ProfileError
     check(profile, path)
 }
 
-fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ProfileError {
+pub(super) fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ProfileError {
     ProfileError::Invalid {
         path: path.to_path_buf(),
         key: key.to_string(),
@@ -417,7 +457,7 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
     Ok(())
 }
 
-fn duration(path: &Path, key: &str, value: &str) -> Result<Duration, ProfileError> {
+pub(super) fn duration(path: &Path, key: &str, value: &str) -> Result<Duration, ProfileError> {
     humantime::parse_duration(value.trim()).map_err(|e| {
         invalid(
             path,
@@ -690,7 +730,22 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             ));
         }
     }
+    let spawned_shards = layout
+        .as_ref()
+        .filter(|l| l.postgres == PostgresMode::Spawn)
+        .map(|l| l.shards.as_slice());
+    let chaos = super::chaos::check(
+        &p.chaos,
+        &Spawns {
+            instances: target_url.is_none().then_some(instances),
+            spawned_shards,
+            spawned_redis: p.target.redis == Some(RedisMode::Spawn),
+            run: shape.duration(),
+        },
+        path,
+    )?;
     Ok(LoadPlan {
+        chaos,
         name,
         source: path.to_path_buf(),
         target_url,
@@ -825,8 +880,12 @@ fn check_test_plan(plan: &str) -> Result<(Duration, usize), String> {
         if users > USERS_MAX {
             return Err(format!("step {step:?}: at most {USERS_MAX} users"));
         }
-        total +=
+        let time =
             humantime::parse_duration(time.trim()).map_err(|e| format!("step {step:?}: {e}"))?;
+        // Checked: a few steps of huge times overflow a Duration.
+        total = total
+            .checked_add(time)
+            .ok_or_else(|| "must total at most 24h".to_string())?;
         users_max = users_max.max(users);
     }
     if total.is_zero() || users_max == 0 {

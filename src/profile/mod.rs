@@ -1,10 +1,14 @@
 //! TOML profiles, parsed strictly: an unknown key or a bad value is refused before
 //! anything starts, naming the file, the key and what is allowed.
 
+pub mod chaos;
 pub mod layout_target;
 pub mod load;
 pub mod scale;
 pub mod shards;
+
+#[cfg(test)]
+mod fuzz_tests;
 
 use std::path::{Path, PathBuf};
 

@@ -138,3 +138,55 @@ impl AckLog {
         all
     }
 }
+
+/// Most creates kept waiting for an answer; beyond it they are only counted.
+const UNANSWERED_MAX: usize = 100_000;
+
+/// One create sent and not (yet) answered with a payment: what a client resends, with
+/// the same Idempotency-Key, to learn its outcome.
+#[derive(Clone, Debug)]
+pub struct SentCreate {
+    pub merchant: usize,
+    pub key: String,
+    pub body: serde_json::Value,
+}
+
+/// Creates in flight, and those left without a payment when their journey ended (no
+/// answer, a 5xx, a refusal): at the end of a run each is resent once more with its key,
+/// so the client knows every payment the store made for it.
+#[derive(Default)]
+pub struct Unanswered {
+    sent: Mutex<HashMap<String, SentCreate>>,
+    overflow: std::sync::atomic::AtomicU64,
+}
+
+impl Unanswered {
+    pub fn sent(&self, create: SentCreate) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if sent.len() >= UNANSWERED_MAX {
+            self.overflow
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        sent.insert(create.key.clone(), create);
+    }
+
+    /// The create under `key` was answered with a payment.
+    pub fn answered(&self, key: &str) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+
+    /// Every create still without a payment, and how many more were not kept.
+    pub fn take(&self) -> (Vec<SentCreate>, u64) {
+        let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<SentCreate> = sent.drain().map(|(_, c)| c).collect();
+        all.sort_by(|a, b| a.key.cmp(&b.key));
+        (
+            all,
+            self.overflow.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+}

@@ -315,12 +315,14 @@ impl Client for GooseClient<'_> {
             Err(_) => (None, Vec::new()),
         };
         let reply = judge(call.expect, status, &bytes);
+        // Before the verdict: set_failure ends the transaction with an error, and a
+        // failure the live figures (and the chaos windows) never saw would not count.
+        self.ctx.live.record(started.elapsed(), reply.ok);
         match (&reply.error, goose.request.success) {
             (None, false) => self.user.set_success(&mut goose.request)?,
             (Some(e), _) => self.user.set_failure(e, &mut goose.request, None, None)?,
             (None, true) => {}
         }
-        self.ctx.live.record(started.elapsed(), reply.ok);
         Ok(reply)
     }
 

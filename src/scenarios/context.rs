@@ -2,7 +2,7 @@
 //! and their keys, the merchant sampler, the acknowledgement log, the live figures and
 //! the idempotency keys. The load test makes one and hands it to every journey.
 
-use super::acks::AckLog;
+use super::acks::{AckLog, Unanswered};
 use super::instances::Instances;
 use super::live::LiveStats;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,8 @@ pub struct RunContext {
     pub merchants: Vec<MerchantCreds>,
     pub sampler: MerchantSampler,
     pub acks: AckLog,
+    /// Creates without a payment yet (see `Unanswered`).
+    pub unanswered: Unanswered,
     pub live: Arc<LiveStats>,
     /// Retry-storm keys whose answers named different payments.
     pub storm_violations: Mutex<Vec<String>>,
@@ -74,6 +76,7 @@ impl RunContext {
             sampler: MerchantSampler::new(merchants.len(), zipf_exponent),
             merchants,
             acks: AckLog::new(),
+            unanswered: Unanswered::default(),
             live: Arc::default(),
             storm_violations: Mutex::default(),
             key_prefix: key_prefix.to_string(),

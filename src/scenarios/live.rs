@@ -57,28 +57,79 @@ impl LiveStats {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let m = self.mark();
+        Snapshot {
+            requests: m.requests,
+            errors: m.errors,
+            p99: p99(&m.latency),
+        }
+    }
+
+    pub fn mark(&self) -> Mark {
+        Mark {
+            requests: self.requests.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            latency: self
+                .latency
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
+        }
+    }
+}
+
+/// The figures at one moment, to be subtracted from a later one: what a window of the
+/// run (a fault, say) saw on its own.
+#[derive(Clone, Debug)]
+pub struct Mark {
+    requests: u64,
+    errors: u64,
+    latency: Vec<u64>,
+}
+
+/// Requests, failures and p99 between two marks.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Window {
+    pub requests: u64,
+    pub errors: u64,
+    pub p99: Duration,
+}
+
+impl Mark {
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    pub fn since(&self, earlier: &Mark) -> Window {
         let counts: Vec<u64> = self
             .latency
             .iter()
-            .map(|c| c.load(Ordering::Relaxed))
+            .zip(&earlier.latency)
+            .map(|(now, then)| now.saturating_sub(*then))
             .collect();
-        let total: u64 = counts.iter().sum();
-        let target = (total as f64 * 0.99).ceil() as u64;
-        let mut seen = 0;
-        let mut p99 = Duration::ZERO;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if total > 0 && seen >= target {
-                p99 = Duration::from_micros(bucket_upper_us(i));
-                break;
-            }
-        }
-        Snapshot {
-            requests: self.requests.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            p99,
+        Window {
+            requests: self.requests.saturating_sub(earlier.requests),
+            errors: self.errors.saturating_sub(earlier.errors),
+            p99: p99(&counts),
         }
     }
+}
+
+fn p99(counts: &[u64]) -> Duration {
+    let total: u64 = counts.iter().sum();
+    let target = (total as f64 * 0.99).ceil() as u64;
+    let mut seen = 0;
+    for (i, c) in counts.iter().enumerate() {
+        seen += c;
+        if total > 0 && seen >= target {
+            return Duration::from_micros(bucket_upper_us(i));
+        }
+    }
+    Duration::ZERO
 }
 
 #[cfg(test)]
@@ -104,5 +155,21 @@ mod tests {
         live.record(Duration::from_millis(80), true);
         assert!(live.snapshot().p99 >= Duration::from_millis(80));
         assert!(live.snapshot().p99 < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_window_sees_only_its_own_requests() {
+        let live = LiveStats::default();
+        for _ in 0..1000 {
+            live.record(Duration::from_millis(900), false);
+        }
+        let before = live.mark();
+        for _ in 0..100 {
+            live.record(Duration::from_micros(300), true);
+        }
+        live.record(Duration::from_millis(5), false);
+        let w = live.mark().since(&before);
+        assert_eq!((w.requests, w.errors), (101, 1));
+        assert!(w.p99 < Duration::from_micros(400), "{:?}", w.p99);
     }
 }

@@ -20,7 +20,7 @@ mod refund;
 pub mod replies;
 mod retry_storm;
 
-use acks::Pending;
+use acks::{Pending, SentCreate};
 use client::{Call, Client, Expect, JourneyResult, Method, Shape};
 use context::RunContext;
 use goose::goose::{Transaction, TransactionFunction};
@@ -181,6 +181,11 @@ async fn create_payment<C: Client>(
     let merchant = ctx.pick_merchant();
     let key = ctx.new_key();
     let body = payment_body(capture, APPROVED_CARD);
+    ctx.unanswered.sent(SentCreate {
+        merchant,
+        key: key.clone(),
+        body: body.clone(),
+    });
     let call = Call::post(
         names::PAYMENTS,
         names::PAYMENTS,
@@ -192,6 +197,7 @@ async fn create_payment<C: Client>(
     let reply = client.send(call).await?;
     Ok(reply.payment().map(|p| {
         ctx.acks.created(merchant, &key, p);
+        ctx.unanswered.answered(&key);
         (merchant, p.clone())
     }))
 }

@@ -3,6 +3,7 @@
 //! The reference API makes a same-key request wait for the first to commit and replays
 //! it; an API that answers `409 idempotency_key_in_use` instead is retried here.
 
+use super::acks::SentCreate;
 use super::client::{Call, Client, Expect, JourneyResult, Shape};
 use super::context::RunContext;
 use super::replies::PaymentSeen;
@@ -20,6 +21,11 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
     let merchant = ctx.pick_merchant();
     let key = ctx.new_key();
     let body = payment_body(true, APPROVED_CARD);
+    ctx.unanswered.sent(SentCreate {
+        merchant,
+        key: key.clone(),
+        body: body.clone(),
+    });
     let attempt = Call::post(names::PAYMENTS, names::RETRY, merchant, key.clone(), body)
         .expect(Expect::Success(Shape::Payment));
     // A burst of the same request, plus an impatient one that gives up early: giving up
@@ -51,6 +57,7 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
     }
     if let Some(first) = answers.first() {
         ctx.acks.created(merchant, &key, first);
+        ctx.unanswered.answered(&key);
     }
     let mut distinct: Vec<&str> = answers.iter().map(|a| a.id.as_str()).collect();
     distinct.sort_unstable();

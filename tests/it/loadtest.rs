@@ -282,6 +282,12 @@ fn the_audit_catches_a_dropped_acknowledged_payment() {
             .unwrap()
             .contains("not in the store")
     );
+    // Counted through the API, the store holds fewer payments than were acknowledged.
+    let count = named(
+        &audit["checks"],
+        "store_holds_exactly_the_acknowledged_payments",
+    );
+    assert_eq!(count["ok"], false, "{audit:#}");
     // A failed run keeps the server's data for a post-mortem.
     assert!(
         run_dir(reports.path(), &summary)

@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod cache;
+mod chaos;
 mod cli;
 mod connections;
 mod crash;
