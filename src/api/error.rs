@@ -197,6 +197,17 @@ impl From<StoreError> for ApiError {
                 "the store is busy; retry with the same Idempotency-Key after Retry-After",
             )
             .retry_after(STORE_BUSY_RETRY_AFTER_S),
+            // Retryable once space or permission returns; the writer logs each failed commit.
+            StoreError::Unwritable(_) => {
+                tracing::warn!(error = %e, "store cannot write");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorType::ApiError,
+                    "storage_unwritable",
+                    "the store cannot write now (its disk is full or it is read-only; logged for the operator); nothing was written: retry with the same Idempotency-Key after Retry-After",
+                )
+                .retry_after(STORE_BUSY_RETRY_AFTER_S)
+            }
             // Not retryable, and an operator must know: logged with the SQLite code.
             StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store file corrupt");

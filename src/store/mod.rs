@@ -135,6 +135,10 @@ pub enum StoreError {
     /// SQLite's code (corrupt or not a database).
     #[error("the database file is corrupt or not a SQLite database ({0})")]
     Corrupt(rusqlite::ffi::Error),
+    /// The disk is full, or the database or its files are read-only: nothing was
+    /// written, and writes succeed again once space or permission returns.
+    #[error("the store cannot write: its disk is full or it is read-only ({0})")]
+    Unwritable(String),
     /// Any other SQLite failure, kept whole.
     #[error("SQLite: {0}")]
     Sqlite(rusqlite::Error),
@@ -159,13 +163,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Busy and corrupt files, told apart by SQLite's code; `None` for anything else.
+    /// Busy, corrupt and unwritable files, told apart by SQLite's code; `None` for
+    /// anything else.
     fn classify(e: &rusqlite::Error) -> Option<StoreError> {
-        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseCorrupt, DatabaseLocked, NotADatabase};
+        use rusqlite::ErrorCode::{
+            DatabaseBusy, DatabaseCorrupt, DatabaseLocked, DiskFull, NotADatabase, ReadOnly,
+        };
         let sqlite = *e.sqlite_error()?;
         match sqlite.code {
             DatabaseBusy | DatabaseLocked => Some(StoreError::Busy(sqlite)),
             DatabaseCorrupt | NotADatabase => Some(StoreError::Corrupt(sqlite)),
+            DiskFull | ReadOnly => Some(StoreError::Unwritable(e.to_string())),
             _ => None,
         }
     }

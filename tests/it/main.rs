@@ -11,6 +11,7 @@ mod chaos;
 mod cli;
 mod connections;
 mod crash;
+mod disk_faults;
 mod errors;
 mod idempotency;
 mod loadtest;

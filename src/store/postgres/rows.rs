@@ -60,6 +60,14 @@ pub fn store_error(shard: &str, e: &tokio_postgres::Error) -> StoreError {
             reason: e.to_string(),
         };
     }
+    // Class 53 is insufficient resources (disk full, out of memory, too many
+    // connections); 25006 a read-only transaction (a server made read-only).
+    let unwritable = e
+        .code()
+        .is_some_and(|c| c.code().starts_with("53") || *c == SqlState::READ_ONLY_SQL_TRANSACTION);
+    if unwritable {
+        return StoreError::Unwritable(format!("shard {shard}: {}", pg_message(e)));
+    }
     StoreError::Postgres(pg_message(e))
 }
 

@@ -209,6 +209,7 @@ fn same_error(e: &StoreError) -> StoreError {
             reason: reason.clone(),
         },
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Unwritable(m) => StoreError::Unwritable(m.clone()),
         other => StoreError::Postgres(other.to_string()),
     }
 }
@@ -283,6 +284,31 @@ struct Effects {
     next_seq: HashMap<PaymentKey, i32>,
 }
 
+/// Three pipelined queries of one transaction: once one fails, the others fail with
+/// 25P02 (transaction aborted), which would hide the cause (a read-only server, say).
+/// The cause's error wins.
+fn cause_first<A, B, C>(
+    a: Result<A, tokio_postgres::Error>,
+    b: Result<B, tokio_postgres::Error>,
+    c: Result<C, tokio_postgres::Error>,
+) -> Result<(A, B, C), tokio_postgres::Error> {
+    match (a, b, c) {
+        (Ok(a), Ok(b), Ok(c)) => Ok((a, b, c)),
+        (a, b, c) => {
+            let errors = [a.err(), b.err(), c.err()];
+            let aborted = |e: &tokio_postgres::Error| {
+                e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+            };
+            let mut errors = errors.into_iter().flatten();
+            let first = errors.next().expect("one of them failed");
+            Err(match aborted(&first) {
+                true => errors.find(|e| !aborted(e)).unwrap_or(first),
+                false => first,
+            })
+        }
+    }
+}
+
 async fn commit_batch(
     c: &mut Connection,
     batch: &[Job],
@@ -317,11 +343,12 @@ async fn commit_batch(
     let owned_params: [&(dyn ToSql + Sync); 1] = [&buckets];
     let key_params: [&(dyn ToSql + Sync); 3] = [&kb, &km, &kk];
     let payment_params: [&(dyn ToSql + Sync); 3] = [&pb, &pm, &pi];
-    let (owned, keys, payments) = tokio::try_join!(
+    let (owned, keys, payments) = tokio::join!(
         tx.query(&st.owned, &owned_params),
         tx.query(&st.idempotency, &key_params),
         tx.query(&st.payments, &payment_params),
-    )?;
+    );
+    let (owned, keys, payments) = cause_first(owned, keys, payments)?;
     // bucket -> whether a move fences it.
     let owned: HashMap<i16, bool> = owned.iter().map(|r| (r.get(0), r.get(1))).collect();
     let mut stored: HashMap<(String, String), (Vec<u8>, StoredResponse)> = HashMap::new();
