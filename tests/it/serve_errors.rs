@@ -1,7 +1,8 @@
 //! `paytool serve` when its data dir is not as it expects, met as a user meets it: a data
 //! dir made with other `--shards` (exit 2, saying which), a shard file locked from outside
 //! (503 `store_busy` with Retry-After, then success), a corrupt shard file (exit 1 naming it),
-//! a full write queue (503 `overloaded` with Retry-After at once, nothing lost).
+//! a full write queue (503 `overloaded` with Retry-After at once, nothing lost), and an
+//! answer that waits for its commit.
 
 use crate::support::{BIN, DataDir, Server, payment_body, run_bounded};
 use reqwest::{Method, StatusCode};
@@ -244,4 +245,55 @@ async fn a_refund_that_times_out_is_learned_by_resending_it_and_never_applied_tw
         .await;
     assert_eq!(read["amount_refunded"], 500, "{read}");
     assert_eq!(server.audit().await["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_is_answered_only_after_its_commit_returned() {
+    /// Long enough that an answer sent before the commit would surely have arrived.
+    const HELD: Duration = Duration::from_millis(500);
+    let write_timeout = WRITE_TIMEOUT_MS.to_string();
+    let server = Server::start_args(&["--shards", "1", "--write-timeout-ms", &write_timeout]);
+    let merchant = server.create_merchant("commit-first").await;
+    let file = server.data_dir().join("shard-000.db");
+
+    // While another connection holds the file's write lock, the writer's commit waits.
+    let outside = rusqlite::Connection::open(&file).unwrap();
+    outside.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let send = {
+        let (client, url, key) = (
+            server.client.clone(),
+            server.url("/v1/payments"),
+            merchant.key.clone(),
+        );
+        tokio::spawn(async move {
+            let res = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "commit-first")
+                .json(&payment_body(4_200, "usd", true))
+                .send()
+                .await
+                .unwrap();
+            (res.status(), res.json::<serde_json::Value>().await.unwrap())
+        })
+    };
+    tokio::time::sleep(HELD).await;
+    assert!(
+        !send.is_finished(),
+        "answered while its commit could not have happened"
+    );
+    outside.execute_batch("ROLLBACK").unwrap();
+    drop(outside);
+    let (status, body) = send.await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The answer came after the commit: a connection of its own finds the row at once.
+    let reader = rusqlite::Connection::open(&file).unwrap();
+    let found: i64 = reader
+        .query_row(
+            "SELECT count(*) FROM payments WHERE id = ?1 AND amount = 4200",
+            [body["id"].as_str().unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(found, 1, "{body}");
 }
