@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency histograms by route and status.
+//! Prometheus metrics: request counts and latency histograms by route and status; and a
+//! debug log line per request (`--log debug`).
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
@@ -42,9 +43,13 @@ pub async fn track(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed();
+    // The route's template, never the raw path or query: those are the client's text,
+    // which may hold anything (a card number typed into an id).
+    tracing::debug!(%method, %route, %status, ms = elapsed.as_secs_f64() * 1000.0, "request");
     let labels = [("method", method), ("route", route), ("status", status)];
     metrics::counter!("paytool_http_requests_total", &labels).increment(1);
     metrics::histogram!("paytool_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
+        .record(elapsed.as_secs_f64());
     response
 }

@@ -21,6 +21,7 @@ mod pg_shards;
 mod report;
 mod roll_key;
 mod scale;
+mod secrets_sweep;
 mod serve_errors;
 mod shard_move;
 mod sharded_loadtest;

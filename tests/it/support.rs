@@ -397,10 +397,21 @@ impl Server {
     }
 
     fn spawn_env(
+        data: DataDir,
+        args: &[&str],
+        admin_token: Option<&str>,
+        env: &[(String, String)],
+    ) -> Server {
+        Server::spawn_logged(data, args, admin_token, env, None)
+    }
+
+    /// Start with its stderr (the log) written to `log` instead of the test's own.
+    pub fn spawn_logged(
         mut data: DataDir,
         args: &[&str],
         admin_token: Option<&str>,
         env: &[(String, String)],
+        log: Option<&Path>,
     ) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.envs(env.iter().map(|(k, v)| (k, v)));
@@ -426,7 +437,10 @@ impl Server {
         } else {
             cmd.args(args);
         }
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.stdout(Stdio::piped()).stderr(match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("a log file")),
+            None => Stdio::inherit(),
+        });
         match admin_token {
             Some(token) => cmd.env("PAYTOOL_ADMIN_TOKEN", token),
             None => cmd.env_remove("PAYTOOL_ADMIN_TOKEN"),
