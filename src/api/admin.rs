@@ -32,6 +32,14 @@ pub async fn create_merchant(
             format!("name must be 1 to {MERCHANT_NAME_LEN_MAX} characters"),
         ));
     }
+    // A name is stored and shown: a card number typed into it would be kept in the clear.
+    if crate::ledger::cards::contains_card_number(&name) {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "name",
+            "name must not contain a card number",
+        ));
+    }
     let (merchant, key) = state.store.create_merchant(name).await?;
     Ok(json(
         StatusCode::CREATED,
@@ -138,14 +146,25 @@ pub async fn lookup(
             format!("at most {LOOKUP_BATCH_MAX} payments a request"),
         ));
     }
+    // `missing` echoes ids: only well-formed ones, so it can never echo other text
+    // (a card number typed in place of an id).
+    if let Some(i) = body
+        .payments
+        .iter()
+        .position(|p| !crate::ids::is_id(&p.id, "pay"))
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            &format!("payments[{i}].id"),
+            format!("payments[{i}].id must be a payment id (pay_...)"),
+        ));
+    }
     let mut found = Vec::with_capacity(body.payments.len());
     let mut missing = Vec::new();
     for item in body.payments {
         let payment = match state.store.merchant(&item.merchant_id).await? {
-            Some(m) if crate::ids::is_id(&item.id, "pay") => {
-                state.store.payment(m, item.id.clone()).await?
-            }
-            _ => None,
+            Some(m) => state.store.payment(m, item.id.clone()).await?,
+            None => None,
         };
         match payment {
             Some(p) => found.push(PaymentObject::from(&p)),

@@ -108,6 +108,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         {
             return Err(bad());
         }
+        // Keys are stored and logged by clients' retries: never a card number in them.
+        if crate::ledger::cards::contains_card_number(key) {
+            return Err(ApiError::invalid(
+                "idempotency_key_invalid",
+                "Idempotency-Key",
+                "Idempotency-Key must not contain a card number",
+            ));
+        }
         Ok(IdempotencyKey(Some(key.to_string())))
     }
 }
@@ -190,7 +198,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = inner.to_string();
-        if inner.is_syntax() || inner.is_eof() {
+        // A number too large for any type is well-formed JSON: its field is named below.
+        if inner.is_syntax() && !message.starts_with("number out of range") || inner.is_eof() {
             return ApiError::invalid(
                 "json_invalid",
                 "body",

@@ -185,36 +185,12 @@ pub const PAN_DIGITS_MIN: usize = 12;
 /// number never comes back in a response or goes into a log, whatever field or type it
 /// was sent in.
 pub fn redact_card_numbers(text: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = text.as_bytes();
     let mut out = String::new();
-    let (mut i, mut copied) = (0, 0);
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        // A run: digits, each separator followed by a digit.
-        let (start, mut end, mut digits) = (i, i, 0);
-        let mut j = i;
-        while j < bytes.len() {
-            if bytes[j].is_ascii_digit() {
-                digits += 1;
-                j += 1;
-                end = j;
-            } else if matches!(bytes[j], b' ' | b'-')
-                && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)
-            {
-                j += 1;
-            } else {
-                break;
-            }
-        }
-        if digits >= PAN_DIGITS_MIN {
-            out.push_str(&text[copied..start]);
-            out.push_str("[redacted]");
-            copied = end;
-        }
-        i = end.max(i + 1);
+    let mut copied = 0;
+    for run in digit_runs(text).filter(|r| r.digits.len() >= PAN_DIGITS_MIN) {
+        out.push_str(&text[copied..run.start]);
+        out.push_str("[redacted]");
+        copied = run.end;
     }
     if copied == 0 {
         std::borrow::Cow::Borrowed(text)
@@ -224,9 +200,102 @@ pub fn redact_card_numbers(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Whether `text` holds a card number: 13 to 19 digits written as people write them,
+/// passing the Luhn check. For text the API would store (a merchant's name, an
+/// Idempotency-Key), which is refused rather than kept; narrower than the redaction, so
+/// ids and timestamps in keys pass.
+pub fn contains_card_number(text: &str) -> bool {
+    digit_runs(text).any(|r| {
+        (13..=19).contains(&r.digits.len())
+            && grouped_as_cards_are(&r.groups)
+            && luhn_valid(&r.digits)
+    })
+}
+
+/// Written in one piece, in fours (the last group shorter), or as 4-6-5 (Amex) or 4-6-4
+/// (Diners): a date and time such as 20261128-022945 is not a card number.
+fn grouped_as_cards_are(groups: &[usize]) -> bool {
+    match groups {
+        [_] => true,
+        [4, 6, 5] | [4, 6, 4] => true,
+        [rest @ .., last] => rest.iter().all(|g| *g == 4) && (1..=4).contains(last),
+        [] => false,
+    }
+}
+
+/// A run of digits, single spaces or dashes between them allowed.
+struct DigitRun {
+    start: usize,
+    end: usize,
+    digits: String,
+    /// The digits between separators, in order.
+    groups: Vec<usize>,
+}
+
+fn digit_runs(text: &str) -> impl Iterator<Item = DigitRun> + '_ {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i < bytes.len() && !bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i >= bytes.len() {
+            return None;
+        }
+        // Digits, each separator followed by a digit.
+        let (start, mut end, mut j) = (i, i, i);
+        let mut digits = String::new();
+        let mut groups = vec![0];
+        while j < bytes.len() {
+            if bytes[j].is_ascii_digit() {
+                digits.push(bytes[j] as char);
+                *groups.last_mut().expect("one group at least") += 1;
+                j += 1;
+                end = j;
+            } else if matches!(bytes[j], b' ' | b'-')
+                && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
+                groups.push(0);
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        i = end;
+        Some(DigitRun {
+            start,
+            end,
+            digits,
+            groups,
+        })
+    })
+}
+
 #[cfg(test)]
 mod redaction_tests {
-    use super::redact_card_numbers as r;
+    use super::{TEST_CARDS, contains_card_number, redact_card_numbers as r};
+
+    #[test]
+    fn card_numbers_are_found_in_text_and_ids_and_uuids_are_not() {
+        for (number, _) in TEST_CARDS {
+            assert!(contains_card_number(number), "{number}");
+            assert!(contains_card_number(&format!("key-{number}-x")), "{number}");
+        }
+        assert!(contains_card_number("Acme 4242 4242 4242 4242"));
+        assert!(contains_card_number("4242-4242-4242-4242"));
+        assert!(contains_card_number("3782 822463 10005"));
+        for fine in [
+            "123e4567-e89b-12d3-a456-426614174000",
+            "20261128-021223-kill3-s0-123456",
+            "20261128-022945-smoke-m0",
+            "3782 822463 10005 9",
+            "1700000000000",
+            "4242424242424241",
+            "order 12345",
+        ] {
+            assert!(!contains_card_number(fine), "{fine}");
+        }
+    }
 
     #[test]
     fn card_numbers_are_redacted_however_written_and_short_numbers_are_kept() {

@@ -222,6 +222,25 @@ impl LocalPostgres {
         checked("psql", out).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
     }
 
+    /// `pg_dump` of `database` as plain SQL, data included: what a backup would hold.
+    pub fn dump(&self, database: &str) -> Result<String, PostgresError> {
+        let program = self.bin.join("pg_dump");
+        let out = Command::new(&program)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", database, "--no-owner"])
+            .output()
+            .map_err(|source| PostgresError::Io {
+                path: program,
+                source,
+            })?;
+        checked("pg_dump", out).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+    }
+
+    /// Where the server keeps its files (tables, WAL).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
     fn data(&self) -> PathBuf {
         self.root.join("data")
     }

@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod cache;
+mod card_scan;
 mod chaos;
 mod cli;
 mod connections;
