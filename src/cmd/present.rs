@@ -128,10 +128,11 @@ pub fn chaos_table(s: &RunSummary) -> Table {
             f.requests.to_string(),
             f.failed.to_string(),
             format!("{:.0}", f.p99_ms),
+            format!("{:.0}", f.max_ms),
             recovered,
         ]);
     }
-    for i in 2..7 {
+    for i in 2..8 {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }

@@ -36,6 +36,9 @@ pub struct FaultRecord {
     pub requests: u64,
     pub failed: u64,
     pub p99_ms: f64,
+    /// The slowest of them (to the live histogram's ~19% resolution).
+    #[serde(default)]
+    pub max_ms: f64,
     /// Why the fault could not be injected or lifted (the run then fails).
     pub error: Option<String>,
 }
@@ -72,6 +75,7 @@ pub async fn run(
             requests: 0,
             failed: 0,
             p99_ms: 0.0,
+            max_ms: 0.0,
             error: None,
         };
         if *done.borrow() {
@@ -98,6 +102,7 @@ pub async fn run(
         record.requests = window.requests;
         record.failed = window.errors;
         record.p99_ms = window.p99.as_secs_f64() * 1000.0;
+        record.max_ms = window.max.as_secs_f64() * 1000.0;
         records.push(record);
     }
     (parts, records)

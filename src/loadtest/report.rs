@@ -220,7 +220,7 @@ pub fn markdown(s: &RunSummary) -> String {
     if !s.chaos.is_empty() {
         let _ = writeln!(
             md,
-            "\n| fault | on | at s | lifted s | requests | failed | p99 ms | recovered after |\n|---|---|--:|--:|--:|--:|--:|---|"
+            "\n| fault | on | at s | lifted s | requests | failed | p99 ms | max ms | recovered after |\n|---|---|--:|--:|--:|--:|--:|--:|---|"
         );
         for f in &s.chaos {
             let recovered = match (&f.error, f.recovered_after_s) {
@@ -230,8 +230,15 @@ pub fn markdown(s: &RunSummary) -> String {
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.1} | {:.1} | {} | {} | {:.0} | {recovered} |",
-                f.fault, f.subject, f.injected_at_s, f.lifted_at_s, f.requests, f.failed, f.p99_ms
+                "| {} | {} | {:.1} | {:.1} | {} | {} | {:.0} | {:.0} | {recovered} |",
+                f.fault,
+                f.subject,
+                f.injected_at_s,
+                f.lifted_at_s,
+                f.requests,
+                f.failed,
+                f.p99_ms,
+                f.max_ms
             );
         }
     }

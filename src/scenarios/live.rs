@@ -93,6 +93,8 @@ pub struct Window {
     pub requests: u64,
     pub errors: u64,
     pub p99: Duration,
+    /// The slowest request's bucket (its upper bound).
+    pub max: Duration,
 }
 
 impl Mark {
@@ -115,6 +117,12 @@ impl Mark {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
             p99: p99(&counts),
+            max: counts
+                .iter()
+                .rposition(|c| *c > 0)
+                .map_or(Duration::ZERO, |i| {
+                    Duration::from_micros(bucket_upper_us(i))
+                }),
         }
     }
 }
@@ -171,5 +179,6 @@ mod tests {
         let w = live.mark().since(&before);
         assert_eq!((w.requests, w.errors), (101, 1));
         assert!(w.p99 < Duration::from_micros(400), "{:?}", w.p99);
+        assert!(w.max >= Duration::from_millis(5) && w.max < Duration::from_millis(7));
     }
 }
