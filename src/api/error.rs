@@ -52,6 +52,10 @@ pub struct ApiError {
     pub body: Box<ErrorBody>,
     /// Sent as `Retry-After` (seconds) when waiting is the fix.
     pub retry_after_s: Option<u64>,
+    /// A 429's limit, sent as `RateLimit-Limit` (requests a second) with
+    /// `RateLimit-Remaining: 0` and `RateLimit-Reset` (the Retry-After), as the IETF
+    /// RateLimit header fields draft writes them.
+    pub rate_limit_per_s: Option<u64>,
 }
 
 impl ApiError {
@@ -74,11 +78,17 @@ impl ApiError {
                 },
             }),
             retry_after_s: None,
+            rate_limit_per_s: None,
         }
     }
 
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after_s = Some(seconds);
+        self
+    }
+
+    pub fn rate_limit(mut self, per_second: u64) -> Self {
+        self.rate_limit_per_s = Some(per_second);
         self
     }
 
@@ -147,6 +157,15 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if let Some(limit) = self.rate_limit_per_s {
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(limit));
+            headers.insert("ratelimit-remaining", HeaderValue::from_static("0"));
+            headers.insert(
+                "ratelimit-reset",
+                HeaderValue::from(self.retry_after_s.unwrap_or(1)),
+            );
+        }
         if let Some(seconds) = self.retry_after_s {
             response
                 .headers_mut()

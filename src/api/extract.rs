@@ -54,7 +54,8 @@ impl FromRequestParts<Arc<AppState>> for AuthedMerchant {
                     limit.per_second, limit.burst
                 ),
             )
-            .retry_after(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64));
+            .retry_after(limited.retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            .rate_limit(limit.per_second.ceil() as u64));
         }
         Ok(AuthedMerchant(merchant))
     }

@@ -494,6 +494,10 @@ async fn a_merchant_over_its_rate_limit_gets_429_and_others_do_not() {
             assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
             let after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
             assert!(after >= 1, "Retry-After {after}");
+            // The limit itself, in the IETF RateLimit fields.
+            assert_eq!(headers["ratelimit-limit"], "1");
+            assert_eq!(headers["ratelimit-remaining"], "0");
+            assert_eq!(headers["ratelimit-reset"], after.to_string().as_str());
         }
         statuses.push(status);
     }
