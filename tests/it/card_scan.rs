@@ -87,6 +87,9 @@ async fn pay_with_every_card(server: &Server, m: &Merchant) {
     }
 }
 
+/// A request to send: method, path, bearer, Idempotency-Key, body.
+type Send = (Method, String, String, Option<String>, Option<String>);
+
 /// Card numbers where no card number belongs, on every route: answered, never echoed,
 /// never a 5xx.
 async fn send_card_numbers_everywhere(server: &Server, m: &Merchant) {
@@ -117,7 +120,7 @@ async fn send_card_numbers_everywhere(server: &Server, m: &Merchant) {
         body.to_string()
     };
     let pan_number: Value = serde_json::from_str(pan).unwrap();
-    let mut sends: Vec<(Method, String, String, Option<String>, Option<String>)> = Vec::new();
+    let mut sends: Vec<Send> = Vec::new();
     let merchant = |path: &str, key: Option<&str>, body: Option<String>| {
         (
             if body.is_some() {

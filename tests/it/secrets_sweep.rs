@@ -3,9 +3,7 @@
 //! answers: the API's answers and its debug log, every `--help`, the errors of commands
 //! pointed at unreachable services, and a load test's output and report files.
 
-use crate::support::{
-    DataDir, PgShards, Server, loadtest, passed_summary, payment_body, paytool, temp_dir,
-};
+use crate::support::{DataDir, PgShards, Server, loadtest, passed_summary, payment_body, temp_dir};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::path::Path;
