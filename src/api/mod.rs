@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod error;
 pub mod extract;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod listen;
 pub mod openapi;
 pub mod payments;

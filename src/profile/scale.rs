@@ -139,7 +139,10 @@ pub fn check(p: &ScaleProfile, path: &Path) -> Result<(), ProfileError> {
         return Err(invalid(
             path,
             "group.desired",
-            format!("is {d}: it must be within [min {}, max {}]", g.min, g.max),
+            format!(
+                "is {d}: it must be within [group.min {}, group.max {}]",
+                g.min, g.max
+            ),
         ));
     }
     match (&g.launch_configuration, &g.launch_template) {
