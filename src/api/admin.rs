@@ -25,11 +25,13 @@ pub async fn create_merchant(
     ApiJson(body): ApiJson<CreateMerchantRequest>,
 ) -> Result<Response, ApiError> {
     let name = body.name.trim().to_string();
-    if name.is_empty() || name.len() > MERCHANT_NAME_LEN_MAX {
+    // Characters, as the message and the OpenAPI document say (not bytes). No NUL:
+    // PostgreSQL's text cannot hold one (an error, not a merchant).
+    if name.is_empty() || name.chars().count() > MERCHANT_NAME_LEN_MAX || name.contains('\0') {
         return Err(ApiError::invalid(
             "parameter_invalid",
             "name",
-            format!("name must be 1 to {MERCHANT_NAME_LEN_MAX} characters"),
+            format!("name must be 1 to {MERCHANT_NAME_LEN_MAX} characters, none of them NUL"),
         ));
     }
     // A name is stored and shown: a card number typed into it would be kept in the clear.
@@ -55,9 +57,9 @@ pub const ROLL_GRACE_MAX_S: i64 = 7 * 24 * 3600;
 /// PostgreSQL layout the instance that rolled refuses the old key at once and every
 /// other instance within its merchant cache's lifetime (5 s).
 #[utoipa::path(post, path = "/v1/admin/merchants/{id}/roll_key", tag = "admin",
-    request_body = RollKeyRequest,
-    responses((status = 200, body = KeyRolled), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    request_body(content = RollKeyRequest, description = "Optional"),
+    params(("id" = String, Path, description = "The merchant's id")),
+    responses((status = 200, body = KeyRolled), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
     security(("admin_token" = [])))]
 pub async fn roll_key(
     State(state): State<Arc<AppState>>,
@@ -78,6 +80,11 @@ pub async fn roll_key(
             ));
         }
     };
+    // Only an id's shape reaches the store: other text (a NUL, which PostgreSQL refuses
+    // with an error) is simply no merchant.
+    if !crate::ids::is_id(&id, "mer") {
+        return Err(ApiError::not_found("merchant", "id"));
+    }
     let rolled = state
         .store
         .roll_key(&id, grace)
@@ -162,7 +169,13 @@ pub async fn lookup(
     let mut found = Vec::with_capacity(body.payments.len());
     let mut missing = Vec::new();
     for item in body.payments {
-        let payment = match state.store.merchant(&item.merchant_id).await? {
+        // A malformed merchant id is no merchant: the store is not asked (see roll_key).
+        let merchant = if crate::ids::is_id(&item.merchant_id, "mer") {
+            state.store.merchant(&item.merchant_id).await?
+        } else {
+            None
+        };
+        let payment = match merchant {
             Some(m) => state.store.payment(m, item.id.clone()).await?,
             None => None,
         };

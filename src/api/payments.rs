@@ -27,11 +27,7 @@ pub const LIST_LIMIT_MAX: usize = 100;
     responses(
         (status = 200, description = "The payment", body = PaymentObject),
         (status = 400, description = "Bad input, or the key was used with another body", body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 402, description = "Declined or processor error: `error.payment` is the failed payment", body = ErrorBody),
-        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
-        (status = 413, body = ErrorBody),
-        (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody),
     ),
     security(("api_key" = [])))]
 pub async fn create_payment(
@@ -107,7 +103,8 @@ pub async fn create_payment(
 #[utoipa::path(post, path = "/v1/payments/{id}/capture", tag = "payments",
     request_body(content = CaptureRequest, description = "Optional"),
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
-    responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, description = "The body did not arrive in time", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody),
+    responses((status = 200, body = PaymentObject),
+        (status = 400, description = "Bad input, or more than the payment still holds (`amount_too_large`)", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not in a capturable state", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn capture_payment(
@@ -141,9 +138,10 @@ pub async fn capture_payment(
 
 /// Cancel an authorized payment: the whole hold is released.
 #[utoipa::path(post, path = "/v1/payments/{id}/cancel", tag = "payments",
+    request_body(content = CancelRequest, description = "Optional: an empty body or `{}`"),
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
-    responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, description = "The body did not arrive in time", body = ErrorBody), (status = 413, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, description = "Not in a cancelable state", body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
+    responses((status = 200, body = PaymentObject), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "Not in a cancelable state", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn cancel_payment(
     State(state): State<Arc<AppState>>,
@@ -171,7 +169,8 @@ pub async fn cancel_payment(
 #[utoipa::path(post, path = "/v1/payments/{id}/refunds", tag = "payments",
     request_body(content = RefundRequest, description = "Optional"),
     params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "Required: a change that timed out is learned by resending it with the same key, never applied twice.")),
-    responses((status = 200, body = RefundObject), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 408, description = "The body did not arrive in time", body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody),
+    responses((status = 200, body = RefundObject),
+        (status = 400, description = "Bad input, or more than is still refundable (`amount_too_large`)", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not refundable", body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn refund_payment(
@@ -209,7 +208,7 @@ pub async fn refund_payment(
 
 #[utoipa::path(get, path = "/v1/payments/{id}", tag = "payments",
     params(("id" = String, Path)),
-    responses((status = 200, body = PaymentObject), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
+    responses((status = 200, body = PaymentObject), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn get_payment(
     State(state): State<Arc<AppState>>,
@@ -230,7 +229,7 @@ pub async fn get_payment(
 #[utoipa::path(get, path = "/v1/payments", tag = "payments",
     params(("limit" = Option<usize>, Query, description = "1 to 100, default 10"),
         ("starting_after" = Option<String>, Query, description = "A payment id: list the ones older than it")),
-    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
+    responses((status = 200, body = PaymentList), (status = 400, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn list_payments(
     State(state): State<Arc<AppState>>,
@@ -273,7 +272,7 @@ pub async fn list_payments(
 
 /// Pending and available amounts per currency.
 #[utoipa::path(get, path = "/v1/balance", tag = "payments",
-    responses((status = 200, body = BalanceObject), (status = 401, body = ErrorBody), (status = 429, description = "Over the merchant's rate limit (`serve --rate-limit`): retry after `Retry-After`", body = ErrorBody), (status = 503, description = "Retry after `Retry-After`: the shard is busy, overloaded, moving or down, or a write did not commit in time (resend it with the same Idempotency-Key)", body = ErrorBody)),
+    responses((status = 200, body = BalanceObject)),
     security(("api_key" = [])))]
 pub async fn get_balance(
     State(state): State<Arc<AppState>>,
@@ -351,7 +350,7 @@ fn fingerprint(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn current_year_month() -> (u16, u8) {
+pub(super) fn current_year_month() -> (u16, u8) {
     let (year, month, ..) = crate::clock::utc_now();
     (year as u16, month as u8)
 }

@@ -13,8 +13,10 @@ pub struct CardInput {
     #[schema(example = "4242424242424242")]
     pub number: String,
     #[schema(example = 12)]
+    #[serde(deserialize_with = "whole::number")]
     pub exp_month: u8,
     #[schema(example = 2030)]
+    #[serde(deserialize_with = "whole::number")]
     pub exp_year: u16,
     #[schema(example = "123")]
     pub cvc: Option<String>,
@@ -25,6 +27,7 @@ pub struct CardInput {
 pub struct CreatePaymentRequest {
     /// Integer minor units (cents for usd, yen for jpy), at least 1.
     #[schema(example = 2500)]
+    #[serde(deserialize_with = "whole::number")]
     pub amount: i64,
     /// Lowercase ISO 4217 code.
     #[schema(example = "usd")]
@@ -35,6 +38,80 @@ pub struct CreatePaymentRequest {
     pub capture: bool,
 }
 
+/// JSON has one kind of number: 2500.0 is the integer 2500, as JSON Schema (and so the
+/// OpenAPI document) counts it; 2500.5, text or a number out of the field's range is
+/// refused.
+mod whole {
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    pub fn number<'de, D: Deserializer<'de>, T: TryFrom<i128>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_any(Whole(PhantomData))
+    }
+
+    pub fn option<'de, D: Deserializer<'de>, T: TryFrom<i128>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        d.deserialize_option(Optional(PhantomData))
+    }
+
+    struct Whole<T>(PhantomData<T>);
+
+    impl<T: TryFrom<i128>> Whole<T> {
+        fn fit<E: Error>(&self, v: i128, unexpected: Unexpected) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(unexpected, self))
+        }
+    }
+
+    impl<T: TryFrom<i128>> Visitor<'_> for Whole<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an integer that fits {}", std::any::type_name::<T>())
+        }
+
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            self.fit(v.into(), Unexpected::Signed(v))
+        }
+
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            self.fit(v.into(), Unexpected::Unsigned(v))
+        }
+
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // i128 holds every f64 integer a target type could take; the cast saturates
+            // beyond, and the range check then refuses it.
+            if v.fract() != 0.0 {
+                return Err(E::invalid_type(Unexpected::Float(v), &self));
+            }
+            self.fit(v as i128, Unexpected::Float(v))
+        }
+    }
+
+    struct Optional<T>(PhantomData<T>);
+
+    impl<'de, T: TryFrom<i128>> Visitor<'de> for Optional<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "an integer or null")
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Option<T>, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+            number(d).map(Some)
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -43,6 +120,7 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// Capture this much (minor units) and release the rest; all of it when absent.
+    #[serde(default, deserialize_with = "whole::option")]
     pub amount: Option<i64>,
 }
 
@@ -50,6 +128,7 @@ pub struct CaptureRequest {
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
     /// Refund this much (minor units); all that remains refundable when absent.
+    #[serde(default, deserialize_with = "whole::option")]
     pub amount: Option<i64>,
 }
 
@@ -199,6 +278,7 @@ pub struct MerchantCreated {
 #[serde(deny_unknown_fields)]
 pub struct RollKeyRequest {
     /// Seconds the old key keeps working (0 to 604800, a week); absent or 0: it stops now.
+    #[serde(default, deserialize_with = "whole::option")]
     pub expires_in: Option<i64>,
 }
 
