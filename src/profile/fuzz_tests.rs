@@ -19,7 +19,7 @@ use toml::{Table, Value};
 /// whole file runs in seconds on 2 cores.
 const CASES: u32 = 256;
 
-pub(crate) fn config() -> ProptestConfig {
+fn config() -> ProptestConfig {
     let from_env = ProptestConfig::default();
     ProptestConfig {
         cases: if std::env::var_os("PROPTEST_CASES").is_some() {

@@ -8,7 +8,7 @@ pub mod scale;
 pub mod shards;
 
 #[cfg(test)]
-pub(crate) mod fuzz_tests;
+mod fuzz_tests;
 
 use std::path::{Path, PathBuf};
 
