@@ -25,6 +25,12 @@ pub fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
     )
 }
 
+/// "2026-11-25T01:30:00Z" (RFC 3339, to the second).
+pub fn utc_rfc3339() -> String {
+    let (y, mo, d, h, mi, s) = utc_now();
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
 /// "20261125-013000": sorts by time, safe in a file name.
 pub fn utc_compact() -> String {
     let (y, mo, d, h, mi, s) = utc_now();

@@ -14,6 +14,7 @@ pub mod report;
 pub mod summary;
 pub mod target;
 pub mod thresholds;
+pub mod timeseries;
 
 use crate::cache::CacheOptions;
 use crate::profile::load::{ArrivalRate, LoadPlan, REDIS_URL_ENV, RedisMode, Shape};
@@ -46,6 +47,9 @@ pub enum LoadtestError {
     #[error("writing the report: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// How often the target's /metrics (and the open model's counters) are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
 /// A run whose target is up and whose merchants exist, ready to execute one or more
 /// steps (one, or a `--find-max` search) against the same target.
@@ -269,17 +273,38 @@ impl Prepared {
         }
         // Spawned instances share this process's metrics recorder: one scrape covers all.
         let figures = Arc::new(Mutex::new(summary::Scrapes::default()));
+        let samples: Arc<Mutex<Vec<timeseries::Sample>>> = Arc::default();
+        let began = std::time::Instant::now();
+        let started_at = crate::clock::utc_rfc3339();
+        self.ctx.recorder.begin();
         let scraper = {
-            let (admin, figures) = (self.admin.clone(), figures.clone());
+            let (admin, figures, samples) = (self.admin.clone(), figures.clone(), samples.clone());
+            let open = self.open.clone();
             tokio::spawn(async move {
                 loop {
-                    if let Some(text) = admin.metrics().await {
-                        summary::absorb_scrape(
+                    let server = admin.metrics().await.map(|t| summary::parse_scrape(&t));
+                    if let Some(p) = &server {
+                        summary::absorb_point(
                             &mut figures.lock().unwrap_or_else(|p| p.into_inner()),
-                            &text,
+                            p,
                         );
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    let (late, dropped) = open.as_ref().map_or((0, 0), |o| {
+                        (
+                            o.late.load(std::sync::atomic::Ordering::Relaxed),
+                            o.dropped.load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                    });
+                    samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(timeseries::Sample {
+                            at_s: began.elapsed().as_secs_f64(),
+                            server,
+                            late,
+                            dropped,
+                        });
+                    tokio::time::sleep(SAMPLE_EVERY).await;
                 }
             })
         };
@@ -308,6 +333,7 @@ impl Prepared {
             Err(e) => Err(e),
         };
         let _ = load_ended.send(true);
+        let ended_at = crate::clock::utc_rfc3339();
         let faults = match chaos {
             Some(task) => {
                 let (parts, records) = task
@@ -331,7 +357,14 @@ impl Prepared {
             Some(o) => o.elapsed_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
             None => metrics.duration as f64,
         };
-        let (requests, total) = summary::rows(&metrics, seconds);
+        let recorded = self.ctx.recorder.snapshot();
+        let (requests, total) = summary::rows(&recorded, seconds);
+        let series = timeseries::rows(
+            &recorded,
+            &samples.lock().unwrap_or_else(|p| p.into_inner()),
+            self.open.is_some(),
+        );
+        timeseries::write(dir, &series)?;
         let thresholds = thresholds::evaluate(&plan.thresholds, &requests, &total);
         self.write_acks(dir)?;
         let audit = if plan.audit {
@@ -356,7 +389,20 @@ impl Prepared {
             send_lag_p99_ms: o.lag.snapshot().p99.as_secs_f64() * 1000.0,
         });
         let server = figures.lock().unwrap_or_else(|p| p.into_inner()).finish();
+        let profile_text = toml::to_string_pretty(&plan.profile).unwrap_or_default();
         let summary = RunSummary {
+            schema: report::SUMMARY_SCHEMA,
+            profile_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+                profile_text.as_bytes(),
+            )),
+            paytool_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: started_at.clone(),
+            ended_at: ended_at.clone(),
+            histograms: recorded
+                .series
+                .iter()
+                .map(|(name, s)| (name.clone(), report::SavedLatencies::from(&s.whole)))
+                .collect(),
             run_id: dir
                 .file_name()
                 .map(|n| n.to_string_lossy().to_string())

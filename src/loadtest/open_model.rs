@@ -133,7 +133,7 @@ async fn run(
     }
     drop(tx);
     while let Some(s) = rx.recv().await {
-        ctx.live.record(s.latency, s.ok);
+        ctx.record(s.method.as_str(), s.name, s.latency, s.ok, s.status);
         user.record_custom_request_duration(
             s.method.as_str(),
             s.name,

@@ -5,8 +5,10 @@ use super::audit::AuditOutcome;
 use super::summary::{RequestRow, ServerFigures};
 use super::thresholds::ThresholdResult;
 pub use crate::scenarios::instances::InstanceFigures;
+use crate::scenarios::record::{Latencies, SavedHistogram};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -48,8 +50,21 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, ReportFileError>
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunSummary {
+    /// SUMMARY_SCHEMA when written; 0 for summaries written before it was kept.
+    #[serde(default)]
+    pub schema: u32,
     pub run_id: String,
     pub profile: String,
+    /// SHA-256 of the profile as resolved (the run dir's profile.toml).
+    #[serde(default)]
+    pub profile_sha256: String,
+    #[serde(default)]
+    pub paytool_version: String,
+    /// When the load began and ended, UTC (RFC 3339).
+    #[serde(default)]
+    pub started_at: String,
+    #[serde(default)]
+    pub ended_at: String,
     pub target: String,
     /// The PostgreSQL layout the spawned instances ran on, if any.
     #[serde(default)]
@@ -67,10 +82,34 @@ pub struct RunSummary {
     pub open_model: Option<OpenModelFigures>,
     pub thresholds: Vec<ThresholdResult>,
     pub audit: Option<AuditOutcome>,
+    /// Each request name's latency histograms over the run, successes and failures
+    /// apart, every recorded value with its count: any percentile can be computed again,
+    /// and runs merged by adding them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub histograms: BTreeMap<String, SavedLatencies>,
     /// The faults the profile's `[[chaos]]` steps injected, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<super::chaos::FaultRecord>,
     pub passed: bool,
+}
+
+/// What summary.json's fields mean; raised when one changes meaning.
+pub const SUMMARY_SCHEMA: u32 = 1;
+
+/// One request name's histograms, as summary.json keeps them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedLatencies {
+    pub ok: SavedHistogram,
+    pub failed: SavedHistogram,
+}
+
+impl From<&Latencies> for SavedLatencies {
+    fn from(l: &Latencies) -> Self {
+        SavedLatencies {
+            ok: SavedHistogram::from(&l.ok),
+            failed: SavedHistogram::from(&l.failed),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -329,6 +368,8 @@ pub(crate) mod fixtures {
             max_ms: p99_ms * 2.0,
             errors: (error_rate * 1000.0) as u64,
             error_rate,
+
+            ..Default::default()
         }
     }
 
@@ -353,6 +394,12 @@ pub(crate) mod fixtures {
             audit: None,
             chaos: vec![],
             passed,
+            schema: super::SUMMARY_SCHEMA,
+            profile_sha256: String::new(),
+            paytool_version: String::new(),
+            started_at: String::new(),
+            ended_at: String::new(),
+            histograms: Default::default(),
         }
     }
 }

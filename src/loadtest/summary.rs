@@ -1,21 +1,30 @@
-//! The per-request summary of a run, from Goose's metrics.
+//! The per-request summary of a run, from its HDR histograms (`scenarios::record`).
 
-use goose::metrics::GooseMetrics;
+use crate::scenarios::record::{Latencies, Recorded, max_ms, ms_at};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct RequestRow {
     /// "POST /v1/payments", as thresholds name it.
     pub name: String,
     pub count: u64,
     pub rps: f64,
     pub p50_ms: f64,
+    #[serde(default)]
+    pub p90_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    #[serde(default)]
+    pub p999_ms: f64,
     pub max_ms: f64,
     pub errors: u64,
     pub error_rate: f64,
+    /// Successful requests a second (what a throughput gate means).
+    #[serde(default)]
+    pub ok_rps: f64,
+    /// p99 of the successful requests alone.
+    #[serde(default)]
+    pub ok_p99_ms: f64,
 }
 
 /// Server-side figures scraped from the target's /metrics during the run.
@@ -84,60 +93,37 @@ impl Scrapes {
     }
 }
 
-pub fn rows(metrics: &GooseMetrics, seconds: f64) -> (Vec<RequestRow>, RequestRow) {
+/// A row per request name and the "All" row, from the run's histograms: percentiles
+/// over every request (successes and failures), All from the names' histograms added.
+pub fn rows(recorded: &Recorded, seconds: f64) -> (Vec<RequestRow>, RequestRow) {
     let seconds = seconds.max(0.001);
-    let mut rows = Vec::new();
-    let mut all_buckets: BTreeMap<u64, u64> = BTreeMap::new();
-    let (mut count, mut errors, mut max_us) = (0u64, 0u64, 0u64);
-    for (name, r) in &metrics.requests {
-        let data = &r.raw_data;
-        let n = (r.success_count + r.fail_count) as u64;
-        for (bucket, c) in data.times_us.iter() {
-            *all_buckets.entry(*bucket).or_default() += *c as u64;
-        }
-        count += n;
-        errors += r.fail_count as u64;
-        max_us = max_us.max(data.maximum_time_us);
-        rows.push(RequestRow {
-            name: name.clone(),
-            count: n,
-            rps: n as f64 / seconds,
-            p50_ms: ms(data.percentile_us(0.50)),
-            p95_ms: ms(data.percentile_us(0.95)),
-            p99_ms: ms(data.percentile_us(0.99)),
-            max_ms: ms(data.maximum_time_us),
-            errors: r.fail_count as u64,
-            error_rate: rate(r.fail_count as u64, n),
-        });
-    }
-    rows.sort_by(|a, b| a.name.cmp(&b.name));
-    let pct = |p: f64| {
-        let target = (p * count as f64).ceil() as u64;
-        let mut seen = 0;
-        for (bucket, c) in &all_buckets {
-            seen += c;
-            if seen >= target {
-                return ms(*bucket);
-            }
-        }
-        ms(max_us)
-    };
-    let total = RequestRow {
-        name: "All".into(),
-        count,
-        rps: count as f64 / seconds,
-        p50_ms: pct(0.50),
-        p95_ms: pct(0.95),
-        p99_ms: pct(0.99),
-        max_ms: ms(max_us),
-        errors,
-        error_rate: rate(errors, count),
-    };
-    (rows, total)
+    let rows = recorded
+        .series
+        .iter()
+        .map(|(name, s)| row(name, &s.whole, seconds))
+        .collect();
+    (rows, row("All", &recorded.all(), seconds))
 }
 
-fn ms(us: u64) -> f64 {
-    (us as f64 / 1000.0 * 100.0).round() / 100.0
+fn row(name: &str, l: &Latencies, seconds: f64) -> RequestRow {
+    let all = l.all();
+    let count = all.len();
+    let errors = l.failed.len();
+    RequestRow {
+        name: name.to_string(),
+        count,
+        rps: count as f64 / seconds,
+        p50_ms: ms_at(&all, 0.50),
+        p90_ms: ms_at(&all, 0.90),
+        p95_ms: ms_at(&all, 0.95),
+        p99_ms: ms_at(&all, 0.99),
+        p999_ms: ms_at(&all, 0.999),
+        max_ms: max_ms(&all),
+        errors,
+        error_rate: rate(errors, count),
+        ok_rps: l.ok.len() as f64 / seconds,
+        ok_p99_ms: ms_at(&l.ok, 0.99),
+    }
 }
 
 fn rate(errors: u64, count: u64) -> f64 {
@@ -148,8 +134,19 @@ fn rate(errors: u64, count: u64) -> f64 {
     }
 }
 
-/// Fold one scrape of Prometheus text into the step's scrapes.
-pub fn absorb_scrape(scrapes: &mut Scrapes, text: &str) {
+/// The figures of one scrape of the target's /metrics (counters since its start).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ScrapePoint {
+    /// Group-commit batch sizes: their sum and how many batches, if the target has them.
+    pub batches: Option<(f64, f64)>,
+    pub queue_depth: f64,
+    /// Cache hits and misses, if the target has a cache.
+    pub cache: Option<(f64, f64)>,
+    pub breaker_open: bool,
+}
+
+pub fn parse_scrape(text: &str) -> ScrapePoint {
+    let mut p = ScrapePoint::default();
     let (mut sum, mut count, mut seen) = (0.0, 0.0, false);
     let (mut hits, mut misses, mut cached) = (0.0, 0.0, false);
     for line in text.lines().filter(|l| !l.starts_with('#')) {
@@ -163,27 +160,38 @@ pub fn absorb_scrape(scrapes: &mut Scrapes, text: &str) {
         match metric {
             "paytool_group_commit_batch_size_sum" => (sum, seen) = (sum + value, true),
             "paytool_group_commit_batch_size_count" => count += value,
-            "paytool_write_queue_depth" => {
-                scrapes.queue_depth_max = scrapes.queue_depth_max.max(value)
-            }
+            "paytool_write_queue_depth" => p.queue_depth = p.queue_depth.max(value),
             "paytool_cache_requests_total" if series.contains("result=\"hit\"") => {
                 (hits, cached) = (hits + value, true)
             }
             "paytool_cache_requests_total" => (misses, cached) = (misses + value, true),
             "paytool_cache_breaker_open" => {
                 cached = true;
-                scrapes.breaker_opened |= value > 0.0;
+                p.breaker_open |= value > 0.0;
             }
             _ => {}
         }
     }
-    if seen {
-        scrapes.first.get_or_insert((sum, count));
-        scrapes.last = Some((sum, count));
+    p.batches = seen.then_some((sum, count));
+    p.cache = cached.then_some((hits, misses));
+    p
+}
+
+/// Fold one scrape of Prometheus text into the step's scrapes.
+pub fn absorb_scrape(scrapes: &mut Scrapes, text: &str) {
+    absorb_point(scrapes, &parse_scrape(text));
+}
+
+pub fn absorb_point(scrapes: &mut Scrapes, p: &ScrapePoint) {
+    scrapes.queue_depth_max = scrapes.queue_depth_max.max(p.queue_depth);
+    scrapes.breaker_opened |= p.breaker_open;
+    if let Some(b) = p.batches {
+        scrapes.first.get_or_insert(b);
+        scrapes.last = Some(b);
     }
-    if cached {
-        scrapes.cache_first.get_or_insert((hits, misses));
-        scrapes.cache_last = Some((hits, misses));
+    if let Some(c) = p.cache {
+        scrapes.cache_first.get_or_insert(c);
+        scrapes.cache_last = Some(c);
     }
 }
 

@@ -84,6 +84,8 @@ mod tests {
             max_ms: p99,
             errors: 0,
             error_rate: 0.0,
+
+            ..Default::default()
         }
     }
 

@@ -317,7 +317,13 @@ impl Client for GooseClient<'_> {
         let reply = judge(call.expect, status, &bytes);
         // Before the verdict: set_failure ends the transaction with an error, and a
         // failure the live figures (and the chaos windows) never saw would not count.
-        self.ctx.live.record(started.elapsed(), reply.ok);
+        self.ctx.record(
+            call.method.as_str(),
+            call.name,
+            started.elapsed(),
+            reply.ok,
+            reply.status,
+        );
         match (&reply.error, goose.request.success) {
             (None, false) => self.user.set_success(&mut goose.request)?,
             (Some(e), _) => self.user.set_failure(e, &mut goose.request, None, None)?,
@@ -354,7 +360,13 @@ impl Client for GooseClient<'_> {
                 Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
                 None => judge(call.expect, None, &[]),
             };
-            self.ctx.live.record(elapsed, reply.ok);
+            self.ctx.record(
+                call.method.as_str(),
+                call.name,
+                elapsed,
+                reply.ok,
+                reply.status,
+            );
             self.user
                 .record_custom_request_duration(
                     call.method.as_str(),

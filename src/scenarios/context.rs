@@ -5,6 +5,7 @@
 use super::acks::{AckLog, Unanswered};
 use super::instances::Instances;
 use super::live::LiveStats;
+use super::record::{INTERVAL_DEFAULT, Recorder};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -57,6 +58,8 @@ pub struct RunContext {
     /// Creates without a payment yet (see `Unanswered`).
     pub unanswered: Unanswered,
     pub live: Arc<LiveStats>,
+    /// Every request's latency, for the summary, the thresholds and the time series.
+    pub recorder: Recorder,
     /// Retry-storm keys whose answers named different payments.
     pub storm_violations: Mutex<Vec<String>>,
     key_prefix: String,
@@ -78,6 +81,7 @@ impl RunContext {
             acks: AckLog::new(),
             unanswered: Unanswered::default(),
             live: Arc::default(),
+            recorder: Recorder::new(INTERVAL_DEFAULT),
             storm_violations: Mutex::default(),
             key_prefix: key_prefix.to_string(),
             next_key: AtomicU64::new(0),
@@ -91,6 +95,21 @@ impl RunContext {
             self.key_prefix,
             self.next_key.fetch_add(1, Ordering::Relaxed)
         )
+    }
+
+    /// One request ended: into the live figures and the histograms. `method` and
+    /// `name` make the request name reports use ("POST /v1/payments").
+    pub fn record(
+        &self,
+        method: &str,
+        name: &str,
+        latency: std::time::Duration,
+        ok: bool,
+        status: Option<u16>,
+    ) {
+        self.live.record(latency, ok);
+        self.recorder
+            .record(&format!("{method} {name}"), latency, ok, status);
     }
 
     pub fn pick_merchant(&self) -> usize {

@@ -16,6 +16,7 @@ mod declines;
 mod healthz;
 pub mod instances;
 pub mod live;
+pub mod record;
 mod refund;
 pub mod replies;
 mod retry_storm;

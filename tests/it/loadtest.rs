@@ -65,6 +65,55 @@ fn run_dir(reports: &Path, summary: &Value) -> PathBuf {
     reports.join(summary["run_id"].as_str().expect("a run id"))
 }
 
+/// summary.json's histograms hold every request its rows count, and the time series'
+/// intervals add up to the whole run, per request name and in all.
+fn assert_histograms_and_time_series_agree(dir: &Path, summary: &Value) {
+    assert_eq!(summary["schema"], 1);
+    assert!(summary["started_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(summary["profile_sha256"].as_str().unwrap().len(), 64);
+    let counted = |h: &Value| -> u64 {
+        h["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c[1].as_u64().unwrap())
+            .sum()
+    };
+    let rows: Vec<Value> = std::fs::read_to_string(dir.join("timeseries.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for row in summary["requests"].as_array().unwrap() {
+        let name = row["name"].as_str().unwrap();
+        let h = &summary["histograms"][name];
+        assert_eq!(
+            counted(&h["ok"]) + counted(&h["failed"]),
+            row["count"],
+            "{name}"
+        );
+        assert_eq!(counted(&h["failed"]), row["errors"], "{name}");
+        let in_series: u64 = rows
+            .iter()
+            .filter(|r| r["name"] == name)
+            .map(|r| r["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(in_series, row["count"].as_u64().unwrap(), "{name}");
+    }
+    let all: u64 = rows
+        .iter()
+        .filter(|r| r["name"] == "All")
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(all, summary["total"]["count"].as_u64().unwrap());
+    let csv = std::fs::read_to_string(dir.join("timeseries.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        rows.len() + 1,
+        "a header and a line per row"
+    );
+}
+
 #[test]
 fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
     let reports = temp_dir();
@@ -111,6 +160,8 @@ fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
         "acks.jsonl",
         "audit.json",
         "merchants.json",
+        "timeseries.jsonl",
+        "timeseries.csv",
     ] {
         assert!(
             dir.join(file).is_file(),
@@ -118,6 +169,7 @@ fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
             dir.display()
         );
     }
+    assert_histograms_and_time_series_agree(&dir, &summary);
     // A passed run keeps no server data; merchant keys are private to the owner.
     assert!(!dir.join("server-data").exists());
     use std::os::unix::fs::PermissionsExt;
