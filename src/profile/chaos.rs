@@ -4,7 +4,7 @@
 //! exits 2 before any server does.
 
 use super::ProfileError;
-use super::load::{duration, invalid};
+use super::{duration, invalid};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;

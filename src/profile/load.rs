@@ -1,9 +1,9 @@
 //! Load profiles (profiles/*.toml): what to run, how hard, for how long, and what
 //! counts as passing. `LoadProfile` is the file as written; `LoadPlan` is it checked.
 
-use super::ProfileError;
 use super::chaos::{ChaosStep, FaultStep, Spawns};
 use super::layout_target::{INSTANCES_MAX, LayoutTarget, PostgresMode};
+use super::{ProfileError, duration, invalid};
 use crate::scenarios::Scenario;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -350,14 +350,6 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<LoadPlan, ProfileError
     check(profile, path)
 }
 
-pub(super) fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ProfileError {
-    ProfileError::Invalid {
-        path: path.to_path_buf(),
-        key: key.to_string(),
-        message: message.into(),
-    }
-}
-
 fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileError> {
     if let Some(u) = o.users {
         p.load.users = Some(u);
@@ -455,16 +447,6 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
         }
     }
     Ok(())
-}
-
-pub(super) fn duration(path: &Path, key: &str, value: &str) -> Result<Duration, ProfileError> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
-        invalid(
-            path,
-            key,
-            format!("is {value:?}: {e}; write a duration such as \"500ms\", \"15s\", \"2m\""),
-        )
-    })
 }
 
 fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {

@@ -11,6 +11,7 @@ pub mod shards;
 mod fuzz_tests;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
@@ -38,5 +39,25 @@ pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Profi
     toml::from_str(&text).map_err(|e| ProfileError::Parse {
         path: path.to_path_buf(),
         message: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// A `ProfileError` naming the file and the key at fault.
+pub(super) fn invalid(path: &Path, key: &str, message: impl Into<String>) -> ProfileError {
+    ProfileError::Invalid {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// A duration such as "500ms" or "2m", or an error naming the key.
+pub(super) fn duration(path: &Path, key: &str, value: &str) -> Result<Duration, ProfileError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            path,
+            key,
+            format!("is {value:?}: {e}; write a duration such as \"500ms\", \"15s\", \"2m\""),
+        )
     })
 }

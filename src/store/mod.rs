@@ -337,11 +337,14 @@ mod tests {
             (ffi::SQLITE_CORRUPT, "Corrupt"),
             (ffi::SQLITE_NOTADB, "Corrupt"),
             (ffi::SQLITE_CONSTRAINT, "Sqlite"),
+            (ffi::SQLITE_FULL, "Unwritable"),
+            (ffi::SQLITE_READONLY, "Unwritable"),
         ];
         for (code, want) in cases {
             let got = match StoreError::from(sqlite_failure(code)) {
                 StoreError::Busy(_) => "Busy",
                 StoreError::Corrupt(_) => "Corrupt",
+                StoreError::Unwritable(_) => "Unwritable",
                 StoreError::Sqlite(_) => "Sqlite",
                 other => panic!("code {code}: {other:?}"),
             };
@@ -349,6 +352,11 @@ mod tests {
         }
         assert!(matches!(
             StoreError::commit_failed(&sqlite_failure(ffi::SQLITE_FULL)),
+            StoreError::Unwritable(_)
+        ));
+        // A commit that failed for any other reason is retryable: 503.
+        assert!(matches!(
+            StoreError::commit_failed(&sqlite_failure(ffi::SQLITE_IOERR)),
             StoreError::Unavailable(_)
         ));
     }
