@@ -34,3 +34,8 @@ cargo test --locked --all-targets "${FEATURES[@]}"
 echo "== cargo test: the API suite on PostgreSQL"
 PAYTOOL_TEST_BACKEND=postgres cargo test --locked --test it "${FEATURES[@]}" -- \
   api:: errors:: idempotency:: crash:: --skip serve_errors::
+# The API against its OpenAPI document: schemathesis, every operation and check, a fixed
+# seed. The script installs the pinned schemathesis where missing and fails, never
+# skips, when it cannot.
+echo "== schemathesis"
+bash scripts/fuzz_api.sh
