@@ -8,8 +8,9 @@
 # Usage: scripts/fuzz_api.sh
 #   FUZZ_PROFILE  ci (default: FUZZ_CASES=1100, 15 min bound) or nightly (20000, 2 h)
 #   FUZZ_CASES    cases to generate in all; the run fails if schemathesis made fewer
-#   FUZZ_SEED     the Hypothesis seed [20261128]: the same seed, versions and binary
-#                 generate the same cases
+#   FUZZ_SEED     the Hypothesis seed [20261128] (schemathesis 4's --seed, once
+#                 --hypothesis-seed): the same seed, versions and binary generate the
+#                 same cases
 #   FUZZ_TIMEOUT  seconds the whole schemathesis run may take before it is killed
 #   FUZZ_WORKERS  concurrent schemathesis workers [1: the order is the seed's too]
 #   PAYTOOL_BIN   the binary to serve [target/debug/paytool, built if absent]
