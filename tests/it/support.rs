@@ -964,7 +964,16 @@ impl Server {
             Key::None => None,
             // Outside a table, a key of its own for each send.
             Key::PerCase => Some(match case_name {
-                Some(name) => name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-"),
+                // Readable, but a case about card numbers must not send one as its key
+                // (the API refuses such keys): digits become letters.
+                Some(name) => name
+                    .chars()
+                    .map(|c| match c {
+                        '0'..='9' => (b'a' + (c as u8 - b'0')) as char,
+                        c if c.is_ascii_alphanumeric() || c == '_' => c,
+                        _ => '-',
+                    })
+                    .collect(),
                 None => {
                     static SENT: std::sync::atomic::AtomicU64 =
                         std::sync::atomic::AtomicU64::new(0);
