@@ -80,8 +80,12 @@ pub async fn find_max(
                 .into(),
         ));
     };
-    if prepared.plan().thresholds.all == Default::default()
-        && prepared.plan().thresholds.request.is_empty()
+    if prepared
+        .plan()
+        .gate
+        .scopes
+        .iter()
+        .all(|s| s.rules.is_empty())
     {
         return Err(LoadtestError::Config(
             "--find-max needs thresholds to fail: the profile has none".into(),

@@ -276,7 +276,7 @@ impl Prepared {
         let samples: Arc<Mutex<Vec<timeseries::Sample>>> = Arc::default();
         let began = std::time::Instant::now();
         let started_at = crate::clock::utc_rfc3339();
-        self.ctx.recorder.begin();
+        self.ctx.recorder.begin(plan.gate.after);
         let scraper = {
             let (admin, figures, samples) = (self.admin.clone(), figures.clone(), samples.clone());
             let open = self.open.clone();
@@ -289,11 +289,11 @@ impl Prepared {
                             p,
                         );
                     }
-                    let (late, dropped) = open.as_ref().map_or((0, 0), |o| {
-                        (
-                            o.late.load(std::sync::atomic::Ordering::Relaxed),
-                            o.dropped.load(std::sync::atomic::Ordering::Relaxed),
-                        )
+                    let (sent, late, dropped) = open.as_ref().map_or((0, 0, 0), |o| {
+                        let load = |a: &std::sync::atomic::AtomicU64| {
+                            a.load(std::sync::atomic::Ordering::Relaxed)
+                        };
+                        (load(&o.sent), load(&o.late), load(&o.dropped))
                     });
                     samples
                         .lock()
@@ -301,6 +301,7 @@ impl Prepared {
                         .push(timeseries::Sample {
                             at_s: began.elapsed().as_secs_f64(),
                             server,
+                            sent,
                             late,
                             dropped,
                         });
@@ -365,7 +366,30 @@ impl Prepared {
             self.open.is_some(),
         );
         timeseries::write(dir, &series)?;
-        let thresholds = thresholds::evaluate(&plan.thresholds, &requests, &total);
+        let schedule = self.open.as_ref().map(|o| {
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            // The warm-up's share, from the last sample taken within it.
+            let (sent0, late0, dropped0) = samples
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .rev()
+                .find(|s| s.at_s <= plan.gate.after.as_secs_f64())
+                .filter(|_| !plan.gate.after.is_zero())
+                .map_or((0, 0, 0), |s| (s.sent, s.late, s.dropped));
+            thresholds::Schedule {
+                sent: load(&o.sent).saturating_sub(sent0),
+                late: load(&o.late).saturating_sub(late0),
+                dropped: load(&o.dropped).saturating_sub(dropped0),
+            }
+        });
+        let judged = thresholds::Judged::new(
+            self.ctx.recorder.judged(),
+            seconds - plan.gate.after.as_secs_f64(),
+            schedule,
+        );
+        let thresholds = thresholds::evaluate(&plan.gate, &judged);
         self.write_acks(dir)?;
         let audit = if plan.audit {
             let outcome = audit::run(&self.admin, &self.ctx, self.acked_before).await?;

@@ -4,7 +4,7 @@
 //! the open model, the arrivals sent late or dropped.
 
 use super::summary::ScrapePoint;
-use crate::scenarios::record::{Latencies, Recorded, max_ms, ms_at};
+use crate::scenarios::record::{IntervalFigures, Recorded};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,7 +15,8 @@ use std::path::Path;
 pub struct Sample {
     pub at_s: f64,
     pub server: Option<ScrapePoint>,
-    /// The open model's late and dropped arrivals so far.
+    /// The open model's arrivals sent, and those late or dropped, so far.
+    pub sent: u64,
     pub late: u64,
     pub dropped: u64,
 }
@@ -58,57 +59,39 @@ pub const ALL: &str = "All";
 /// The rows, in time order, each interval's request names in order and then "All".
 pub fn rows(recorded: &Recorded, samples: &[Sample], open_model: bool) -> Vec<Row> {
     let width = recorded.interval.as_secs_f64();
-    let mut out = Vec::new();
-    for i in 0..recorded.intervals() {
-        let mut all = Latencies::default();
-        let mut all_failures: BTreeMap<String, u64> = BTreeMap::new();
-        for (name, s) in &recorded.series {
-            let Some(interval) = s.intervals.get(i) else {
-                continue;
-            };
-            all.add(&interval.latencies);
-            for (status, n) in &interval.failures_by_status {
-                *all_failures.entry(status.clone()).or_default() += n;
-            }
-            if interval.latencies.requests() > 0 {
-                out.push(row(
-                    i,
-                    width,
-                    name,
-                    &interval.latencies,
-                    &interval.failures_by_status,
-                ));
-            }
+    let mut by_interval: BTreeMap<usize, Vec<Row>> = BTreeMap::new();
+    for (name, s) in &recorded.series {
+        for f in &s.intervals {
+            by_interval
+                .entry(f.index)
+                .or_default()
+                .push(row(width, name, f));
         }
-        let mut total = row(i, width, ALL, &all, &all_failures);
-        server_figures(
-            &mut total,
-            samples,
-            i as f64 * width,
-            (i + 1) as f64 * width,
-            open_model,
-        );
-        out.push(total);
     }
-    out
+    for f in &recorded.all_intervals {
+        let mut total = row(width, ALL, f);
+        let from = f.index as f64 * width;
+        server_figures(&mut total, samples, from, from + width, open_model);
+        by_interval.entry(f.index).or_default().push(total);
+    }
+    by_interval.into_values().flatten().collect()
 }
 
-fn row(i: usize, width: f64, name: &str, l: &Latencies, failures: &BTreeMap<String, u64>) -> Row {
-    let h = l.all();
+fn row(width: f64, name: &str, f: &IntervalFigures) -> Row {
     Row {
-        t_s: i as f64 * width,
+        t_s: f.index as f64 * width,
         name: name.to_string(),
-        requests: h.len(),
-        ok: l.ok.len(),
-        failed: l.failed.len(),
-        failures_by_status: failures.clone(),
-        rps: h.len() as f64 / width,
-        p50_ms: ms_at(&h, 0.50),
-        p90_ms: ms_at(&h, 0.90),
-        p95_ms: ms_at(&h, 0.95),
-        p99_ms: ms_at(&h, 0.99),
-        p999_ms: ms_at(&h, 0.999),
-        max_ms: max_ms(&h),
+        requests: f.ok + f.failed,
+        ok: f.ok,
+        failed: f.failed,
+        failures_by_status: f.failures_by_status.clone(),
+        rps: (f.ok + f.failed) as f64 / width,
+        p50_ms: f.p50_ms,
+        p90_ms: f.p90_ms,
+        p95_ms: f.p95_ms,
+        p99_ms: f.p99_ms,
+        p999_ms: f.p999_ms,
+        max_ms: f.max_ms,
         ..Row::default()
     }
 }
@@ -201,7 +184,7 @@ mod tests {
     #[test]
     fn intervals_sum_to_the_whole_and_carry_the_servers_figures() {
         let r = Recorder::new(Duration::from_millis(50));
-        r.begin();
+        r.begin(Duration::ZERO);
         for _ in 0..30 {
             r.record("GET /a", Duration::from_millis(1), true, Some(200));
         }

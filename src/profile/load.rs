@@ -2,6 +2,7 @@
 //! counts as passing. `LoadProfile` is the file as written; `LoadPlan` is it checked.
 
 use super::chaos::{ChaosStep, FaultStep, Spawns};
+use super::gate::{Gate, Limits, RequestLimits, ThresholdsSection};
 use super::layout_target::{INSTANCES_MAX, LayoutTarget, PostgresMode};
 use super::{ProfileError, duration, invalid};
 use crate::scenarios::Scenario;
@@ -118,69 +119,6 @@ impl Default for MerchantsSection {
             zipf_exponent: None,
         }
     }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    /// Failed requests / all requests, 0.0 to 1.0.
-    #[serde(default, deserialize_with = "named::error_rate_max")]
-    pub error_rate_max: Option<f64>,
-    #[serde(default, deserialize_with = "named::p95_ms_max")]
-    pub p95_ms_max: Option<u64>,
-    #[serde(default, deserialize_with = "named::p99_ms_max")]
-    pub p99_ms_max: Option<u64>,
-    #[serde(default, deserialize_with = "named::rps_min")]
-    pub rps_min: Option<f64>,
-}
-
-/// `Limits` is flattened, and serde reads a flattened table from a buffer without
-/// positions, so toml points its error at the table's header only: the message names
-/// the key instead.
-mod named {
-    use serde::de::{Deserialize, Deserializer, Error};
-
-    fn named<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-        d: D,
-        key: &str,
-    ) -> Result<Option<T>, D::Error> {
-        Option::<T>::deserialize(d).map_err(|e| D::Error::custom(format!("`{key}`: {e}")))
-    }
-
-    pub fn error_rate_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-        named(d, "error_rate_max")
-    }
-
-    pub fn p95_ms_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        named(d, "p95_ms_max")
-    }
-
-    pub fn p99_ms_max<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        named(d, "p99_ms_max")
-    }
-
-    pub fn rps_min<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-        named(d, "rps_min")
-    }
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ThresholdsSection {
-    /// Over all requests.
-    #[serde(flatten)]
-    pub all: Limits,
-    /// Per request name, as the summary table shows it ("POST /v1/payments").
-    #[serde(default)]
-    pub request: Vec<RequestLimits>,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestLimits {
-    pub name: String,
-    #[serde(flatten)]
-    pub limits: Limits,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -318,7 +256,8 @@ pub struct LoadPlan {
     pub skew: Skew,
     pub zipf_exponent: f64,
     pub scenarios: Vec<(Scenario, usize)>,
-    pub thresholds: ThresholdsSection,
+    /// The thresholds, checked.
+    pub gate: Gate,
     pub report_dir: PathBuf,
     pub formats: Vec<String>,
     pub audit: bool,
@@ -403,13 +342,6 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
             Some((name, rule)) => (Some(name.trim().to_string()), rule),
             None => (None, t.as_str()),
         };
-        let (key, value) = rule.split_once('=').ok_or_else(|| {
-            invalid(
-                path,
-                "--threshold",
-                format!("{t:?}: expected KEY=VALUE or \"REQUEST:KEY=VALUE\""),
-            )
-        })?;
         let limits = match scope {
             None => &mut p.thresholds.all,
             Some(name) => {
@@ -426,25 +358,8 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
                 &mut p.thresholds.request[idx].limits
             }
         };
-        let bad = |m: &str| invalid(path, "--threshold", format!("{t:?}: {m}"));
-        let value = value.trim();
-        match key.trim() {
-            "error_rate_max" => {
-                limits.error_rate_max = Some(value.parse().map_err(|_| bad("not a number"))?)
-            }
-            "p95_ms_max" => {
-                limits.p95_ms_max = Some(value.parse().map_err(|_| bad("not a whole number"))?)
-            }
-            "p99_ms_max" => {
-                limits.p99_ms_max = Some(value.parse().map_err(|_| bad("not a whole number"))?)
-            }
-            "rps_min" => limits.rps_min = Some(value.parse().map_err(|_| bad("not a number"))?),
-            _ => {
-                return Err(bad(
-                    "KEY must be one of error_rate_max, p95_ms_max, p99_ms_max, rps_min",
-                ));
-            }
-        }
+        super::gate::apply_override(limits, rule)
+            .map_err(|m| invalid(path, "--threshold", format!("{t:?}: {m}")))?;
     }
     Ok(())
 }
@@ -695,14 +610,12 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             ),
         ));
     }
-    check_limits(path, "thresholds", &p.thresholds.all)?;
-    for (i, r) in p.thresholds.request.iter().enumerate() {
-        check_limits(
-            path,
-            &format!("thresholds.request[{i}] ({})", r.name),
-            &r.limits,
-        )?;
-    }
+    let gate = super::gate::check(
+        &p.thresholds,
+        matches!(shape, Shape::Arrival(_)),
+        shape.duration(),
+        path,
+    )?;
     for f in &p.report.formats {
         if !["html", "json", "md"].contains(&f.as_str()) {
             return Err(invalid(
@@ -746,7 +659,7 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         skew: p.merchants.skew,
         zipf_exponent,
         scenarios,
-        thresholds: p.thresholds.clone(),
+        gate,
         report_dir: p.report.dir.clone(),
         formats: p.report.formats.clone(),
         audit: p.audit.enabled,
@@ -823,28 +736,6 @@ fn parse_rate(path: &Path, key: &str, value: &str) -> Result<f64, ProfileError> 
             ),
         )),
     }
-}
-
-fn check_limits(path: &Path, key: &str, l: &Limits) -> Result<(), ProfileError> {
-    if let Some(e) = l.error_rate_max
-        && !(0.0..=1.0).contains(&e)
-    {
-        return Err(invalid(
-            path,
-            &format!("{key}.error_rate_max"),
-            format!("is {e}: a fraction from 0.0 to 1.0"),
-        ));
-    }
-    if let Some(r) = l.rps_min
-        && !(r >= 0.0 && r.is_finite())
-    {
-        return Err(invalid(
-            path,
-            &format!("{key}.rps_min"),
-            format!("is {r}: it must be 0 or more"),
-        ));
-    }
-    Ok(())
 }
 
 /// Check "users,time;users,time" and return its total time and peak users.

@@ -2,6 +2,7 @@
 //! anything starts, naming the file, the key and what is allowed.
 
 pub mod chaos;
+pub mod gate;
 pub mod layout_target;
 pub mod load;
 pub mod scale;
