@@ -31,11 +31,18 @@ run dir (apt-get install -y redis-server), \"existing\" reads PAYTOOL_REDIS_URL.
 Each run writes reports/<time>-<profile>/: Goose's HTML, JSON and Markdown reports,
 profile.toml, summary.json, summary.md, junit.xml, acks.jsonl, audit.json, merchants.json.
 
-Threshold keys: error_rate_max (0.0-1.0), p95_ms_max, p99_ms_max, rps_min; over all
-requests, or for one request name as the summary table shows it.
+Thresholds ([thresholds], or --threshold KEY=VALUE / --threshold \"RULE\"), over all
+requests or one request name as the summary table shows it: error_rate_max (0.0-1.0);
+p50_ms_max, p90_ms_max, p95_ms_max, p99_ms_max, p999_ms_max, max_ms_max (ms, of
+successful requests unless latency_of = \"all\"); rps_min (successful requests a second);
+late_rate_max and dropped_max (open model); or rules as text: \"p99 < 2.5ms\",
+\"error_rate < 1%\", \"rps > 500\". after = \"5s\" leaves a warm-up out;
+abort_on_fail = true (with delay = \"10s\") stops a run as soon as a rule fails.
 
-Exit codes: 0 passed; 1 a threshold or the money audit failed (or the run broke);
-2 usage or profile error; 3 the target could not be reached or the run could not start.";
+Exit codes: 0 passed; 1 a threshold failed (or stopped the run); 2 usage or profile
+error; 3 the target could not be reached or the run could not start; 4 the money audit
+failed (whatever else did); 5 the run broke after it started (an error, or a chaos step
+that could not be done).";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -181,7 +188,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
-    Ok(if summary.passed { 0 } else { 1 })
+    Ok(summary.exit_code())
 }
 
 fn summary_dir(args: &Args, run_id: &str) -> PathBuf {
@@ -200,7 +207,11 @@ fn classify(e: LoadtestError) -> anyhow::Error {
             message: e.to_string(),
         }
         .into(),
-        other => other.into(),
+        other => Failure {
+            code: loadtest::report::EXIT_RUN_BROKE,
+            message: other.to_string(),
+        }
+        .into(),
     }
 }
 

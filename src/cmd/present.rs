@@ -157,6 +157,9 @@ pub fn verdict(s: &RunSummary) -> String {
                 .map(|f| format!("chaos step {} on {}", f.fault, f.subject)),
         )
         .collect();
+    if let Some(why) = &s.aborted {
+        return format!("FAILED: {} ({why})", failed.join(", "));
+    }
     if s.passed {
         let audit = match &s.audit {
             Some(a) => format!(

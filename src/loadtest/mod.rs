@@ -326,6 +326,17 @@ impl Prepared {
                 None
             }
         };
+        let aborted: Arc<Mutex<Option<String>>> = Arc::default();
+        let abort_watch = plan.gate.abort_after.map(|delay| {
+            tokio::spawn(abort_on_fail(
+                plan.gate.clone(),
+                delay,
+                began,
+                self.ctx.clone(),
+                self.open.clone(),
+                aborted.clone(),
+            ))
+        });
         let result = match attack {
             Ok(a) => a
                 .execute()
@@ -333,6 +344,10 @@ impl Prepared {
                 .map_err(|e| LoadtestError::Start(format!("Goose: {e}"))),
             Err(e) => Err(e),
         };
+        if let Some(w) = abort_watch {
+            w.abort();
+        }
+        let aborted = aborted.lock().unwrap_or_else(|p| p.into_inner()).take();
         let _ = load_ended.send(true);
         let ended_at = crate::clock::utc_rfc3339();
         let faults = match chaos {
@@ -400,7 +415,8 @@ impl Prepared {
         };
         let passed = thresholds.iter().all(|t| t.passed)
             && audit.as_ref().is_none_or(|a| a.ok)
-            && faults.iter().all(chaos::FaultRecord::ok);
+            && faults.iter().all(chaos::FaultRecord::ok)
+            && aborted.is_none();
         let open_model = self.open.as_ref().map(|o| report::OpenModelFigures {
             rate_start_per_s: o.arrival.start_per_s,
             rate_end_per_s: o.arrival.end_per_s,
@@ -448,6 +464,7 @@ impl Prepared {
             thresholds,
             audit,
             chaos: faults,
+            aborted,
             passed,
         };
         report::write_all(dir, &summary)?;
@@ -499,6 +516,51 @@ impl Prepared {
         }
         out.flush()?;
         Ok(())
+    }
+}
+
+/// `[thresholds] abort_on_fail`: once `delay` has passed, judge the rules each second
+/// on what the load has seen so far (rules with nothing to judge yet wait); the first
+/// that fails stops the run through Goose's killswitch, which ends it as its run time
+/// would, so every report is still written.
+async fn abort_on_fail(
+    gate: crate::profile::gate::Gate,
+    delay: Duration,
+    began: std::time::Instant,
+    ctx: Arc<RunContext>,
+    open: Option<Arc<OpenModel>>,
+    aborted: Arc<Mutex<Option<String>>>,
+) {
+    tokio::time::sleep_until((began + delay).into()).await;
+    loop {
+        let elapsed = began.elapsed().as_secs_f64() - gate.after.as_secs_f64();
+        let schedule = open.as_ref().map(|o| {
+            let load =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            thresholds::Schedule {
+                sent: load(&o.sent),
+                late: load(&o.late),
+                dropped: load(&o.dropped),
+            }
+        });
+        let judged = thresholds::Judged::new(ctx.recorder.judged(), elapsed, schedule);
+        let failed = thresholds::evaluate(&gate, &judged)
+            .into_iter()
+            .find(|t| t.actual.is_some() && !t.passed);
+        if let Some(t) = failed {
+            let reason = format!(
+                "stopped after {:.0} s: {} {} was {} (limit {})",
+                began.elapsed().as_secs_f64(),
+                t.scope,
+                t.rule,
+                t.actual.map_or("-".into(), |a| format!("{a:.3}")),
+                t.limit
+            );
+            goose::trigger_killswitch(&reason);
+            *aborted.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+            return;
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
     }
 }
 

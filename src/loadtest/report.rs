@@ -87,11 +87,21 @@ pub struct RunSummary {
     /// and runs merged by adding them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub histograms: BTreeMap<String, SavedLatencies>,
+    /// Why `[thresholds] abort_on_fail` stopped the run early, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
     /// The faults the profile's `[[chaos]]` steps injected, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<super::chaos::FaultRecord>,
     pub passed: bool,
 }
+
+/// `paytool loadtest`'s exit codes beside 0 (passed), 2 (bad input) and 3 (the target
+/// unreachable or the run could not start).
+pub const EXIT_THRESHOLD_FAILED: u8 = 1;
+pub const EXIT_AUDIT_FAILED: u8 = 4;
+/// The run broke after it started: an error, or a chaos step that could not be done.
+pub const EXIT_RUN_BROKE: u8 = 5;
 
 /// What summary.json's fields mean; raised when one changes meaning.
 pub const SUMMARY_SCHEMA: u32 = 1;
@@ -170,6 +180,21 @@ impl RunSummary {
                 .collect();
             format!("requests per instance: {}", each.join(", "))
         })
+    }
+
+    /// The exit code a pipeline reads: 0 passed; 4 the money audit failed (whatever
+    /// else did); 5 a chaos step could not be injected or lifted; 1 a threshold failed
+    /// or the run was stopped early by one.
+    pub fn exit_code(&self) -> u8 {
+        if self.passed {
+            0
+        } else if self.audit.as_ref().is_some_and(|a| !a.ok) {
+            EXIT_AUDIT_FAILED
+        } else if self.chaos.iter().any(|f| !f.ok()) {
+            EXIT_RUN_BROKE
+        } else {
+            EXIT_THRESHOLD_FAILED
+        }
     }
 
     pub fn failed_thresholds(&self) -> impl Iterator<Item = &ThresholdResult> {
@@ -307,7 +332,9 @@ pub fn junit(s: &RunSummary) -> String {
     let mut cases = String::new();
     let mut failures = 0;
     for t in &s.thresholds {
-        let name = format!("threshold {} {} {}", t.scope, t.rule, t.limit);
+        // Stable across limit changes (CI tools track a test by its name): the limit is
+        // in the message.
+        let name = format!("threshold {} {}", t.scope, t.rule);
         let _ = write!(
             cases,
             "    <testcase classname=\"paytool.thresholds\" name=\"{}\">",
@@ -393,6 +420,7 @@ pub(crate) mod fixtures {
             thresholds: vec![],
             audit: None,
             chaos: vec![],
+            aborted: None,
             passed,
             schema: super::SUMMARY_SCHEMA,
             profile_sha256: String::new(),

@@ -322,7 +322,8 @@ fn a_remote_target_without_its_admin_token_exits_2() {
 fn the_audit_catches_a_dropped_acknowledged_payment() {
     let reports = temp_dir();
     let (code, summary, output) = smoke(reports.path(), &["--server-fault-drop-ack-every", "25"]);
-    assert_eq!(code, Some(1), "{output}");
+    // 4: the money audit failed, told apart from a missed threshold (1).
+    assert_eq!(code, Some(4), "{output}");
     let audit = &summary["audit"];
     assert_eq!(audit["ok"], false);
     let missing = named(&audit["checks"], "acknowledged_payments_exist");
@@ -565,4 +566,44 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     assert_eq!(code, Some(1), "{output}");
     assert_eq!(result["steps"].as_array().unwrap().len(), 1);
     assert!(result["best_rate_per_s"].is_null());
+}
+
+#[test]
+fn a_hopeless_run_stops_early_and_still_writes_every_report() {
+    let dir = temp_dir();
+    let text = std::fs::read_to_string(PROFILE).unwrap().replace(
+        "[thresholds]\n",
+        "[thresholds]\nabort_on_fail = true\ndelay = \"1s\"\nrules = [\"p50 < 1us\"]\n",
+    );
+    let profile = dir.path().join("hopeless.toml");
+    std::fs::write(&profile, text).unwrap();
+    let reports = dir.path().join("reports");
+    let (code, summary, output) = run_json(
+        &reports,
+        &["-p", profile.to_str().unwrap(), "--run-time", "60s"],
+    );
+    assert_eq!(code, Some(1), "{output}");
+    let why = summary["aborted"].as_str().expect("stopped early");
+    assert!(why.contains("All p50_ms_max"), "{why}");
+    // Stopped long before its minute: the killswitch ended it, not the run time.
+    assert!(
+        summary["duration_s"].as_f64().unwrap() < 30.0,
+        "{summary:#}"
+    );
+    let failed = summary["thresholds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["rule"] == "p50_ms_max")
+        .unwrap();
+    assert_eq!(failed["passed"], false);
+    let dir = run_dir(&reports, &summary);
+    for file in [
+        "summary.json",
+        "summary.md",
+        "junit.xml",
+        "timeseries.jsonl",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
 }
