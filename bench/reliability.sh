@@ -88,7 +88,10 @@ if [[ $FUZZ == 1 ]]; then
   log "schemathesis (scripts/fuzz_api.sh)"
   rc=0
   PAYTOOL_BIN=$BIN bash scripts/fuzz_api.sh >"$WORK/fuzz.out" 2>&1 || rc=$?
-  FUZZ_LINE="$(grep -E 'cases|passed|failed' "$WORK/fuzz.out" | tail -3 | tr '\n' ' ') (exit $rc)"
+  FUZZ_LINE=$(grep -m1 '^schemathesis: ' "$WORK/fuzz.out" || true)
+  [[ -n $FUZZ_LINE ]] || { tail -20 "$WORK/fuzz.out" >&2; die "scripts/fuzz_api.sh printed no summary (exit $rc)"; }
+  (( rc == 0 )) && FUZZ_LINE="$FUZZ_LINE: 0 failures, every check on" ||
+    FUZZ_LINE="$FUZZ_LINE: **failures**, see scripts/fuzz_api.sh's output"
 fi
 
 # ---------------------------------------------------------------- the table
