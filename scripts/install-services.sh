@@ -15,6 +15,10 @@ fi
 if ! command -v redis-server >/dev/null; then
   need_apt+=(redis-server)
 fi
+# The HTML report's test opens it as a user would, in headless Chromium.
+if ! command -v chromium >/dev/null; then
+  need_apt+=(chromium)
+fi
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]} (Debian packages)"
   if [[ $(id -u) -ne 0 ]]; then

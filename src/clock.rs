@@ -31,6 +31,56 @@ pub fn utc_rfc3339() -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// Milliseconds since the epoch of an RFC 3339 UTC time, "2026-11-28T03:30:00Z" (a
+/// fraction of a second allowed); None for anything else.
+pub fn parse_rfc3339_utc(text: &str) -> Option<i64> {
+    let t = text
+        .trim()
+        .strip_suffix('Z')
+        .or_else(|| text.trim().strip_suffix('z'))?;
+    let (date, time) = t.split_once(['T', 't', ' '])?;
+    let mut d = date.split('-');
+    let (y, mo, da): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut h = hms.split(':');
+    let (hh, mi, ss): (i64, i64, i64) = (
+        h.next()?.parse().ok()?,
+        h.next()?.parse().ok()?,
+        h.next()?.parse().ok()?,
+    );
+    if d.next().is_some()
+        || h.next().is_some()
+        || !(1..=12).contains(&mo)
+        || !(1..=31).contains(&da)
+        || hh > 23
+        || mi > 59
+        || ss > 60
+    {
+        return None;
+    }
+    let ms: i64 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(3).collect();
+        if !frac.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        format!("{digits:0<3}").parse().ok()?
+    };
+    // Howard Hinnant's days-from-civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + da - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 86_400 + hh * 3600 + mi * 60 + ss) * 1000) + ms)
+}
+
 /// "20261125-013000": sorts by time, safe in a file name.
 pub fn utc_compact() -> String {
     let (y, mo, d, h, mi, s) = utc_now();
@@ -39,6 +89,27 @@ pub fn utc_compact() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_reads_back() {
+        assert_eq!(super::parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            super::parse_rfc3339_utc("2026-11-28T03:30:00.5Z"),
+            Some(1_795_836_600_500)
+        );
+        assert_eq!(
+            super::parse_rfc3339_utc("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000)
+        );
+        for bad in [
+            "2026-11-28T03:30:00",
+            "2026-13-01T00:00:00Z",
+            "soon",
+            "2026-11-28T03:30Z",
+        ] {
+            assert_eq!(super::parse_rfc3339_utc(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn plausible() {
         let (y, mo, d, h, mi, s) = super::utc_now();

@@ -3,6 +3,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use paytool::loadtest::find_max::SearchLimits;
 use paytool::loadtest::{self, LoadtestError};
 use paytool::profile::load::{self as profile, Overrides, RedisMode};
+use paytool::profile::segment::Segment;
 use paytool::store::sqlite::Faults;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -106,6 +107,23 @@ pub struct Args {
     /// Skip the money audit
     #[arg(long)]
     pub no_audit: bool,
+    /// Distributed load: run the I-th of N equal slices of the profile (its users dealt
+    /// out, or arrival i to segment i mod N, keeping the schedule) against a --target
+    /// every segment shares; `paytool report merge` adds the segments' reports up
+    #[arg(long, value_name = "I/N", value_parser = parse_segment)]
+    pub segment: Option<Segment>,
+    /// Use the merchants in this merchants.json (written by --prepare-only) instead of
+    /// creating the run's own, so that every segment pays to the same merchants
+    #[arg(long, value_name = "FILE")]
+    pub merchants_file: Option<PathBuf>,
+    /// Create the run's merchants on the --target, write their keys to --merchants-file
+    /// (mode 0600), and stop
+    #[arg(long, requires = "merchants_file")]
+    pub prepare_only: bool,
+    /// Start the load at this UTC time (RFC 3339, e.g. 2026-11-28T03:30:00Z; at most an
+    /// hour ahead), so that segments on several machines start together
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
     /// text: live progress, tables and a verdict; json: the summary as JSON on stdout
     #[arg(long, value_enum, default_value = "text")]
     pub output: super::Output,
@@ -115,6 +133,13 @@ pub struct Args {
     #[arg(long, hide = true)]
     pub server_fault_drop_ack_every: Option<u64>,
 }
+
+fn parse_segment(text: &str) -> Result<Segment, String> {
+    Segment::parse(text)
+}
+
+/// The longest --start-at may make a run wait.
+const START_AT_AHEAD_MAX_MS: i64 = 3_600_000;
 
 impl Args {
     #[cfg(feature = "test-faults")]
@@ -152,8 +177,35 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         rate: args.rate.clone(),
         connections: args.connections,
         thresholds: args.thresholds.clone(),
+        segment: args.segment,
     };
-    let plan = profile::load(&args.profile, &overrides).map_err(|e| UsageError(e.to_string()))?;
+    let mut plan =
+        profile::load(&args.profile, &overrides).map_err(|e| UsageError(e.to_string()))?;
+    if args.prepare_only && plan.target_url.is_none() {
+        return Err(UsageError(
+            "--prepare-only makes merchants on a running API: give --target URL".into(),
+        )
+        .into());
+    }
+    if !args.prepare_only {
+        plan.merchants_from = args.merchants_file.clone();
+    }
+    let start_at = match &args.start_at {
+        Some(t) => {
+            let at = paytool::clock::parse_rfc3339_utc(t).ok_or_else(|| {
+                UsageError(format!(
+                    "--start-at {t:?}: write a UTC time such as 2026-11-28T03:30:00Z"
+                ))
+            })?;
+            if at - paytool::ids::now_ms() > START_AT_AHEAD_MAX_MS {
+                return Err(
+                    UsageError(format!("--start-at {t:?} is more than an hour ahead")).into(),
+                );
+            }
+            Some(at)
+        }
+        None => None,
+    };
     let faults = args.faults()?;
     let text = args.output == super::Output::Text;
     if args.find_max && !(args.find_max_factor > 1.0 && args.find_max_factor <= 10.0) {
@@ -162,7 +214,17 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     if args.find_max && args.find_max_bisect > 10 {
         return Err(UsageError("--find-max-bisect must be at most 10".into()).into());
     }
-    let prepared = loadtest::prepare(plan, faults).await.map_err(classify)?;
+    let mut prepared = loadtest::prepare(plan, faults).await.map_err(classify)?;
+    if args.prepare_only {
+        let to = args.merchants_file.as_deref().expect("clap requires it");
+        prepared.write_merchants(to).map_err(classify)?;
+        prepared.finish_unrun().await.map_err(classify)?;
+        if text {
+            println!("merchants written to {} (mode 0600)", to.display());
+        }
+        return Ok(0);
+    }
+    prepared.start_at(start_at);
     if args.find_max {
         return find_max(prepared, &args, text).await;
     }

@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod chaos;
 pub mod diff;
 pub mod find_max;
+pub mod html;
 pub mod layout;
 pub mod open_model;
 pub mod process;
@@ -71,6 +72,8 @@ pub struct Prepared {
     steps: usize,
     /// Payments acknowledged in the steps before this one (the store holds them too).
     acked_before: u64,
+    /// `--start-at`: ms since the epoch.
+    start_at_ms: Option<i64>,
 }
 
 /// The Redis a spawned API uses: one started under the run dir, or the caller's.
@@ -103,7 +106,10 @@ async fn cache_target(
 }
 
 pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, LoadtestError> {
-    let run_id = format!("{}-{}", crate::clock::utc_compact(), plan.name);
+    let segment = plan
+        .segment
+        .map_or(String::new(), |s| format!("-seg{}of{}", s.index, s.of));
+    let run_id = format!("{}-{}{segment}", crate::clock::utc_compact(), plan.name);
     let run_dir = unique_dir(&plan.report_dir, &run_id)?;
     let run_id = run_dir
         .file_name()
@@ -155,7 +161,10 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
     for base in &bases {
         admin.check_reachable(base).await?;
     }
-    let merchants = admin.create_merchants(plan.merchants, &run_id).await?;
+    let merchants = match &plan.merchants_from {
+        Some(file) => read_merchants(file)?,
+        None => admin.create_merchants(plan.merchants, &run_id).await?,
+    };
     // Merchant keys are secrets: only in the run dir, readable by the owner.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -183,9 +192,29 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         merchants,
         steps: 0,
         acked_before: 0,
+        start_at_ms: None,
     };
     prepared.new_context(None);
     Ok(prepared)
+}
+
+/// Merchants a `--prepare-only` run (or another segment) wrote: their ids and keys.
+fn read_merchants(file: &Path) -> Result<Vec<context::MerchantCreds>, LoadtestError> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| LoadtestError::Config(format!("--merchants-file {}: {e}", file.display())))?;
+    let merchants: Vec<context::MerchantCreds> = serde_json::from_str(&text).map_err(|e| {
+        LoadtestError::Config(format!(
+            "--merchants-file {}: not a merchants.json written by paytool loadtest: {e}",
+            file.display()
+        ))
+    })?;
+    if merchants.is_empty() {
+        return Err(LoadtestError::Config(format!(
+            "--merchants-file {}: holds no merchants",
+            file.display()
+        )));
+    }
+    Ok(merchants)
 }
 
 fn unique_dir(parent: &Path, name: &str) -> Result<PathBuf, LoadtestError> {
@@ -243,17 +272,52 @@ impl Prepared {
         self.open = arrival.map(|a| {
             Arc::new(OpenModel::new(
                 a,
+                self.plan.segment,
                 self.plan.scenarios.clone(),
                 self.plan.timeout,
             ))
         });
-        let prefix = format!("{}-s{}", self.run_id, self.steps);
+        // Segments may share a run id (one profile started at the same second): each
+        // keeps keys of its own.
+        let segment = self
+            .plan
+            .segment
+            .map_or(String::new(), |s| format!("-g{}of{}", s.index, s.of));
+        let prefix = format!("{}{segment}-s{}", self.run_id, self.steps);
         self.ctx = Arc::new(RunContext::new(
             Instances::new(self.bases.clone()),
             self.merchants.clone(),
             self.plan.zipf_exponent,
             &prefix,
         ));
+    }
+
+    /// Wait for this wall-clock time (ms since the epoch) before the load begins.
+    pub fn start_at(&mut self, at_ms: Option<i64>) {
+        self.start_at_ms = at_ms;
+    }
+
+    /// The run's merchants and keys, for other segments (`--merchants-file`).
+    pub fn write_merchants(&self, to: &Path) -> Result<(), LoadtestError> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(to)
+            .map_err(|e| {
+                LoadtestError::Config(format!("--merchants-file {}: {e}", to.display()))
+            })?;
+        f.write_all(
+            &serde_json::to_vec_pretty(&self.merchants)
+                .map_err(|e| LoadtestError::Run(e.to_string()))?,
+        )?;
+        Ok(())
+    }
+
+    /// Stop what was spawned without running anything (`--prepare-only`).
+    pub async fn finish_unrun(mut self) -> Result<(), LoadtestError> {
+        self.target.stop().await
     }
 
     /// Run the plan once, report into the run dir, stop the target.
@@ -274,7 +338,12 @@ impl Prepared {
         // Spawned instances share this process's metrics recorder: one scrape covers all.
         let figures = Arc::new(Mutex::new(summary::Scrapes::default()));
         let samples: Arc<Mutex<Vec<timeseries::Sample>>> = Arc::default();
+        if let Some(at) = self.start_at_ms.take() {
+            let wait = (at - crate::ids::now_ms()).max(0) as u64;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
         let began = std::time::Instant::now();
+        let started_at_ms = crate::ids::now_ms();
         let started_at = crate::clock::utc_rfc3339();
         self.ctx.recorder.begin(plan.gate.after);
         let scraper = {
@@ -381,6 +450,7 @@ impl Prepared {
             self.open.is_some(),
         );
         timeseries::write(dir, &series)?;
+        timeseries::write_intervals(dir, &recorded)?;
         let schedule = self.open.as_ref().map(|o| {
             let load =
                 |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
@@ -407,7 +477,14 @@ impl Prepared {
         let thresholds = thresholds::evaluate(&plan.gate, &judged);
         self.write_acks(dir)?;
         let audit = if plan.audit {
-            let outcome = audit::run(&self.admin, &self.ctx, self.acked_before).await?;
+            // Merchants shared with other generators hold their payments too: the
+            // store's count is checked over all of them by `report merge --target`.
+            let count = self
+                .plan
+                .merchants_from
+                .is_none()
+                .then_some(self.acked_before);
+            let outcome = audit::run(&self.admin, &self.ctx, count).await?;
             self.acked_before += outcome.acknowledged_payments;
             Some(outcome)
         } else {
@@ -421,7 +498,7 @@ impl Prepared {
             rate_start_per_s: o.arrival.start_per_s,
             rate_end_per_s: o.arrival.end_per_s,
             connections: o.arrival.connections,
-            scheduled: o.arrival.total(),
+            scheduled: o.scheduled(),
             sent: o.sent.load(std::sync::atomic::Ordering::Relaxed),
             late: o.late.load(std::sync::atomic::Ordering::Relaxed),
             late_after_ms: open_model::LATE_AFTER.as_millis() as u64,
@@ -437,6 +514,15 @@ impl Prepared {
             )),
             paytool_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: started_at.clone(),
+            started_at_ms,
+            segment: plan.segment.map(|s| s.label()),
+            histograms_judged: self
+                .ctx
+                .recorder
+                .judged()
+                .iter()
+                .map(|(name, l)| (name.clone(), report::SavedLatencies::from(l)))
+                .collect(),
             ended_at: ended_at.clone(),
             histograms: recorded
                 .series
@@ -468,6 +554,7 @@ impl Prepared {
             passed,
         };
         report::write_all(dir, &summary)?;
+        std::fs::write(dir.join("report.html"), html::render(&summary, &series))?;
         Ok(summary)
     }
 

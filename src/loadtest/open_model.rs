@@ -10,6 +10,7 @@
 //! instances, worker `w` connects to instance `w % n`, as a layer-4 balancer would.
 
 use crate::profile::load::ArrivalRate;
+use crate::profile::segment::Segment;
 use crate::scenarios::Scenario;
 use crate::scenarios::client::{Call, Client, JourneyResult, Method, Reply, judge};
 use crate::scenarios::context::RunContext;
@@ -44,6 +45,9 @@ pub fn goose_run_time(arrival: &ArrivalRate) -> Duration {
 
 pub struct OpenModel {
     pub arrival: ArrivalRate,
+    /// `--segment I/N`: only the arrivals i with i mod N = I - 1, at their due times
+    /// in the whole schedule.
+    pub segment: Option<Segment>,
     pub mix: Vec<(Scenario, usize)>,
     pub timeout: Duration,
     pub sent: AtomicU64,
@@ -59,9 +63,15 @@ pub struct OpenModel {
 }
 
 impl OpenModel {
-    pub fn new(arrival: ArrivalRate, mix: Vec<(Scenario, usize)>, timeout: Duration) -> Self {
+    pub fn new(
+        arrival: ArrivalRate,
+        segment: Option<Segment>,
+        mix: Vec<(Scenario, usize)>,
+        timeout: Duration,
+    ) -> Self {
         OpenModel {
             arrival,
+            segment,
             mix,
             timeout,
             sent: AtomicU64::new(0),
@@ -71,6 +81,20 @@ impl OpenModel {
             done: AtomicBool::new(false),
             elapsed_ms: AtomicU64::new(0),
             lag: LiveStats::default(),
+        }
+    }
+
+    /// The arrivals this process sends: the whole schedule, or its segment's share.
+    pub fn scheduled(&self) -> u64 {
+        let total = self.arrival.total();
+        self.segment.map_or(total, |s| s.share(total))
+    }
+
+    /// The k-th arrival this process sends, as an index into the whole schedule.
+    fn arrival_index(&self, k: u64) -> u64 {
+        match self.segment {
+            Some(s) => (s.index - 1) as u64 + k * s.of as u64,
+            None => k,
         }
     }
 
@@ -173,7 +197,7 @@ async fn worker(
     let total = open.arrival.total();
     let mut connection = None;
     loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
+        let i = open.arrival_index(next.fetch_add(1, Ordering::Relaxed));
         if i >= total {
             return;
         }
@@ -254,8 +278,10 @@ impl Client for ArrivalClient<'_> {
     async fn send(&mut self, call: Call) -> JourneyResult<Reply> {
         let started = self.due.take().unwrap_or_else(Instant::now);
         let authority = self.ctx.instances.authority(self.instance);
+        let mut unsent = false;
         if self.connection.as_ref().is_none_or(|s| s.is_closed()) {
             *self.connection = connect(authority).await;
+            unsent = self.connection.is_none();
         }
         self.ctx.instances.sent_to(self.instance);
         let answer = match self.connection.as_mut() {
@@ -265,10 +291,12 @@ impl Client for ArrivalClient<'_> {
         if answer.is_none() {
             *self.connection = None;
         }
-        let reply = match &answer {
+        let mut reply = match &answer {
             Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
             None => judge(call.expect, None, &[]),
         };
+        // No connection could be made: the request never left.
+        reply.unsent = unsent;
         self.record(&call, started.elapsed(), &reply).await?;
         Ok(reply)
     }

@@ -60,9 +60,18 @@ pub struct RunSummary {
     pub profile_sha256: String,
     #[serde(default)]
     pub paytool_version: String,
-    /// When the load began and ended, UTC (RFC 3339).
+    /// When the load began and ended, UTC (RFC 3339); the start also in ms since the
+    /// epoch, which lines segments' intervals up when they are merged.
     #[serde(default)]
     pub started_at: String,
+    #[serde(default)]
+    pub started_at_ms: i64,
+    /// `--segment I/N`: which slice of the profile this run was ("2/3").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// The histograms the thresholds judged (after the warm-up), as `histograms`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub histograms_judged: BTreeMap<String, SavedLatencies>,
     #[serde(default)]
     pub ended_at: String,
     pub target: String,
@@ -426,6 +435,9 @@ pub(crate) mod fixtures {
             profile_sha256: String::new(),
             paytool_version: String::new(),
             started_at: String::new(),
+            started_at_ms: 0,
+            segment: None,
+            histograms_judged: Default::default(),
             ended_at: String::new(),
             histograms: Default::default(),
         }

@@ -4,7 +4,7 @@
 //! the open model, the arrivals sent late or dropped.
 
 use super::summary::ScrapePoint;
-use crate::scenarios::record::{IntervalFigures, Recorded};
+use crate::scenarios::record::{IntervalFigures, Recorded, SavedHistogram};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -129,6 +129,37 @@ fn server_figures(row: &mut Row, samples: &[Sample], from: f64, to: f64, open_mo
         row.cache_hit_ratio =
             (hits + misses > 0.0).then(|| (hits / (hits + misses) * 1000.0).round() / 1000.0);
     }
+}
+
+/// One interval of one request name with its histograms, as `intervals.jsonl` keeps
+/// it: what `report merge` adds up across segments.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SavedInterval {
+    pub index: usize,
+    pub name: String,
+    pub failures_by_status: BTreeMap<String, u64>,
+    pub ok: SavedHistogram,
+    pub failed: SavedHistogram,
+}
+
+pub const INTERVALS_FILE: &str = "intervals.jsonl";
+
+pub fn write_intervals(dir: &Path, recorded: &Recorded) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join(INTERVALS_FILE))?);
+    for (name, s) in &recorded.series {
+        for f in &s.intervals {
+            let line = SavedInterval {
+                index: f.index,
+                name: name.clone(),
+                failures_by_status: f.failures_by_status.clone(),
+                ok: f.ok_histogram.clone(),
+                failed: f.failed_histogram.clone(),
+            };
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()
 }
 
 const CSV_HEADER: &str = "t_s,name,requests,ok,failed,failures_by_status,rps,p50_ms,p90_ms,p95_ms,p99_ms,p999_ms,max_ms,batch_size_mean,queue_depth_max,cache_hit_ratio,late,dropped";

@@ -4,6 +4,7 @@
 use super::chaos::{ChaosStep, FaultStep, Spawns};
 use super::gate::{Gate, Limits, RequestLimits, ThresholdsSection};
 use super::layout_target::{INSTANCES_MAX, LayoutTarget, PostgresMode};
+use super::segment::Segment;
 use super::{ProfileError, duration, invalid};
 use crate::scenarios::Scenario;
 use serde::{Deserialize, Serialize};
@@ -263,6 +264,11 @@ pub struct LoadPlan {
     pub audit: bool,
     /// Faults to inject, sorted by when.
     pub chaos: Vec<FaultStep>,
+    /// `--segment I/N`: this process's slice of the profile.
+    pub segment: Option<Segment>,
+    /// `--merchants-file`: merchants made before (by `--prepare-only` or another
+    /// segment), used instead of creating the run's own.
+    pub merchants_from: Option<PathBuf>,
 }
 
 /// What flags may override; each is the profile key of the same name.
@@ -281,12 +287,57 @@ pub struct Overrides {
     pub connections: Option<usize>,
     /// `KEY=VALUE` or `REQUEST NAME:KEY=VALUE`, e.g. `p99_ms_max=250`.
     pub thresholds: Vec<String>,
+    /// `--segment I/N`: run only this slice of the profile.
+    pub segment: Option<Segment>,
 }
 
 pub fn load(path: &Path, overrides: &Overrides) -> Result<LoadPlan, ProfileError> {
     let mut profile: LoadProfile = super::read_toml(path)?;
     apply(&mut profile, overrides, path)?;
-    check(profile, path)
+    let plan = check(profile, path)?;
+    match overrides.segment {
+        Some(s) => slice(plan, s, path),
+        None => Ok(plan),
+    }
+}
+
+/// The plan's slice: its users dealt out (an arrival rate is dealt out as it runs). It
+/// needs a target of its own: N processes each spawning an API would test N APIs.
+fn slice(mut plan: LoadPlan, segment: Segment, path: &Path) -> Result<LoadPlan, ProfileError> {
+    if plan.target_url.is_none() {
+        return Err(invalid(
+            path,
+            "--segment",
+            "needs one target every segment shares: give --target URL (or target.url)",
+        ));
+    }
+    match &mut plan.shape {
+        Shape::Users { users, .. } => {
+            let share = segment.share(*users as u64) as usize;
+            let weighted = plan.scenarios.len();
+            if share < weighted.max(1) {
+                return Err(invalid(
+                    path,
+                    "--segment",
+                    format!(
+                        "gives segment {} {share} of {users} users, fewer than the {weighted} weighted scenarios (Goose gives each user one): use more users or fewer segments",
+                        segment.label()
+                    ),
+                ));
+            }
+            *users = share;
+        }
+        Shape::TestPlan { .. } => {
+            return Err(invalid(
+                path,
+                "--segment",
+                "splits users or an arrival rate, not a Goose test plan",
+            ));
+        }
+        Shape::Arrival(_) => {}
+    }
+    plan.segment = Some(segment);
+    Ok(plan)
 }
 
 fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileError> {
@@ -641,6 +692,8 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
     )?;
     Ok(LoadPlan {
         chaos,
+        segment: None,
+        merchants_from: None,
         name,
         source: path.to_path_buf(),
         target_url,

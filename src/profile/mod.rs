@@ -6,6 +6,7 @@ pub mod gate;
 pub mod layout_target;
 pub mod load;
 pub mod scale;
+pub mod segment;
 pub mod shards;
 
 #[cfg(test)]

@@ -138,6 +138,9 @@ pub enum Body {
 pub struct Reply {
     /// None: no answer (connection failure or timeout).
     pub status: Option<u16>,
+    /// The request never reached the server (its connection could not be made): it
+    /// certainly changed nothing.
+    pub unsent: bool,
     pub ok: bool,
     /// Why the request failed, as reports show it.
     pub error: Option<String>,
@@ -145,6 +148,16 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Certainly nothing was made or changed: never sent, or refused whole (a 4xx, but
+    /// a 402, which carries the failed payment it recorded, and a 409, whose key another
+    /// request may yet commit).
+    pub fn made_nothing(&self) -> bool {
+        self.unsent
+            || self
+                .status
+                .is_some_and(|s| (400..500).contains(&s) && s != 402 && s != 409)
+    }
+
     pub fn payment(&self) -> Option<&PaymentSeen> {
         match (&self.body, self.ok) {
             (Body::Payment(p), true) => Some(p),
@@ -166,6 +179,7 @@ pub fn judge(expect: Expect, status: Option<u16>, bytes: &[u8]) -> Reply {
         let ok = matches!(expect, Expect::Anything(_));
         return Reply {
             status,
+            unsent: false,
             ok,
             error: (!ok).then(|| "no answer".to_string()),
             body: Body::None,
@@ -179,6 +193,7 @@ pub fn judge(expect: Expect, status: Option<u16>, bytes: &[u8]) -> Reply {
             };
             return Reply {
                 status: Some(status),
+                unsent: false,
                 ok: true,
                 error: None,
                 body,
@@ -189,6 +204,7 @@ pub fn judge(expect: Expect, status: Option<u16>, bytes: &[u8]) -> Reply {
         _ => {
             return Reply {
                 status: Some(status),
+                unsent: false,
                 ok: false,
                 error: Some(format!("unexpected status {status}")),
                 body: parse(Shape::Json, bytes).unwrap_or(Body::None),
@@ -198,12 +214,14 @@ pub fn judge(expect: Expect, status: Option<u16>, bytes: &[u8]) -> Reply {
     match parse(shape, bytes) {
         Ok(body) => Reply {
             status: Some(status),
+            unsent: false,
             ok: true,
             error: None,
             body,
         },
         Err(e) => Reply {
             status: Some(status),
+            unsent: false,
             ok: false,
             error: Some(format!(
                 "a {status} whose body is not {}: {e}",
@@ -304,17 +322,18 @@ impl Client for GooseClient<'_> {
             .build();
         let started = Instant::now();
         let mut goose = self.user.request(request).await?;
-        let (status, bytes) = match goose.response {
+        let (status, bytes, unsent) = match goose.response {
             Ok(r) => {
                 let status = r.status().as_u16();
                 match r.bytes().await {
-                    Ok(b) => (Some(status), b.to_vec()),
-                    Err(_) => (None, Vec::new()),
+                    Ok(b) => (Some(status), b.to_vec(), false),
+                    Err(_) => (None, Vec::new(), false),
                 }
             }
-            Err(_) => (None, Vec::new()),
+            Err(e) => (None, Vec::new(), e.is_connect()),
         };
-        let reply = judge(call.expect, status, &bytes);
+        let mut reply = judge(call.expect, status, &bytes);
+        reply.unsent = unsent;
         // Before the verdict: set_failure ends the transaction with an error, and a
         // failure the live figures (and the chaos windows) never saw would not count.
         self.ctx.record(
@@ -326,7 +345,12 @@ impl Client for GooseClient<'_> {
         );
         match (&reply.error, goose.request.success) {
             (None, false) => self.user.set_success(&mut goose.request)?,
-            (Some(e), _) => self.user.set_failure(e, &mut goose.request, None, None)?,
+            // set_failure records the failure, then returns an error to end the
+            // transaction; the journey decides instead (a create with no answer is
+            // noted for its resend, see `acks::Unanswered`).
+            (Some(e), _) => {
+                let _ = self.user.set_failure(e, &mut goose.request, None, None);
+            }
             (None, true) => {}
         }
         Ok(reply)
@@ -340,26 +364,27 @@ impl Client for GooseClient<'_> {
                 call,
                 tokio::spawn(async move {
                     let started = Instant::now();
-                    let answer = match builder.send().await {
+                    let (answer, unsent) = match builder.send().await {
                         Ok(r) => {
                             let status = r.status().as_u16();
-                            r.bytes().await.ok().map(|b| (status, b))
+                            (r.bytes().await.ok().map(|b| (status, b)), false)
                         }
-                        Err(_) => None,
+                        Err(e) => (None, e.is_connect()),
                     };
-                    (started.elapsed(), answer)
+                    (started.elapsed(), answer, unsent)
                 }),
             ));
         }
         let mut replies = Vec::with_capacity(tries.len());
         for (call, task) in tries {
-            let (elapsed, answer) = task
+            let (elapsed, answer, unsent) = task
                 .await
                 .map_err(|e| Box::new(TransactionError::Custom(e.to_string())))?;
-            let reply = match &answer {
+            let mut reply = match &answer {
                 Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
                 None => judge(call.expect, None, &[]),
             };
+            reply.unsent = unsent;
             self.ctx.record(
                 call.method.as_str(),
                 call.name,

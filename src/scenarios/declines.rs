@@ -19,6 +19,9 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
     let call = Call::post(names::PAYMENTS, names::DECLINE, merchant, key.clone(), body)
         .expect(Expect::Status(402, Shape::DeclinedPayment));
     let reply = client.send(call).await?;
+    if reply.made_nothing() {
+        ctx.unanswered.answered(&key);
+    }
     if let Some(p) = reply.payment() {
         ctx.acks.created(merchant, &key, p);
         ctx.unanswered.answered(&key);

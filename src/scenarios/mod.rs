@@ -196,6 +196,9 @@ async fn create_payment<C: Client>(
     )
     .expect(Expect::Success(Shape::Payment));
     let reply = client.send(call).await?;
+    if reply.made_nothing() {
+        ctx.unanswered.answered(&key);
+    }
     Ok(reply.payment().map(|p| {
         ctx.acks.created(merchant, &key, p);
         ctx.unanswered.answered(&key);

@@ -89,6 +89,41 @@ pub struct IntervalFigures {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// Its histograms, kept compact, so intervals of several runs can be added.
+    pub ok_histogram: SavedHistogram,
+    pub failed_histogram: SavedHistogram,
+}
+
+impl IntervalFigures {
+    /// The figures of `latencies`, recorded in interval `index`.
+    pub fn of(
+        index: usize,
+        latencies: &Latencies,
+        failures_by_status: BTreeMap<String, u64>,
+    ) -> Self {
+        let h = latencies.all();
+        IntervalFigures {
+            index,
+            ok: latencies.ok.len(),
+            failed: latencies.failed.len(),
+            failures_by_status,
+            p50_ms: ms_at(&h, 0.50),
+            p90_ms: ms_at(&h, 0.90),
+            p95_ms: ms_at(&h, 0.95),
+            p99_ms: ms_at(&h, 0.99),
+            p999_ms: ms_at(&h, 0.999),
+            max_ms: max_ms(&h),
+            ok_histogram: SavedHistogram::from(&latencies.ok),
+            failed_histogram: SavedHistogram::from(&latencies.failed),
+        }
+    }
+
+    pub fn latencies(&self) -> Latencies {
+        Latencies {
+            ok: self.ok_histogram.histogram(),
+            failed: self.failed_histogram.histogram(),
+        }
+    }
 }
 
 /// An interval still being recorded.
@@ -101,19 +136,7 @@ struct Open {
 
 impl Open {
     fn close(&self) -> IntervalFigures {
-        let h = self.latencies.all();
-        IntervalFigures {
-            index: self.index,
-            ok: self.latencies.ok.len(),
-            failed: self.latencies.failed.len(),
-            failures_by_status: self.failures_by_status.clone(),
-            p50_ms: ms_at(&h, 0.50),
-            p90_ms: ms_at(&h, 0.90),
-            p95_ms: ms_at(&h, 0.95),
-            p99_ms: ms_at(&h, 0.99),
-            p999_ms: ms_at(&h, 0.999),
-            max_ms: max_ms(&h),
-        }
+        IntervalFigures::of(self.index, &self.latencies, self.failures_by_status.clone())
     }
 }
 
@@ -264,7 +287,7 @@ impl Recorder {
 /// A histogram as summary.json keeps it: every recorded value (the lowest equivalent of
 /// its bucket, in µs) with its count, so a later tool can rebuild it exactly and compute
 /// any percentile, or add it to another run's.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SavedHistogram {
     pub unit: String,
     pub significant_digits: u8,

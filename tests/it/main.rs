@@ -20,6 +20,7 @@ mod local_postgres;
 mod pg_explain;
 mod pg_shards;
 mod report;
+mod report_html;
 mod roll_key;
 mod scale;
 mod secrets_sweep;
