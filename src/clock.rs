@@ -2,7 +2,11 @@
 
 /// (year, month, day, hour, minute, second) in UTC.
 pub fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
-    let secs = crate::ids::now_ms().div_euclid(1000);
+    civil(crate::ids::now_ms())
+}
+
+fn civil(ms: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's days-to-civil algorithm.
@@ -27,7 +31,12 @@ pub fn utc_now() -> (i64, u32, u32, u32, u32, u32) {
 
 /// "2026-11-25T01:30:00Z" (RFC 3339, to the second).
 pub fn utc_rfc3339() -> String {
-    let (y, mo, d, h, mi, s) = utc_now();
+    utc_rfc3339_at(crate::ids::now_ms())
+}
+
+/// The same, of `ms` since the epoch.
+pub fn utc_rfc3339_at(ms: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(ms);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
@@ -92,6 +101,11 @@ mod tests {
     #[test]
     fn rfc3339_reads_back() {
         assert_eq!(super::parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
+        let now = crate::ids::now_ms() / 1000 * 1000;
+        assert_eq!(
+            super::parse_rfc3339_utc(&super::utc_rfc3339_at(now)),
+            Some(now)
+        );
         assert_eq!(
             super::parse_rfc3339_utc("2026-11-28T03:30:00.5Z"),
             Some(1_795_836_600_500)

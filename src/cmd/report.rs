@@ -1,5 +1,6 @@
 use super::{Output, present};
 use paytool::loadtest::diff::{self, RunDiff, Tolerances};
+use paytool::loadtest::merge;
 use paytool::loadtest::report::RunSummary;
 use std::path::PathBuf;
 
@@ -8,6 +9,15 @@ Examples:
   paytool report show reports/20261125-013000-smoke
   paytool report diff reports/BASELINE reports/NEW --p99-tolerance 0.10
   paytool report diff OLD NEW --output json
+  paytool report merge reports/*-seg1of3 reports/*-seg2of3 reports/*-seg3of3 --out reports/merged \
+    --target http://127.0.0.1:8080
+
+`merge` adds up the runs of `paytool loadtest --segment I/N` generators: their histograms
+(never averaging percentiles), their per-second intervals lined up by each run's start,
+the profile's thresholds judged again on the sum, and their money audits (with --target,
+also the store's count of the shared merchants' payments against every segment's
+acknowledgements). It writes the same files as a run and exits as `loadtest` would:
+0 passed, 1 a threshold failed, 4 the audit failed.
 
 `diff` exits 1 when any request's p99 grew by more than the tolerance (a fraction: 0.10
 is 10%) or its error rate grew by more than --error-rate-tolerance (absolute), so a CI
@@ -39,6 +49,25 @@ pub enum Command {
         /// Allowed absolute growth of the error rate (0.005 = half a percentage point)
         #[arg(long, default_value_t = Tolerances::default().error_rate_growth_max)]
         error_rate_tolerance: f64,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Add up the runs of `loadtest --segment I/N` generators into one run, judged again
+    Merge {
+        /// The segments' run directories
+        #[arg(required = true, num_args = 1..)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged run
+        #[arg(long)]
+        out: PathBuf,
+        /// The target the segments loaded: count the shared merchants' payments there
+        /// against every segment's acknowledgements (merchants from the first run's
+        /// merchants.json)
+        #[arg(long)]
+        target: Option<String>,
+        /// Merge runs of different profiles
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -83,7 +112,57 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             }
             Ok(if d.regressed { 1 } else { 0 })
         }
+        Command::Merge {
+            dirs,
+            out,
+            target,
+            force,
+            output,
+        } => merge(&dirs, &out, target.as_deref(), force, output),
     }
+}
+
+fn merge(
+    dirs: &[PathBuf],
+    out: &std::path::Path,
+    target: Option<&str>,
+    force: bool,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let usage = |m: String| anyhow::Error::from(super::UsageError(m));
+    if out.join("summary.json").exists() {
+        return Err(usage(format!(
+            "--out {}: already holds a run",
+            out.display()
+        )));
+    }
+    let profile = dirs[0].join("profile.toml");
+    let plan = paytool::profile::load::load(&profile, &Default::default())
+        .map_err(|e| usage(format!("the runs' profile: {e}")))?;
+    let (mut merged, rows) =
+        merge::merge(dirs, &plan.gate, force).map_err(|e| usage(e.to_string()))?;
+    if let Some(target) = target {
+        let file = dirs[0].join("merchants.json");
+        let merchants: Vec<paytool::scenarios::context::MerchantCreds> = serde_json::from_str(
+            &std::fs::read_to_string(&file)
+                .map_err(|e| usage(format!("{}: {e}", file.display())))?,
+        )
+        .map_err(|e| usage(format!("{}: {e}", file.display())))?;
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(merge::count_on(target, &merchants, &mut merged))?;
+    }
+    merge::write(out, &merged, &rows)?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&merged)?),
+        Output::Text => {
+            present::print_summary(&merged);
+            println!("{}", present::verdict(&merged));
+            println!("report: {}", out.display());
+        }
+    }
+    Ok(merged.exit_code())
 }
 
 fn print_diff(d: &RunDiff) {

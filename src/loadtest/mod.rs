@@ -9,6 +9,7 @@ pub mod diff;
 pub mod find_max;
 pub mod html;
 pub mod layout;
+pub mod merge;
 pub mod open_model;
 pub mod process;
 pub mod report;

@@ -24,6 +24,7 @@ mod report_html;
 mod roll_key;
 mod scale;
 mod secrets_sweep;
+mod segments;
 mod serve_errors;
 mod shard_move;
 mod sharded_loadtest;
