@@ -242,9 +242,10 @@ async fn change_payment<C: Client>(
         ctx.acks.updated(p);
     } else if let Some(r) = reply.refund() {
         ctx.acks.refunded(r);
-    } else if reply.status.is_some_and(|s| !(200..300).contains(&s)) {
-        // An error answer: the change did not happen. A 2xx that could not be read, or
-        // no answer, stays pending: it may have committed, and the audit accepts either.
+    } else if reply.made_nothing() {
+        // Refused whole (or never sent): the change did not happen. A 5xx (a write that
+        // timed out may still commit), a 409, a 2xx that could not be read, or no answer
+        // stays pending: it may have committed, and the audit accepts either.
         ctx.acks.refused(id);
     }
     Ok(reply.ok)
