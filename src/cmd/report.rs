@@ -19,9 +19,13 @@ also the store's count of the shared merchants' payments against every segment's
 acknowledgements). It writes the same files as a run and exits as `loadtest` would:
 0 passed, 1 a threshold failed, 4 the audit failed.
 
-`diff` exits 1 when any request's p99 grew by more than the tolerance (a fraction: 0.10
-is 10%) or its error rate grew by more than --error-rate-tolerance (absolute), so a CI
-job can gate on the last baseline. Exit codes: 0 fine, 1 regression, 2 unreadable run.";
+`diff` compares every request name and All (ok rps, p50, p95, p99, error rate) and the
+money audit; it exits 1 when any request's p99 grew by more than the tolerance (a
+fraction: 0.10 is 10%) or its error rate by more than --error-rate-tolerance (absolute),
+or the audit failed where the baseline's passed, so a CI job can gate on the last
+baseline. A request with fewer than --min-samples in either run is shown, not judged;
+one that appeared or disappeared is marked. Runs of different profiles are refused
+unless --force. Exit codes: 0 fine, 1 regression, 2 unreadable runs or other profiles.";
 
 #[derive(clap::Args, Debug)]
 #[command(after_help = EXAMPLES)]
@@ -49,6 +53,12 @@ pub enum Command {
         /// Allowed absolute growth of the error rate (0.005 = half a percentage point)
         #[arg(long, default_value_t = Tolerances::default().error_rate_growth_max)]
         error_rate_tolerance: f64,
+        /// A request with fewer samples than this in either run is shown, not judged
+        #[arg(long, default_value_t = Tolerances::default().samples_min)]
+        min_samples: u64,
+        /// Compare runs of different profiles
+        #[arg(long)]
+        force: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -99,13 +109,32 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             new,
             p99_tolerance,
             error_rate_tolerance,
+            min_samples,
+            force,
             output,
         } => {
             let tolerances = Tolerances {
                 p99_growth_max: p99_tolerance,
                 error_rate_growth_max: error_rate_tolerance,
+                samples_min: min_samples,
             };
-            let d = diff::diff(&read(&old)?, &read(&new)?, tolerances);
+            let (o, n) = (read(&old)?, read(&new)?);
+            // A profile is known by its digest (0 in runs older than it): another
+            // profile is another experiment, not a baseline.
+            let known = !o.profile_sha256.is_empty() && !n.profile_sha256.is_empty();
+            let other = o.profile != n.profile || (known && o.profile_sha256 != n.profile_sha256);
+            if other && !force {
+                return Err(super::UsageError(format!(
+                    "{} ran profile {} and {} ran {}{}: not a baseline for each other (--force compares them anyway)",
+                    old.display(),
+                    o.profile,
+                    new.display(),
+                    n.profile,
+                    if o.profile == n.profile { " with other settings" } else { "" }
+                ))
+                .into());
+            }
+            let d = diff::diff(&o, &n, tolerances);
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&d)?),
                 Output::Text => print_diff(&d),
@@ -170,7 +199,9 @@ fn print_diff(d: &RunDiff) {
     t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.set_header([
         "request",
-        "rps old -> new",
+        "ok rps old -> new",
+        "p50 ms old -> new",
+        "p95 ms old -> new",
         "p99 ms old -> new",
         "errors old -> new",
         "regression",
@@ -183,16 +214,34 @@ fn print_diff(d: &RunDiff) {
     for r in &d.requests {
         t.add_row([
             r.name.clone(),
-            format!("{} -> {}", f(r.old_rps), f(r.new_rps)),
+            format!("{} -> {}", f(r.old_ok_rps), f(r.new_ok_rps)),
+            format!("{} -> {}", f(r.old_p50_ms), f(r.new_p50_ms)),
+            format!("{} -> {}", f(r.old_p95_ms), f(r.new_p95_ms)),
             format!("{} -> {}", f(r.old_p99_ms), f(r.new_p99_ms)),
             format!("{} -> {}", pct(r.old_error_rate), pct(r.new_error_rate)),
-            r.regression
-                .as_ref()
-                .map(|g| g.to_string())
-                .unwrap_or_default(),
+            match (&r.regression, &r.note) {
+                (Some(g), _) => g.to_string(),
+                (None, Some(note)) => note.clone(),
+                (None, None) => String::new(),
+            },
         ]);
     }
     println!("{t}");
+    let audit = |ok: Option<bool>| match ok {
+        Some(true) => "clean",
+        Some(false) => "FAILED",
+        None => "not run",
+    };
+    println!(
+        "money audit: {} -> {}{}",
+        audit(d.old_audit_ok),
+        audit(d.new_audit_ok),
+        if d.audit_regressed {
+            " (a regression)"
+        } else {
+            ""
+        }
+    );
     println!(
         "{}",
         if d.regressed {

@@ -1,6 +1,8 @@
-//! A baseline gate: two runs compared per request name. A request regressed when its
-//! p99 grew by more than a relative tolerance or its error rate by more than an absolute
-//! one; `report diff` exits 1 on any regression, so a CI job can gate on a baseline.
+//! A baseline gate: two runs compared per request name and over all requests. A request
+//! regressed when its p99 grew by more than a relative tolerance or its error rate by
+//! more than an absolute one (with enough samples in both runs to tell), and the run
+//! regressed when its money audit failed where the baseline's passed; `report diff`
+//! exits 1 on any regression, so a CI job can gate on a baseline.
 
 use super::report::RunSummary;
 use super::summary::RequestRow;
@@ -16,6 +18,9 @@ pub struct Tolerances {
     pub p99_growth_max: f64,
     /// Allowed absolute growth of the error rate: 0.005 is half a percentage point.
     pub error_rate_growth_max: f64,
+    /// A request with fewer samples than this in either run is shown, never judged: its
+    /// p99 is a handful of requests.
+    pub samples_min: u64,
 }
 
 impl Default for Tolerances {
@@ -23,6 +28,7 @@ impl Default for Tolerances {
         Tolerances {
             p99_growth_max: 0.10,
             error_rate_growth_max: 0.005,
+            samples_min: 100,
         }
     }
 }
@@ -53,24 +59,40 @@ impl Serialize for Regression {
     }
 }
 
-/// One request name in either run; `None` where a run has no such request.
+/// One request name in either run (or "All"); `None` where a run has no such request.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DiffRow {
     pub name: String,
+    pub old_count: Option<u64>,
+    pub new_count: Option<u64>,
+    pub old_p50_ms: Option<f64>,
+    pub new_p50_ms: Option<f64>,
+    pub old_p95_ms: Option<f64>,
+    pub new_p95_ms: Option<f64>,
     pub old_p99_ms: Option<f64>,
     pub new_p99_ms: Option<f64>,
     pub old_error_rate: Option<f64>,
     pub new_error_rate: Option<f64>,
     pub old_rps: Option<f64>,
     pub new_rps: Option<f64>,
+    /// Successful requests a second (0 in runs written before it was kept).
+    pub old_ok_rps: Option<f64>,
+    pub new_ok_rps: Option<f64>,
+    /// "appeared", "disappeared", or "too few samples" (not judged).
+    pub note: Option<String>,
     pub regression: Option<Regression>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RunDiff {
     pub regressed: bool,
-    /// Sorted by request name.
+    /// Sorted by request name, then "All".
     pub requests: Vec<DiffRow>,
+    /// Whether each run's money audit passed (None: it ran none).
+    pub old_audit_ok: Option<bool>,
+    pub new_audit_ok: Option<bool>,
+    /// The audit failed in the new run where it passed (or did not run) in the old.
+    pub audit_regressed: bool,
 }
 
 /// How `new` compares with `old`. A request in only one run is shown, never a
@@ -85,29 +107,58 @@ pub fn diff(old: &RunSummary, new: &RunSummary, tolerances: Tolerances) -> RunDi
     names.sort();
     names.dedup();
     let find = |s: &'_ RunSummary, name: &str| s.requests.iter().find(|r| r.name == name).cloned();
-    let requests: Vec<DiffRow> = names
+    let mut requests: Vec<DiffRow> = names
         .into_iter()
-        .map(|name| {
-            let (o, n) = (find(old, name), find(new, name));
-            let regression = match (&o, &n) {
-                (Some(o), Some(n)) => regression(o, n, tolerances),
-                _ => None,
-            };
-            DiffRow {
-                name: name.to_string(),
-                old_p99_ms: o.as_ref().map(|r| r.p99_ms),
-                new_p99_ms: n.as_ref().map(|r| r.p99_ms),
-                old_error_rate: o.as_ref().map(|r| r.error_rate),
-                new_error_rate: n.as_ref().map(|r| r.error_rate),
-                old_rps: o.as_ref().map(|r| r.rps),
-                new_rps: n.as_ref().map(|r| r.rps),
-                regression,
-            }
-        })
+        .map(|name| row(name, find(old, name), find(new, name), tolerances))
         .collect();
+    requests.push(row(
+        "All",
+        Some(old.total.clone()),
+        Some(new.total.clone()),
+        tolerances,
+    ));
+    let (old_audit_ok, new_audit_ok) = (
+        old.audit.as_ref().map(|a| a.ok),
+        new.audit.as_ref().map(|a| a.ok),
+    );
+    let audit_regressed = new_audit_ok == Some(false) && old_audit_ok != Some(false);
     RunDiff {
-        regressed: requests.iter().any(|r| r.regression.is_some()),
+        regressed: audit_regressed || requests.iter().any(|r| r.regression.is_some()),
         requests,
+        old_audit_ok,
+        new_audit_ok,
+        audit_regressed,
+    }
+}
+
+fn row(name: &str, o: Option<RequestRow>, n: Option<RequestRow>, t: Tolerances) -> DiffRow {
+    let (regression, note) = match (&o, &n) {
+        (Some(o), Some(n)) if o.count.min(n.count) < t.samples_min => {
+            (None, Some("too few samples".to_string()))
+        }
+        (Some(o), Some(n)) => (regression(o, n, t), None),
+        (Some(_), None) => (None, Some("disappeared".to_string())),
+        (None, _) => (None, Some("appeared".to_string())),
+    };
+    let (o, n) = (o.as_ref(), n.as_ref());
+    DiffRow {
+        name: name.to_string(),
+        old_count: o.map(|r| r.count),
+        new_count: n.map(|r| r.count),
+        old_p50_ms: o.map(|r| r.p50_ms),
+        new_p50_ms: n.map(|r| r.p50_ms),
+        old_p95_ms: o.map(|r| r.p95_ms),
+        new_p95_ms: n.map(|r| r.p95_ms),
+        old_p99_ms: o.map(|r| r.p99_ms),
+        new_p99_ms: n.map(|r| r.p99_ms),
+        old_error_rate: o.map(|r| r.error_rate),
+        new_error_rate: n.map(|r| r.error_rate),
+        old_rps: o.map(|r| r.rps),
+        new_rps: n.map(|r| r.rps),
+        old_ok_rps: o.map(|r| r.ok_rps),
+        new_ok_rps: n.map(|r| r.ok_rps),
+        note,
+        regression,
     }
 }
 
@@ -199,15 +250,38 @@ mod tests {
         let new = run(vec![request("new", 99.0, 0.9), request("b", 30.0, 0.0)]);
         let d = diff(&old, &new, Tolerances::default());
         let names: Vec<&str> = d.requests.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["b", "gone", "new"]);
+        assert_eq!(names, ["b", "gone", "new", "All"]);
         assert!(d.regressed);
         assert!(d.requests[0].regression.is_some());
         assert_eq!(
             (d.requests[1].old_p99_ms, d.requests[1].new_p99_ms),
             (Some(1.0), None)
         );
-        assert!(d.requests[1..].iter().all(|r| r.regression.is_none()));
+        assert_eq!(d.requests[1].note.as_deref(), Some("disappeared"));
+        assert_eq!(d.requests[2].note.as_deref(), Some("appeared"));
+        assert!(d.requests[1..3].iter().all(|r| r.regression.is_none()));
         assert!(!diff(&old, &old, Tolerances::default()).regressed);
+    }
+
+    #[test]
+    fn few_samples_are_not_judged_and_a_failed_audit_regresses() {
+        let mut few = request("b", 10.0, 0.0);
+        few.count = 20;
+        let mut slow = few.clone();
+        slow.p99_ms = 90.0;
+        let d = diff(&run(vec![few]), &run(vec![slow]), Tolerances::default());
+        assert_eq!(d.requests[0].note.as_deref(), Some("too few samples"));
+        assert!(d.requests[0].regression.is_none());
+        let old = run(vec![request("b", 10.0, 0.0)]);
+        let mut new = old.clone();
+        new.audit = Some(crate::loadtest::audit::AuditOutcome {
+            ok: false,
+            acknowledged_payments: 1,
+            ledger_shards: None,
+            checks: vec![],
+        });
+        let d = diff(&old, &new, Tolerances::default());
+        assert!(d.audit_regressed && d.regressed);
     }
 
     #[test]

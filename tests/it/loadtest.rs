@@ -432,6 +432,34 @@ fn report_diff_gates_on_a_regression() {
         .map(|r| r["name"].as_str().unwrap())
         .collect();
     assert_eq!(regressed, ["POST /v1/payments"]);
+    let all = diff["requests"].as_array().unwrap().last().unwrap();
+    assert_eq!(all["name"], "All", "{diff:#}");
+    assert!(all["old_p50_ms"].as_f64().is_some() && all["new_ok_rps"].as_f64().is_some());
+    // Another profile is not a baseline: exit 2, unless --force.
+    let other = reports.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    s["profile"] = Value::from("peak");
+    std::fs::write(other.join("summary.json"), s.to_string()).unwrap();
+    let refused = paytool(&[
+        "report",
+        "diff",
+        base.to_str().unwrap(),
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"));
+    let forced = paytool(&[
+        "report",
+        "diff",
+        base.to_str().unwrap(),
+        other.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(
+        forced.status.code(),
+        Some(1),
+        "the slower copy, compared anyway"
+    );
     // Not a run directory: exit 2.
     assert_eq!(
         paytool(&["report", "show", reports.path().to_str().unwrap()])
