@@ -97,8 +97,10 @@ mod tests {
             best_achieved_rps: best_rate_per_s,
             best_step_dir: None,
             step_time_s: 1.0,
+            warmup_s: 0.0,
             connections: 1,
             steps: vec![],
+            confirmation: None,
         }
     }
 

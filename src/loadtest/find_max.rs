@@ -1,6 +1,9 @@
 //! Capacity search: step the arrival rate up by a factor until a step fails its
-//! thresholds or audit, then bisect between the last pass and the first failure. The
-//! answer is the highest rate that met everything, with that step's report.
+//! thresholds or audit, then bisect between the last pass and the first failure (or, when
+//! the first step fails, step down until one passes). Each step is judged after a
+//! warm-up, starts once the target's write queue has drained, and counts successful
+//! requests only; the answer must pass a confirmation run at the same rate. It is the
+//! highest rate that met everything, with that step's report.
 
 use super::report::{ReportFileError, RunSummary, read_json};
 use super::{LoadtestError, Prepared};
@@ -18,6 +21,8 @@ pub struct SearchLimits {
     pub rate_max_per_s: f64,
     /// Never run more steps than this in all.
     pub steps_max: usize,
+    /// Steps down by the factor after a failing first step, at most.
+    pub down_steps_max: usize,
 }
 
 impl Default for SearchLimits {
@@ -27,6 +32,7 @@ impl Default for SearchLimits {
             bisect_steps: 3,
             rate_max_per_s: RATE_MAX_PER_S,
             steps_max: 20,
+            down_steps_max: 4,
         }
     }
 }
@@ -38,6 +44,7 @@ pub struct Step {
     pub passed: bool,
     /// The step's report directory, relative to the run directory.
     pub dir: String,
+    /// Successful requests a second (a failed request is not capacity).
     pub achieved_rps: f64,
     pub p99_ms: f64,
     pub error_rate: f64,
@@ -54,9 +61,25 @@ pub struct FindMax {
     pub best_achieved_rps: Option<f64>,
     pub best_step_dir: Option<String>,
     pub step_time_s: f64,
+    /// Each step's warm-up, left out of its thresholds.
+    #[serde(default)]
+    pub warmup_s: f64,
     pub connections: usize,
     pub steps: Vec<Step>,
+    /// The run at the best rate again, which must pass too; None without a best rate.
+    #[serde(default)]
+    pub confirmation: Option<Step>,
 }
+
+impl FindMax {
+    /// A best rate, and its confirmation passed.
+    pub fn confirmed(&self) -> bool {
+        self.best_rate_per_s.is_some() && self.confirmation.as_ref().is_some_and(|c| c.passed)
+    }
+}
+
+/// Each step's warm-up: a fifth of its time, at most this.
+const WARMUP_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The search's answer in its run directory, read back by `scale size`.
 pub const FIND_MAX_FILE: &str = "find-max.json";
@@ -92,6 +115,8 @@ pub async fn find_max(
         ));
     }
     let run_dir = prepared.run_dir().to_path_buf();
+    let warmup = (first.run_time / 5).min(WARMUP_MAX);
+    prepared.judge_after_at_least(warmup);
     let mut steps: Vec<Step> = Vec::new();
     let mut best: Option<(f64, RunSummary, String)> = None;
     let mut search = Search::new(first.start_per_s, limits);
@@ -103,45 +128,46 @@ pub async fn find_max(
             ..first
         };
         let name = format!("step-{:02}-{:.0}-per-s", steps.len() + 1, rate);
-        let dir: PathBuf = run_dir.join(&name);
-        std::fs::create_dir_all(&dir)?;
-        prepared.new_context(Some(arrival));
-        let summary = prepared.run_step(&dir).await?;
-        let step = Step {
-            index: steps.len() + 1,
-            rate_per_s: rate,
-            passed: summary.passed,
-            dir: name.clone(),
-            achieved_rps: summary.total.rps,
-            p99_ms: summary.total.p99_ms,
-            error_rate: summary.total.error_rate,
-            failed: summary
-                .failed_thresholds()
-                .map(|t| format!("{} {}", t.scope, t.rule))
-                .chain(
-                    summary
-                        .audit
-                        .iter()
-                        .filter(|a| !a.ok)
-                        .map(|_| "money audit".to_string()),
-                )
-                .collect(),
-        };
+        let (step, summary) = run_one(
+            &mut prepared,
+            &run_dir,
+            name.clone(),
+            steps.len() + 1,
+            arrival,
+        )
+        .await?;
         on_step(&step);
         steps.push(step);
         next = search.record(summary.passed);
-        if summary.passed {
+        if summary.passed && best.as_ref().is_none_or(|b| rate > b.0) {
             best = Some((rate, summary, name));
         }
     }
+    let confirmation = match &best {
+        Some((rate, _, _)) => {
+            let arrival = ArrivalRate {
+                start_per_s: *rate,
+                end_per_s: *rate,
+                ..first
+            };
+            let name = format!("confirm-{rate:.0}-per-s");
+            let (step, _) =
+                run_one(&mut prepared, &run_dir, name, steps.len() + 1, arrival).await?;
+            on_step(&step);
+            Some(step)
+        }
+        None => None,
+    };
     let result = FindMax {
         profile: prepared.plan().name.clone(),
         best_rate_per_s: best.as_ref().map(|b| b.0),
-        best_achieved_rps: best.as_ref().map(|b| b.1.total.rps),
+        best_achieved_rps: best.as_ref().map(|b| b.1.total.ok_rps),
         best_step_dir: best.as_ref().map(|b| b.2.clone()),
         step_time_s: first.run_time.as_secs_f64(),
+        warmup_s: warmup.as_secs_f64(),
         connections: first.connections,
         steps,
+        confirmation,
     };
     std::fs::write(
         run_dir.join(FIND_MAX_FILE),
@@ -156,6 +182,42 @@ pub async fn find_max(
     Ok(result)
 }
 
+/// One step at `arrival`: wait for the target's write queue to drain, run, report.
+async fn run_one(
+    prepared: &mut Prepared,
+    run_dir: &std::path::Path,
+    name: String,
+    index: usize,
+    arrival: ArrivalRate,
+) -> Result<(Step, RunSummary), LoadtestError> {
+    let dir: PathBuf = run_dir.join(&name);
+    std::fs::create_dir_all(&dir)?;
+    prepared.drain().await;
+    prepared.new_context(Some(arrival));
+    let summary = prepared.run_step(&dir).await?;
+    let step = Step {
+        index,
+        rate_per_s: arrival.start_per_s,
+        passed: summary.passed,
+        dir: name,
+        achieved_rps: summary.total.ok_rps,
+        p99_ms: summary.total.p99_ms,
+        error_rate: summary.total.error_rate,
+        failed: summary
+            .failed_thresholds()
+            .map(|t| format!("{} {}", t.scope, t.rule))
+            .chain(
+                summary
+                    .audit
+                    .iter()
+                    .filter(|a| !a.ok)
+                    .map(|_| "money audit".to_string()),
+            )
+            .collect(),
+    };
+    Ok((step, summary))
+}
+
 /// The rates a search visits: grow by `factor` while steps pass, then bisect between
 /// the best pass and the lowest failure. Bounded by `steps_max` and `rate_max_per_s`.
 #[derive(Clone, Debug)]
@@ -166,6 +228,7 @@ pub struct Search {
     failed_at: Option<f64>,
     bisections: usize,
     steps: usize,
+    downs: usize,
 }
 
 impl Search {
@@ -177,6 +240,7 @@ impl Search {
             failed_at: None,
             bisections: 0,
             steps: 0,
+            downs: 0,
         }
     }
 
@@ -190,7 +254,18 @@ impl Search {
         }
         let next = match (self.best, self.failed_at) {
             (_, None) => self.rate * self.limits.factor,
-            (None, Some(_)) => return None,
+            // Nothing passed yet: step down, a bounded number of times.
+            (None, Some(lowest)) => {
+                if self.downs >= self.limits.down_steps_max {
+                    return None;
+                }
+                self.downs += 1;
+                let next = (lowest / self.limits.factor).floor();
+                if next < 1.0 {
+                    return None;
+                }
+                next
+            }
             (Some(lo), Some(hi)) => {
                 if self.bisections >= self.limits.bisect_steps || hi - lo <= 1.0 {
                     return None;
@@ -230,9 +305,13 @@ mod tests {
     }
 
     #[test]
-    fn stops_at_the_first_step_when_it_fails() {
-        let (rates, best) = visit(100.0, SearchLimits::default(), 50.0);
-        assert_eq!(rates, [100.0]);
+    fn a_failing_first_step_searches_down_then_bisects() {
+        let (rates, best) = visit(100.0, SearchLimits::default(), 30.0);
+        assert_eq!(rates, [100.0, 50.0, 25.0, 38.0, 32.0, 29.0]);
+        assert_eq!(best, Some(29.0));
+        // Never passing: down a bounded number of times, then no answer.
+        let (rates, best) = visit(100.0, SearchLimits::default(), 0.5);
+        assert_eq!(rates, [100.0, 50.0, 25.0, 12.0, 6.0]);
         assert_eq!(best, None);
     }
 

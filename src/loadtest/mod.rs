@@ -50,6 +50,9 @@ pub enum LoadtestError {
     Io(#[from] std::io::Error),
 }
 
+/// How long a capacity search waits for the target's write queue to drain between steps.
+const DRAIN_WAIT_MAX: Duration = Duration::from_secs(30);
+
 /// How often the target's /metrics (and the open model's counters) are sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -291,6 +294,28 @@ impl Prepared {
             self.plan.zipf_exponent,
             &prefix,
         ));
+    }
+
+    /// Leave at least `warmup` of every step out of its thresholds (a capacity
+    /// search's steps), as long as the step lasts longer.
+    pub fn judge_after_at_least(&mut self, warmup: Duration) {
+        if warmup < self.plan.shape.duration() {
+            self.plan.gate.after = self.plan.gate.after.max(warmup);
+        }
+    }
+
+    /// Wait (bounded) until the target's write queue is empty: what one step left queued
+    /// must not be the next step's latency.
+    pub async fn drain(&self) {
+        let until = std::time::Instant::now() + DRAIN_WAIT_MAX;
+        while std::time::Instant::now() < until {
+            match self.admin.metrics().await {
+                Some(text) if summary::parse_scrape(&text).queue_depth > 0.0 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Wait for this wall-clock time (ms since the epoch) before the load begins.

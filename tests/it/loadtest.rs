@@ -566,6 +566,10 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
     // after a failure is covered by find_max's unit tests, which need no timing).
     assert_eq!(rates, [100.0, 200.0, 400.0], "{result:#}");
     assert_eq!(result["best_rate_per_s"], 400.0);
+    // The answer ran again, and passed again.
+    assert_eq!(result["confirmation"]["rate_per_s"], 400.0, "{result:#}");
+    assert_eq!(result["confirmation"]["passed"], true);
+    assert!(result["warmup_s"].as_f64().unwrap() > 0.0);
     let run = reports.path().join(
         std::fs::read_dir(reports.path())
             .unwrap()
@@ -585,15 +589,23 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["open_model"]["rate_start_per_s"], 400.0);
 
-    // A first step that fails ends the search with no answer: exit 1.
+    // A first step that fails searches down (4 times at most); none passing is no
+    // answer: exit 1.
     let reports3 = temp_dir();
     let (code, result, output) = open_loadtest(
         reports3.path(),
         &words("--rate 100/s --run-time 1s --find-max --threshold rps_min=1000000"),
     );
     assert_eq!(code, Some(1), "{output}");
-    assert_eq!(result["steps"].as_array().unwrap().len(), 1);
+    let rates: Vec<f64> = result["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rate_per_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [100.0, 50.0, 25.0, 12.0, 6.0], "{result:#}");
     assert!(result["best_rate_per_s"].is_null());
+    assert!(result["confirmation"].is_null());
 }
 
 #[test]
