@@ -17,6 +17,22 @@ const RESEND_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_mill
 /// Creates resent, and merchants counted, at once.
 const IN_FLIGHT_MAX: usize = 16;
 
+/// The audit's outcome when it could not run at all (the target is gone): a failure
+/// that says why, so the run's reports are still written and its verdict explains.
+pub fn could_not_run(ctx: &RunContext, why: &str) -> AuditOutcome {
+    AuditOutcome {
+        ok: false,
+        acknowledged_payments: ctx.acks.all().len() as u64,
+        ledger_shards: None,
+        checks: vec![AuditCheck {
+            name: "audit_ran".into(),
+            ok: false,
+            violation_count: 1,
+            violations: vec![format!("the audit could not run: {why}")],
+        }],
+    }
+}
+
 /// Resend every create the run left without a payment, with its own Idempotency-Key, as
 /// the API's documentation tells a client to: a create that committed answers with its
 /// payment (now acknowledged), one that did not is made now or refused. Returns the
@@ -245,7 +261,18 @@ pub async fn run(
         keys.fail(v.clone());
     }
 
-    let mut checks = vec![exist.done(), states.done(), keys.done()];
+    // Nothing acknowledged while payments were sent is a run that checked nothing:
+    // never a pass.
+    let mut checked = Check::new("something_was_checked");
+    let creates: u64 = ctx
+        .recorder
+        .requests_of(|name| name.starts_with("POST /v1/payments") && !name.contains('{'));
+    if acks.is_empty() && creates > 0 {
+        checked.fail(format!(
+            "{creates} payment creates were sent and not one was acknowledged: nothing to audit"
+        ));
+    }
+    let mut checks = vec![exist.done(), states.done(), keys.done(), checked.done()];
     checks.extend(count.map(Check::done));
     let ledger = admin.ledger_audit().await?;
     for c in ledger["checks"].as_array().cloned().unwrap_or_default() {

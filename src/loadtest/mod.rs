@@ -510,7 +510,11 @@ impl Prepared {
                 .merchants_from
                 .is_none()
                 .then_some(self.acked_before);
-            let outcome = audit::run(&self.admin, &self.ctx, count).await?;
+            // An audit that cannot run (the target died) fails the run with the reason;
+            // every report is still written.
+            let outcome = audit::run(&self.admin, &self.ctx, count)
+                .await
+                .unwrap_or_else(|e| audit::could_not_run(&self.ctx, &e.to_string()));
             self.acked_before += outcome.acknowledged_payments;
             Some(outcome)
         } else {

@@ -273,6 +273,16 @@ impl Recorder {
         }
     }
 
+    /// Requests of the names `pick` chooses, over the whole run so far.
+    pub fn requests_of(&self, pick: impl Fn(&str) -> bool) -> u64 {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.series
+            .iter()
+            .filter(|(name, _)| pick(name))
+            .map(|(_, (whole, _, _))| whole.requests())
+            .sum()
+    }
+
     /// What thresholds judge so far, without the intervals: cheap enough to call each
     /// second while the load runs.
     pub fn judged(&self) -> BTreeMap<String, Latencies> {

@@ -647,3 +647,55 @@ fn a_hopeless_run_stops_early_and_still_writes_every_report() {
         assert!(dir.join(file).is_file(), "{file}");
     }
 }
+
+#[test]
+fn a_target_that_dies_before_the_audit_still_gets_every_report_and_a_reason() {
+    let mut server = Server::start();
+    let reports = temp_dir();
+    let child = std::process::Command::new(crate::support::BIN)
+        .args([
+            "loadtest",
+            "-p",
+            PROFILE,
+            "--target",
+            &server.base,
+            "--run-time",
+            "4s",
+        ])
+        .args([
+            "--output",
+            "json",
+            "--report-dir",
+            reports.path().to_str().unwrap(),
+        ])
+        .env("PAYTOOL_ADMIN_TOKEN", &server.admin_token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    server.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // 4: the money audit failed, here because it could not run at all.
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ran = named(&summary["audit"]["checks"], "audit_ran");
+    assert_eq!(ran["ok"], false);
+    assert!(
+        ran["violations"][0]
+            .as_str()
+            .unwrap()
+            .contains("could not run"),
+        "{ran:#}"
+    );
+    let dir = run_dir(reports.path(), &summary);
+    for file in [
+        "summary.json",
+        "junit.xml",
+        "report.html",
+        "timeseries.jsonl",
+    ] {
+        assert!(dir.join(file).is_file(), "{file}");
+    }
+}
