@@ -55,6 +55,9 @@ pub struct OpenModel {
     /// Arrivals not sent at all: due longer ago than the request timeout.
     pub dropped: AtomicU64,
     started: AtomicBool,
+    /// A Poisson schedule's arrivals so far, in the whole schedule's count (a running
+    /// sum of exponential gaps; see `next_due`).
+    poisson_count: std::sync::Mutex<f64>,
     pub done: AtomicBool,
     /// From the first due time to the last answer.
     pub elapsed_ms: AtomicU64,
@@ -78,6 +81,7 @@ impl OpenModel {
             late: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             started: AtomicBool::new(false),
+            poisson_count: std::sync::Mutex::new(0.0),
             done: AtomicBool::new(false),
             elapsed_ms: AtomicU64::new(0),
             lag: LiveStats::default(),
@@ -88,6 +92,25 @@ impl OpenModel {
     pub fn scheduled(&self) -> u64 {
         let total = self.arrival.total();
         self.segment.map_or(total, |s| s.share(total))
+    }
+
+    /// When this process's next arrival is due, from the start; None when the schedule
+    /// is over. Even arrivals are dealt out by index; Poisson ones come from a running
+    /// sum of exponential gaps in the schedule's count, N times as long for one of N
+    /// segments, so the N independent streams together are one Poisson stream at the
+    /// whole rate (and a ramp stays a ramp: the count maps to time through `due_at`).
+    fn next_due(&self, next: &AtomicU64) -> Option<Duration> {
+        let total = self.arrival.total();
+        if !self.arrival.poisson {
+            let i = self.arrival_index(next.fetch_add(1, Ordering::Relaxed));
+            return (i < total).then(|| self.arrival.due(i));
+        }
+        let scale = self.segment.map_or(1.0, |s| s.of as f64);
+        // 1 - U is in (0, 1]: its logarithm is finite.
+        let gap = -(1.0 - rand::random::<f64>()).ln() * scale;
+        let mut count = self.poisson_count.lock().unwrap_or_else(|p| p.into_inner());
+        *count += gap;
+        (*count < total as f64).then(|| self.arrival.due_at(*count))
     }
 
     /// The k-th arrival this process sends, as an index into the whole schedule.
@@ -194,14 +217,12 @@ async fn worker(
     start: Instant,
     tx: mpsc::Sender<Sample>,
 ) {
-    let total = open.arrival.total();
     let mut connection = None;
     loop {
-        let i = open.arrival_index(next.fetch_add(1, Ordering::Relaxed));
-        if i >= total {
+        let Some(due) = open.next_due(&next) else {
             return;
-        }
-        let due = start + open.arrival.due(i);
+        };
+        let due = start + due;
         tokio::time::sleep_until(due.into()).await;
         let lag = Instant::now().saturating_duration_since(due);
         open.lag.record(lag, lag <= LATE_AFTER);
@@ -393,4 +414,48 @@ async fn exchange(
     let key = call.merchant.map(|m| ctx.merchants[m].key.as_str());
     let request = build(authority, key, call)?;
     send_one(sender, request, call.timeout.unwrap_or(open.timeout)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(poisson: bool, segment: Option<Segment>) -> Vec<Duration> {
+        let arrival = ArrivalRate {
+            start_per_s: 1000.0,
+            end_per_s: 1000.0,
+            run_time: Duration::from_secs(2),
+            connections: 1,
+            poisson,
+        };
+        let open = OpenModel::new(arrival, segment, vec![], Duration::from_secs(1));
+        let next = AtomicU64::new(0);
+        std::iter::from_fn(|| open.next_due(&next)).collect()
+    }
+
+    #[test]
+    fn poisson_arrivals_keep_the_rate_with_random_gaps() {
+        let even = schedule(false, None);
+        assert_eq!(even.len(), 2000);
+        let random = schedule(true, None);
+        // 2000 expected; the count's standard deviation is about 45.
+        assert!((1700..=2300).contains(&random.len()), "{}", random.len());
+        assert!(random.windows(2).all(|w| w[0] <= w[1]), "in time order");
+        let gaps: Vec<f64> = random
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_secs_f64())
+            .collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        let sd = (gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64).sqrt();
+        // Exponential gaps: the spread is about the mean (even ones have none).
+        assert!(
+            (0.0008..0.0012).contains(&mean) && sd > 0.5 * mean,
+            "{mean} {sd}"
+        );
+        // Three segments' streams together keep the whole rate.
+        let together: usize = (1..=3)
+            .map(|i| schedule(true, Some(Segment { index: i, of: 3 })).len())
+            .sum();
+        assert!((1600..=2400).contains(&together), "{together}");
+    }
 }

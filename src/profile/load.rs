@@ -87,6 +87,9 @@ pub struct LoadSection {
     pub rate_end: Option<String>,
     /// Open model: connections (the most requests in flight at once).
     pub connections: Option<usize>,
+    /// Open model: "uniform" (evenly spaced, the default) or "poisson" (random gaps at
+    /// the same mean rate, as independent clients arrive).
+    pub arrivals: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -195,18 +198,25 @@ pub struct ArrivalRate {
     pub end_per_s: f64,
     pub run_time: Duration,
     pub connections: usize,
+    /// Random (exponential) gaps instead of even ones, at the same rate.
+    pub poisson: bool,
 }
 
 impl ArrivalRate {
     /// When arrival `i` (from 0) is due, from the start: a linear ramp of the rate
     /// integrates to N(t) = r0 t + (r1 - r0) t^2 / 2T; solve N(t) = i for t.
     pub fn due(&self, i: u64) -> Duration {
+        self.due_at(i as f64)
+    }
+
+    /// When the schedule's integrated rate reaches `i` arrivals (fractions allowed: a
+    /// Poisson schedule's arrivals fall between the even ones).
+    pub fn due_at(&self, i: f64) -> Duration {
         let (r0, r1, t) = (
             self.start_per_s,
             self.end_per_s,
             self.run_time.as_secs_f64(),
         );
-        let i = i as f64;
         let secs = if (r1 - r0).abs() < 1e-9 {
             i / r0
         } else {
@@ -499,17 +509,29 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
                 format!("is {connections}: it must be 1 to {CONNECTIONS_MAX}"),
             ));
         }
+        let poisson = match l.arrivals.as_deref() {
+            None | Some("uniform") => false,
+            Some("poisson") => true,
+            Some(other) => {
+                return Err(invalid(
+                    path,
+                    "load.arrivals",
+                    format!("is {other:?}: \"uniform\" or \"poisson\""),
+                ));
+            }
+        };
         Shape::Arrival(ArrivalRate {
             start_per_s,
             end_per_s,
             run_time,
             connections,
+            poisson,
         })
-    } else if l.rate_end.is_some() || l.connections.is_some() {
+    } else if l.rate_end.is_some() || l.connections.is_some() || l.arrivals.is_some() {
         return Err(invalid(
             path,
             "load.rate_end",
-            "and load.connections only apply with load.rate",
+            "load.connections and load.arrivals only apply with load.rate",
         ));
     } else {
         match &l.test_plan {
@@ -836,6 +858,7 @@ mod tests {
             end_per_s: 100.0,
             run_time: Duration::from_secs(10),
             connections: 1,
+            poisson: false,
         };
         assert_eq!(flat.total(), 1000);
         assert_eq!(flat.due(500), Duration::from_secs(5));

@@ -699,3 +699,41 @@ fn a_target_that_dies_before_the_audit_still_gets_every_report_and_a_reason() {
         assert!(dir.join(file).is_file(), "{file}");
     }
 }
+
+#[test]
+fn poisson_arrivals_run_and_a_bad_kind_is_refused() {
+    let dir = temp_dir();
+    let text = std::fs::read_to_string(OPEN_PROFILE).unwrap();
+    let write = |kind: &str| {
+        let path = dir.path().join(format!("{kind}.toml"));
+        std::fs::write(
+            &path,
+            text.replace("[load]\n", &format!("[load]\narrivals = \"{kind}\"\n")),
+        )
+        .unwrap();
+        path
+    };
+    let poisson = write("poisson");
+    let reports = dir.path().join("reports");
+    let (code, summary, output) = run_json(
+        &reports,
+        &[
+            "-p",
+            poisson.to_str().unwrap(),
+            "--rate",
+            "200/s",
+            "--run-time",
+            "2s",
+            "--merchants",
+            "3",
+        ],
+    );
+    assert_eq!(code, Some(0), "{output}");
+    let sent = summary["open_model"]["sent"].as_u64().unwrap();
+    // 400 expected: a Poisson count's spread is about 20.
+    assert!((250..=550).contains(&sent), "{sent}");
+    assert_eq!(summary["audit"]["ok"], true);
+    let bad = write("bursty");
+    let err = refused(&["-p", bad.to_str().unwrap()], &reports);
+    assert!(err.contains("`load.arrivals` is \"bursty\""), "{err}");
+}
