@@ -42,7 +42,8 @@ pub async fn resolve_unanswered(admin: &Admin, ctx: &RunContext) -> Vec<String> 
     let mut unresolved = Vec::new();
     if overflow > 0 {
         unresolved.push(format!(
-            "{overflow} more creates failed than the run keeps to resend"
+            "{overflow} creates without an outcome did not fit in the set the run resends ({} kept)",
+            creates.len()
         ));
     }
     let mut pending = tokio::task::JoinSet::new();

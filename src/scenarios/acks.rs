@@ -156,7 +156,9 @@ pub struct SentCreate {
 /// so the client knows every payment the store made for it.
 #[derive(Default)]
 pub struct Unanswered {
+    /// Creates without an outcome yet, by key.
     sent: Mutex<HashMap<String, SentCreate>>,
+    /// Creates without an outcome that did not fit in `sent`.
     overflow: std::sync::atomic::AtomicU64,
 }
 
@@ -171,12 +173,23 @@ impl Unanswered {
         sent.insert(create.key.clone(), create);
     }
 
-    /// The create under `key` was answered with a payment.
+    /// The create under `key` has its outcome (a payment, or certainly none). Each key
+    /// is answered at most once, so one not in the set was one not kept: it no longer
+    /// counts as unresolved.
     pub fn answered(&self, key: &str) {
-        self.sent
+        let kept = self
+            .sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+            .remove(key)
+            .is_some();
+        if !kept {
+            let _ = self.overflow.fetch_update(
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+                |n| n.checked_sub(1),
+            );
+        }
     }
 
     /// Every create still without a payment, and how many more were not kept.
@@ -188,5 +201,28 @@ impl Unanswered {
             all,
             self.overflow.load(std::sync::atomic::Ordering::Relaxed),
         )
+    }
+}
+
+#[cfg(test)]
+mod unanswered_tests {
+    use super::*;
+
+    #[test]
+    fn a_create_not_kept_stops_counting_once_answered() {
+        let u = Unanswered::default();
+        for i in 0..UNANSWERED_MAX + 3 {
+            u.sent(SentCreate {
+                merchant: 0,
+                key: format!("k{i}"),
+                body: serde_json::Value::Null,
+            });
+        }
+        // Two of the three not kept get their outcome; one kept one does too.
+        u.answered(&format!("k{}", UNANSWERED_MAX));
+        u.answered(&format!("k{}", UNANSWERED_MAX + 1));
+        u.answered("k0");
+        let (kept, overflow) = u.take();
+        assert_eq!((kept.len(), overflow), (UNANSWERED_MAX - 1, 1));
     }
 }
