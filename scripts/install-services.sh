@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the services the tests and sharded load tests start for themselves, where a
 # fresh Debian machine lacks them: PostgreSQL (throwaway servers on free loopback ports),
-# Redis (the same) and moto (the AWS emulator for the scale tests). Starts nothing: each test starts its
+# Redis (the same), HAProxy and openssl (the https test), Chromium (the HTML report) and moto (the AWS emulator for the scale tests). Starts nothing: each test starts its
 # own. Fails loudly when something cannot be installed: nothing is ever skipped.
 set -euo pipefail
 
@@ -19,6 +19,14 @@ fi
 if ! command -v chromium >/dev/null; then
   need_apt+=(chromium)
 fi
+# The https test puts a TLS-terminating HAProxy in front of the API, with a certificate
+# openssl makes.
+if ! command -v haproxy >/dev/null; then
+  need_apt+=(haproxy)
+fi
+if ! command -v openssl >/dev/null; then
+  need_apt+=(openssl)
+fi
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]} (Debian packages)"
   if [[ $(id -u) -ne 0 ]]; then
@@ -29,7 +37,11 @@ if ((${#need_apt[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   # Debian starts Redis on 6379 after install where it can; paytool's tests never use it.
-  if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
+  if command -v service >/dev/null; then
+    service redis-server stop >/dev/null 2>&1 || true
+    # The same for HAProxy's packaged service (it listens on nothing paytool uses).
+    service haproxy stop >/dev/null 2>&1 || true
+  fi
   # Debian starts a cluster on 5432 after install; paytool's tests never use it.
   if command -v pg_lsclusters >/dev/null; then
     pg_lsclusters -h 2>/dev/null | while read -r ver name _; do

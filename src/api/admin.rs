@@ -7,7 +7,7 @@ use super::payments::json;
 use super::types::{
     CreateMerchantRequest, KeyRolled, MerchantCreated, PaymentObject, RollKeyRequest,
 };
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use std::sync::Arc;
@@ -185,4 +185,99 @@ pub async fn lookup(
         }
     }
     Ok(json(StatusCode::OK, &LookupResponse { found, missing }))
+}
+
+/// The most payments one page of `GET /v1/admin/payments` carries.
+pub const KEYED_PAGE_LIMIT_MAX: usize = 10_000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyedQuery {
+    pub merchant_id: String,
+    pub key_prefix: String,
+    pub starting_after: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// A payment with the Idempotency-Key it was made under.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeyedPayment {
+    pub idempotency_key: String,
+    #[serde(flatten)]
+    pub payment: PaymentObject,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeyedPage {
+    pub data: Vec<KeyedPayment>,
+    pub has_more: bool,
+}
+
+/// One merchant's payments made under Idempotency-Keys that start with `key_prefix`,
+/// oldest first: how a load test's audit reads back its own run's payments in bulk (and
+/// finds any nobody acknowledged).
+#[utoipa::path(get, path = "/v1/admin/payments", tag = "admin",
+    params(("merchant_id" = String, Query, description = "The merchant's id"),
+        ("key_prefix" = String, Query, description = "1 to 255 visible ASCII characters"),
+        ("starting_after" = Option<String>, Query, description = "A payment id: list the ones after it"),
+        ("limit" = Option<usize>, Query, description = "1 to 10000, default 1000")),
+    responses((status = 200, body = KeyedPage), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub async fn payments_with_key_prefix(
+    State(state): State<Arc<AppState>>,
+    _: Admin,
+    query: Result<Query<KeyedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) =
+        query.map_err(|e| ApiError::invalid("parameter_invalid", "query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(1000);
+    if !(1..=KEYED_PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "limit",
+            format!("limit must be 1 to {KEYED_PAGE_LIMIT_MAX}"),
+        ));
+    }
+    let prefix = &query.key_prefix;
+    if prefix.is_empty()
+        || prefix.len() > super::extract::IDEMPOTENCY_KEY_LEN_MAX
+        || !prefix.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "key_prefix",
+            format!(
+                "key_prefix must be 1 to {} visible ASCII characters",
+                super::extract::IDEMPOTENCY_KEY_LEN_MAX
+            ),
+        ));
+    }
+    if let Some(cursor) = &query.starting_after
+        && !crate::ids::is_id(cursor, "pay")
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "starting_after",
+            "starting_after must be a payment id",
+        ));
+    }
+    // A malformed merchant id is no merchant: the store is not asked (see roll_key).
+    let merchant = match crate::ids::is_id(&query.merchant_id, "mer") {
+        true => state.store.merchant(&query.merchant_id).await?,
+        false => None,
+    }
+    .ok_or_else(|| ApiError::not_found("merchant", "merchant_id"))?;
+    let (page, has_more) = state
+        .store
+        .payments_with_key_prefix(merchant, query.key_prefix, query.starting_after, limit)
+        .await?;
+    let data = page
+        .iter()
+        .map(|(p, key)| KeyedPayment {
+            idempotency_key: key.clone(),
+            payment: PaymentObject::from(p),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &KeyedPage { data, has_more }))
 }

@@ -75,6 +75,7 @@ pub fn router(state: Arc<AppState>, body_limit_bytes: usize) -> Router {
         .route("/v1/admin/merchants/{id}/roll_key", post(admin::roll_key))
         .route("/v1/admin/audit", get(admin::audit))
         .route("/v1/admin/payments/lookup", post(admin::lookup))
+        .route("/v1/admin/payments", get(admin::payments_with_key_prefix))
         .route("/openapi.json", get(openapi_json))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

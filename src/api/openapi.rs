@@ -5,7 +5,9 @@
 //! must describe exactly what the API accepts and answers: schemathesis
 //! (scripts/fuzz_api.sh) checks it both ways.
 
-use super::admin::{LOOKUP_BATCH_MAX, MERCHANT_NAME_LEN_MAX, ROLL_GRACE_MAX_S};
+use super::admin::{
+    KEYED_PAGE_LIMIT_MAX, LOOKUP_BATCH_MAX, MERCHANT_NAME_LEN_MAX, ROLL_GRACE_MAX_S,
+};
 use super::extract::IDEMPOTENCY_KEY_LEN_MAX;
 use super::payments::LIST_LIMIT_MAX;
 use super::{admin, error, payments, types};
@@ -21,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         payments::create_payment, payments::capture_payment, payments::cancel_payment,
         payments::refund_payment, payments::get_payment, payments::list_payments,
         payments::get_balance, admin::create_merchant, admin::roll_key, admin::audit, admin::lookup,
+        admin::payments_with_key_prefix,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, error::ErrorType, types::PaymentObject)),
     modifiers(&Security),
@@ -79,8 +82,15 @@ fn refine(doc: &mut Value, (year, month): (u16, u8)) {
                     json!({"type": "string", "pattern": id_pattern("mer")})
                 }
                 (Some("path"), Some("id")) => json!({"type": "string", "pattern": pay_id}),
+                (Some("query"), Some("limit")) if path == "/v1/admin/payments" => {
+                    json!({"type": "integer", "minimum": 1, "maximum": KEYED_PAGE_LIMIT_MAX})
+                }
                 (Some("query"), Some("limit")) => {
                     json!({"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX})
+                }
+                (Some("query"), Some("key_prefix")) => {
+                    json!({"type": "string", "minLength": 1,
+                        "maxLength": IDEMPOTENCY_KEY_LEN_MAX, "pattern": "^[!-~]+$"})
                 }
                 (Some("query"), Some("starting_after")) => {
                     json!({"type": "string", "pattern": pay_id})

@@ -27,6 +27,7 @@ use super::entries::{
 use super::keys::Keys;
 use crate::ledger::Payment;
 use crate::secrets::{Secret, hash_key, merchant_id_in_key};
+use crate::store::KeyedPage;
 use crate::store::{
     AuditReport, BalanceLine, BoxFuture, Merchant, Mutation, RolledKey, Store, StoreError,
     StoredResponse, WriteRequest,
@@ -319,6 +320,17 @@ impl Store for CachedStore {
         limit: usize,
     ) -> BoxFuture<'_, Result<(Vec<Payment>, bool), StoreError>> {
         self.inner.list_payments(merchant, starting_after, limit)
+    }
+
+    fn payments_with_key_prefix(
+        &self,
+        merchant: Arc<Merchant>,
+        key_prefix: String,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<KeyedPage, StoreError>> {
+        self.inner
+            .payments_with_key_prefix(merchant, key_prefix, starting_after, limit)
     }
 
     fn balance(

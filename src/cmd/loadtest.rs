@@ -281,6 +281,7 @@ fn classify(e: LoadtestError) -> anyhow::Error {
 fn spawn_progress(prepared: &loadtest::Prepared) -> (tokio::task::JoinHandle<()>, ProgressBar) {
     let total = prepared.duration();
     let live = prepared.live();
+    let after = prepared.after_load();
     let tty = std::io::stderr().is_terminal();
     let bar = if tty {
         ProgressBar::new(total.as_secs().max(1))
@@ -298,6 +299,15 @@ fn spawn_progress(prepared: &loadtest::Prepared) -> (tokio::task::JoinHandle<()>
         let mut last_line = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(msg) = after_load_message(&after) {
+                if tty {
+                    handle_bar.set_message(msg);
+                } else if last_line.elapsed() >= Duration::from_secs(5) {
+                    eprintln!("  {msg}");
+                    last_line = Instant::now();
+                }
+                continue;
+            }
             let s = live.snapshot();
             let now = Instant::now();
             let rps = (s.requests - last_requests) as f64
@@ -320,6 +330,19 @@ fn spawn_progress(prepared: &loadtest::Prepared) -> (tokio::task::JoinHandle<()>
         }
     });
     (task, bar)
+}
+
+/// The line for the work after the load, None while the load runs.
+fn after_load_message(progress: &loadtest::audit::Progress) -> Option<String> {
+    use loadtest::audit::Phase;
+    let (phase, done, total) = progress.get();
+    Some(match phase {
+        Phase::Load => return None,
+        Phase::Resending => format!("audit: resending creates without an outcome {done}/{total}"),
+        Phase::Checking => format!("audit: reading the run's payments back {done}/{total}"),
+        Phase::Ledger => "audit: the target's ledger audit".to_string(),
+        Phase::Reports => "writing reports".to_string(),
+    })
 }
 
 async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyhow::Result<u8> {
@@ -353,6 +376,8 @@ async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyh
     })
     .await
     .map_err(classify)?;
+    let chart = run_dir.join(loadtest::search_html::SEARCH_HTML_FILE);
+    std::fs::write(&chart, loadtest::search_html::render(&result))?;
     if text {
         let mut t = comfy_table::Table::new();
         t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -393,7 +418,11 @@ async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyh
                 result.steps.last().map_or(0.0, |s| s.rate_per_s)
             ),
         }
-        println!("search: {}", run_dir.join("find-max.json").display());
+        println!(
+            "search: {} (chart: {})",
+            run_dir.join("find-max.json").display(),
+            chart.display()
+        );
     } else {
         println!("{}", serde_json::to_string_pretty(&result)?);
     }

@@ -58,9 +58,10 @@ pub fn print_summary(s: &RunSummary) {
     }
     if let Some(a) = &s.audit {
         println!(
-            "money audit over {} acknowledged payments: {}",
+            "money audit over {} acknowledged payments: {}{}",
             a.acknowledged_payments,
-            if a.ok { "clean" } else { "FAILED" }
+            if a.ok { "clean" } else { "FAILED" },
+            s.audit_s.map_or(String::new(), |t| format!(" ({t:.1} s)"))
         );
         for c in a.checks.iter().filter(|c| !c.ok) {
             println!("  FAIL {} ({} violation(s))", c.name, c.violation_count);
@@ -71,6 +72,13 @@ pub fn print_summary(s: &RunSummary) {
     }
     if !s.chaos.is_empty() {
         println!("{}", chaos_table(s));
+    }
+    if s.co_backfilled > 0 {
+        println!(
+            "coordinated-omission mitigation ({}): {} synthetic requests backfilled into the figures above",
+            s.co_mitigation.as_str(),
+            s.co_backfilled
+        );
     }
     println!("target: {}", s.target);
     if let Some(line) = s.instances_line() {

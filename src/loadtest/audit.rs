@@ -1,28 +1,88 @@
 //! The money audit after a run: every payment the API acknowledged exists with that
-//! amount and state, no idempotency key made two payments, and the ledger balances.
+//! amount and state, the store made no payment under the run's keys that nobody
+//! acknowledged (but those an unknown outcome explains), no key made two payments, every
+//! answer carrying a payment was logged, and the ledger balances.
+//!
+//! The run's payments are read back in bulk, a merchant at a time, by the run's own
+//! key prefix, in id order beside the log's ids in the same order (a merge, no lookups).
 
 use super::LoadtestError;
 use super::target::Admin;
-use crate::scenarios::acks::Acked;
+use crate::scenarios::acks::{Acked, keys_prefix};
 use crate::scenarios::context::RunContext;
+use crate::scenarios::replies::PaymentId;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 const VIOLATIONS_SHOWN_MAX: usize = 50;
 /// Resends of one unanswered create before it is left unresolved.
 const RESEND_TRIES_MAX: u32 = 5;
 /// The first resend's back-off after a 5xx or no answer; doubles each time.
 const RESEND_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(200);
-/// Creates resent, and merchants counted, at once.
+/// Creates resent, and merchants read back, at once.
 const IN_FLIGHT_MAX: usize = 16;
+/// Payments per page when reading the run's payments back.
+const READ_BACK_PAGE: usize = 5_000;
+
+/// How far the audit has got, for a progress line while it runs.
+#[derive(Default)]
+pub struct Progress {
+    phase: AtomicU8,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The load is still running.
+    Load,
+    /// Resending creates left without an outcome.
+    Resending,
+    /// Reading the run's payments back and checking them.
+    Checking,
+    /// The target's ledger audit.
+    Ledger,
+    /// Writing the reports.
+    Reports,
+}
+
+impl Progress {
+    pub fn set(&self, phase: Phase, total: u64) {
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+        self.phase.store(phase as u8, Ordering::Relaxed);
+    }
+
+    fn advance(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The phase, and how much of it is done out of how much.
+    pub fn get(&self) -> (Phase, u64, u64) {
+        let phase = match self.phase.load(Ordering::Relaxed) {
+            1 => Phase::Resending,
+            2 => Phase::Checking,
+            3 => Phase::Ledger,
+            4 => Phase::Reports,
+            _ => Phase::Load,
+        };
+        (
+            phase,
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+}
 
 /// The audit's outcome when it could not run at all (the target is gone): a failure
 /// that says why, so the run's reports are still written and its verdict explains.
 pub fn could_not_run(ctx: &RunContext, why: &str) -> AuditOutcome {
     AuditOutcome {
         ok: false,
-        acknowledged_payments: ctx.acks.all().len() as u64,
+        acknowledged_payments: ctx.acks.len() as u64,
         ledger_shards: None,
         checks: vec![AuditCheck {
             name: "audit_ran".into(),
@@ -33,19 +93,20 @@ pub fn could_not_run(ctx: &RunContext, why: &str) -> AuditOutcome {
     }
 }
 
+/// Creates still without an outcome after the resends: how many were never kept to be
+/// resent (the store's read-back may explain them), and why each kept one is unresolved.
+struct Unresolved {
+    not_kept: u64,
+    reasons: Vec<String>,
+}
+
 /// Resend every create the run left without a payment, with its own Idempotency-Key, as
 /// the API's documentation tells a client to: a create that committed answers with its
-/// payment (now acknowledged), one that did not is made now or refused. Returns the
-/// creates still without an outcome.
-pub async fn resolve_unanswered(admin: &Admin, ctx: &RunContext) -> Vec<String> {
-    let (creates, overflow) = ctx.unanswered.take();
-    let mut unresolved = Vec::new();
-    if overflow > 0 {
-        unresolved.push(format!(
-            "{overflow} creates without an outcome did not fit in the set the run resends ({} kept)",
-            creates.len()
-        ));
-    }
+/// payment (now acknowledged), one that did not is made now or refused.
+async fn resolve_unanswered(admin: &Admin, ctx: &RunContext, progress: &Progress) -> Unresolved {
+    let (creates, not_kept) = ctx.unanswered.take();
+    progress.set(Phase::Resending, creates.len() as u64);
+    let mut reasons = Vec::new();
     let mut pending = tokio::task::JoinSet::new();
     let mut creates = creates.into_iter();
     loop {
@@ -60,14 +121,15 @@ pub async fn resolve_unanswered(admin: &Admin, ctx: &RunContext) -> Vec<String> 
         let Some(done) = pending.join_next().await else {
             break;
         };
+        progress.advance(1);
         match done {
             Ok((c, Ok(Some(payment)))) => ctx.acks.created(c.merchant, &c.key, &payment),
             Ok((_, Ok(None))) => {}
-            Ok((c, Err(why))) => unresolved.push(format!("key {:?}: {why}", c.key)),
-            Err(e) => unresolved.push(format!("a resend task: {e}")),
+            Ok((c, Err(why))) => reasons.push(format!("key {:?}: {why}", c.key.as_str())),
+            Err(e) => reasons.push(format!("a resend task: {e}")),
         }
     }
-    unresolved
+    Unresolved { not_kept, reasons }
 }
 
 /// The payment a resend was answered with, None for a refusal (nothing made), or why
@@ -79,7 +141,9 @@ async fn resend(
 ) -> Result<Option<crate::scenarios::replies::PaymentSeen>, String> {
     let mut last = String::new();
     for attempt in 0..RESEND_TRIES_MAX {
-        let (status, body) = admin.resend_create(merchant_key, &c.key, &c.body).await;
+        let (status, body) = admin
+            .resend_create(merchant_key, c.key.as_str(), &c.body)
+            .await;
         let payment = match status {
             Some(200..=299) => serde_json::from_value(body.clone()).ok(),
             Some(402) => serde_json::from_value(body["error"]["payment"].clone()).ok(),
@@ -101,38 +165,95 @@ async fn resend(
     Err(format!("{last} after {RESEND_TRIES_MAX} resends"))
 }
 
-/// The check that the store made exactly the payments the client was acknowledged:
-/// every merchant's payments, counted through the API, against `acknowledged`.
-async fn store_count(
+/// What reading one merchant's payments back found.
+#[derive(Default)]
+struct MerchantFindings {
+    missing: Vec<String>,
+    wrong_state: Vec<String>,
+    /// Payments nobody acknowledged.
+    orphans: Vec<String>,
+    /// Keys the store made more than one payment under.
+    doubled_keys: Vec<String>,
+}
+
+/// Read merchant `m`'s payments under the run's prefix back, in id order, beside the
+/// ids the log acknowledged for it (in the same order).
+async fn read_back(
     admin: &Admin,
     ctx: &RunContext,
-    acknowledged: u64,
-    unresolved: &[String],
-) -> Result<Check, LoadtestError> {
-    let mut check = Check::new("store_holds_exactly_the_acknowledged_payments");
-    let mut counts = tokio::task::JoinSet::new();
-    let mut total = 0u64;
-    for m in &ctx.merchants {
-        if counts.len() >= IN_FLIGHT_MAX
-            && let Some(n) = counts.join_next().await
-        {
-            total += n.map_err(|e| LoadtestError::Run(e.to_string()))??;
+    m: usize,
+    acked: &[PaymentId],
+    progress: &Progress,
+) -> Result<MerchantFindings, LoadtestError> {
+    let prefix = keys_prefix(ctx.key_prefix());
+    let merchant_id = &ctx.merchants[m].id;
+    let mut found = MerchantFindings::default();
+    let mut keys: HashSet<String> = HashSet::new();
+    let mut next_acked = acked.iter().peekable();
+    let mut after: Option<String> = None;
+    let missing = |found: &mut MerchantFindings, id: &PaymentId| {
+        let a = ctx.acks.get(id);
+        found.missing.push(match a {
+            Some(a) => format!(
+                "{} (key {:?}, {} {}) was acknowledged and is not in the store",
+                a.id,
+                a.idempotency_key,
+                a.amount,
+                a.currency.as_str()
+            ),
+            None => format!("{id} was acknowledged and is not in the store"),
+        });
+    };
+    loop {
+        let (page, more) = admin
+            .payments_with_key_prefix(merchant_id, &prefix, after.as_deref(), READ_BACK_PAGE)
+            .await?;
+        progress.advance(page.len() as u64);
+        for row in &page {
+            let text = row["id"].as_str().unwrap_or_default();
+            let Some(id) = PaymentId::parse(text) else {
+                return Err(LoadtestError::Run(format!(
+                    "reading the run's payments back: {text:?} is not a payment id"
+                )));
+            };
+            while let Some(a) = next_acked.next_if(|a| **a < id) {
+                missing(&mut found, a);
+            }
+            let key = row["idempotency_key"].as_str().unwrap_or_default();
+            if !keys.insert(key.to_string()) {
+                found.doubled_keys.push(format!(
+                    "merchant {m}: key {key:?} made more than one payment (one is {id})"
+                ));
+            }
+            if next_acked.next_if(|a| **a == id).is_none() {
+                found.orphans.push(format!(
+                    "{id} (key {key:?}, {} {}) is in the store and was never acknowledged",
+                    row["amount"], row["currency"]
+                ));
+                continue;
+            }
+            let Some(a) = ctx.acks.get(&id) else { continue };
+            let later = a.if_pending_committed();
+            if !(matches(&a, row) || later.as_ref().is_some_and(|l| matches(l, row))) {
+                found.wrong_state.push(format!(
+                    "{}: acknowledged {} {} {} captured {} refunded {}; the store has {} {} {} captured {} refunded {}",
+                    a.id, a.status.as_str(), a.amount, a.currency.as_str(), a.amount_captured, a.amount_refunded,
+                    row["status"], row["amount"], row["currency"], row["amount_captured"], row["amount_refunded"]
+                ));
+            }
         }
-        let (admin, key) = (admin.clone(), m.key.clone());
-        counts.spawn(async move { admin.count_payments(&key).await });
+        after = page
+            .last()
+            .and_then(|p| p["id"].as_str())
+            .map(str::to_string);
+        if !more || after.is_none() {
+            break;
+        }
     }
-    while let Some(n) = counts.join_next().await {
-        total += n.map_err(|e| LoadtestError::Run(e.to_string()))??;
+    for a in next_acked {
+        missing(&mut found, a);
     }
-    if total != acknowledged {
-        check.fail(format!(
-            "the store holds {total} payments for the run's merchants; the client was acknowledged {acknowledged}"
-        ));
-    }
-    for u in unresolved {
-        check.fail(format!("a create still without an outcome: {u}"));
-    }
-    Ok(check)
+    Ok(found)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -191,67 +312,40 @@ fn matches(acked: &Acked, found: &Value) -> bool {
         && found["amount_refunded"].as_u64() == Some(acked.amount_refunded)
 }
 
-/// `acked_before`: payments acknowledged to the same merchants in earlier steps of the
-/// run, which the store also holds; None when the merchants are shared with other
-/// generators, whose payments the store holds too (no count is checked then).
+/// Audit the run whose context is `ctx`: resend what is unresolved, read the run's
+/// payments back and check them against the log, then the target's ledger audit.
 pub async fn run(
     admin: &Admin,
     ctx: &RunContext,
-    acked_before: Option<u64>,
+    progress: &Progress,
 ) -> Result<AuditOutcome, LoadtestError> {
-    let unresolved = resolve_unanswered(admin, ctx).await;
-    let acks = ctx.acks.all();
-    let count = match acked_before {
-        Some(before) => {
-            Some(store_count(admin, ctx, before + acks.len() as u64, &unresolved).await?)
-        }
-        None => None,
-    };
-    let pairs: Vec<(String, String)> = acks
-        .iter()
-        .map(|a| (ctx.merchants[a.merchant].id.clone(), a.id.clone()))
-        .collect();
-    let found: HashMap<String, Value> = admin
-        .lookup(&pairs)
-        .await?
-        .into_iter()
-        .filter_map(|p| Some((p["id"].as_str()?.to_string(), p)))
-        .collect();
+    let unresolved = resolve_unanswered(admin, ctx, progress).await;
+    let acknowledged = ctx.acks.len() as u64;
+    progress.set(Phase::Checking, acknowledged);
+    let by_merchant = ctx.acks.ids_by_merchant(ctx.merchants.len());
+    // Borrowed futures, IN_FLIGHT_MAX merchants at once (no tasks: they share `ctx`).
+    let findings: Vec<MerchantFindings> = futures_util::stream::iter(
+        by_merchant
+            .iter()
+            .enumerate()
+            .map(|(m, ids)| read_back(admin, ctx, m, ids, progress)),
+    )
+    .buffer_unordered(IN_FLIGHT_MAX)
+    .collect::<Vec<_>>()
+    .await
+    .into_iter()
+    .collect::<Result<_, _>>()?;
 
     let mut exist = Check::new("acknowledged_payments_exist");
     let mut states = Check::new("acknowledged_amounts_and_states");
-    for a in &acks {
-        let Some(f) = found.get(&a.id) else {
-            exist.fail(format!(
-                "{} (key {:?}, {} {}) was acknowledged and is not in the store",
-                a.id, a.idempotency_key, a.amount, a.currency
-            ));
-            continue;
-        };
-        let later = a.if_pending_committed();
-        if !(matches(a, f) || later.as_ref().is_some_and(|l| matches(l, f))) {
-            states.fail(format!(
-                "{}: acknowledged {} {} {} captured {} refunded {}; the store has {} {} {} captured {} refunded {}",
-                a.id, a.status, a.amount, a.currency, a.amount_captured, a.amount_refunded,
-                f["status"], f["amount"], f["currency"], f["amount_captured"], f["amount_refunded"]
-            ));
-        }
-    }
-
     let mut keys = Check::new("one_payment_per_idempotency_key");
-    let mut by_key: HashMap<(usize, &str), Vec<&str>> = HashMap::new();
-    for a in &acks {
-        by_key
-            .entry((a.merchant, a.idempotency_key.as_str()))
-            .or_default()
-            .push(a.id.as_str());
-    }
-    for ((merchant, key), ids) in by_key.iter().filter(|(_, ids)| ids.len() > 1) {
-        keys.fail(format!(
-            "merchant {merchant}: key {key:?} was acknowledged as {} payments: {}",
-            ids.len(),
-            ids.join(", ")
-        ));
+    let mut exact = Check::new("store_holds_exactly_the_acknowledged_payments");
+    let mut orphans = Vec::new();
+    for f in findings {
+        f.missing.into_iter().for_each(|v| exist.fail(v));
+        f.wrong_state.into_iter().for_each(|v| states.fail(v));
+        f.doubled_keys.into_iter().for_each(|v| keys.fail(v));
+        orphans.extend(f.orphans);
     }
     for v in ctx
         .storm_violations
@@ -261,6 +355,31 @@ pub async fn run(
     {
         keys.fail(v.clone());
     }
+    // Creates never kept for a resend had unknown outcomes: each may have made one
+    // payment nobody acknowledged. More payments than that are unexplained.
+    if orphans.len() as u64 > unresolved.not_kept {
+        let n = orphans.len();
+        for o in orphans {
+            exact.fail(o);
+        }
+        exact.fail(format!(
+            "{n} payments under the run's keys were never acknowledged; {} creates with unknown outcomes could explain at most that many",
+            unresolved.not_kept
+        ));
+    }
+    for u in &unresolved.reasons {
+        exact.fail(format!("a create still without an outcome: {u}"));
+    }
+
+    // Every answer that carried a new payment, as the transport counted them, against
+    // the answers the journeys logged: a 2xx nobody wrote down is a lost acknowledgement.
+    let mut logged = Check::new("every_payment_answer_was_logged");
+    let (answers, written) = (ctx.payment_answers(), ctx.acks.answers_logged_count());
+    if answers != written {
+        logged.fail(format!(
+            "{answers} answers to creates carried a payment; the acknowledgement log recorded {written}"
+        ));
+    }
 
     // Nothing acknowledged while payments were sent is a run that checked nothing:
     // never a pass.
@@ -268,13 +387,20 @@ pub async fn run(
     let creates: u64 = ctx
         .recorder
         .requests_of(|name| name.starts_with("POST /v1/payments") && !name.contains('{'));
-    if acks.is_empty() && creates > 0 {
+    if acknowledged == 0 && creates > 0 {
         checked.fail(format!(
             "{creates} payment creates were sent and not one was acknowledged: nothing to audit"
         ));
     }
-    let mut checks = vec![exist.done(), states.done(), keys.done(), checked.done()];
-    checks.extend(count.map(Check::done));
+    let mut checks = vec![
+        exist.done(),
+        states.done(),
+        keys.done(),
+        exact.done(),
+        logged.done(),
+        checked.done(),
+    ];
+    progress.set(Phase::Ledger, 0);
     let ledger = admin.ledger_audit().await?;
     for c in ledger["checks"].as_array().cloned().unwrap_or_default() {
         checks.push(AuditCheck {
@@ -303,7 +429,7 @@ pub async fn run(
     }
     Ok(AuditOutcome {
         ok: checks.iter().all(|c| c.ok),
-        acknowledged_payments: acks.len() as u64,
+        acknowledged_payments: acknowledged,
         ledger_shards: ledger["shards"].as_u64(),
         checks,
     })

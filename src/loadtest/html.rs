@@ -8,14 +8,14 @@ use super::timeseries::{ALL, Row};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-const WIDTH: f64 = 760.0;
-const HEIGHT: f64 = 220.0;
+pub(super) const WIDTH: f64 = 760.0;
+pub(super) const HEIGHT: f64 = 220.0;
 /// Room for the axes' labels.
-const LEFT: f64 = 56.0;
-const BOTTOM: f64 = 28.0;
-const TOP: f64 = 24.0;
-const RIGHT: f64 = 12.0;
-const COLORS: [&str; 6] = [
+pub(super) const LEFT: f64 = 56.0;
+pub(super) const BOTTOM: f64 = 28.0;
+pub(super) const TOP: f64 = 24.0;
+pub(super) const RIGHT: f64 = 12.0;
+pub(super) const COLORS: [&str; 6] = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 ];
 
@@ -368,7 +368,7 @@ fn table(h: &mut String, s: &RunSummary) {
 }
 
 /// A value for an axis label: short, without trailing noise.
-fn number(v: f64) -> String {
+pub(super) fn number(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 1.0 {
@@ -378,14 +378,14 @@ fn number(v: f64) -> String {
     }
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
 }
 
-const CSS: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222}\
+pub(super) const CSS: &str = "body{font-family:system-ui,sans-serif;margin:24px;color:#222}\
 h1 span.passed,.passed{color:#2a7d2a}h1 span.failed,.failed{color:#b00020}\
 .charts{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}\
 svg.chart{width:760px;height:220px;border:1px solid #ddd;background:#fff}\

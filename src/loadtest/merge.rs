@@ -9,6 +9,7 @@ use super::summary;
 use super::thresholds::{self, Judged, Schedule};
 use super::timeseries::{self, INTERVALS_FILE, SavedInterval};
 use crate::profile::gate::Gate;
+use crate::scenarios::cadence::CoMitigation;
 use crate::scenarios::record::{IntervalFigures, Latencies, Recorded, Series};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -217,6 +218,15 @@ pub fn merge(
         layout: first.summary.layout.clone(),
         instances: Vec::new(),
         duration_s: seconds,
+        // Each segment audited its own keys, all at once: the slowest is the merge's.
+        co_mitigation: parts
+            .first()
+            .map_or(CoMitigation::Disabled, |p| p.summary.co_mitigation),
+        co_backfilled: parts.iter().map(|p| p.summary.co_backfilled).sum(),
+        audit_s: parts
+            .iter()
+            .filter_map(|p| p.summary.audit_s)
+            .reduce(f64::max),
         users_max: parts.iter().map(|p| p.summary.users_max).sum(),
         requests,
         total,

@@ -13,19 +13,23 @@ pub mod merge;
 pub mod open_model;
 pub mod process;
 pub mod report;
+pub mod search_html;
 pub mod summary;
 pub mod target;
 pub mod thresholds;
 pub mod timeseries;
+pub mod wire;
 
 use crate::cache::CacheOptions;
 use crate::profile::load::{ArrivalRate, LoadPlan, REDIS_URL_ENV, RedisMode, Shape};
+use crate::scenarios::cadence::CoMitigation;
 use crate::scenarios::context::{self, RunContext};
 use crate::scenarios::instances::Instances;
 use crate::scenarios::live::LiveStats;
 use crate::services::redis::LocalRedis;
 use crate::store::sqlite::Faults;
 use goose::config::GooseConfiguration;
+use goose::metrics::GooseCoordinatedOmissionMitigation;
 use goose::prelude::*;
 use open_model::OpenModel;
 use report::RunSummary;
@@ -73,9 +77,12 @@ pub struct Prepared {
     ctx: Arc<RunContext>,
     /// The current step's arrival schedule, in the open model.
     open: Option<Arc<OpenModel>>,
+    /// The open model's TLS, when an instance is https.
+    tls: Option<wire::Tls>,
     steps: usize,
     /// Payments acknowledged in the steps before this one (the store holds them too).
-    acked_before: u64,
+    /// The audit's and reports' progress after the load, for the progress line.
+    progress: Arc<audit::Progress>,
     /// `--start-at`: ms since the epoch.
     start_at_ms: Option<i64>,
 }
@@ -161,6 +168,10 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         }
     };
     let base_url = bases[0].clone();
+    let tls = match Instances::new(bases.clone()).any_tls() {
+        true => Some(wire::Tls::new().map_err(LoadtestError::Config)?),
+        false => None,
+    };
     let admin = Admin::new(base_url.clone(), token);
     for base in &bases {
         admin.check_reachable(base).await?;
@@ -186,6 +197,7 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
             &run_id,
         )),
         open: None,
+        tls,
         plan,
         run_id,
         run_dir,
@@ -195,7 +207,7 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         admin,
         merchants,
         steps: 0,
-        acked_before: 0,
+        progress: Arc::default(),
         start_at_ms: None,
     };
     prepared.new_context(None);
@@ -253,6 +265,11 @@ impl Prepared {
         self.ctx.live.clone()
     }
 
+    /// What the run is doing after its load: resending, checking, writing reports.
+    pub fn after_load(&self) -> Arc<audit::Progress> {
+        self.progress.clone()
+    }
+
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }
@@ -279,6 +296,7 @@ impl Prepared {
                 self.plan.segment,
                 self.plan.scenarios.clone(),
                 self.plan.timeout,
+                self.tls.clone(),
             ))
         });
         // Segments may share a run id (one profile started at the same second): each
@@ -288,12 +306,14 @@ impl Prepared {
             .segment
             .map_or(String::new(), |s| format!("-g{}of{}", s.index, s.of));
         let prefix = format!("{}{segment}-s{}", self.run_id, self.steps);
-        self.ctx = Arc::new(RunContext::new(
+        let mut ctx = RunContext::new(
             Instances::new(self.bases.clone()),
             self.merchants.clone(),
             self.plan.zipf_exponent,
             &prefix,
-        ));
+        );
+        ctx.co_mitigation = self.plan.co_mitigation;
+        self.ctx = Arc::new(ctx);
     }
 
     /// Leave at least `warmup` of every step out of its thresholds (a capacity
@@ -357,6 +377,7 @@ impl Prepared {
     /// Run one step with the current context and write its reports into `dir`.
     async fn run_step(&mut self, dir: &Path) -> Result<RunSummary, LoadtestError> {
         self.steps += 1;
+        self.progress.set(audit::Phase::Load, 0);
         let mut plan = self.plan.clone();
         if let Some(o) = &self.open {
             plan.shape = Shape::Arrival(o.arrival);
@@ -501,25 +522,21 @@ impl Prepared {
             schedule,
         );
         let thresholds = thresholds::evaluate(&plan.gate, &judged);
-        self.write_acks(dir)?;
+        let audit_began = std::time::Instant::now();
         let audit = if plan.audit {
-            // Merchants shared with other generators hold their payments too: the
-            // store's count is checked over all of them by `report merge --target`.
-            let count = self
-                .plan
-                .merchants_from
-                .is_none()
-                .then_some(self.acked_before);
             // An audit that cannot run (the target died) fails the run with the reason;
             // every report is still written.
-            let outcome = audit::run(&self.admin, &self.ctx, count)
+            let outcome = audit::run(&self.admin, &self.ctx, &self.progress)
                 .await
                 .unwrap_or_else(|e| audit::could_not_run(&self.ctx, &e.to_string()));
-            self.acked_before += outcome.acknowledged_payments;
             Some(outcome)
         } else {
             None
         };
+        let audit_s = audit.as_ref().map(|_| audit_began.elapsed().as_secs_f64());
+        self.progress.set(audit::Phase::Reports, 0);
+        // After the audit: what its resends learned is in the log too.
+        self.write_acks(dir)?;
         let passed = thresholds.iter().all(|t| t.passed)
             && audit.as_ref().is_none_or(|a| a.ok)
             && faults.iter().all(chaos::FaultRecord::ok)
@@ -528,6 +545,9 @@ impl Prepared {
             rate_start_per_s: o.arrival.start_per_s,
             rate_end_per_s: o.arrival.end_per_s,
             connections: o.arrival.connections,
+            connections_max: o.arrival.connections_max,
+            pool_grew: o.grew.load(std::sync::atomic::Ordering::Relaxed),
+            connections_peak: o.pool.load(std::sync::atomic::Ordering::Relaxed),
             scheduled: o.scheduled(),
             sent: o.sent.load(std::sync::atomic::Ordering::Relaxed),
             late: o.late.load(std::sync::atomic::Ordering::Relaxed),
@@ -572,6 +592,9 @@ impl Prepared {
             }),
             instances: self.ctx.instances.figures(),
             duration_s: seconds,
+            audit_s,
+            co_mitigation: plan.co_mitigation,
+            co_backfilled: self.ctx.co_backfilled(),
             users_max: metrics.maximum_users,
             requests,
             total,
@@ -627,9 +650,18 @@ impl Prepared {
 
     fn write_acks(&self, dir: &Path) -> Result<(), LoadtestError> {
         let mut out = std::io::BufWriter::new(std::fs::File::create(dir.join("acks.jsonl"))?);
-        for a in self.ctx.acks.all() {
-            serde_json::to_writer(&mut out, &a).map_err(|e| LoadtestError::Run(e.to_string()))?;
-            out.write_all(b"\n")?;
+        let mut failed = None;
+        self.ctx.acks.for_each(|a| {
+            if failed.is_none()
+                && let Err(e) = serde_json::to_writer(&mut out, &a)
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| out.write_all(b"\n"))
+            {
+                failed = Some(e);
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e.into());
         }
         out.flush()?;
         Ok(())
@@ -714,6 +746,13 @@ fn build_attack(
     config.no_print_metrics = true;
     config.no_error_summary = true;
     config.timeout = Some(format!("{:.3}", plan.timeout.as_secs_f64()));
+    // Goose's own reports mitigate as paytool's histograms do (see scenarios::cadence).
+    config.co_mitigation = Some(match plan.co_mitigation {
+        CoMitigation::Disabled => GooseCoordinatedOmissionMitigation::Disabled,
+        CoMitigation::Average => GooseCoordinatedOmissionMitigation::Average,
+        CoMitigation::Minimum => GooseCoordinatedOmissionMitigation::Minimum,
+        CoMitigation::Maximum => GooseCoordinatedOmissionMitigation::Maximum,
+    });
     config.report_file = plan
         .formats
         .iter()

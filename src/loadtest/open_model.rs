@@ -9,19 +9,17 @@
 //! Goose's metrics as a custom request (so Goose's reports include it). With several API
 //! instances, worker `w` connects to instance `w % n`, as a layer-4 balancer would.
 
+use super::wire;
 use crate::profile::load::ArrivalRate;
 use crate::profile::segment::Segment;
 use crate::scenarios::Scenario;
 use crate::scenarios::client::{Call, Client, JourneyResult, Method, Reply, judge};
 use crate::scenarios::context::RunContext;
 use crate::scenarios::live::LiveStats;
-use bytes::Bytes;
 use goose::goose::{Transaction, TransactionFunction};
 use goose::prelude::*;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -50,6 +48,14 @@ pub struct OpenModel {
     pub segment: Option<Segment>,
     pub mix: Vec<(Scenario, usize)>,
     pub timeout: Duration,
+    /// For https instances.
+    pub tls: Option<wire::Tls>,
+    /// Connections (workers) now; grows up to `arrival.connections_max`.
+    pub pool: AtomicUsize,
+    /// Workers in the middle of a journey.
+    busy: AtomicUsize,
+    /// How many times the pool grew.
+    pub grew: AtomicU64,
     pub sent: AtomicU64,
     pub late: AtomicU64,
     /// Arrivals not sent at all: due longer ago than the request timeout.
@@ -71,12 +77,17 @@ impl OpenModel {
         segment: Option<Segment>,
         mix: Vec<(Scenario, usize)>,
         timeout: Duration,
+        tls: Option<wire::Tls>,
     ) -> Self {
         OpenModel {
+            pool: AtomicUsize::new(arrival.connections),
             arrival,
             segment,
             mix,
             timeout,
+            tls,
+            busy: AtomicUsize::new(0),
+            grew: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             late: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -131,6 +142,35 @@ impl OpenModel {
             x -= w;
         }
         self.mix[0].0
+    }
+
+    /// One more worker, when the pool is below its ceiling.
+    fn grow(
+        self: &Arc<Self>,
+        ctx: &Arc<RunContext>,
+        next: &Arc<AtomicU64>,
+        start: Instant,
+        tx: &mpsc::Sender<Sample>,
+    ) {
+        let ceiling = self.arrival.connections_max;
+        let Ok(slot) = self
+            .pool
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p < ceiling).then_some(p + 1)
+            })
+        else {
+            return;
+        };
+        self.grew.fetch_add(1, Ordering::Relaxed);
+        // Detached: it holds a sender, so the recorder waits for it as for the others.
+        tokio::spawn(worker(
+            slot,
+            ctx.clone(),
+            self.clone(),
+            next.clone(),
+            start,
+            tx.clone(),
+        ));
     }
 
     /// The schedule as the one transaction of the one Goose user.
@@ -198,19 +238,8 @@ async fn run(
     Ok(())
 }
 
-async fn connect(authority: &str) -> Option<SendRequest<Full<Bytes>>> {
-    let stream = tokio::net::TcpStream::connect(authority).await.ok()?;
-    let _ = stream.set_nodelay(true);
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(conn);
-    Some(sender)
-}
-
 async fn worker(
-    instance: usize,
+    slot: usize,
     ctx: Arc<RunContext>,
     open: Arc<OpenModel>,
     next: Arc<AtomicU64>,
@@ -228,6 +257,11 @@ async fn worker(
         open.lag.record(lag, lag <= LATE_AFTER);
         if lag > LATE_AFTER {
             open.late.fetch_add(1, Ordering::Relaxed);
+            // Late with every other connection busy: the pool is too small for the rate
+            // (k6's "insufficient VUs"); grow it by one, up to connections_max.
+            if open.busy.load(Ordering::Relaxed) + 1 >= open.pool.load(Ordering::Relaxed) {
+                open.grow(&ctx, &next, start, &tx);
+            }
         }
         let scenario = open.pick();
         if lag > open.timeout {
@@ -249,16 +283,18 @@ async fn worker(
             continue;
         }
         open.sent.fetch_add(1, Ordering::Relaxed);
+        open.busy.fetch_add(1, Ordering::Relaxed);
         let mut client = ArrivalClient {
             ctx: &ctx,
             open: &open,
-            instance,
+            instance: slot,
             connection: &mut connection,
             due: Some(due),
             samples: &tx,
         };
         // The journey's own requests are bounded by the timeout; its errors are samples.
         let _ = scenario.run(&mut client, &ctx).await;
+        open.busy.fetch_sub(1, Ordering::Relaxed);
         if tx.is_closed() {
             return;
         }
@@ -267,13 +303,14 @@ async fn worker(
 
 /// One arrival's client: the worker's keep-alive connection (opened on first use or
 /// after a failure), every answer judged as the Goose client judges it. The first
-/// request's latency counts from the arrival's due time, the rest from their own send.
+/// request's latency counts from the arrival's due time, the rest from their own send;
+/// each ends with the answer's last byte (judging it and logging it are not timed).
 struct ArrivalClient<'a> {
     ctx: &'a RunContext,
     open: &'a OpenModel,
     /// The instance this worker's connection goes to.
     instance: usize,
-    connection: &'a mut Option<SendRequest<Full<Bytes>>>,
+    connection: &'a mut Option<wire::Connection>,
     due: Option<Instant>,
     samples: &'a mpsc::Sender<Sample>,
 }
@@ -295,30 +332,34 @@ impl ArrivalClient<'_> {
     }
 }
 
+fn reply_of(call: &Call, done: &wire::Exchanged) -> Reply {
+    let mut reply = match &done.answer {
+        Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
+        None => judge(call.expect, None, &[]),
+    };
+    reply.unsent = done.unsent;
+    reply
+}
+
 impl Client for ArrivalClient<'_> {
     async fn send(&mut self, call: Call) -> JourneyResult<Reply> {
         let started = self.due.take().unwrap_or_else(Instant::now);
-        let authority = self.ctx.instances.authority(self.instance);
-        let mut unsent = false;
-        if self.connection.as_ref().is_none_or(|s| s.is_closed()) {
-            *self.connection = connect(authority).await;
-            unsent = self.connection.is_none();
-        }
+        let endpoint = self.ctx.instances.endpoint(self.instance);
         self.ctx.instances.sent_to(self.instance);
-        let answer = match self.connection.as_mut() {
-            Some(sender) => exchange(self.ctx, self.open, authority, sender, &call).await,
-            None => None,
-        };
-        if answer.is_none() {
-            *self.connection = None;
-        }
-        let mut reply = match &answer {
-            Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
-            None => judge(call.expect, None, &[]),
-        };
-        // No connection could be made: the request never left.
-        reply.unsent = unsent;
-        self.record(&call, started.elapsed(), &reply).await?;
+        let key = call.merchant.map(|m| self.ctx.merchants[m].key.as_str());
+        let timeout = call.timeout.unwrap_or(self.open.timeout);
+        let done = wire::exchange(
+            endpoint,
+            self.open.tls.as_ref(),
+            self.connection,
+            key,
+            &call,
+            timeout,
+        )
+        .await;
+        let reply = reply_of(&call, &done);
+        self.record(&call, done.finished.duration_since(started), &reply)
+            .await?;
         Ok(reply)
     }
 
@@ -329,91 +370,46 @@ impl Client for ArrivalClient<'_> {
             // Each on a connection of its own, so a balancer could send each anywhere.
             let instance = self.ctx.instances.next();
             self.ctx.instances.sent_to(instance);
-            let (ctx_key, open) = (
-                call.merchant.map(|m| self.ctx.merchants[m].key.clone()),
-                self.ctx.instances.authority(instance).to_string(),
+            let endpoint = self.ctx.instances.endpoint(instance).clone();
+            let key = call.merchant.map(|m| self.ctx.merchants[m].key.clone());
+            let (tls, timeout) = (
+                self.open.tls.clone(),
+                call.timeout.unwrap_or(self.open.timeout),
             );
-            let timeout = self.open.timeout;
             tasks.spawn(async move {
-                let mut sender = connect(&open).await?;
-                let request = build(&open, ctx_key.as_deref(), &call)?;
-                let answer = send_one(&mut sender, request, call.timeout.unwrap_or(timeout)).await;
-                answer.map(|a| (i, a))
+                let mut connection = None;
+                let done = wire::exchange(
+                    &endpoint,
+                    tls.as_ref(),
+                    &mut connection,
+                    key.as_deref(),
+                    &call,
+                    timeout,
+                )
+                .await;
+                (i, done)
             });
         }
-        let mut answers = vec![None; calls.len()];
+        let mut exchanged: Vec<Option<wire::Exchanged>> = calls.iter().map(|_| None).collect();
         while let Some(done) = tasks.join_next().await {
-            if let Ok(Some((i, answer))) = done {
-                answers[i] = Some(answer);
+            if let Ok((i, done)) = done {
+                exchanged[i] = Some(done);
             }
         }
-        let latency = started.elapsed();
         let mut replies = Vec::with_capacity(calls.len());
-        for (call, answer) in calls.iter().zip(answers) {
-            let reply = match &answer {
-                Some((status, bytes)) => judge(call.expect, Some(*status), bytes),
-                None => judge(call.expect, None, &[]),
-            };
-            self.record(call, latency, &reply).await?;
+        for (call, done) in calls.iter().zip(exchanged) {
+            let done = done.unwrap_or(wire::Exchanged {
+                answer: None,
+                unsent: false,
+                finished: Instant::now(),
+            });
+            let reply = reply_of(call, &done);
+            self.record(call, done.finished.duration_since(started), &reply)
+                .await?;
             replies.push(reply);
         }
         Ok(replies)
     }
-}
-
-/// The HTTP request for `call`, authenticated with the merchant's key if it names one.
-fn build(
-    authority: &str,
-    merchant_key: Option<&str>,
-    call: &Call,
-) -> Option<hyper::Request<Full<Bytes>>> {
-    let mut builder = hyper::Request::builder()
-        .method(call.method.as_str())
-        .uri(format!("http://{authority}{}", call.path))
-        .header(hyper::header::HOST, authority);
-    if let Some(key) = merchant_key {
-        builder = builder.header(hyper::header::AUTHORIZATION, format!("Bearer {key}"));
-    }
-    if let Some(k) = &call.idempotency_key {
-        builder = builder.header("idempotency-key", k.as_str());
-    }
-    let body = match &call.body {
-        Some(b) => {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-            Bytes::from(serde_json::to_vec(b).ok()?)
-        }
-        None => Bytes::new(),
-    };
-    builder.body(Full::new(body)).ok()
-}
-
-/// Send one request and read the whole answer, within `timeout`.
-async fn send_one(
-    sender: &mut SendRequest<Full<Bytes>>,
-    request: hyper::Request<Full<Bytes>>,
-    timeout: Duration,
-) -> Option<(u16, Bytes)> {
-    tokio::time::timeout(timeout, async {
-        sender.ready().await.ok()?;
-        let response = sender.send_request(request).await.ok()?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.ok()?.to_bytes();
-        Some((status, bytes))
-    })
-    .await
-    .ok()?
-}
-
-async fn exchange(
-    ctx: &RunContext,
-    open: &OpenModel,
-    authority: &str,
-    sender: &mut SendRequest<Full<Bytes>>,
-    call: &Call,
-) -> Option<(u16, Bytes)> {
-    let key = call.merchant.map(|m| ctx.merchants[m].key.as_str());
-    let request = build(authority, key, call)?;
-    send_one(sender, request, call.timeout.unwrap_or(open.timeout)).await
 }
 
 #[cfg(test)]
@@ -426,9 +422,10 @@ mod tests {
             end_per_s: 1000.0,
             run_time: Duration::from_secs(2),
             connections: 1,
+            connections_max: 1,
             poisson,
         };
-        let open = OpenModel::new(arrival, segment, vec![], Duration::from_secs(1));
+        let open = OpenModel::new(arrival, segment, vec![], Duration::from_secs(1), None);
         let next = AtomicU64::new(0);
         std::iter::from_fn(|| open.next_due(&next)).collect()
     }

@@ -4,6 +4,7 @@
 use super::audit::AuditOutcome;
 use super::summary::{RequestRow, ServerFigures};
 use super::thresholds::ThresholdResult;
+use crate::scenarios::cadence::CoMitigation;
 pub use crate::scenarios::instances::InstanceFigures;
 use crate::scenarios::record::{Latencies, SavedHistogram};
 use serde::de::DeserializeOwned;
@@ -82,6 +83,15 @@ pub struct RunSummary {
     #[serde(default)]
     pub instances: Vec<InstanceFigures>,
     pub duration_s: f64,
+    /// Seconds the money audit took after the load (resends, read-back, ledger audit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_s: Option<f64>,
+    /// The closed model's coordinated-omission mitigation, and how many synthetic
+    /// requests it backfilled (counted in the histograms, as Goose counts its own).
+    #[serde(default, skip_serializing_if = "is_disabled")]
+    pub co_mitigation: CoMitigation,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub co_backfilled: u64,
     pub users_max: usize,
     pub requests: Vec<RequestRow>,
     pub total: RequestRow,
@@ -144,6 +154,15 @@ pub struct OpenModelFigures {
     pub rate_start_per_s: f64,
     pub rate_end_per_s: f64,
     pub connections: usize,
+    /// The most the pool could grow to (`load.connections_max`).
+    #[serde(default)]
+    pub connections_max: usize,
+    /// How many times an arrival found every connection busy and the pool grew by one.
+    #[serde(default)]
+    pub pool_grew: u64,
+    /// Connections open at the end (at most `connections_max`).
+    #[serde(default)]
+    pub connections_peak: usize,
     pub scheduled: u64,
     pub sent: u64,
     /// Arrivals sent more than `late_after_ms` after their due time.
@@ -158,19 +177,33 @@ pub struct OpenModelFigures {
 impl OpenModelFigures {
     /// One line for people: how well the schedule was kept.
     pub fn describe(&self) -> String {
+        let pool = match self.pool_grew {
+            0 => format!("{} connections", self.connections),
+            n => format!(
+                "{} connections, grown {n} times to {} of at most {}",
+                self.connections, self.connections_peak, self.connections_max
+            ),
+        };
         format!(
-            "{} of {} scheduled arrivals sent ({}..{}/s, {} connections); {} more than {} ms late, {} dropped; send lag p99 {:.1} ms",
+            "{} of {} scheduled arrivals sent ({}..{}/s, {pool}); {} more than {} ms late, {} dropped; send lag p99 {:.1} ms",
             self.sent,
             self.scheduled,
             self.rate_start_per_s,
             self.rate_end_per_s,
-            self.connections,
             self.late,
             self.late_after_ms,
             self.dropped,
             self.send_lag_p99_ms
         )
     }
+}
+
+fn is_disabled(c: &CoMitigation) -> bool {
+    *c == CoMitigation::Disabled
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RunSummary {
@@ -391,7 +424,7 @@ pub fn junit(s: &RunSummary) -> String {
 /// Runs for unit tests elsewhere in the library: the figures a rule reads, the rest plain.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use super::{RequestRow, RunSummary};
+    use super::{CoMitigation, RequestRow, RunSummary};
 
     pub fn request(name: &str, p99_ms: f64, error_rate: f64) -> RequestRow {
         RequestRow {
@@ -418,6 +451,9 @@ pub(crate) mod fixtures {
             layout: None,
             instances: vec![],
             duration_s: 10.0,
+            audit_s: None,
+            co_mitigation: CoMitigation::Disabled,
+            co_backfilled: 0,
             users_max: 1,
             requests,
             total: RequestRow {

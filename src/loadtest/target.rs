@@ -421,6 +421,52 @@ impl Admin {
         Ok(found)
     }
 
+    /// One page of the merchant's payments made under keys starting with `key_prefix`,
+    /// oldest first after `after`: the payments (each with its `idempotency_key`) and
+    /// whether more follow.
+    pub async fn payments_with_key_prefix(
+        &self,
+        merchant_id: &str,
+        key_prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Value>, bool), LoadtestError> {
+        let mut query = vec![
+            ("merchant_id", merchant_id.to_string()),
+            ("key_prefix", key_prefix.to_string()),
+            ("limit", limit.to_string()),
+        ];
+        if let Some(a) = after {
+            query.push(("starting_after", a.to_string()));
+        }
+        let url =
+            reqwest::Url::parse_with_params(&format!("{}/v1/admin/payments", self.base), &query)
+                .map_err(|e| LoadtestError::Run(format!("the target's URL: {e}")))?;
+        let res = self
+            .client
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| LoadtestError::Run(format!("reading the run's payments back: {e}")))?;
+        if !res.status().is_success() {
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            return Err(LoadtestError::Run(format!(
+                "reading the run's payments back answered {status}: {body}"
+            )));
+        }
+        let mut page: Value = res
+            .json()
+            .await
+            .map_err(|e| LoadtestError::Run(format!("reading the run's payments back: {e}")))?;
+        let data = match page["data"].take() {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        };
+        Ok((data, page["has_more"] == true))
+    }
+
     /// Send a create again with its Idempotency-Key, as a client that lost the answer
     /// does: the status (None: no answer) and the body.
     pub async fn resend_create(

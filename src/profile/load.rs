@@ -7,6 +7,7 @@ use super::layout_target::{INSTANCES_MAX, LayoutTarget, PostgresMode};
 use super::segment::Segment;
 use super::{ProfileError, duration, invalid};
 use crate::scenarios::Scenario;
+use crate::scenarios::cadence::CoMitigation;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,11 +86,17 @@ pub struct LoadSection {
     pub rate: Option<String>,
     /// Ramp the arrival rate linearly from `rate` to this over `run_time`.
     pub rate_end: Option<String>,
-    /// Open model: connections (the most requests in flight at once).
+    /// Open model: connections opened at the start.
     pub connections: Option<usize>,
+    /// Open model: the pool may grow to this many connections when every one is busy
+    /// and an arrival is due (k6's maxVUs); `connections` when absent (no growth).
+    pub connections_max: Option<usize>,
     /// Open model: "uniform" (evenly spaced, the default) or "poisson" (random gaps at
     /// the same mean rate, as independent clients arrive).
     pub arrivals: Option<String>,
+    /// Closed model: Goose's coordinated-omission mitigation, "average", "minimum",
+    /// "maximum" or "disabled" (the default).
+    pub co_mitigation: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -198,6 +205,8 @@ pub struct ArrivalRate {
     pub end_per_s: f64,
     pub run_time: Duration,
     pub connections: usize,
+    /// The most connections the pool grows to (at least `connections`).
+    pub connections_max: usize,
     /// Random (exponential) gaps instead of even ones, at the same rate.
     pub poisson: bool,
 }
@@ -279,6 +288,8 @@ pub struct LoadPlan {
     /// `--merchants-file`: merchants made before (by `--prepare-only` or another
     /// segment), used instead of creating the run's own.
     pub merchants_from: Option<PathBuf>,
+    /// The closed model's backfill of requests a stall held back.
+    pub co_mitigation: CoMitigation,
 }
 
 /// What flags may override; each is the profile key of the same name.
@@ -357,9 +368,11 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
         p.load.rate = None;
         p.load.rate_end = None;
         p.load.connections = None;
+        p.load.connections_max = None;
     }
     if let Some(r) = &o.rate {
         p.load.rate = Some(r.clone());
+        p.load.co_mitigation = None;
         p.load.rate_end = None;
         p.load.users = None;
         p.load.ramp = None;
@@ -367,6 +380,8 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
     }
     if let Some(c) = o.connections {
         p.load.connections = Some(c);
+        // More connections than the profile's ceiling lift the ceiling with them.
+        p.load.connections_max = p.load.connections_max.map(|m| m.max(c));
     }
     if let Some(r) = &o.ramp {
         p.load.ramp = Some(r.clone());
@@ -450,7 +465,7 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
                 return Err(invalid(
                     path,
                     "target.url",
-                    format!("is {url:?}: expected http://HOST:PORT"),
+                    format!("is {url:?}: expected http://HOST[:PORT] or https://HOST[:PORT]"),
                 ));
             }
             Some(url.trim_end_matches('/').to_string())
@@ -509,6 +524,16 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
                 format!("is {connections}: it must be 1 to {CONNECTIONS_MAX}"),
             ));
         }
+        let connections_max = l.connections_max.unwrap_or(connections);
+        if !(connections..=CONNECTIONS_MAX).contains(&connections_max) {
+            return Err(invalid(
+                path,
+                "load.connections_max",
+                format!(
+                    "is {connections_max}: it must be load.connections ({connections}) to {CONNECTIONS_MAX}"
+                ),
+            ));
+        }
         let poisson = match l.arrivals.as_deref() {
             None | Some("uniform") => false,
             Some("poisson") => true,
@@ -525,13 +550,18 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             end_per_s,
             run_time,
             connections,
+            connections_max,
             poisson,
         })
-    } else if l.rate_end.is_some() || l.connections.is_some() || l.arrivals.is_some() {
+    } else if l.rate_end.is_some()
+        || l.connections.is_some()
+        || l.connections_max.is_some()
+        || l.arrivals.is_some()
+    {
         return Err(invalid(
             path,
             "load.rate_end",
-            "load.connections and load.arrivals only apply with load.rate",
+            "load.connections, load.connections_max and load.arrivals only apply with load.rate",
         ));
     } else {
         match &l.test_plan {
@@ -664,15 +694,6 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         Shape::TestPlan { users_max, .. } => *users_max,
         Shape::Arrival(_) => usize::MAX,
     };
-    if let (Shape::Arrival(_), Some(url)) = (&shape, &target_url)
-        && !url.starts_with("http://")
-    {
-        return Err(invalid(
-            path,
-            "target.url",
-            format!("is {url:?}: load.rate runs over plain http:// only"),
-        ));
-    }
     if users_max < scenarios.len() {
         return Err(invalid(
             path,
@@ -712,7 +733,25 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         },
         path,
     )?;
+    let co_mitigation = match p.load.co_mitigation.as_deref() {
+        None => CoMitigation::Disabled,
+        Some(text) => CoMitigation::parse(text).ok_or_else(|| {
+            invalid(
+                path,
+                "load.co_mitigation",
+                format!("is {text:?}: \"average\", \"minimum\", \"maximum\" or \"disabled\""),
+            )
+        })?,
+    };
+    if co_mitigation != CoMitigation::Disabled && matches!(shape, Shape::Arrival(_)) {
+        return Err(invalid(
+            path,
+            "load.co_mitigation",
+            "applies to the closed model (users): the open model times requests from their schedule and has nothing to mitigate",
+        ));
+    }
     Ok(LoadPlan {
+        co_mitigation,
         chaos,
         segment: None,
         merchants_from: None,
@@ -858,6 +897,7 @@ mod tests {
             end_per_s: 100.0,
             run_time: Duration::from_secs(10),
             connections: 1,
+            connections_max: 1,
             poisson: false,
         };
         assert_eq!(flat.total(), 1000);

@@ -1,16 +1,51 @@
 //! The acknowledgement log: every 2xx (and every recorded 402) the API gave for a
-//! payment, the latest state it acknowledged, and any change still unanswered.
+//! payment, the latest state it acknowledged, and any change still unanswered. A long
+//! run at full rate logs millions of payments, so each is a compact record (about 90
+//! bytes with its map slot): the id as 16 bytes, the key as its number under the run's
+//! prefix, codes and statuses as bytes.
 
-use super::replies::{PaymentSeen, RefundSeen};
+use super::replies::{CurrencyCode, PaymentId, PaymentSeen, RefundSeen, Status};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const SHARDS: usize = 32;
 
+/// An Idempotency-Key this run made: the run's prefix, `-`, and a number. The log keeps
+/// only the number.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct RunKey {
+    number: u64,
+    text: String,
+}
+
+impl RunKey {
+    pub fn new(prefix: &str, number: u64) -> RunKey {
+        RunKey {
+            number,
+            text: key_text(prefix, number),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn key_text(prefix: &str, number: u64) -> String {
+    format!("{prefix}-{number}")
+}
+
+/// The prefix every key of a run starts with (`key_text`'s, up to the number): what the
+/// audit asks the store for.
+pub fn keys_prefix(prefix: &str) -> String {
+    format!("{prefix}-")
+}
+
 /// A change sent and not yet answered: at the end of a run it may or may not have
 /// committed, and the audit accepts either.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
 pub enum Pending {
     Capture { amount: u64 },
@@ -18,14 +53,15 @@ pub enum Pending {
     Refund { amount: u64 },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// One acknowledged payment, as reports and the audit read it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Acked {
-    pub id: String,
+    pub id: PaymentId,
     pub merchant: usize,
     pub idempotency_key: String,
     pub amount: u64,
-    pub currency: String,
-    pub status: String,
+    pub currency: CurrencyCode,
+    pub status: Status,
     pub amount_captured: u64,
     pub amount_refunded: u64,
     pub pending: Option<Pending>,
@@ -36,58 +72,82 @@ impl Acked {
     pub fn if_pending_committed(&self) -> Option<Acked> {
         let mut next = self.clone();
         next.pending = None;
-        match self.pending.as_ref()? {
+        match self.pending? {
             Pending::Capture { amount } => {
-                next.status = "succeeded".into();
-                next.amount_captured = *amount;
+                next.status = Status::Succeeded;
+                next.amount_captured = amount;
             }
-            Pending::Cancel => next.status = "canceled".into(),
+            Pending::Cancel => next.status = Status::Canceled,
             Pending::Refund { amount } => next.amount_refunded += amount,
         }
         Some(next)
     }
 }
 
-#[derive(Default)]
+/// What the log keeps per payment (the id is the map's key).
+#[derive(Clone, Debug)]
+struct Record {
+    merchant: u32,
+    key: u64,
+    amount: u64,
+    amount_captured: u64,
+    amount_refunded: u64,
+    pending: Option<Pending>,
+    currency: CurrencyCode,
+    status: Status,
+}
+
 pub struct AckLog {
-    shards: Vec<Mutex<HashMap<String, Acked>>>,
+    /// The run's key prefix, to give each payment's key back whole.
+    prefix: String,
+    shards: Vec<Mutex<HashMap<PaymentId, Record>>>,
+    /// Answers carrying a payment that journeys logged (a retry storm's several answers
+    /// for one key each count), to hold against the 2xx answers the run counted.
+    answers_logged: AtomicU64,
 }
 
 impl AckLog {
-    pub fn new() -> Self {
+    pub fn new(prefix: &str) -> Self {
         AckLog {
+            prefix: prefix.to_string(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            answers_logged: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, id: &str) -> std::sync::MutexGuard<'_, HashMap<String, Acked>> {
-        let h = id
-            .bytes()
-            .rev()
-            .take(8)
-            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    fn shard(&self, id: &PaymentId) -> std::sync::MutexGuard<'_, HashMap<PaymentId, Record>> {
+        // UUIDv7's low bits are random: a fair spread.
+        let h = id.low_bits() as usize;
         self.shards[h % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A payment object the API returned on creation.
-    pub fn created(&self, merchant: usize, key: &str, payment: &PaymentSeen) {
-        let acked = Acked {
-            id: payment.id.clone(),
-            merchant,
-            idempotency_key: key.to_string(),
+    /// A payment object the API returned on creation (or to the audit's resend).
+    pub fn created(&self, merchant: usize, key: &RunKey, payment: &PaymentSeen) {
+        let record = Record {
+            merchant: merchant as u32,
+            key: key.number,
             amount: payment.amount,
-            currency: payment.currency.clone(),
-            status: payment.status.clone(),
             amount_captured: payment.amount_captured,
             amount_refunded: payment.amount_refunded,
             pending: None,
+            currency: payment.currency,
+            status: payment.status,
         };
-        self.shard(&payment.id).insert(payment.id.clone(), acked);
+        self.shard(&payment.id).insert(payment.id, record);
     }
 
-    pub fn pending(&self, id: &str, change: Pending) {
+    /// `n` answers to creates carried a payment and were logged (see `answers_logged`).
+    pub fn answers_logged(&self, n: u64) {
+        self.answers_logged.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn answers_logged_count(&self) -> u64 {
+        self.answers_logged.load(Ordering::Relaxed)
+    }
+
+    pub fn pending(&self, id: &PaymentId, change: Pending) {
         if let Some(a) = self.shard(id).get_mut(id) {
             a.pending = Some(change);
         }
@@ -96,7 +156,7 @@ impl AckLog {
     /// A payment object returned by capture or cancel.
     pub fn updated(&self, payment: &PaymentSeen) {
         if let Some(a) = self.shard(&payment.id).get_mut(&payment.id) {
-            a.status = payment.status.clone();
+            a.status = payment.status;
             a.amount_captured = payment.amount_captured;
             a.amount_refunded = payment.amount_refunded;
             a.pending = None;
@@ -112,30 +172,108 @@ impl AckLog {
     }
 
     /// The change was answered with an error: it did not happen.
-    pub fn refused(&self, id: &str) {
+    pub fn refused(&self, id: &PaymentId) {
         if let Some(a) = self.shard(id).get_mut(id) {
             a.pending = None;
         }
     }
 
-    pub fn get(&self, id: &str) -> Option<Acked> {
-        self.shard(id).get(id).cloned()
+    fn view(&self, id: PaymentId, r: &Record) -> Acked {
+        Acked {
+            id,
+            merchant: r.merchant as usize,
+            idempotency_key: key_text(&self.prefix, r.key),
+            amount: r.amount,
+            currency: r.currency,
+            status: r.status,
+            amount_captured: r.amount_captured,
+            amount_refunded: r.amount_refunded,
+            pending: r.pending,
+        }
     }
 
-    pub fn all(&self) -> Vec<Acked> {
-        let mut all: Vec<Acked> = self
-            .shards
+    pub fn get(&self, id: &PaymentId) -> Option<Acked> {
+        let shard = self.shard(id);
+        shard.get(id).map(|r| self.view(*id, r))
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards
             .iter()
-            .flat_map(|s| {
-                s.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .values()
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        all.sort_by(|a, b| a.id.cmp(&b.id));
-        all
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every payment, a shard at a time (no copy of the whole log is made).
+    pub fn for_each(&self, mut f: impl FnMut(Acked)) {
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, r) in shard.iter() {
+                f(self.view(*id, r));
+            }
+        }
+    }
+
+    /// Each merchant's acknowledged payment ids, in id order: what the audit walks beside
+    /// the store's rows, which come in the same order.
+    pub fn ids_by_merchant(&self, merchants: usize) -> Vec<Vec<PaymentId>> {
+        let mut by = vec![Vec::new(); merchants];
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (id, r) in shard.iter() {
+                if let Some(ids) = by.get_mut(r.merchant as usize) {
+                    ids.push(*id);
+                }
+            }
+        }
+        for ids in &mut by {
+            ids.sort_unstable();
+        }
+        by
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::*;
+
+    fn seen(n: u128) -> PaymentSeen {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("pay_{n:032x}"), "amount": 500, "currency": "eur",
+            "status": "requires_capture", "amount_captured": 0, "amount_refunded": 0
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_log_gives_back_what_it_was_told_and_keeps_a_compact_record() {
+        assert!(
+            std::mem::size_of::<Record>() <= 64,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
+        let log = AckLog::new("run1-s0");
+        let (a, b) = (seen(7), seen(3));
+        log.created(2, &RunKey::new("run1-s0", 41), &a);
+        log.created(0, &RunKey::new("run1-s0", 42), &b);
+        log.pending(&a.id, Pending::Capture { amount: 300 });
+        let got = log.get(&a.id).unwrap();
+        assert_eq!(got.idempotency_key, "run1-s0-41");
+        assert_eq!((got.merchant, got.currency.as_str()), (2, "eur"));
+        let later = got.if_pending_committed().unwrap();
+        assert_eq!(
+            (later.status, later.amount_captured),
+            (Status::Succeeded, 300)
+        );
+        let by = log.ids_by_merchant(3);
+        assert_eq!(by, vec![vec![b.id], vec![], vec![a.id]]);
+        let mut n = 0;
+        log.for_each(|_| n += 1);
+        assert_eq!((n, log.len()), (2, 2));
     }
 }
 
@@ -147,7 +285,7 @@ const UNANSWERED_MAX: usize = 100_000;
 #[derive(Clone, Debug)]
 pub struct SentCreate {
     pub merchant: usize,
-    pub key: String,
+    pub key: RunKey,
     pub body: serde_json::Value,
 }
 
@@ -170,18 +308,18 @@ impl Unanswered {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        sent.insert(create.key.clone(), create);
+        sent.insert(create.key.as_str().to_string(), create);
     }
 
     /// The create under `key` has its outcome (a payment, or certainly none). Each key
     /// is answered at most once, so one not in the set was one not kept: it no longer
     /// counts as unresolved.
-    pub fn answered(&self, key: &str) {
+    pub fn answered(&self, key: &RunKey) {
         let kept = self
             .sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(key)
+            .remove(key.as_str())
             .is_some();
         if !kept {
             let _ = self.overflow.fetch_update(
@@ -196,7 +334,7 @@ impl Unanswered {
     pub fn take(&self) -> (Vec<SentCreate>, u64) {
         let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<SentCreate> = sent.drain().map(|(_, c)| c).collect();
-        all.sort_by(|a, b| a.key.cmp(&b.key));
+        all.sort_by_key(|c| c.key.number);
         (
             all,
             self.overflow.load(std::sync::atomic::Ordering::Relaxed),
@@ -214,14 +352,14 @@ mod unanswered_tests {
         for i in 0..UNANSWERED_MAX + 3 {
             u.sent(SentCreate {
                 merchant: 0,
-                key: format!("k{i}"),
+                key: RunKey::new("k", i as u64),
                 body: serde_json::Value::Null,
             });
         }
         // Two of the three not kept get their outcome; one kept one does too.
-        u.answered(&format!("k{}", UNANSWERED_MAX));
-        u.answered(&format!("k{}", UNANSWERED_MAX + 1));
-        u.answered("k0");
+        u.answered(&RunKey::new("k", UNANSWERED_MAX as u64));
+        u.answered(&RunKey::new("k", UNANSWERED_MAX as u64 + 1));
+        u.answered(&RunKey::new("k", 0));
         let (kept, overflow) = u.take();
         assert_eq!((kept.len(), overflow), (UNANSWERED_MAX - 1, 1));
     }

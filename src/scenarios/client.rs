@@ -7,6 +7,7 @@
 //! expected shape. A 2xx whose body is not what the API promised is a failed request
 //! with the reason, never a silent success missing from the acknowledgement log.
 
+use super::cadence::{self, Cadence, CoMitigation};
 use super::context::RunContext;
 use super::replies::{DeclinedPayment, Page, PaymentSeen, RefundSeen};
 use goose::prelude::*;
@@ -285,6 +286,41 @@ impl<'a> GooseClient<'a> {
         GooseClient { user, ctx }
     }
 
+    /// With mitigation on: a request starts now, in this user's cadence.
+    fn starting(&mut self, now: Instant) {
+        if self.ctx.co_mitigation == CoMitigation::Disabled {
+            return;
+        }
+        match self.user.get_session_data_mut::<Cadence>() {
+            Some(c) => c.started(now),
+            None => {
+                let mut c = Cadence::default();
+                c.started(now);
+                self.user.set_session_data(c);
+            }
+        }
+    }
+
+    /// With mitigation on: the requests this user would have sent while `call` took
+    /// `latency`, into the histograms.
+    fn backfill(&self, call: &Call, latency: Duration, reply: &Reply) {
+        let expected = self
+            .user
+            .get_session_data::<Cadence>()
+            .and_then(|c| c.expected(self.ctx.co_mitigation));
+        if let Some(cadence) = expected {
+            for l in cadence::backfill(latency, cadence) {
+                self.ctx.record_backfill(
+                    call.method.as_str(),
+                    call.name,
+                    l,
+                    reply.ok,
+                    reply.status,
+                );
+            }
+        }
+    }
+
     fn builder(&self, call: &Call) -> JourneyResult<reqwest::RequestBuilder> {
         let method = match call.method {
             Method::Get => GooseMethod::Get,
@@ -321,6 +357,7 @@ impl Client for GooseClient<'_> {
             .set_request_builder(builder)
             .build();
         let started = Instant::now();
+        self.starting(started);
         let mut goose = self.user.request(request).await?;
         let (status, bytes, unsent) = match goose.response {
             Ok(r) => {
@@ -336,13 +373,15 @@ impl Client for GooseClient<'_> {
         reply.unsent = unsent;
         // Before the verdict: set_failure ends the transaction with an error, and a
         // failure the live figures (and the chaos windows) never saw would not count.
+        let latency = started.elapsed();
         self.ctx.record(
             call.method.as_str(),
             call.name,
-            started.elapsed(),
+            latency,
             reply.ok,
             reply.status,
         );
+        self.backfill(&call, latency, &reply);
         match (&reply.error, goose.request.success) {
             (None, false) => self.user.set_success(&mut goose.request)?,
             // set_failure records the failure, then returns an error to end the
@@ -357,6 +396,7 @@ impl Client for GooseClient<'_> {
     }
 
     async fn send_concurrently(&mut self, calls: Vec<Call>) -> JourneyResult<Vec<Reply>> {
+        self.starting(Instant::now());
         let mut tries = Vec::with_capacity(calls.len());
         for call in calls {
             let builder = self.builder(&call)?;
@@ -392,6 +432,7 @@ impl Client for GooseClient<'_> {
                 reply.ok,
                 reply.status,
             );
+            self.backfill(&call, elapsed, &reply);
             self.user
                 .record_custom_request_duration(
                     call.method.as_str(),
@@ -412,7 +453,7 @@ impl Client for GooseClient<'_> {
 mod tests {
     use super::*;
 
-    const PAYMENT: &str = r#"{"id":"pay_1","amount":500,"currency":"usd","status":"succeeded","amount_captured":500,"amount_refunded":0}"#;
+    const PAYMENT: &str = r#"{"id":"pay_0190f3a2b4c5d6e7f8091a2b3c4d5e6f","amount":500,"currency":"usd","status":"succeeded","amount_captured":500,"amount_refunded":0}"#;
 
     #[test]
     fn a_2xx_with_the_promised_body_succeeds() {
@@ -427,7 +468,8 @@ mod tests {
 
     #[test]
     fn a_2xx_whose_body_does_not_parse_fails_with_the_reason() {
-        for body in ["", "not json", r#"{"id":"pay_1"}"#, r#"{"amount":5}"#] {
+        let short_id = PAYMENT.replace("pay_0", "pay_");
+        for body in ["", "not json", r#"{"amount":5}"#, short_id.as_str()] {
             let r = judge(Expect::Success(Shape::Payment), Some(200), body.as_bytes());
             assert!(!r.ok, "{body:?} passed");
             let e = r.error.clone().unwrap();
@@ -464,6 +506,9 @@ mod tests {
         assert!(judge(anything, None, b"").ok);
         assert!(judge(anything, Some(500), b"").ok);
         let read = judge(anything, Some(200), PAYMENT.as_bytes());
-        assert_eq!(read.payment().map(|p| p.id.as_str()), Some("pay_1"));
+        assert_eq!(
+            read.payment().map(|p| p.id.to_string()).as_deref(),
+            Some("pay_0190f3a2b4c5d6e7f8091a2b3c4d5e6f")
+        );
     }
 }

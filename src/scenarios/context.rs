@@ -2,7 +2,8 @@
 //! and their keys, the merchant sampler, the acknowledgement log, the live figures and
 //! the idempotency keys. The load test makes one and hands it to every journey.
 
-use super::acks::{AckLog, Unanswered};
+use super::acks::{AckLog, RunKey, Unanswered};
+use super::cadence::CoMitigation;
 use super::instances::Instances;
 use super::live::LiveStats;
 use super::record::{INTERVAL_DEFAULT, Recorder};
@@ -64,6 +65,23 @@ pub struct RunContext {
     pub storm_violations: Mutex<Vec<String>>,
     key_prefix: String,
     next_key: AtomicU64,
+    payment_answers: AtomicU64,
+    /// The closed model's coordinated-omission mitigation (see `cadence`).
+    pub co_mitigation: CoMitigation,
+    co_backfilled: AtomicU64,
+}
+
+/// A create's answer that carries the payment it made: a 2xx, or a decline's 402.
+fn carries_a_new_payment(method: &str, name: &str, status: Option<u16>) -> bool {
+    use super::names;
+    method == "POST"
+        && match name {
+            names::PAYMENTS | names::RETRY | names::RETRY_IMPATIENT => {
+                status.is_some_and(|s| (200..300).contains(&s))
+            }
+            names::DECLINE => status == Some(402),
+            _ => false,
+        }
 }
 
 impl RunContext {
@@ -78,23 +96,30 @@ impl RunContext {
             instances,
             sampler: MerchantSampler::new(merchants.len(), zipf_exponent),
             merchants,
-            acks: AckLog::new(),
+            acks: AckLog::new(key_prefix),
             unanswered: Unanswered::default(),
             live: Arc::default(),
             recorder: Recorder::new(INTERVAL_DEFAULT),
             storm_violations: Mutex::default(),
             key_prefix: key_prefix.to_string(),
             next_key: AtomicU64::new(0),
+            payment_answers: AtomicU64::new(0),
+            co_mitigation: CoMitigation::Disabled,
+            co_backfilled: AtomicU64::new(0),
         }
     }
 
     /// A fresh Idempotency-Key, unique across runs against the same target.
-    pub fn new_key(&self) -> String {
-        format!(
-            "{}-{}",
-            self.key_prefix,
-            self.next_key.fetch_add(1, Ordering::Relaxed)
+    pub fn new_key(&self) -> RunKey {
+        RunKey::new(
+            &self.key_prefix,
+            self.next_key.fetch_add(1, Ordering::Relaxed),
         )
+    }
+
+    /// The run's key prefix (every key starts with `acks::keys_prefix` of it).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
     }
 
     /// One request ended: into the live figures and the histograms. `method` and
@@ -110,6 +135,35 @@ impl RunContext {
         self.live.record(latency, ok);
         self.recorder
             .record(&format!("{method} {name}"), latency, ok, status);
+        if carries_a_new_payment(method, name, status) {
+            self.payment_answers.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A request the user would have sent during a slow one (see `cadence`): into the
+    /// histograms only (the live figures and the audit's counts see real requests).
+    pub fn record_backfill(
+        &self,
+        method: &str,
+        name: &str,
+        latency: std::time::Duration,
+        ok: bool,
+        status: Option<u16>,
+    ) {
+        self.recorder
+            .record(&format!("{method} {name}"), latency, ok, status);
+        self.co_backfilled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Synthetic requests backfilled so far.
+    pub fn co_backfilled(&self) -> u64 {
+        self.co_backfilled.load(Ordering::Relaxed)
+    }
+
+    /// Answers to creates that carried a payment, counted as they arrived, apart from
+    /// whatever the journeys made of them: the audit holds this against the log.
+    pub fn payment_answers(&self) -> u64 {
+        self.payment_answers.load(Ordering::Relaxed)
     }
 
     pub fn pick_merchant(&self) -> usize {

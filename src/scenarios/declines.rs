@@ -16,14 +16,21 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
         key: key.clone(),
         body: body.clone(),
     });
-    let call = Call::post(names::PAYMENTS, names::DECLINE, merchant, key.clone(), body)
-        .expect(Expect::Status(402, Shape::DeclinedPayment));
+    let call = Call::post(
+        names::PAYMENTS,
+        names::DECLINE,
+        merchant,
+        key.as_str().into(),
+        body,
+    )
+    .expect(Expect::Status(402, Shape::DeclinedPayment));
     let reply = client.send(call).await?;
     if reply.made_nothing() {
         ctx.unanswered.answered(&key);
     }
     if let Some(p) = reply.payment() {
         ctx.acks.created(merchant, &key, p);
+        ctx.acks.answers_logged(1);
         ctx.unanswered.answered(&key);
     }
     Ok(())

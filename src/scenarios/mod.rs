@@ -8,6 +8,7 @@
 pub mod acks;
 mod auth_capture;
 mod browse;
+pub mod cadence;
 mod cancel;
 mod checkout;
 pub mod client;
@@ -26,7 +27,7 @@ use client::{Call, Client, Expect, JourneyResult, Method, Shape};
 use context::RunContext;
 use goose::goose::{Transaction, TransactionFunction};
 use goose::prelude::{GooseError, GooseUser};
-use replies::PaymentSeen;
+use replies::{PaymentId, PaymentSeen};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -191,7 +192,7 @@ async fn create_payment<C: Client>(
         names::PAYMENTS,
         names::PAYMENTS,
         merchant,
-        key.clone(),
+        key.as_str().to_string(),
         body,
     )
     .expect(Expect::Success(Shape::Payment));
@@ -201,6 +202,7 @@ async fn create_payment<C: Client>(
     }
     Ok(reply.payment().map(|p| {
         ctx.acks.created(merchant, &key, p);
+        ctx.acks.answers_logged(1);
         ctx.unanswered.answered(&key);
         (merchant, p.clone())
     }))
@@ -212,7 +214,7 @@ async fn change_payment<C: Client>(
     client: &mut C,
     ctx: &RunContext,
     merchant: usize,
-    id: &str,
+    id: &PaymentId,
     change: Pending,
 ) -> JourneyResult<bool> {
     let (name, path, body, shape) = match &change {
@@ -236,7 +238,8 @@ async fn change_payment<C: Client>(
         ),
     };
     ctx.acks.pending(id, change);
-    let call = Call::post(path, name, merchant, ctx.new_key(), body).expect(Expect::Success(shape));
+    let key = ctx.new_key().as_str().to_string();
+    let call = Call::post(path, name, merchant, key, body).expect(Expect::Success(shape));
     let reply = client.send(call).await?;
     if let Some(p) = reply.payment() {
         ctx.acks.updated(p);

@@ -11,7 +11,7 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
     };
     let captured = payment.amount_captured;
     let part = captured / 2;
-    let id = payment.id.as_str();
+    let id = &payment.id;
     if part > 0
         && !change_payment(client, ctx, merchant, id, Pending::Refund { amount: part }).await?
     {

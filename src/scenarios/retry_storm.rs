@@ -26,8 +26,14 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
         key: key.clone(),
         body: body.clone(),
     });
-    let attempt = Call::post(names::PAYMENTS, names::RETRY, merchant, key.clone(), body)
-        .expect(Expect::Success(Shape::Payment));
+    let attempt = Call::post(
+        names::PAYMENTS,
+        names::RETRY,
+        merchant,
+        key.as_str().into(),
+        body,
+    )
+    .expect(Expect::Success(Shape::Payment));
     // A burst of the same request, plus an impatient one that gives up early: giving up
     // is this client's choice, not the server's failure, so any outcome is a success.
     let mut burst = vec![attempt.clone(); CONCURRENT_SENDS];
@@ -55,11 +61,12 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
             unanswered -= 1;
         }
     }
+    ctx.acks.answers_logged(answers.len() as u64);
     if let Some(first) = answers.first() {
         ctx.acks.created(merchant, &key, first);
         ctx.unanswered.answered(&key);
     }
-    let mut distinct: Vec<&str> = answers.iter().map(|a| a.id.as_str()).collect();
+    let mut distinct: Vec<String> = answers.iter().map(|a| a.id.to_string()).collect();
     distinct.sort_unstable();
     distinct.dedup();
     if distinct.len() > 1 {
@@ -67,7 +74,8 @@ pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(format!(
-                "key {key:?} was answered with {} different payments: {}",
+                "key {:?} was answered with {} different payments: {}",
+                key.as_str(),
                 distinct.len(),
                 distinct.join(", ")
             ));

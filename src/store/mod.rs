@@ -269,6 +269,10 @@ pub struct AuditReport {
 
 pub const AUDIT_VIOLATIONS_SHOWN_MAX: usize = 50;
 
+/// A page of a merchant's payments, each with the Idempotency-Key it was made under,
+/// and whether more follow.
+pub type KeyedPage = (Vec<(Payment, String)>, bool);
+
 pub trait Store: Send + Sync + 'static {
     /// Create a merchant and its secret key; only the key's hash is stored.
     fn create_merchant(
@@ -309,6 +313,16 @@ pub trait Store: Send + Sync + 'static {
         starting_after: Option<String>,
         limit: usize,
     ) -> BoxFuture<'_, Result<(Vec<Payment>, bool), StoreError>>;
+    /// The merchant's payments whose Idempotency-Key starts with `key_prefix`, each with
+    /// its key, oldest first after `starting_after`; the bool says whether more follow.
+    /// A load test's audit reads its own run's payments this way, in bulk.
+    fn payments_with_key_prefix(
+        &self,
+        merchant: Arc<Merchant>,
+        key_prefix: String,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<KeyedPage, StoreError>>;
     fn balance(
         &self,
         merchant: Arc<Merchant>,

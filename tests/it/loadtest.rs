@@ -579,6 +579,11 @@ fn find_max_reports_the_highest_rate_that_met_the_thresholds() {
             .file_name(),
     );
     assert!(run.join("find-max.json").is_file());
+    // The search's chart: a point per step and series (offered, successful, p99),
+    // the confirmation included.
+    let chart = std::fs::read_to_string(run.join("search.html")).unwrap();
+    let steps = result["steps"].as_array().unwrap().len() + 1;
+    assert_eq!(chart.matches("<circle").count(), 3 * steps, "{chart}");
     assert!(
         run.join(result["best_step_dir"].as_str().unwrap())
             .join("summary.json")

@@ -3,6 +3,7 @@
 //! as a user would: HTTP, the CLI, the SQLite files.
 
 mod moto;
+mod open_client;
 mod support;
 
 mod api;

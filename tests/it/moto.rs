@@ -1,7 +1,7 @@
 //! A real moto server (the AWS emulator) on a free loopback port, one per test, and
 //! boto3 to look at what paytool made, independently of paytool's own code.
 
-use crate::support::{BIN, COMMAND_TIMEOUT, ChildGuard, run_bounded, stdout_of};
+use crate::support::{BIN, COMMAND_TIMEOUT, ChildGuard, free_port, run_bounded, stdout_of};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,14 +12,6 @@ pub struct Moto {
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 impl Moto {
     pub fn start() -> Moto {

@@ -684,6 +684,15 @@ pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name:?} in {list:#}"))
 }
 
+/// A loopback port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Run the paytool binary to completion, at most `COMMAND_TIMEOUT`.
 pub fn paytool(args: &[&str]) -> Output {
     run_bounded(Command::new(BIN).args(args), COMMAND_TIMEOUT)

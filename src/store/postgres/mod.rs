@@ -20,6 +20,7 @@ use super::{
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms};
 use crate::ledger::Payment;
 use crate::secrets::{DbUrl, Secret, hash_key, merchant_id_in_key, new_api_key, same_hash};
+use crate::store::KeyedPage;
 use crate::store::layout::Layout;
 use crate::store::queue::WriterSlot;
 use crate::store::sqlite::WriterLimits;
@@ -490,6 +491,34 @@ impl PgStore {
         Ok(Some((merchant, key_hash(r.get(1))?, previous)))
     }
 
+    /// Rows of a read in `bucket` (its SQL checks ownership, see `sql::owned_here`) from
+    /// the shard that owns it: an empty answer from a shard that turns out not to own
+    /// the bucket any more (a move) is read again from the new owner, a bounded number of
+    /// times.
+    async fn read_owned(
+        &self,
+        bucket: u16,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        for _ in 0..ROUTE_RETRIES_MAX {
+            let shard = self.owner(bucket);
+            let client = Self::read_client(&shard).await?;
+            let stmt = client
+                .prepare_cached(query)
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            let rows = client
+                .query(&stmt, params)
+                .await
+                .map_err(|e| store_error(&shard.name, &e))?;
+            if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {
+                return Ok(rows);
+            }
+        }
+        Err(stale(bucket))
+    }
+
     /// After a read on `shard` found nothing in `bucket`: true when the shard still owns
     /// the bucket, so "nothing" is the answer; false when it does not (this instance's
     /// view is stale), after reloading ownership, so the caller reads again.
@@ -776,36 +805,60 @@ impl Store for PgStore {
         Box::pin(async move {
             let bucket = merchant.bucket;
             let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
-            for _ in 0..ROUTE_RETRIES_MAX {
-                let shard = self.owner(bucket);
-                let client = Self::read_client(&shard).await?;
-                let stmt = client
-                    .prepare_cached(&sql::list_payments())
-                    .await
-                    .map_err(|e| store_error(&shard.name, &e))?;
-                let rows = client
-                    .query(
-                        &stmt,
-                        &[
-                            &(bucket as i16),
-                            &merchant.id,
-                            &cursor,
-                            &((limit + 1) as i64),
-                        ],
-                    )
-                    .await
-                    .map_err(|e| store_error(&shard.name, &e))?;
-                if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {
-                    let mut page = rows
-                        .iter()
-                        .map(payment_from_row)
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let has_more = page.len() > limit;
-                    page.truncate(limit);
-                    return Ok((page, has_more));
-                }
-            }
-            Err(stale(bucket))
+            let limit_plus = (limit + 1) as i64;
+            let rows = self
+                .read_owned(
+                    bucket,
+                    &sql::list_payments(),
+                    &[&(bucket as i16), &merchant.id, &cursor, &limit_plus],
+                )
+                .await?;
+            let mut page = rows
+                .iter()
+                .map(payment_from_row)
+                .collect::<Result<Vec<_>, _>>()?;
+            let has_more = page.len() > limit;
+            page.truncate(limit);
+            Ok((page, has_more))
+        })
+    }
+
+    fn payments_with_key_prefix(
+        &self,
+        merchant: Arc<Merchant>,
+        key_prefix: String,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<KeyedPage, StoreError>> {
+        Box::pin(async move {
+            let bucket = merchant.bucket;
+            let cursor = starting_after.unwrap_or_default();
+            let limit_plus = (limit + 1) as i64;
+            let rows = self
+                .read_owned(
+                    bucket,
+                    &sql::payments_with_key_prefix(),
+                    &[
+                        &(bucket as i16),
+                        &merchant.id,
+                        &cursor,
+                        &key_prefix,
+                        &limit_plus,
+                    ],
+                )
+                .await?;
+            let mut page = rows
+                .iter()
+                .map(|row| {
+                    let key: String = row
+                        .try_get(12)
+                        .map_err(|e| StoreError::Internal(format!("payment row: {e}")))?;
+                    Ok((payment_from_row(row)?, key))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let has_more = page.len() > limit;
+            page.truncate(limit);
+            Ok((page, has_more))
         })
     }
 

@@ -60,6 +60,14 @@ pub fn list_payments() -> String {
         owned_here!()
     )
 }
+pub fn payments_with_key_prefix() -> String {
+    format!(
+        "SELECT {PAYMENT_COLUMNS}, idempotency_key FROM payments WHERE bucket = $1 \
+         AND merchant_id = $2 AND id > $3 AND starts_with(idempotency_key, $4){} \
+         ORDER BY id LIMIT $5",
+        owned_here!()
+    )
+}
 pub const BALANCE: &str = concat!(
     "SELECT currency, account, amount FROM balances \
      WHERE bucket = $1 AND merchant_id = $2 \

@@ -15,6 +15,7 @@ use super::{
 use crate::ids::{BUCKETS, bucket_of, new_id, now_ms, shard_of_bucket};
 use crate::ledger::Payment;
 use crate::secrets::{Secret, hash_key, new_api_key, same_hash};
+use crate::store::KeyedPage;
 use crate::store::queue::WriterSlot;
 use rows::{PAYMENT_COLUMNS, load_payment, payment_from_row};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -381,6 +382,44 @@ impl Store for SqliteStore {
                     let mut page = Vec::with_capacity(limit + 1);
                     while let Some(row) = rows.next()? {
                         page.push(payment_from_row(row)??);
+                    }
+                    let has_more = page.len() > limit;
+                    page.truncate(limit);
+                    Ok((page, has_more))
+                })
+                .await
+        })
+    }
+
+    fn payments_with_key_prefix(
+        &self,
+        merchant: Arc<Merchant>,
+        key_prefix: String,
+        starting_after: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<KeyedPage, StoreError>> {
+        let shard = Arc::clone(self.shard(&merchant));
+        Box::pin(async move {
+            shard
+                .read(move |c| {
+                    // The primary key's range for the merchant, the prefix as a filter:
+                    // no index on keys is kept for this (it would cost every write).
+                    let mut stmt = c.prepare_cached(&format!(
+                        "SELECT {PAYMENT_COLUMNS}, idempotency_key FROM payments \
+                         WHERE merchant_id = ?1 AND id > ?2 \
+                         AND substr(idempotency_key, 1, ?3) = ?4 ORDER BY id LIMIT ?5"
+                    ))?;
+                    let mut rows = stmt.query(params![
+                        merchant.id,
+                        starting_after.unwrap_or_default(),
+                        key_prefix.chars().count() as i64,
+                        key_prefix,
+                        (limit + 1) as i64
+                    ])?;
+                    let mut page = Vec::with_capacity(limit + 1);
+                    while let Some(row) = rows.next()? {
+                        let key: String = row.get(12)?;
+                        page.push((payment_from_row(row)??, key));
                     }
                     let has_more = page.len() > limit;
                     page.truncate(limit);
