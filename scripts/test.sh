@@ -39,3 +39,6 @@ PAYTOOL_TEST_BACKEND=postgres cargo test --locked --test it "${FEATURES[@]}" -- 
 # skips, when it cannot.
 echo "== schemathesis"
 bash scripts/fuzz_api.sh
+# The Dockerfile and the Kubernetes manifests, offline: schemas and lint (no cluster here).
+echo "== deployment files"
+bash scripts/validate_deploy.sh

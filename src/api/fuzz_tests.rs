@@ -71,6 +71,7 @@ impl Fixture {
             secret_key: b"fuzz".to_vec(),
             write_timeout: Duration::from_secs(30),
             rate_limiter: None,
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         // Multi-threaded: the store's reads use block_in_place.
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -36,6 +36,8 @@ pub struct AppState {
     pub write_timeout: Duration,
     /// Per-merchant rate limiting, when `serve --rate-limit` asks for it.
     pub rate_limiter: Option<rate_limit::RateLimiter>,
+    /// Shutting down: `/readyz` answers 503 so a load balancer stops sending here.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -105,7 +107,9 @@ async fn openapi_json() -> Response {
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    if state.store.ready() {
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        ApiError::unavailable("draining: this instance is shutting down").into_response()
+    } else if state.store.ready() {
         "ready\n".into_response()
     } else {
         ApiError::unavailable("the store is not accepting writes").into_response()

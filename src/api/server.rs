@@ -89,6 +89,9 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// Per-merchant request rate limit; None: unlimited.
     pub rate_limit: Option<RateLimit>,
+    /// On shutdown, how long `/readyz` answers 503 while requests are still served, so a
+    /// load balancer's health check takes the instance out before it stops listening.
+    pub drain_delay: Duration,
 }
 
 impl ServeOptions {
@@ -110,6 +113,7 @@ pub struct Server {
     state: Arc<AppState>,
     body_limit_bytes: usize,
     header_timeout: Duration,
+    drain_delay: Duration,
     pub admin_token_source: String,
 }
 
@@ -176,12 +180,14 @@ impl Server {
             secret_key: secret_key.expose().as_bytes().to_vec(),
             write_timeout: opts.write_timeout,
             rate_limiter: opts.rate_limit.map(RateLimiter::new),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Server {
             listener,
             store,
             shards,
             state,
+            drain_delay: opts.drain_delay,
             body_limit_bytes: opts.body_limit_bytes,
             header_timeout: opts.header_timeout,
             admin_token_source,
@@ -209,6 +215,20 @@ impl Server {
                 handle.run_upkeep();
             }
         });
+        let (state, drain_delay) = (self.state.clone(), self.drain_delay);
+        let shutdown = async move {
+            shutdown.await;
+            if !drain_delay.is_zero() {
+                state
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!(
+                    ?drain_delay,
+                    "draining: /readyz answers 503, requests are still served"
+                );
+                tokio::time::sleep(drain_delay).await;
+            }
+        };
         let app = router(self.state, self.body_limit_bytes);
         super::listen::serve(self.listener, app, self.header_timeout, shutdown).await;
         upkeep.abort();

@@ -237,7 +237,9 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         );
     }
     let progress = text.then(|| spawn_progress(&prepared));
+    let aside = super::stdout_aside::StdoutAside::new(!text);
     let result = prepared.execute().await;
+    drop(aside);
     if let Some((task, bar)) = progress {
         task.abort();
         bar.finish_and_clear();
@@ -361,6 +363,7 @@ async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyh
         );
     }
     let run_dir = prepared.run_dir().to_path_buf();
+    let aside = super::stdout_aside::StdoutAside::new(!text);
     let result = loadtest::find_max::find_max(prepared, limits, |step| {
         if text {
             eprintln!(
@@ -375,7 +378,9 @@ async fn find_max(prepared: loadtest::Prepared, args: &Args, text: bool) -> anyh
         }
     })
     .await
-    .map_err(classify)?;
+    .map_err(classify);
+    drop(aside);
+    let result = result?;
     let chart = run_dir.join(loadtest::search_html::SEARCH_HTML_FILE);
     std::fs::write(&chart, loadtest::search_html::render(&result))?;
     if text {

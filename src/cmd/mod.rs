@@ -8,6 +8,7 @@ pub mod report;
 pub mod scale;
 pub mod serve;
 pub mod shard;
+mod stdout_aside;
 
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, thiserror::Error)]

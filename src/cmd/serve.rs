@@ -92,6 +92,11 @@ pub struct Args {
     /// [default: 30s]
     #[arg(long, env = "PAYTOOL_HEADER_TIMEOUT")]
     pub header_timeout: Option<String>,
+    /// On SIGTERM, how long /readyz answers 503 while requests are still served, before
+    /// the listener closes and in-flight requests finish (a load balancer's health check
+    /// interval or more, e.g. "2s"; 0 to 60s) [default: 0s]
+    #[arg(long, env = "PAYTOOL_DRAIN_DELAY")]
+    pub drain_delay: Option<String>,
     /// Per-merchant request limit, e.g. "100/s": past it, 429 with Retry-After before the
     /// store is touched [default: none]
     #[arg(long, env = "PAYTOOL_RATE_LIMIT")]
@@ -177,6 +182,9 @@ fn rate_limit(
     Ok(Some(RateLimit { per_second, burst }))
 }
 
+/// The longest `--drain-delay`: a drain is for a health check to notice, not a pause.
+const DRAIN_DELAY_MAX: Duration = Duration::from_secs(60);
+
 /// The header timeouts a deployment may choose.
 const HEADER_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(600);
@@ -249,6 +257,13 @@ impl Args {
             self.header_timeout.or(s.header_timeout),
             HEADER_TIMEOUT_DEFAULT,
             HEADER_TIMEOUT_RANGE,
+        )?;
+        let drain_delay = duration(
+            &origin,
+            "drain_delay",
+            self.drain_delay.or(s.drain_delay),
+            Duration::ZERO,
+            Duration::ZERO..=DRAIN_DELAY_MAX,
         )?;
         let rate_limit = rate_limit(
             &origin,
@@ -326,6 +341,7 @@ impl Args {
             write_timeout: Duration::from_millis(write_timeout_ms),
             idempotency_retention: retention,
             header_timeout,
+            drain_delay,
             rate_limit,
             // The layout the shards record is read with this process's environment, as
             // the starting layout was.

@@ -112,6 +112,7 @@ async fn inject(parts: &mut Parts, fault: &Fault) -> Result<(), LoadtestError> {
     match fault {
         Fault::KillApi { instance } => process(parts, *instance)?.kill().await,
         Fault::StallApi { instance } => process(parts, *instance)?.stall(true)?,
+        Fault::RestartApi { instance } => process(parts, *instance)?.stop().await?,
         Fault::StopShard { shard, .. } => {
             on_postgres(parts, *shard, |pg| pg.stop()).await?;
         }
@@ -124,6 +125,7 @@ async fn lift(parts: &mut Parts, fault: &Fault) -> Result<(), LoadtestError> {
     match fault {
         Fault::KillApi { instance } => process(parts, *instance)?.start().await,
         Fault::StallApi { instance } => process(parts, *instance)?.stall(false),
+        Fault::RestartApi { instance } => process(parts, *instance)?.start().await,
         Fault::StopShard { shard, .. } => on_postgres(parts, *shard, |pg| pg.start_again()).await,
         Fault::KillRedis => redis(parts)?
             .start_again()

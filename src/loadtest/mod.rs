@@ -21,7 +21,7 @@ pub mod timeseries;
 pub mod wire;
 
 use crate::cache::CacheOptions;
-use crate::profile::load::{ArrivalRate, LoadPlan, REDIS_URL_ENV, RedisMode, Shape};
+use crate::profile::load::{ArrivalRate, Balancer, LoadPlan, REDIS_URL_ENV, RedisMode, Shape};
 use crate::scenarios::cadence::CoMitigation;
 use crate::scenarios::context::{self, RunContext};
 use crate::scenarios::instances::Instances;
@@ -149,22 +149,45 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
                 Some(mode) => Some(cache_target(mode, &run_dir).await?),
                 None => None,
             };
-            Target::spawn(SpawnPlan {
+            let balanced = plan.balancer.is_some();
+            let (mut target, bases, token) = Target::spawn(SpawnPlan {
                 data_dir: run_dir.join("server-data"),
                 shards: plan.shards,
                 faults,
                 layout,
                 instances: plan.instances,
                 cache,
-                // A SIGKILL or SIGSTOP acts on a process: instances a chaos step
-                // kills or stalls run as `paytool serve` processes.
-                processes: plan
-                    .chaos
-                    .iter()
-                    .any(|s| s.fault.on_api())
+                // A SIGKILL, SIGSTOP or SIGTERM acts on a process: instances a chaos step
+                // acts on, and instances behind a balancer (which drain on SIGTERM), run as
+                // `paytool serve` processes.
+                processes: (balanced || plan.chaos.iter().any(|s| s.fault.on_api()))
                     .then(|| run_dir.clone()),
+                // Long enough for two of the balancer's health checks to see it.
+                drain_delay: match balanced {
+                    true => 2 * crate::services::haproxy::CHECK_INTERVAL,
+                    false => Duration::ZERO,
+                },
             })
-            .await?
+            .await?;
+            match plan.balancer {
+                Some(Balancer::Haproxy) => {
+                    let backends: Vec<String> = bases
+                        .iter()
+                        .map(|b| b.trim_start_matches("http://").to_string())
+                        .collect();
+                    let root = run_dir.join("haproxy");
+                    let haproxy = tokio::task::spawn_blocking(move || {
+                        crate::services::haproxy::LocalHaproxy::start(&root, &backends)
+                    })
+                    .await
+                    .map_err(|e| LoadtestError::Start(format!("starting HAProxy: {e}")))?
+                    .map_err(|e| LoadtestError::Start(e.to_string()))?;
+                    let url = haproxy.url();
+                    target.attach_balancer(haproxy);
+                    (target, vec![url], token)
+                }
+                None => (target, bases, token),
+            }
         }
     };
     let base_url = bases[0].clone();

@@ -9,6 +9,7 @@ use crate::api::{ServeOptions, Server};
 use crate::cache::CacheOptions;
 use crate::scenarios::context::MerchantCreds;
 use crate::secrets::{Secret, random_hex};
+use crate::services::haproxy::LocalHaproxy;
 use crate::services::postgres::LocalPostgres;
 use crate::services::redis::LocalRedis;
 use crate::store::layout::Layout;
@@ -32,6 +33,8 @@ pub enum Target {
 /// What a run started: API instances, and the PostgreSQL servers under them, if any.
 pub struct Spawned {
     pub parts: Parts,
+    /// The load balancer in front of the instances, stopped before them.
+    pub balancer: Option<LocalHaproxy>,
     pub data_dir: PathBuf,
     pub postgres_dir: Option<PathBuf>,
 }
@@ -68,6 +71,8 @@ pub struct SpawnPlan {
     pub cache: Option<(CacheOptions, Option<LocalRedis>)>,
     /// Run each instance as a `paytool serve` process (logs under `run_dir`), not a task.
     pub processes: Option<PathBuf>,
+    /// Processes drain this long on SIGTERM (`serve --drain-delay`), for a balancer.
+    pub drain_delay: Duration,
 }
 
 impl Target {
@@ -97,6 +102,7 @@ impl Target {
             },
             data_dir: plan.data_dir,
             postgres_dir,
+            balancer: None,
         };
         let mut bases = Vec::with_capacity(plan.instances);
         for i in 0..plan.instances {
@@ -108,6 +114,7 @@ impl Target {
                 faults: plan.faults,
                 cache: cache.as_ref(),
                 admin_token: &admin_token,
+                drain_delay: plan.drain_delay,
             };
             let (instance, base) = match &plan.processes {
                 Some(run_dir) => setup.process(&run_dir.join(format!("api-{i}.log"))).await?,
@@ -125,6 +132,12 @@ impl Target {
         let Target::Spawned(spawned) = self else {
             return Ok(());
         };
+        // The balancer first: nothing is sent to instances that are stopping.
+        if let Some(mut b) = spawned.balancer.take() {
+            tokio::task::spawn_blocking(move || b.stop())
+                .await
+                .map_err(|e| LoadtestError::Run(format!("stopping HAProxy: {e}")))?;
+        }
         let parts = &mut spawned.parts;
         for i in &mut parts.instances {
             if let Instance::Task { stop, .. } = i
@@ -155,6 +168,13 @@ impl Target {
             .await
             .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))?
             .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))
+    }
+
+    /// Put a balancer in front of the spawned instances; stopped with them.
+    pub fn attach_balancer(&mut self, balancer: LocalHaproxy) {
+        if let Target::Spawned(spawned) = self {
+            spawned.balancer = Some(balancer);
+        }
     }
 
     /// Lend the spawned parts to the chaos steps while the load runs.
@@ -195,6 +215,7 @@ struct InstanceSetup<'a> {
     faults: Faults,
     cache: Option<&'a CacheOptions>,
     admin_token: &'a str,
+    drain_delay: Duration,
 }
 
 impl InstanceSetup<'_> {
@@ -216,6 +237,7 @@ impl InstanceSetup<'_> {
             cache: self.cache.cloned(),
             header_timeout: crate::api::listen::HEADER_TIMEOUT_DEFAULT,
             rate_limit: None,
+            drain_delay: Duration::ZERO,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;
@@ -258,6 +280,12 @@ impl InstanceSetup<'_> {
         if let Some(c) = self.cache {
             env.push(("PAYTOOL_REDIS_URL".into(), c.url.expose().to_string()));
             env.push(("PAYTOOL_REDIS_PREFIX".into(), c.prefix.clone()));
+        }
+        if !self.drain_delay.is_zero() {
+            args.extend([
+                "--drain-delay".to_string(),
+                format!("{}ms", self.drain_delay.as_millis()),
+            ]);
         }
         if let Some(n) = self.faults.drop_ack_every() {
             args.extend(["--fault-drop-ack-every".to_string(), n.to_string()]);

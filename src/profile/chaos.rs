@@ -22,12 +22,12 @@ pub const FAULT_LASTS_DEFAULT: Duration = Duration::from_secs(2);
 pub struct ChaosStep {
     /// When, after the load starts: "5s".
     pub at: String,
-    /// "kill-api", "stall-api", "stop-shard" or "kill-redis".
+    /// "kill-api", "stall-api", "restart-api", "stop-shard" or "kill-redis".
     pub fault: String,
     /// How long the fault lasts before the process is started again or continued.
     #[serde(rename = "for")]
     pub lasts: Option<String>,
-    /// kill-api, stall-api: which spawned instance, from 0.
+    /// kill-api, stall-api, restart-api: which spawned instance, from 0.
     pub instance: Option<usize>,
     /// stop-shard: the layout's shard name.
     pub shard: Option<String>,
@@ -41,6 +41,10 @@ pub enum Fault {
     KillApi { instance: usize },
     /// SIGSTOP an API instance; SIGCONT it after `lasts`.
     StallApi { instance: usize },
+    /// SIGTERM an API instance (it drains: `/readyz` answers 503, in-flight requests
+    /// finish) and wait for it to exit; start it again after `lasts`. One step of a
+    /// rolling restart.
+    RestartApi { instance: usize },
     /// Stop one PostgreSQL shard's server (fast shutdown); start it again after `lasts`.
     StopShard { shard: usize, name: String },
     /// SIGKILL the spawned Redis; start it again after `lasts`.
@@ -48,12 +52,19 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const NAMES: [&str; 4] = ["kill-api", "stall-api", "stop-shard", "kill-redis"];
+    pub const NAMES: [&str; 5] = [
+        "kill-api",
+        "stall-api",
+        "restart-api",
+        "stop-shard",
+        "kill-redis",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
             Fault::KillApi { .. } => "kill-api",
             Fault::StallApi { .. } => "stall-api",
+            Fault::RestartApi { .. } => "restart-api",
             Fault::StopShard { .. } => "stop-shard",
             Fault::KillRedis => "kill-redis",
         }
@@ -62,9 +73,9 @@ impl Fault {
     /// What it acts on, as reports name it.
     pub fn subject(&self) -> String {
         match self {
-            Fault::KillApi { instance } | Fault::StallApi { instance } => {
-                format!("API instance {instance}")
-            }
+            Fault::KillApi { instance }
+            | Fault::StallApi { instance }
+            | Fault::RestartApi { instance } => format!("API instance {instance}"),
             Fault::StopShard { name, .. } => format!("shard {name}"),
             Fault::KillRedis => "Redis".into(),
         }
@@ -72,7 +83,10 @@ impl Fault {
 
     /// Does it act on an API instance (which must then run as a process of its own)?
     pub fn on_api(&self) -> bool {
-        matches!(self, Fault::KillApi { .. } | Fault::StallApi { .. })
+        matches!(
+            self,
+            Fault::KillApi { .. } | Fault::StallApi { .. } | Fault::RestartApi { .. }
+        )
     }
 }
 
@@ -156,7 +170,7 @@ fn fault(
         false => Ok(()),
     };
     match s.fault.as_str() {
-        "kill-api" | "stall-api" => {
+        "kill-api" | "stall-api" | "restart-api" => {
             unused("shard", s.shard.is_some())?;
             let Some(instances) = spawns.instances else {
                 return Err(invalid(
@@ -178,6 +192,7 @@ fn fault(
             }
             Ok(match s.fault.as_str() {
                 "kill-api" => Fault::KillApi { instance },
+                "restart-api" => Fault::RestartApi { instance },
                 _ => Fault::StallApi { instance },
             })
         }

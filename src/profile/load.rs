@@ -56,9 +56,17 @@ pub struct TargetSection {
     /// Redis in front of the spawned API's store: "spawn" (a throwaway redis-server
     /// under the run dir) or "existing" (its URL from `PAYTOOL_REDIS_URL`).
     pub redis: Option<RedisMode>,
+    /// A load balancer paytool starts in front of the spawned instances: "haproxy".
+    pub balancer: Option<Balancer>,
 }
 
-/// Where a spawned API's Redis comes from.
+/// The load balancer in front of spawned instances.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Balancer {
+    /// Debian's `haproxy`, with a config paytool writes (see services::haproxy).
+    Haproxy,
+}
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum RedisMode {
@@ -290,6 +298,8 @@ pub struct LoadPlan {
     pub merchants_from: Option<PathBuf>,
     /// The closed model's backfill of requests a stall held back.
     pub co_mitigation: CoMitigation,
+    /// A balancer in front of the spawned instances; the load goes through it.
+    pub balancer: Option<Balancer>,
 }
 
 /// What flags may override; each is the profile key of the same name.
@@ -391,6 +401,7 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
         p.load.test_plan = None;
     }
     if let Some(t) = &o.target {
+        p.target.balancer = None;
         // A URL replaces whatever the profile would have spawned.
         p.target.url = Some(t.clone());
         p.target.layout = None;
@@ -750,7 +761,15 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             "applies to the closed model (users): the open model times requests from their schedule and has nothing to mitigate",
         ));
     }
+    if p.target.balancer.is_some() && p.target.layout.is_none() {
+        return Err(invalid(
+            path,
+            "target.balancer",
+            "needs target.layout: only instances on PostgreSQL shards share their data, and a balancer spreads the load over spawned instances",
+        ));
+    }
     Ok(LoadPlan {
+        balancer: p.target.balancer,
         co_mitigation,
         chaos,
         segment: None,

@@ -1,6 +1,7 @@
 //! Throwaway local servers that paytool itself starts and stops (for a load test's
 //! target, and for the integration tests): never a server started by hand.
 
+pub mod haproxy;
 pub mod postgres;
 pub mod redis;
 

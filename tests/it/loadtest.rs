@@ -742,3 +742,19 @@ fn poisson_arrivals_run_and_a_bad_kind_is_refused() {
     let err = refused(&["-p", bad.to_str().unwrap()], &reports);
     assert!(err.contains("`load.arrivals` is \"bursty\""), "{err}");
 }
+
+#[test]
+fn a_test_plan_run_keeps_stdout_for_the_json_summary_alone() {
+    // Goose prints "N users launched." on stdout in a test plan: --output json must
+    // still be one JSON document there (the line goes to stderr).
+    let dir = crate::support::temp_dir();
+    let profile = dir.path().join("plan.toml");
+    std::fs::write(
+        &profile,
+        "name = \"plan\"\n[load]\ntest_plan = \"2,1s;2,2s;0,1s\"\n[merchants]\ncount = 2\n\
+         [scenarios]\ncheckout = 1\nbrowse = 1\n",
+    )
+    .unwrap();
+    let summary = crate::support::passing_loadtest(&profile, &dir.path().join("reports"));
+    assert_eq!(summary["profile"], "plan");
+}

@@ -7,6 +7,7 @@ mod open_client;
 mod support;
 
 mod api;
+mod balancer;
 mod cache;
 mod card_scan;
 mod chaos;

@@ -3,7 +3,9 @@
 //! made here by openssl and trusted through `SSL_CERT_FILE`), and a pool of connections that grows
 //! when a stalled target keeps every connection busy.
 
-use crate::support::{ChildGuard, DataDir, Server, free_port, loadtest, passed_summary, temp_dir};
+use crate::support::{
+    ChildGuard, DataDir, Server, free_port, loadtest, passed_summary, passing_loadtest, temp_dir,
+};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -110,22 +112,6 @@ fn haproxy(dir: &Path, port: u16, backend: &str) -> ChildGuard {
     guard
 }
 
-/// `paytool loadtest -p PROFILE` (spawning its own target) that passed: its summary.
-fn passing_run(profile: &Path, reports: &Path) -> serde_json::Value {
-    let out = loadtest(
-        &[
-            "-p",
-            profile.to_str().unwrap(),
-            "--output",
-            "json",
-            "--report-dir",
-            reports.to_str().unwrap(),
-        ],
-        None,
-    );
-    passed_summary(&out)
-}
-
 #[test]
 fn an_https_target_behind_haproxy_is_load_tested_and_audited() {
     let dir = temp_dir();
@@ -205,7 +191,7 @@ fn the_pool_grows_while_a_stalled_instance_keeps_every_connection_busy() {
     )
     .unwrap();
     let reports = dir.path().join("reports");
-    let summary = passing_run(&profile, &reports);
+    let summary = passing_loadtest(&profile, &reports);
     let open = &summary["open_model"];
     let (grew, peak) = (
         open["pool_grew"].as_u64().unwrap(),
@@ -222,7 +208,7 @@ fn the_pool_grows_while_a_stalled_instance_keeps_every_connection_busy() {
         .unwrap()
         .replace("connections_max = 12\n", "");
     std::fs::write(&profile, still).unwrap();
-    let summary = passing_run(&profile, &reports);
+    let summary = passing_loadtest(&profile, &reports);
     assert_eq!(summary["open_model"]["pool_grew"], 0);
     assert_eq!(summary["open_model"]["connections_peak"], 2);
 }
@@ -242,7 +228,7 @@ fn co_mitigation_backfills_what_a_stall_held_back_in_the_closed_model() {
          [[chaos]]\nat = \"2s\"\nfault = \"stall-api\"\nfor = \"1s\"\n";
     std::fs::write(&profile, text).unwrap();
     let reports = dir.path().join("reports");
-    let run = |profile: &Path| passing_run(profile, &reports);
+    let run = |profile: &Path| passing_loadtest(profile, &reports);
     let mitigated = run(&profile);
     let backfilled = mitigated["co_backfilled"].as_u64().unwrap_or(0);
     assert_eq!(mitigated["co_mitigation"], "average");

@@ -740,6 +740,23 @@ pub fn passed_summary(out: &Output) -> Value {
     summary
 }
 
+/// `paytool loadtest -p PROFILE --output json --report-dir REPORTS` (the profile spawns
+/// its own target) that passed: its summary.
+pub fn passing_loadtest(profile: &Path, reports: &Path) -> Value {
+    let out = loadtest(
+        &[
+            "-p",
+            profile.to_str().unwrap(),
+            "--output",
+            "json",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ],
+        None,
+    );
+    passed_summary(&out)
+}
+
 /// Who a request is sent as.
 #[derive(Clone, Debug)]
 pub enum Auth {

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The load balancer's cost (issue 13): payments/s through HAProxy in front of 3 API
+# instances ÷ payments/s of one instance direct, same machine, same run. Each case is one
+# release `paytool loadtest` of the checkout journey (create + capture) with USERS Goose
+# users for DURATION, its API instances spawned on 2 throwaway PostgreSQL shards
+# (profiles/shards/two.toml), the first without a balancer, the second with
+# `balancer = "haproxy"` and 3 instances (services/haproxy.rs's config). Everything
+# (generator, API processes, HAProxy, PostgreSQL) shares the cores.
+#
+# Knobs: USERS [64]; DURATION [20s]; RUNS [2]; SKIP_BUILD [0].
+# Output: a markdown block on stdout, also in bench/results/balancer-<date>.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+USERS=${USERS:-64}
+DURATION=${DURATION:-20s}
+RUNS=${RUNS:-2}
+SKIP_BUILD=${SKIP_BUILD:-0}
+BIN="$ROOT/target/release/paytool"
+[ "$SKIP_BUILD" = 1 ] || cargo build --release --quiet
+
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+trap 'rm -rf "$WORK"' EXIT
+
+profile() {   # NAME INSTANCES BALANCER_LINE
+  cat > "$WORK/$1.toml" <<TOML
+name = "$1"
+[target]
+layout = "$ROOT/profiles/shards/two.toml"
+postgres = "spawn"
+instances = $2
+$3
+[load]
+users = $USERS
+ramp = "2s"
+run_time = "$DURATION"
+timeout = "10s"
+[merchants]
+count = 16
+[scenarios]
+checkout = 1
+[thresholds]
+error_rate_max = 0.01
+[audit]
+enabled = true
+TOML
+}
+profile direct 1 ""
+profile balanced 3 'balancer = "haproxy"'
+
+rps() {   # PROFILE: successful payments/s (creates), and the audit's verdict
+  timeout 600 "$BIN" loadtest -p "$WORK/$1.toml" --report-dir "$WORK/reports" --output json \
+    > "$WORK/$1.json" 2> "$WORK/$1.err" || true
+  python3 - "$WORK/$1.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+row = next(r for r in d["requests"] if r["name"] == "POST /v1/payments")
+print(round(row["ok_rps"]), round(row["ok_p99_ms"], 1), "clean" if d["audit"]["ok"] else "FAILED")
+PY
+}
+
+rows=""
+for run in $(seq "$RUNS"); do
+  read -r d_rps d_p99 d_audit < <(rps direct)
+  read -r b_rps b_p99 b_audit < <(rps balanced)
+  ratio=$(python3 -c "print(round($b_rps / $d_rps, 2))")
+  rows+="| $run | $d_rps (p99 $d_p99 ms, audit $d_audit) | $b_rps (p99 $b_p99 ms, audit $b_audit) | **$ratio** |"$'\n'
+done
+
+out="## Through HAProxy with 3 instances ÷ one instance direct, $(date -u '+%Y-%m-%d %H:%M UTC')
+
+- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(haproxy -v | head -1 | cut -d' ' -f1-3)
+- paytool $(git rev-parse --short HEAD) release; command: \`USERS=$USERS DURATION=$DURATION RUNS=$RUNS bench/balancer.sh\`
+- checkout journeys (create + capture) from $USERS Goose users for $DURATION on 2 spawned PostgreSQL shards; payments/s = successful creates a second
+
+| run | one instance direct, payments/s | HAProxy + 3 instances, payments/s | ratio (goal ≥ 0.8) |
+| --- | --- | --- | --- |
+$rows"
+echo "$out"
+mkdir -p bench/results
+echo "$out" > "bench/results/balancer-$(date -u +%Y%m%d-%H%M%S).md"
