@@ -29,8 +29,15 @@ whose [target] names a layout spawns `instances` API instances on its PostgreSQL
 PostgreSQL installed: apt-get install -y postgresql). target.redis (or --redis) puts Redis
 in front of the spawned API's store: \"spawn\" starts a throwaway redis-server under the
 run dir (apt-get install -y redis-server), \"existing\" reads PAYTOOL_REDIS_URL.
-Each run writes reports/<time>-<profile>/: Goose's HTML, JSON and Markdown reports,
-profile.toml, summary.json, summary.md, junit.xml, acks.jsonl, audit.json, merchants.json.
+target.balancer = \"haproxy\" (with a layout) puts a real HAProxy in front of the
+instances (apt-get install -y haproxy); the load and the audit go through it.
+Targets may be https:// (trust a private CA with SSL_CERT_FILE). In the open model the
+pool of connections grows up to load.connections_max while every one is busy; closed
+model profiles may set load.co_mitigation = \"average\" (Goose's coordinated-omission
+mitigation). Each run writes reports/<time>-<profile>/: Goose's HTML, JSON and Markdown
+reports, profile.toml, summary.json, summary.md, junit.xml, report.html,
+timeseries.jsonl/.csv, intervals.jsonl, acks.jsonl, audit.json, merchants.json; a
+--find-max run adds find-max.json and search.html (its steps as a chart).
 
 Thresholds ([thresholds], or --threshold KEY=VALUE / --threshold \"RULE\"), over all
 requests or one request name as the summary table shows it: error_rate_max (0.0-1.0);
