@@ -24,7 +24,7 @@ use crate::cache::CacheOptions;
 use crate::profile::load::{ArrivalRate, Balancer, LoadPlan, REDIS_URL_ENV, RedisMode, Shape};
 use crate::scenarios::cadence::CoMitigation;
 use crate::scenarios::context::{self, RunContext};
-use crate::scenarios::instances::Instances;
+use crate::scenarios::instances::{Endpoint, Instances};
 use crate::scenarios::live::LiveStats;
 use crate::services::redis::LocalRedis;
 use crate::store::sqlite::Faults;
@@ -191,7 +191,7 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
         }
     };
     let base_url = bases[0].clone();
-    let tls = match Instances::new(bases.clone()).any_tls() {
+    let tls = match bases.iter().any(|b| Endpoint::of(b).tls) {
         true => Some(wire::Tls::new().map_err(LoadtestError::Config)?),
         false => None,
     };

@@ -61,11 +61,6 @@ impl Instances {
         &self.endpoints[i % self.endpoints.len()]
     }
 
-    /// Whether any instance is reached over TLS.
-    pub fn any_tls(&self) -> bool {
-        self.endpoints.iter().any(|e| e.tls)
-    }
-
     /// Count one request sent to instance `i`.
     pub fn sent_to(&self, i: usize) {
         self.sent[i % self.bases.len()].fetch_add(1, Ordering::Relaxed);

@@ -22,8 +22,8 @@ mod refund;
 pub mod replies;
 mod retry_storm;
 
-use acks::{Pending, SentCreate};
-use client::{Call, Client, Expect, JourneyResult, Method, Shape};
+use acks::{Pending, RunKey, SentCreate};
+use client::{Call, Client, Expect, JourneyResult, Method, Reply, Shape};
 use context::RunContext;
 use goose::goose::{Transaction, TransactionFunction};
 use goose::prelude::{GooseError, GooseUser};
@@ -180,9 +180,20 @@ async fn create_payment<C: Client>(
     ctx: &RunContext,
     capture: bool,
 ) -> JourneyResult<Option<(usize, PaymentSeen)>> {
+    let (merchant, key, call) =
+        new_create(ctx, names::PAYMENTS, payment_body(capture, APPROVED_CARD));
+    let reply = client
+        .send(call.expect(Expect::Success(Shape::Payment)))
+        .await?;
+    Ok(logged_create(ctx, merchant, &key, &reply).map(|p| (merchant, p.clone())))
+}
+
+/// A create for a picked merchant under a fresh key, noted as sent before it is (see
+/// `acks::Unanswered`): the merchant, the key and the call, whose expectation the
+/// journey sets.
+fn new_create(ctx: &RunContext, name: &'static str, body: Value) -> (usize, RunKey, Call) {
     let merchant = ctx.pick_merchant();
     let key = ctx.new_key();
-    let body = payment_body(capture, APPROVED_CARD);
     ctx.unanswered.sent(SentCreate {
         merchant,
         key: key.clone(),
@@ -190,22 +201,30 @@ async fn create_payment<C: Client>(
     });
     let call = Call::post(
         names::PAYMENTS,
-        names::PAYMENTS,
+        name,
         merchant,
         key.as_str().to_string(),
         body,
-    )
-    .expect(Expect::Success(Shape::Payment));
-    let reply = client.send(call).await?;
+    );
+    (merchant, key, call)
+}
+
+/// A create's one answer: the payment it carried, acknowledged and logged, or, when it
+/// certainly made nothing, the create struck off as answered.
+fn logged_create<'r>(
+    ctx: &RunContext,
+    merchant: usize,
+    key: &RunKey,
+    reply: &'r Reply,
+) -> Option<&'r PaymentSeen> {
     if reply.made_nothing() {
-        ctx.unanswered.answered(&key);
+        ctx.unanswered.answered(key);
     }
-    Ok(reply.payment().map(|p| {
-        ctx.acks.created(merchant, &key, p);
-        ctx.acks.answers_logged(1);
-        ctx.unanswered.answered(&key);
-        (merchant, p.clone())
-    }))
+    let p = reply.payment()?;
+    ctx.acks.created(merchant, key, p);
+    ctx.acks.answers_logged(1);
+    ctx.unanswered.answered(key);
+    Some(p)
 }
 
 /// Capture, cancel or refund `payment`, logging the change as pending until answered.

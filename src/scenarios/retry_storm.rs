@@ -3,11 +3,10 @@
 //! The reference API makes a same-key request wait for the first to commit and replays
 //! it; an API that answers `409 idempotency_key_in_use` instead is retried here.
 
-use super::acks::SentCreate;
-use super::client::{Call, Client, Expect, JourneyResult, Shape};
+use super::client::{Client, Expect, JourneyResult, Shape};
 use super::context::RunContext;
 use super::replies::PaymentSeen;
-use super::{APPROVED_CARD, names, payment_body};
+use super::{APPROVED_CARD, names, new_create, payment_body};
 use std::time::Duration;
 
 const CONCURRENT_SENDS: usize = 4;
@@ -18,22 +17,8 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 const IMPATIENT_TIMEOUT: Duration = Duration::from_millis(2);
 
 pub async fn run<C: Client>(client: &mut C, ctx: &RunContext) -> JourneyResult {
-    let merchant = ctx.pick_merchant();
-    let key = ctx.new_key();
-    let body = payment_body(true, APPROVED_CARD);
-    ctx.unanswered.sent(SentCreate {
-        merchant,
-        key: key.clone(),
-        body: body.clone(),
-    });
-    let attempt = Call::post(
-        names::PAYMENTS,
-        names::RETRY,
-        merchant,
-        key.as_str().into(),
-        body,
-    )
-    .expect(Expect::Success(Shape::Payment));
+    let (merchant, key, attempt) = new_create(ctx, names::RETRY, payment_body(true, APPROVED_CARD));
+    let attempt = attempt.expect(Expect::Success(Shape::Payment));
     // A burst of the same request, plus an impatient one that gives up early: giving up
     // is this client's choice, not the server's failure, so any outcome is a success.
     let mut burst = vec![attempt.clone(); CONCURRENT_SENDS];

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often HAProxy asks each instance `/readyz`.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -106,21 +106,10 @@ impl LocalHaproxy {
                     source,
                 },
             })?;
-        let mut h = LocalHaproxy {
-            port,
-            child: Some(child),
-        };
-        let started = Instant::now();
-        while started.elapsed() < START_TIMEOUT {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(h);
-            }
-            if let Some(c) = h.child.as_mut()
-                && matches!(c.try_wait(), Ok(Some(_)))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let mut h = LocalHaproxy { port, child: None };
+        let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if super::await_started(h.child.insert(child), START_TIMEOUT, listening) {
+            return Ok(h);
         }
         h.stop();
         Err(HaproxyError::NotListening {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a started server may take to answer PING.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -92,18 +92,9 @@ impl LocalRedis {
                     source,
                 },
             })?;
-        self.child = Some(child);
-        let started = Instant::now();
-        while started.elapsed() < START_TIMEOUT {
-            if ping(self.port) {
-                return Ok(());
-            }
-            if let Some(c) = self.child.as_mut()
-                && matches!(c.try_wait(), Ok(Some(_)))
-            {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let port = self.port;
+        if super::await_started(self.child.insert(child), START_TIMEOUT, || ping(port)) {
+            return Ok(());
         }
         self.stop();
         Err(RedisError::NotAnswering {
