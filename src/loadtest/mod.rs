@@ -320,6 +320,7 @@ impl Prepared {
                 self.plan.scenarios.clone(),
                 self.plan.timeout,
                 self.tls.clone(),
+                !self.plan.formats.is_empty(),
             ))
         });
         // Segments may share a run id (one profile started at the same second): each

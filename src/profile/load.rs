@@ -145,7 +145,8 @@ impl Default for MerchantsSection {
 pub struct ReportSection {
     #[serde(default = "default_report_dir")]
     pub dir: PathBuf,
-    /// Goose's reports to write: any of "html", "json", "md".
+    /// Goose's reports to write: any of "html", "json", "md". None (`[]`) also spares the
+    /// open model feeding Goose's metrics; paytool's own reports are always written.
     #[serde(default = "default_formats")]
     pub formats: Vec<String>,
 }
