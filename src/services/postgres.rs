@@ -120,6 +120,102 @@ impl LocalPostgres {
         Err(last.expect("at least one try"))
     }
 
+    /// A streaming standby of `primary`, cloned by PostgreSQL itself (`pg_basebackup -R`:
+    /// a base backup that starts as a standby following `primary`), into `root/data`, on
+    /// a free 127.0.0.1 port. `name` is its `application_name` on the primary, the name
+    /// `synchronous_standby_names` lists.
+    pub fn start_standby(
+        primary: &LocalPostgres,
+        root: &Path,
+        name: &str,
+    ) -> Result<LocalPostgres, PostgresError> {
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "standby names are plain identifiers: {name:?}"
+        );
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PostgresError::Io { path, source }
+        };
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        if primary.as_postgres {
+            give_to_postgres(root)?;
+        }
+        let mut server = LocalPostgres {
+            bin: primary.bin.clone(),
+            root: root.to_path_buf(),
+            port: 0,
+            as_postgres: primary.as_postgres,
+            running: false,
+        };
+        let port = primary.port.to_string();
+        server.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "-D",
+                &server.data().to_string_lossy(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        // The copy holds the primary's settings; the last line of a setting wins.
+        let conf_path = server.data().join("postgresql.auto.conf");
+        let mut conf = std::fs::read_to_string(&conf_path).map_err(io(&conf_path))?;
+        conf.push_str(&format!(
+            "unix_socket_directories = '{}'\n\
+             primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'\n\
+             hot_standby = on\nhot_standby_feedback = on\n",
+            server.root.display(),
+        ));
+        std::fs::write(&conf_path, conf).map_err(io(&conf_path))?;
+        let mut last = None;
+        for _ in 0..START_TRIES_MAX {
+            server.port = super::free_port().map_err(io(root))?;
+            match server.start_again() {
+                Ok(()) => return Ok(server),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one try"))
+    }
+
+    /// Acknowledge a commit only once one of `standbys` has flushed it too
+    /// (`synchronous_standby_names = 'FIRST 1 (...)'`, with `synchronous_commit = on`).
+    /// Set after the standbys are cloned, so a promoted one does not wait for a standby
+    /// of its own that does not exist.
+    pub fn require_standby(&self, standbys: &[&str]) -> Result<(), PostgresError> {
+        let names = standbys.join(", ");
+        self.psql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ({names})'"
+        ))?;
+        self.psql("SELECT pg_reload_conf()").map(|_| ())
+    }
+
+    /// Promote a standby to a primary (`pg_ctl promote`, waiting until it takes writes).
+    pub fn promote(&self) -> Result<(), PostgresError> {
+        let timeout = START_TIMEOUT.as_secs().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data().to_string_lossy(),
+                "-t",
+                &timeout,
+                "-w",
+                "promote",
+            ],
+        )
+    }
+
     /// Start a stopped server again on the same port (a shard back after an outage).
     pub fn start_again(&mut self) -> Result<(), PostgresError> {
         let timeout = START_TIMEOUT.as_secs().to_string();

@@ -16,6 +16,7 @@ mod connections;
 mod crash;
 mod disk_faults;
 mod errors;
+mod failover;
 mod idempotency;
 mod loadtest;
 mod local_postgres;
