@@ -13,6 +13,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long after the promotion writes must be flowing again.
 const RECOVERY_MAX: Duration = Duration::from_secs(20);
 
+/// A create's answer: when, its status, and (merchant, payment id) when acknowledged.
+type Create = (Duration, u16, Option<(usize, String)>);
+
 /// One shard on `url`, owning every bucket.
 fn one_shard_layout(path: &std::path::Path, url: &str) {
     let text = format!(
@@ -73,8 +76,7 @@ async fn the_api_follows_a_promoted_synchronous_standby_and_loses_no_acknowledge
     let started = Instant::now();
     let fail_at = Duration::from_secs(2);
     let mut promoted_at = None;
-    // (elapsed, status, (merchant, payment id) when acknowledged) for every create.
-    let mut seen: Vec<(Duration, u16, Option<(usize, String)>)> = Vec::new();
+    let mut seen: Vec<Create> = Vec::new();
     let mut n = 0u64;
     loop {
         let now = started.elapsed();
