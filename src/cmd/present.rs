@@ -120,6 +120,7 @@ pub fn chaos_table(s: &RunSummary) -> Table {
         "requests",
         "failed",
         "p99 ms",
+        "max ms",
         "recovered after",
     ]);
     for f in &s.chaos {
@@ -140,7 +141,7 @@ pub fn chaos_table(s: &RunSummary) -> Table {
             recovered,
         ]);
     }
-    for i in 2..8 {
+    for i in 2..9 {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }

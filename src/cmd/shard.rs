@@ -467,6 +467,23 @@ fn show_plan(plan: &Plan, output: Output, verb: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// "s0_standby sync streaming, 0 B / 0 ms" per standby, one a line; "none".
+fn replicas_cell(replicas: &[layout_ops::ReplicaStatus]) -> String {
+    if replicas.is_empty() {
+        return "none".into();
+    }
+    replicas
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}, {} B / {:.0} ms",
+                r.name, r.sync_state, r.state, r.lag_bytes, r.lag_ms
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
     let (rows, under_way) = layout_ops::status(layout).await;
     let down = rows.iter().filter(|r| !r.reachable).count();
@@ -490,6 +507,7 @@ async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
             "size",
             "writes/s",
             "share",
+            "replicas (lag)",
         ]);
         for r in &rows {
             t.add_row([
@@ -510,6 +528,7 @@ async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
                 format!("{:.1} MiB", r.size_bytes as f64 / (1024.0 * 1024.0)),
                 format!("{:.0}", r.writes_per_s),
                 format!("{:.0}%", r.payments_share * 100.0),
+                replicas_cell(&r.replicas),
             ]);
         }
         println!("{t}");

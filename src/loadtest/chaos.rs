@@ -113,7 +113,7 @@ async fn inject(parts: &mut Parts, fault: &Fault) -> Result<(), LoadtestError> {
         Fault::KillApi { instance } => process(parts, *instance)?.kill().await,
         Fault::StallApi { instance } => process(parts, *instance)?.stall(true)?,
         Fault::RestartApi { instance } => process(parts, *instance)?.stop().await?,
-        Fault::StopShard { shard, .. } => {
+        Fault::StopShard { shard, .. } | Fault::Failover { shard, .. } => {
             on_postgres(parts, *shard, |pg| pg.stop()).await?;
         }
         Fault::KillRedis => redis(parts)?.stop(),
@@ -127,6 +127,7 @@ async fn lift(parts: &mut Parts, fault: &Fault) -> Result<(), LoadtestError> {
         Fault::StallApi { instance } => process(parts, *instance)?.stall(false),
         Fault::RestartApi { instance } => process(parts, *instance)?.start().await,
         Fault::StopShard { shard, .. } => on_postgres(parts, *shard, |pg| pg.start_again()).await,
+        Fault::Failover { shard, .. } => promote(parts, *shard).await,
         Fault::KillRedis => redis(parts)?
             .start_again()
             .map_err(|e| LoadtestError::Run(format!("starting Redis again: {e}"))),
@@ -171,6 +172,27 @@ async fn on_postgres(
     .map_err(|e| LoadtestError::Run(format!("PostgreSQL control task: {e}")))?;
     parts.postgres.insert(shard, pg);
     result.map_err(|e| LoadtestError::Run(format!("PostgreSQL: {e}")))
+}
+
+/// Promote the shard's first standby: it becomes the shard's primary, the stopped one is
+/// retired. The API is told nothing; it must find the new primary through the URL.
+async fn promote(parts: &mut Parts, shard: usize) -> Result<(), LoadtestError> {
+    let standbys = parts.standbys.get_mut(shard).filter(|s| !s.is_empty());
+    let Some(standbys) = standbys else {
+        return Err(LoadtestError::Run(format!(
+            "shard {shard} has no standby to promote"
+        )));
+    };
+    let standby = standbys.remove(0);
+    let (standby, result) = tokio::task::spawn_blocking(move || {
+        let r = standby.promote();
+        (standby, r)
+    })
+    .await
+    .map_err(|e| LoadtestError::Run(format!("PostgreSQL control task: {e}")))?;
+    let old = std::mem::replace(&mut parts.postgres[shard], standby);
+    parts.retired.push(old);
+    result.map_err(|e| LoadtestError::Run(format!("promoting the standby: {e}")))
 }
 
 /// Watch the load after a lift: recovered once RECOVERY_QUIET passes with requests

@@ -22,6 +22,8 @@ pub struct Shards {
     /// with the same environment the run's layout was resolved with.
     pub follow: LayoutParser,
     pub servers: Vec<LocalPostgres>,
+    /// Each spawned shard's standbys (`target.replicas`), in `servers`' order.
+    pub standbys: Vec<Vec<LocalPostgres>>,
     /// Where the spawned servers keep their files, if any were spawned.
     pub dir: Option<PathBuf>,
     /// The layout file, and the shard URL variables it is resolved with (the spawned
@@ -44,6 +46,7 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
                 crate::profile::shards::from_recorded(text, &|var| std::env::var(var).ok())
             })),
             servers: Vec::new(),
+            standbys: Vec::new(),
             dir: None,
             file: target.path.clone(),
             env: Vec::new(),
@@ -74,7 +77,17 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
         return Err(LoadtestError::Start(start_failures(failed)));
     }
     let servers: Vec<LocalPostgres> = servers.into_iter().flatten().collect();
-    let urls: Vec<String> = servers.iter().map(|s| s.url(SPAWNED_DATABASE)).collect();
+    let standbys = clone_standbys(&servers, &target.shards, target.replicas, dir).await?;
+    // Every host of the shard, the primary first; libpq's `read-write` picks whichever
+    // takes writes, so after a promotion the API reconnects to the new primary itself.
+    let urls: Vec<String> = servers
+        .iter()
+        .zip(&standbys)
+        .map(|(primary, standbys)| {
+            let hosts: Vec<&LocalPostgres> = std::iter::once(primary).chain(standbys).collect();
+            crate::services::postgres::url_across(&hosts, SPAWNED_DATABASE)
+        })
+        .collect();
     let layout = target
         .resolve_spawned(&urls)
         .map_err(|e| LoadtestError::Start(e.to_string()))?;
@@ -110,8 +123,72 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
             crate::profile::shards::from_recorded(text, &env)
         })),
         servers,
+        standbys,
         dir: Some(dir.to_path_buf()),
     })
+}
+
+/// `replicas` standbys of each primary (a base backup each; the shards at once), and then
+/// each primary waits for one of its standbys before it acknowledges a commit.
+async fn clone_standbys(
+    primaries: &[LocalPostgres],
+    shards: &[String],
+    replicas: usize,
+    dir: &Path,
+) -> Result<Vec<Vec<LocalPostgres>>, LoadtestError> {
+    let mut all: Vec<Vec<LocalPostgres>> = primaries.iter().map(|_| Vec::new()).collect();
+    if replicas == 0 {
+        return Ok(all);
+    }
+    let mut cloning = tokio::task::JoinSet::new();
+    for (i, (primary, shard)) in primaries.iter().zip(shards).enumerate() {
+        let (upstream, shard, dir) = (primary.upstream(), shard.clone(), dir.to_path_buf());
+        cloning.spawn_blocking(move || {
+            let mut standbys = Vec::with_capacity(replicas);
+            let mut names = Vec::with_capacity(replicas);
+            for k in 0..replicas {
+                let name = standby_name(&shard, k);
+                let root = dir.join(format!("{shard}-standby{k}"));
+                match LocalPostgres::start_standby(&upstream, &root, &name) {
+                    Ok(s) => standbys.push(s),
+                    Err(e) => return (i, shard, Err(format!("cloning a standby: {e}"))),
+                }
+                names.push(name);
+            }
+            // After the clones: a standby copies the primary's settings, and one that
+            // required a standby would wait forever for one once promoted.
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            match upstream.require_standby(&names) {
+                Ok(()) => (i, shard, Ok(standbys)),
+                Err(e) => (
+                    i,
+                    shard,
+                    Err(format!("making commits wait for a standby: {e}")),
+                ),
+            }
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(done) = cloning.join_next().await {
+        match done {
+            Ok((i, _, Ok(standbys))) => all[i] = standbys,
+            Ok((_, shard, Err(e))) => failed.push((shard, e)),
+            Err(e) => failed.push(("?".into(), e.to_string())),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(LoadtestError::Start(start_failures(failed)));
+    }
+    Ok(all)
+}
+
+/// A standby's `application_name`: an identifier made of the shard's name.
+fn standby_name(shard: &str, k: usize) -> String {
+    let shard: String = shard
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("{shard}_standby{k}")
 }
 
 /// One line for the servers that did not start, each reason once ("not installed" is

@@ -648,13 +648,29 @@ impl Prepared {
         };
         let api = match &self.plan.layout {
             None => format!("the reference API (spawned at {at})"),
-            Some(l) => format!(
-                "{} reference API instance(s) (spawned at {at}) on layout {}: {} PostgreSQL shard(s), postgres = {:?}",
-                self.bases.len(),
-                l.name,
-                l.shards.len(),
-                l.postgres.as_str()
-            ),
+            Some(l) => {
+                // Behind a balancer the one base is the balancer's.
+                let instances = match self.plan.balancer {
+                    Some(_) => format!(
+                        "{} reference API instance(s) behind HAProxy at {at}",
+                        self.plan.instances
+                    ),
+                    None => format!(
+                        "{} reference API instance(s) (spawned at {at})",
+                        self.bases.len()
+                    ),
+                };
+                let standbys = match l.replicas {
+                    0 => String::new(),
+                    n => format!(", each with {n} synchronous standby(s)"),
+                };
+                format!(
+                    "{instances} on layout {}: {} PostgreSQL shard(s){standbys}, postgres = {:?}",
+                    l.name,
+                    l.shards.len(),
+                    l.postgres.as_str()
+                )
+            }
         };
         format!("{api}{cache}")
     }

@@ -26,7 +26,7 @@ const MERCHANT_CREATES_IN_FLIGHT_MAX: usize = 16;
 pub const LOOKUP_BATCH: usize = 500;
 
 pub enum Target {
-    Spawned(Spawned),
+    Spawned(Box<Spawned>),
     Remote,
 }
 
@@ -43,8 +43,12 @@ pub struct Spawned {
 /// while the load runs, and give them back).
 pub struct Parts {
     pub instances: Vec<Instance>,
-    /// Stopped after the instances, which hold connections to them.
+    /// Each shard's primary; stopped after the instances, which hold connections to them.
     pub postgres: Vec<LocalPostgres>,
+    /// Each shard's standbys (`target.replicas`), the first promoted by a failover.
+    pub standbys: Vec<Vec<LocalPostgres>>,
+    /// Primaries a failover replaced (stopped), kept to stop with the rest.
+    pub retired: Vec<LocalPostgres>,
     /// A Redis this run started (`target.redis = "spawn"`), stopped after the instances.
     pub redis: Option<LocalRedis>,
 }
@@ -80,7 +84,7 @@ impl Target {
     /// they share.
     pub async fn spawn(plan: SpawnPlan) -> Result<(Target, Vec<String>, String), LoadtestError> {
         let admin_token = format!("adm_{}", random_hex(24));
-        let (layout, postgres, postgres_dir) = match plan.layout {
+        let (layout, (postgres, standbys), postgres_dir) = match plan.layout {
             Some(s) => (
                 Some(LayoutInstances {
                     layout: s.layout,
@@ -88,16 +92,18 @@ impl Target {
                     file: s.file,
                     env: s.env,
                 }),
-                s.servers,
+                (s.servers, s.standbys),
                 s.dir,
             ),
-            None => (None, Vec::new(), None),
+            None => (None, (Vec::new(), Vec::new()), None),
         };
         let (cache, redis) = plan.cache.unzip();
         let mut spawned = Spawned {
             parts: Parts {
                 instances: Vec::with_capacity(plan.instances),
                 postgres,
+                standbys,
+                retired: Vec::new(),
                 redis: redis.flatten(),
             },
             data_dir: plan.data_dir,
@@ -123,7 +129,7 @@ impl Target {
             spawned.parts.instances.push(instance);
             bases.push(base);
         }
-        Ok((Target::Spawned(spawned), bases, admin_token))
+        Ok((Target::Spawned(Box::new(spawned)), bases, admin_token))
     }
 
     /// Stop what was spawned: the instances finish in-flight requests and commit what is
@@ -164,6 +170,8 @@ impl Target {
                 .map_err(|e| LoadtestError::Run(format!("stopping Redis: {e}")))?;
         }
         let mut servers = std::mem::take(&mut parts.postgres);
+        servers.extend(std::mem::take(&mut parts.standbys).into_iter().flatten());
+        servers.append(&mut parts.retired);
         tokio::task::spawn_blocking(move || servers.iter_mut().try_for_each(|s| s.stop()))
             .await
             .map_err(|e| LoadtestError::Run(format!("stopping PostgreSQL: {e}")))?
@@ -187,6 +195,8 @@ impl Target {
             Parts {
                 instances: Vec::new(),
                 postgres: Vec::new(),
+                standbys: Vec::new(),
+                retired: Vec::new(),
                 redis: None,
             },
         ))

@@ -22,14 +22,14 @@ pub const FAULT_LASTS_DEFAULT: Duration = Duration::from_secs(2);
 pub struct ChaosStep {
     /// When, after the load starts: "5s".
     pub at: String,
-    /// "kill-api", "stall-api", "restart-api", "stop-shard" or "kill-redis".
+    /// "kill-api", "stall-api", "restart-api", "stop-shard", "failover" or "kill-redis".
     pub fault: String,
     /// How long the fault lasts before the process is started again or continued.
     #[serde(rename = "for")]
     pub lasts: Option<String>,
     /// kill-api, stall-api, restart-api: which spawned instance, from 0.
     pub instance: Option<usize>,
-    /// stop-shard: the layout's shard name.
+    /// stop-shard, failover: the layout's shard name.
     pub shard: Option<String>,
 }
 
@@ -47,16 +47,21 @@ pub enum Fault {
     RestartApi { instance: usize },
     /// Stop one PostgreSQL shard's server (fast shutdown); start it again after `lasts`.
     StopShard { shard: usize, name: String },
+    /// Crash one shard's primary (immediate stop); promote its synchronous standby after
+    /// `lasts` (the time a failure detector takes), which the API must find by itself.
+    /// Once a shard in a run: the promoted standby has no standby of its own.
+    Failover { shard: usize, name: String },
     /// SIGKILL the spawned Redis; start it again after `lasts`.
     KillRedis,
 }
 
 impl Fault {
-    pub const NAMES: [&str; 5] = [
+    pub const NAMES: [&str; 6] = [
         "kill-api",
         "stall-api",
         "restart-api",
         "stop-shard",
+        "failover",
         "kill-redis",
     ];
 
@@ -66,6 +71,7 @@ impl Fault {
             Fault::StallApi { .. } => "stall-api",
             Fault::RestartApi { .. } => "restart-api",
             Fault::StopShard { .. } => "stop-shard",
+            Fault::Failover { .. } => "failover",
             Fault::KillRedis => "kill-redis",
         }
     }
@@ -76,7 +82,9 @@ impl Fault {
             Fault::KillApi { instance }
             | Fault::StallApi { instance }
             | Fault::RestartApi { instance } => format!("API instance {instance}"),
-            Fault::StopShard { name, .. } => format!("shard {name}"),
+            Fault::StopShard { name, .. } | Fault::Failover { name, .. } => {
+                format!("shard {name}")
+            }
             Fault::KillRedis => "Redis".into(),
         }
     }
@@ -104,6 +112,8 @@ pub struct Spawns<'a> {
     pub instances: Option<usize>,
     /// The layout's shard names when its PostgreSQL servers are spawned.
     pub spawned_shards: Option<&'a [String]>,
+    /// Standbys cloned for each spawned shard.
+    pub replicas: usize,
     pub spawned_redis: bool,
     /// How long the load runs: every fault must be over before it ends.
     pub run: Duration,
@@ -149,6 +159,19 @@ pub fn check(
             ));
         }
         let fault = fault(s, spawns, path, &key)?;
+        if let Fault::Failover { shard, name } = &fault
+            && out.iter().any(
+                |o: &FaultStep| matches!(&o.fault, Fault::Failover { shard: t, .. } if t == shard),
+            )
+        {
+            return Err(invalid(
+                path,
+                &key("shard"),
+                format!(
+                    "fails {name} over a second time: its promoted standby has no standby of its own"
+                ),
+            ));
+        }
         out.push(FaultStep { at, lasts, fault });
     }
     out.sort_by_key(|s| s.at);
@@ -196,7 +219,7 @@ fn fault(
                 _ => Fault::StallApi { instance },
             })
         }
-        "stop-shard" => {
+        "stop-shard" | "failover" => {
             unused("instance", s.instance.is_some())?;
             let Some(shards) = spawns.spawned_shards else {
                 return Err(invalid(
@@ -205,6 +228,13 @@ fn fault(
                     "stops a PostgreSQL server the run spawns: it needs target.layout with target.postgres = \"spawn\"",
                 ));
             };
+            if s.fault == "failover" && spawns.replicas == 0 {
+                return Err(invalid(
+                    path,
+                    &key("fault"),
+                    "promotes a shard's standby: it needs target.replicas = 1 (or more)",
+                ));
+            }
             let Some(name) = &s.shard else {
                 return Err(invalid(
                     path,
@@ -216,6 +246,10 @@ fn fault(
                 ));
             };
             match shards.iter().position(|n| n == name) {
+                Some(shard) if s.fault == "failover" => Ok(Fault::Failover {
+                    shard,
+                    name: name.clone(),
+                }),
                 Some(shard) => Ok(Fault::StopShard {
                     shard,
                     name: name.clone(),
@@ -265,6 +299,7 @@ mod tests {
         Spawns {
             instances: Some(2),
             spawned_shards: Some(shards),
+            replicas: 0,
             spawned_redis: false,
             run: Duration::from_secs(20),
         }
@@ -274,6 +309,42 @@ mod tests {
         check(steps, spawns, Path::new("p.toml"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn a_failover_needs_standbys_and_happens_once_a_shard() {
+        let shards = vec!["s0".to_string(), "s1".to_string()];
+        let mut over = step("2s", "failover");
+        over.shard = Some("s0".into());
+        let e = error(std::slice::from_ref(&over), &spawns(&shards));
+        assert!(
+            e.contains("chaos[0].fault") && e.contains("target.replicas"),
+            "{e}"
+        );
+        let with_standbys = Spawns {
+            replicas: 1,
+            ..spawns(&shards)
+        };
+        let plan = check(
+            std::slice::from_ref(&over),
+            &with_standbys,
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            plan[0].fault,
+            Fault::Failover {
+                shard: 0,
+                name: "s0".into()
+            }
+        );
+        let mut again = over.clone();
+        again.at = "8s".into();
+        let e = error(&[over, again], &with_standbys);
+        assert!(
+            e.contains("chaos[1].shard") && e.contains("second time"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -336,6 +407,7 @@ mod tests {
         let url = Spawns {
             instances: None,
             spawned_shards: None,
+            replicas: 0,
             spawned_redis: false,
             run: Duration::from_secs(20),
         };

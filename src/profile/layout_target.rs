@@ -49,6 +49,8 @@ pub struct LayoutTarget {
     pub shards: Vec<String>,
     /// The layout's name.
     pub name: String,
+    /// Synchronous standbys to clone for each spawned shard (`target.replicas`).
+    pub replicas: usize,
 }
 
 /// The variable a shard's URL is read from: `PAYTOOL_SHARD_S0_URL` for shard `s0`, as
@@ -98,6 +100,7 @@ impl LayoutTarget {
             shards: file.shards.keys().cloned().collect(),
             name: String::new(),
             text,
+            replicas: 0,
         };
         // Checked now with what the run will use (placeholders for spawned servers).
         let checked = match postgres {

@@ -58,6 +58,10 @@ pub struct TargetSection {
     pub redis: Option<RedisMode>,
     /// A load balancer paytool starts in front of the spawned instances: "haproxy".
     pub balancer: Option<Balancer>,
+    /// With `postgres = "spawn"`: streaming standbys cloned for each shard's primary
+    /// (`pg_basebackup -R`), one of which must have each commit before it is
+    /// acknowledged; the shard's URL names them all, so the API follows a promotion.
+    pub replicas: Option<usize>,
 }
 
 /// The load balancer in front of spawned instances.
@@ -740,6 +744,7 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
         &Spawns {
             instances: target_url.is_none().then_some(instances),
             spawned_shards,
+            replicas: layout.as_ref().map_or(0, |l| l.replicas),
             spawned_redis: p.target.redis == Some(RedisMode::Spawn),
             run: shape.duration(),
         },
@@ -802,6 +807,9 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
 }
 
 /// `[target]`'s layout, instances and postgres, and how they combine with the rest.
+/// Most standbys paytool clones for one spawned shard.
+pub const REPLICAS_MAX: usize = 2;
+
 fn check_layout_target(
     t: &TargetSection,
     path: &Path,
@@ -851,10 +859,24 @@ fn check_layout_target(
         ));
     }
     let mode = t.postgres.unwrap_or_default();
-    Ok((
-        Some(LayoutTarget::load(path, "target.layout", layout, mode)?),
-        instances,
-    ))
+    let replicas = t.replicas.unwrap_or(0);
+    if replicas > 0 && mode != PostgresMode::Spawn {
+        return Err(invalid(
+            path,
+            "target.replicas",
+            "needs target.postgres = \"spawn\": paytool clones standbys only of servers it starts (give existing shards' standbys in their URLs)",
+        ));
+    }
+    if replicas > REPLICAS_MAX {
+        return Err(invalid(
+            path,
+            "target.replicas",
+            format!("is {replicas}: at most {REPLICAS_MAX} standbys a shard"),
+        ));
+    }
+    let mut target = LayoutTarget::load(path, "target.layout", layout, mode)?;
+    target.replicas = replicas;
+    Ok((Some(target), instances))
 }
 
 /// "2000/s" -> 2000.0

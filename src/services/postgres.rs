@@ -54,6 +54,42 @@ impl Default for Settings {
     }
 }
 
+/// A running server as its standbys see it (see `LocalPostgres::upstream`).
+pub struct Upstream {
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Upstream {
+    /// As `LocalPostgres::require_standby`.
+    pub fn require_standby(&self, standbys: &[&str]) -> Result<(), PostgresError> {
+        let names = standbys.join(", ");
+        psql_at(
+            self.port,
+            "postgres",
+            &format!("ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ({names})'"),
+        )?;
+        psql_at(self.port, "postgres", "SELECT pg_reload_conf()").map(|_| ())
+    }
+}
+
+/// A URL of `database` naming every one of `servers` (libpq's multi-host form), which
+/// connects to whichever of them takes writes (`target_session_attrs=read-write`).
+pub fn url_across(servers: &[&LocalPostgres], database: &str) -> String {
+    let hosts: Vec<String> = servers
+        .iter()
+        .map(|s| format!("127.0.0.1:{}", s.port))
+        .collect();
+    match hosts.len() {
+        1 => servers[0].url(database),
+        _ => format!(
+            "postgres://postgres@{}/{database}?target_session_attrs=read-write",
+            hosts.join(",")
+        ),
+    }
+}
+
 pub struct LocalPostgres {
     bin: PathBuf,
     root: PathBuf,
@@ -125,7 +161,7 @@ impl LocalPostgres {
     /// a free 127.0.0.1 port. `name` is its `application_name` on the primary, the name
     /// `synchronous_standby_names` lists.
     pub fn start_standby(
-        primary: &LocalPostgres,
+        primary: &Upstream,
         root: &Path,
         name: &str,
     ) -> Result<LocalPostgres, PostgresError> {
@@ -149,24 +185,10 @@ impl LocalPostgres {
             running: false,
         };
         let port = primary.port.to_string();
-        server.run(
-            "pg_basebackup",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-D",
-                &server.data().to_string_lossy(),
-                "-R",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-            ],
-        )?;
+        let data = server.data().to_string_lossy().to_string();
+        let mut args = superuser_at(&port).to_vec();
+        args.extend(["-D", &data, "-R", "-X", "stream", "-c", "fast"]);
+        server.run("pg_basebackup", &args)?;
         // The copy holds the primary's settings; the last line of a setting wins.
         let conf_path = server.data().join("postgresql.auto.conf");
         let mut conf = std::fs::read_to_string(&conf_path).map_err(io(&conf_path))?;
@@ -188,16 +210,22 @@ impl LocalPostgres {
         Err(last.expect("at least one try"))
     }
 
+    /// What a standby needs of this server: where it is, and how it is run. It does
+    /// not own the server (dropping it stops nothing), so it can go to another thread.
+    pub fn upstream(&self) -> Upstream {
+        Upstream {
+            bin: self.bin.clone(),
+            port: self.port,
+            as_postgres: self.as_postgres,
+        }
+    }
+
     /// Acknowledge a commit only once one of `standbys` has flushed it too
     /// (`synchronous_standby_names = 'FIRST 1 (...)'`, with `synchronous_commit = on`).
     /// Set after the standbys are cloned, so a promoted one does not wait for a standby
     /// of its own that does not exist.
     pub fn require_standby(&self, standbys: &[&str]) -> Result<(), PostgresError> {
-        let names = standbys.join(", ");
-        self.psql(&format!(
-            "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ({names})'"
-        ))?;
-        self.psql("SELECT pg_reload_conf()").map(|_| ())
+        self.upstream().require_standby(standbys)
     }
 
     /// Promote a standby to a primary (`pg_ctl promote`, waiting until it takes writes).
@@ -297,25 +325,7 @@ impl LocalPostgres {
 
     /// Run one SQL statement in `database` as the superuser.
     pub fn psql_in(&self, database: &str, sql: &str) -> Result<String, PostgresError> {
-        let port = self.port.to_string();
-        let out = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                database,
-            ])
-            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .map_err(|source| PostgresError::Io {
-                path: "psql".into(),
-                source,
-            })?;
-        checked("psql", out).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        psql_at(self.port, database, sql)
     }
 
     /// `pg_dump` of `database` as plain SQL, data included: what a backup would hold.
@@ -363,6 +373,27 @@ impl Drop for LocalPostgres {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// libpq's flags for the superuser of the loopback server on `port`.
+fn superuser_at(port: &str) -> [&str; 6] {
+    ["-h", "127.0.0.1", "-p", port, "-U", "postgres"]
+}
+
+/// Run one SQL statement in `database` of the server on `port`, as the superuser; the
+/// unaligned, tuples-only output.
+fn psql_at(port: u16, database: &str, sql: &str) -> Result<String, PostgresError> {
+    let port = port.to_string();
+    let out = Command::new("psql")
+        .args(superuser_at(&port))
+        .args(["-d", database])
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .map_err(|source| PostgresError::Io {
+            path: "psql".into(),
+            source,
+        })?;
+    checked("psql", out).map(|o| String::from_utf8_lossy(&o.stdout).to_string())
 }
 
 fn checked(what: &str, out: Output) -> Result<Output, PostgresError> {

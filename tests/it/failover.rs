@@ -3,11 +3,13 @@
 //! `target_session_attrs=read-write`. The primary dies under load, the standby is
 //! promoted, and the API finds the new primary by itself.
 
-use crate::support::{Server, payment_body, paytool, temp_dir};
+use crate::support::{Server, passing_loadtest, payment_body, paytool, temp_dir};
 use paytool::services::postgres::{LocalPostgres, Settings};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "adm_failover";
+const CLUSTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/cluster.toml");
+const LAYOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/shards/two.toml");
 /// Each request's own bound: an answer must come well before it, never a hang.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long after the promotion writes must be flowing again.
@@ -37,8 +39,12 @@ async fn the_api_follows_a_promoted_synchronous_standby_and_loses_no_acknowledge
             panic!("this test needs PostgreSQL (scripts/install-services.sh): {e}")
         });
     primary.create_database("paytool_s0").unwrap();
-    let standby =
-        LocalPostgres::start_standby(&primary, &dir.path().join("standby"), "s0_standby").unwrap();
+    let standby = LocalPostgres::start_standby(
+        &primary.upstream(),
+        &dir.path().join("standby"),
+        "s0_standby",
+    )
+    .unwrap();
     primary.require_standby(&["s0_standby"]).unwrap();
     let url = format!(
         "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/paytool_s0?target_session_attrs=read-write",
@@ -53,16 +59,26 @@ async fn the_api_follows_a_promoted_synchronous_standby_and_loses_no_acknowledge
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Commits wait for the standby: the primary says so, and the standby is streaming.
-    assert_eq!(
-        primary
-            .psql(
-                "SELECT sync_state FROM pg_stat_replication WHERE application_name = 's0_standby'"
-            )
-            .unwrap()
-            .trim(),
-        "sync"
+    // Commits wait for the standby, and `shard status` says so.
+    let out = paytool(&[
+        "shard",
+        "status",
+        "--layout",
+        layout.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shard = &status["shards"][0];
+    assert_eq!(shard["synchronous"], true, "{shard:#}");
+    assert_eq!(shard["replicas"][0]["name"], "s0_standby");
+    assert_eq!(shard["replicas"][0]["sync_state"], "sync");
+    assert_eq!(shard["replicas"][0]["state"], "streaming");
 
     let api = Server::start_on_layout(&layout, TOKEN);
     let mut merchants = Vec::new();
@@ -167,4 +183,46 @@ async fn the_api_follows_a_promoted_synchronous_standby_and_loses_no_acknowledge
         "the standby is the primary now"
     );
     assert_eq!(api.audit().await["ok"], true);
+}
+
+/// The shipped cluster profile (3 instances behind HAProxy, 2 shards each with a
+/// synchronous standby, Redis) with its failover of shard s0 under load: the run passes,
+/// the audit is clean on the promoted primary, and only s0's writes paused.
+#[test]
+fn the_cluster_profile_rides_out_a_failover_with_a_clean_audit() {
+    let dir = temp_dir();
+    let text = std::fs::read_to_string(CLUSTER)
+        .unwrap()
+        .replace(
+            "layout = \"shards/two.toml\"",
+            &format!("layout = {LAYOUT:?}"),
+        )
+        .replace("run_time = \"20s\"", "run_time = \"14s\"")
+        .replace("at = \"8s\"", "at = \"4s\"")
+        // Plain journeys only: the storm's bursts would blur which requests the fault cost.
+        .replace("retry_storm = 1", "retry_storm = 0");
+    assert!(text.contains(LAYOUT) && text.contains("\"14s\"") && text.contains("\"4s\""));
+    assert!(text.contains("retry_storm = 0"));
+    let profile = dir.path().join("cluster.toml");
+    std::fs::write(&profile, text).unwrap();
+    let summary = passing_loadtest(&profile, &dir.path().join("reports"));
+    assert_eq!(summary["audit"]["ok"], true, "{:#}", summary["audit"]);
+    assert_eq!(summary["audit"]["ledger_shards"], 2);
+    let fault = &summary["chaos"][0];
+    assert_eq!(fault["fault"], "failover");
+    assert!(fault["error"].is_null(), "{fault:#}");
+    // The writes came back after the promotion, within the run, without a restart.
+    assert!(fault["recovered_after_s"].as_f64().is_some(), "{fault:#}");
+    // The failed shard's merchants got errors while it had no primary (503s, retried
+    // under their keys); the other shard's kept being answered.
+    let (failed, requests) = (
+        fault["failed"].as_u64().unwrap(),
+        fault["requests"].as_u64().unwrap(),
+    );
+    assert!(failed > 0 && failed < requests, "{fault:#}");
+    assert_eq!(
+        summary["total"]["errors"].as_u64().unwrap(),
+        failed,
+        "errors only in the failover's window"
+    );
 }

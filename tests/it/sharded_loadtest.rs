@@ -176,7 +176,21 @@ fn layout_targets_that_do_not_fit_are_refused_naming_the_key() {
     .unwrap();
     let named_layout = format!("layout = {written_out:?}\npostgres = \"spawn\"");
     // (case, the [target] table, flags, what stderr must say, the file it must name)
-    let cases: [(&str, String, &[&str], &str, &Path); 11] = [
+    let cases: [(&str, String, &[&str], &str, &Path); 13] = [
+        (
+            "standbys of existing shards",
+            format!("layout = {layout:?}\nreplicas = 1"),
+            &[],
+            "`target.replicas` needs target.postgres = \"spawn\"",
+            dir.path(),
+        ),
+        (
+            "too many standbys",
+            format!("{spawn}\nreplicas = 3"),
+            &[],
+            "`target.replicas` is 3: at most 2",
+            dir.path(),
+        ),
         (
             "shards",
             format!("{spawn}\nshards = 2"),

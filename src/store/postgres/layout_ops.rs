@@ -547,6 +547,53 @@ pub struct ShardStatus {
     pub writes_per_s: f64,
     /// This shard's share of all payments.
     pub payments_share: f64,
+    /// The standbys streaming from this shard's primary (PostgreSQL's physical
+    /// replication; a move's logical subscriptions are not listed).
+    pub replicas: Vec<ReplicaStatus>,
+    /// A commit here waits for a standby (`synchronous_standby_names` names a connected
+    /// one).
+    pub synchronous: bool,
+}
+
+/// One standby, as the primary sees it in `pg_stat_replication`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicaStatus {
+    /// Its `application_name` (what `synchronous_standby_names` lists).
+    pub name: String,
+    /// "streaming", "catchup", ...
+    pub state: String,
+    /// "sync", "potential", "quorum" or "async".
+    pub sync_state: String,
+    /// WAL written on the primary and not yet replayed on the standby.
+    pub lag_bytes: u64,
+    /// How long ago the last replayed commit was made on the primary (0 when idle).
+    pub lag_ms: f64,
+}
+
+/// Physical standbys of the server `c` is connected to.
+async fn replicas(c: &tokio_postgres::Client) -> Result<Vec<ReplicaStatus>, tokio_postgres::Error> {
+    let rows = c
+        .query(
+            "SELECT COALESCE(application_name, ''), COALESCE(state, ''), COALESCE(sync_state, ''), \
+                    COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn), 0)::int8, \
+                    COALESCE(EXTRACT(epoch FROM replay_lag) * 1000, 0)::float8 \
+             FROM pg_stat_replication \
+             WHERE pid NOT IN (SELECT active_pid FROM pg_replication_slots \
+                               WHERE slot_type = 'logical' AND active_pid IS NOT NULL) \
+             ORDER BY application_name",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ReplicaStatus {
+            name: r.get(0),
+            state: r.get(1),
+            sync_state: r.get(2),
+            lag_bytes: r.get::<_, i64>(3).max(0) as u64,
+            lag_ms: r.get(4),
+        })
+        .collect())
 }
 
 /// Every shard's figures (an unreachable shard is a row that says so, not an error), and
@@ -568,6 +615,8 @@ pub async fn status(layout: &Layout) -> (Vec<ShardStatus>, Vec<super::moves::Ent
             size_bytes: 0,
             writes_per_s: 0.0,
             payments_share: 0.0,
+            replicas: Vec::new(),
+            synchronous: false,
         };
         match connect(&s.url, &s.name).await {
             Ok(c) => {
@@ -605,6 +654,8 @@ pub async fn status(layout: &Layout) -> (Vec<ShardStatus>, Vec<super::moves::Ent
             // over about the window, not an exact count.
             row.writes_per_s = before[i].map_or(0.0, |b| (after - b).max(0) as f64 / elapsed);
             let migrated = !schema::applied(c).await?.is_empty();
+            row.replicas = replicas(c).await?;
+            row.synchronous = row.replicas.iter().any(|r| r.sync_state == "sync");
             row.size_bytes = c
                 .query_one("SELECT pg_database_size(current_database())::int8", &[])
                 .await?
