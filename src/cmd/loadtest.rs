@@ -21,6 +21,7 @@ Examples:
   PAYTOOL_ADMIN_TOKEN=... paytool loadtest -p profiles/smoke.toml --target http://127.0.0.1:8080
   paytool loadtest -p profiles/sharded-smoke.toml   # 2 API instances on 2 spawned PostgreSQL shards
   paytool loadtest -p profiles/sharded-smoke.toml --redis spawn   # ... with Redis in front
+  paytool loadtest -p profiles/cluster.toml   # HAProxy, 3 instances, standbys, Redis, a failover
 
 Without a target, the reference API is started in this process on a free loopback port
 with a fresh data dir under the run's report dir (kept only if the run fails). A profile
@@ -31,6 +32,9 @@ in front of the spawned API's store: \"spawn\" starts a throwaway redis-server u
 run dir (apt-get install -y redis-server), \"existing\" reads PAYTOOL_REDIS_URL.
 target.balancer = \"haproxy\" (with a layout) puts a real HAProxy in front of the
 instances (apt-get install -y haproxy); the load and the audit go through it.
+target.replicas = 1 (with postgres = \"spawn\") clones a synchronous standby of each
+shard (pg_basebackup -R) and names both hosts in the shard's URL, so the API follows a
+promotion; [[chaos]] fault = \"failover\" crashes a shard's primary and promotes it.
 Targets may be https:// (trust a private CA with SSL_CERT_FILE). In the open model the
 pool of connections grows up to load.connections_max while every one is busy; closed
 model profiles may set load.co_mitigation = \"average\" (Goose's coordinated-omission

@@ -30,6 +30,10 @@ fence (a 2 s lease; writes to the range wait, never fail, unless it lasts past 2
 both sides be compared (row counts, checksums, the ledger audit), a second one switches
 the owner, and the old copy is deleted in batches. Killed or cut off at any point, run
 it again: it resumes from the journal on the shards (`status` shows it) and finishes.
+A shard's URL may name its primary and standbys (postgres://u@h1:5432,h2:5432/db?
+target_session_attrs=read-write): every command, and `serve`, uses whichever host takes
+writes, so a promoted standby is found without a change. `status` lists each shard's
+standbys as its primary sees them: sync or async, state, and lag in bytes and ms.
 
 Exit codes: `plan` follows Terraform's -detailed-exitcode: 0 no change, 1 any error (a
 bad layout or an unreachable shard included), 2 changes pending. `apply`, `move` and

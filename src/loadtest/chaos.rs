@@ -20,7 +20,8 @@ const RECOVERY_POLL: Duration = Duration::from_millis(100);
 /// One injected fault, as the report shows it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FaultRecord {
-    /// "kill-api", "stall-api", "stop-shard", "kill-redis".
+    /// One of `Fault::NAMES`: "kill-api", "stall-api", "restart-api", "stop-shard",
+    /// "failover", "kill-redis".
     pub fault: String,
     /// What it acted on: "API instance 0", "shard s1", "Redis".
     pub subject: String,
