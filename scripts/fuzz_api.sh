@@ -13,7 +13,8 @@
 #                 same cases
 #   FUZZ_TIMEOUT  seconds the whole schemathesis run may take before it is killed
 #   FUZZ_WORKERS  concurrent schemathesis workers [1: the order is the seed's too]
-#   PAYTOOL_BIN   the binary to serve [target/debug/paytool, built if absent]
+#   PAYTOOL_BIN   the binary to serve [$CARGO_TARGET_DIR/debug/paytool, target/ by default;
+#                 built if absent]
 #   FUZZ_VENV     where schemathesis is installed [target/fuzz-venv]
 # Only 127.0.0.1 is ever sent to: the server listens there on a free port.
 set -euo pipefail
@@ -32,7 +33,7 @@ FUZZ_TIMEOUT=${FUZZ_TIMEOUT:-$bound}
 FUZZ_SEED=${FUZZ_SEED:-20261128}
 FUZZ_WORKERS=${FUZZ_WORKERS:-1}
 FUZZ_VENV=${FUZZ_VENV:-target/fuzz-venv}
-BIN=${PAYTOOL_BIN:-target/debug/paytool}
+BIN=${PAYTOOL_BIN:-${CARGO_TARGET_DIR:-target}/debug/paytool}
 for n in FUZZ_CASES FUZZ_TIMEOUT FUZZ_SEED FUZZ_WORKERS; do
   [[ ${!n} =~ ^[1-9][0-9]*$ ]] || die "$n=${!n}: a whole number, 1 or more"
 done
