@@ -48,6 +48,8 @@ pub struct ServeSection {
     pub header_timeout: Option<String>,
     /// e.g. "2s": on SIGTERM, /readyz answers 503 this long before the listener closes.
     pub drain_delay: Option<String>,
+    /// e.g. "1s": a read replica further behind takes no reads.
+    pub replica_max_lag: Option<String>,
     /// e.g. "100/s"
     pub rate_limit: Option<String>,
     pub rate_burst: Option<u32>,

@@ -92,6 +92,8 @@ pub struct ServeOptions {
     /// On shutdown, how long `/readyz` answers 503 while requests are still served, so a
     /// load balancer's health check takes the instance out before it stops listening.
     pub drain_delay: Duration,
+    /// A read replica further behind than this takes no reads.
+    pub replica_max_lag: Duration,
 }
 
 impl ServeOptions {
@@ -101,6 +103,7 @@ impl ServeOptions {
             retention: self.idempotency_retention,
             follow: self.follow_layout.clone(),
             reload_delay: self.reload_delay,
+            replica_max_lag: self.replica_max_lag,
         }
     }
 }

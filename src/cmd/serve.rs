@@ -97,6 +97,11 @@ pub struct Args {
     /// interval or more, e.g. "2s"; 0 to 60s) [default: 0s]
     #[arg(long, env = "PAYTOOL_DRAIN_DELAY")]
     pub drain_delay: Option<String>,
+    /// With a layout whose shards list `replicas`: a replica further behind than this
+    /// (and not caught up) takes no reads; a merchant's reads go to a replica only once
+    /// it has replayed that merchant's last write (e.g. "1s"; 10ms to 1h) [default: 1s]
+    #[arg(long, env = "PAYTOOL_REPLICA_MAX_LAG")]
+    pub replica_max_lag: Option<String>,
     /// Per-merchant request limit, e.g. "100/s": past it, 429 with Retry-After before the
     /// store is touched [default: none]
     #[arg(long, env = "PAYTOOL_RATE_LIMIT")]
@@ -265,6 +270,13 @@ impl Args {
             Duration::ZERO,
             Duration::ZERO..=DRAIN_DELAY_MAX,
         )?;
+        let replica_max_lag = duration(
+            &origin,
+            "replica_max_lag",
+            self.replica_max_lag.or(s.replica_max_lag),
+            paytool::store::postgres::REPLICA_MAX_LAG_DEFAULT,
+            Duration::from_millis(10)..=Duration::from_secs(3600),
+        )?;
         let rate_limit = rate_limit(
             &origin,
             self.rate_limit.or(s.rate_limit),
@@ -342,6 +354,7 @@ impl Args {
             idempotency_retention: retention,
             header_timeout,
             drain_delay,
+            replica_max_lag,
             rate_limit,
             // The layout the shards record is read with this process's environment, as
             // the starting layout was.

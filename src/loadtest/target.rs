@@ -248,6 +248,7 @@ impl InstanceSetup<'_> {
             header_timeout: crate::api::listen::HEADER_TIMEOUT_DEFAULT,
             rate_limit: None,
             drain_delay: Duration::ZERO,
+            replica_max_lag: crate::store::postgres::REPLICA_MAX_LAG_DEFAULT,
         })
         .await
         .map_err(|e| LoadtestError::Start(format!("starting the reference API: {e:#}")))?;

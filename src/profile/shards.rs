@@ -36,7 +36,13 @@ pub struct LayoutFile {
 pub struct ShardSection {
     /// A PostgreSQL URL; `${VAR}` and `${VAR:-default}` are read from the environment.
     pub url: String,
+    /// Read replicas (hot standbys) of this shard, URLs as `url`.
+    #[serde(default)]
+    pub replicas: Vec<String>,
 }
+
+/// Most read replicas one shard may list.
+pub const REPLICAS_MAX: usize = 4;
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -136,9 +142,26 @@ pub fn check(
         }
         let url = interpolate(&section.url, env).map_err(|m| invalid(path, &key, m))?;
         let url = DbUrl::parse(&url).map_err(|m| invalid(path, &key, m))?;
+        if section.replicas.len() > REPLICAS_MAX {
+            return Err(invalid(
+                path,
+                &format!("shards.{name}.replicas"),
+                format!(
+                    "lists {}: at most {REPLICAS_MAX} a shard",
+                    section.replicas.len()
+                ),
+            ));
+        }
+        let mut replicas = Vec::with_capacity(section.replicas.len());
+        for (i, r) in section.replicas.iter().enumerate() {
+            let key = format!("shards.{name}.replicas[{i}]");
+            let r = interpolate(r, env).map_err(|m| invalid(path, &key, m))?;
+            replicas.push(DbUrl::parse(&r).map_err(|m| invalid(path, &key, m))?);
+        }
         shards.push(Shard {
             name: name.clone(),
             url,
+            replicas,
         });
     }
     let mut ranges = Vec::with_capacity(file.ranges.len());
@@ -390,6 +413,18 @@ url = "${PG_B:-postgres://127.0.0.1:5433/b}"
             (
                 with(&[("0-511", "a"), ("512-1023", "b")]).replace("${PG_A}", "mysql://x"),
                 "`shards.a.url`",
+            ),
+            (
+                with(&[("0-511", "a"), ("512-1023", "b")])
+                    .replace("url = \"${PG_A}\"", "url = \"${PG_A}\"\nreplicas = [\"${PG_A}\", \"x\"]"),
+                "`shards.a.replicas[1]`",
+            ),
+            (
+                with(&[("0-511", "a"), ("512-1023", "b")]).replace(
+                    "url = \"${PG_A}\"",
+                    "url = \"${PG_A}\"\nreplicas = [\"${PG_A}\", \"${PG_A}\", \"${PG_A}\", \"${PG_A}\", \"${PG_A}\"]",
+                ),
+                "`shards.a.replicas` lists 5: at most 4",
             ),
         ];
         for (text, want) in cases {

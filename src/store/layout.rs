@@ -8,6 +8,9 @@ use std::path::PathBuf;
 pub struct Shard {
     pub name: String,
     pub url: DbUrl,
+    /// Standbys a merchant's reads may go to once they have replayed its writes (never
+    /// writes, never the audit's reads).
+    pub replicas: Vec<DbUrl>,
 }
 
 /// A bucket range and the shard (an index into `Layout::shards`) that owns it.

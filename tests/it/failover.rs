@@ -3,8 +3,8 @@
 //! `target_session_attrs=read-write`. The primary dies under load, the standby is
 //! promoted, and the API finds the new primary by itself.
 
-use crate::support::{Server, passing_loadtest, payment_body, paytool, temp_dir};
-use paytool::services::postgres::{LocalPostgres, Settings};
+use crate::support::{Server, passing_loadtest, payment_body, paytool, small_postgres, temp_dir};
+use paytool::services::postgres::LocalPostgres;
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "adm_failover";
@@ -30,14 +30,7 @@ fn one_shard_layout(path: &std::path::Path, url: &str) {
 #[tokio::test]
 async fn the_api_follows_a_promoted_synchronous_standby_and_loses_no_acknowledged_payment() {
     let dir = temp_dir();
-    let settings = Settings {
-        shared_buffers_mb: 16,
-        ..Settings::default()
-    };
-    let mut primary =
-        LocalPostgres::start(&dir.path().join("primary"), &settings).unwrap_or_else(|e| {
-            panic!("this test needs PostgreSQL (scripts/install-services.sh): {e}")
-        });
+    let mut primary = small_postgres(&dir.path().join("primary"));
     primary.create_database("paytool_s0").unwrap();
     let standby = LocalPostgres::start_standby(
         &primary.upstream(),

@@ -22,6 +22,7 @@ mod loadtest;
 mod local_postgres;
 mod pg_explain;
 mod pg_shards;
+mod replicas;
 mod report;
 mod report_html;
 mod roll_key;

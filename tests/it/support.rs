@@ -223,6 +223,18 @@ pub fn on_postgres() -> bool {
     std::env::var("PAYTOOL_TEST_BACKEND").as_deref() == Ok("postgres")
 }
 
+/// A throwaway PostgreSQL server under `root`, small (16 MB of shared buffers), for
+/// tests that set up replication themselves.
+pub fn small_postgres(root: &Path) -> paytool::services::postgres::LocalPostgres {
+    use paytool::services::postgres::{LocalPostgres, Settings};
+    let settings = Settings {
+        shared_buffers_mb: 16,
+        ..Settings::default()
+    };
+    LocalPostgres::start(root, &settings)
+        .unwrap_or_else(|e| panic!("this test needs PostgreSQL (scripts/install-services.sh): {e}"))
+}
+
 /// Throwaway PostgreSQL for a layout: one database per shard, all on one server (cheap,
 /// for the API suite) or each shard on a server of its own (to stop one shard alone),
 /// applied with `paytool shard apply`.

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod export;
 pub mod layout_ops;
 pub mod moves;
+pub mod replicas;
 mod rows;
 pub mod schema;
 pub mod sql;
@@ -97,6 +98,10 @@ struct Shard {
     url: DbUrl,
     reads: deadpool_postgres::Pool,
     writer: WriterSlot<writer::Job>,
+    /// Read replicas (the layout's `replicas`), each polled by a task of its own.
+    replicas: Vec<Arc<replicas::Replica>>,
+    /// Each merchant's last write position here, when there are replicas to read from.
+    written: Option<Arc<replicas::Written>>,
 }
 
 struct CachedMerchant {
@@ -154,7 +159,12 @@ pub struct PgOptions {
     /// A test hook: every reload of ownership first waits this long, standing in for an
     /// instance slow to hear of a move (`serve --test-reload-delay-ms`).
     pub reload_delay: Duration,
+    /// A read replica further behind than this (and not caught up) takes no reads.
+    pub replica_max_lag: Duration,
 }
+
+/// `serve --replica-max-lag` when not given.
+pub const REPLICA_MAX_LAG_DEFAULT: Duration = Duration::from_secs(1);
 
 impl PgOptions {
     pub fn new(limits: WriterLimits, retention: Duration) -> PgOptions {
@@ -163,6 +173,7 @@ impl PgOptions {
             retention,
             follow: None,
             reload_delay: Duration::ZERO,
+            replica_max_lag: REPLICA_MAX_LAG_DEFAULT,
         }
     }
 }
@@ -192,8 +203,9 @@ fn pool(url: &DbUrl) -> Result<deadpool_postgres::Pool, String> {
 async fn open_shard(
     s: &crate::store::layout::Shard,
     layout: &Layout,
-    limits: WriterLimits,
+    options: &PgOptions,
 ) -> Result<(Arc<Shard>, Option<String>), PgOpenError> {
+    let limits = options.limits;
     let unreachable = |reason: String| PgOpenError::Unreachable {
         shard: s.name.clone(),
         url: s.url.clone(),
@@ -217,11 +229,34 @@ async fn open_shard(
         });
     }
     let key = layout_ops::fingerprint_key(&client).await.map_err(query)?;
+    let reads = pool(&s.url).map_err(unreachable)?;
+    let mut replicas = Vec::with_capacity(s.replicas.len());
+    for url in &s.replicas {
+        // Connected lazily, like the primary's pool: a replica that is down takes no reads.
+        let replica = Arc::new(replicas::Replica::new(
+            url.clone(),
+            pool(url).map_err(unreachable)?,
+        ));
+        tokio::spawn(replicas::poll(
+            Arc::downgrade(&replica),
+            reads.clone(),
+            options.replica_max_lag,
+        ));
+        replicas.push(replica);
+    }
+    let written = (!replicas.is_empty()).then(|| Arc::new(replicas::Written::default()));
     let shard = Arc::new(Shard {
         name: s.name.clone(),
         url: s.url.clone(),
-        reads: pool(&s.url).map_err(unreachable)?,
-        writer: WriterSlot::new(writer::spawn(s.name.clone(), s.url.clone(), limits)),
+        reads,
+        writer: WriterSlot::new(writer::spawn(
+            s.name.clone(),
+            s.url.clone(),
+            limits,
+            written.clone(),
+        )),
+        replicas,
+        written,
     });
     Ok((shard, key))
 }
@@ -284,7 +319,7 @@ impl PgStore {
         let mut shards = Vec::with_capacity(layout.shards.len());
         let mut fingerprint_key: Option<String> = None;
         for s in &layout.shards {
-            let (shard, key) = open_shard(s, layout, options.limits).await?;
+            let (shard, key) = open_shard(s, layout, &options).await?;
             match (&fingerprint_key, key) {
                 (None, Some(k)) => fingerprint_key = Some(k),
                 (Some(a), Some(b)) if *a == b => {}
@@ -404,7 +439,7 @@ impl PgStore {
             if shards.iter().any(|k| k.name == s.name) {
                 continue;
             }
-            let (shard, key) = open_shard(s, &layout, self.options.limits).await?;
+            let (shard, key) = open_shard(s, &layout, &self.options).await?;
             if key.as_deref() != Some(self.fingerprint_key.as_str()) {
                 return Err(PgOpenError::NoSharedKey {
                     shard: s.name.clone(),
@@ -517,6 +552,35 @@ impl PgStore {
             }
         }
         Err(stale(bucket))
+    }
+
+    /// Rows of a merchant's read in `bucket` from a replica of its owner that has replayed
+    /// the merchant's last write here and is within the lag bound (see `replicas`). None
+    /// when there is no such replica, it fails, or it finds nothing: the primary is read
+    /// then, which also settles ownership (the replica's view of it may lag).
+    async fn read_on_replica(
+        &self,
+        bucket: u16,
+        merchant: &str,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Option<Vec<tokio_postgres::Row>> {
+        let shard = self.owner(bucket);
+        let needed = shard.written.as_ref()?.needed(merchant);
+        let replica = replicas::pick(&shard.replicas, needed)?;
+        let rows = async {
+            let client = replica.pool.get().await.ok()?;
+            let stmt = client.prepare_cached(query).await.ok()?;
+            client.query(&stmt, params).await.ok()
+        }
+        .await;
+        let read = match &rows {
+            Some(rows) if !rows.is_empty() => "replica",
+            _ => "primary after a replica",
+        };
+        metrics::counter!("paytool_replica_reads_total", "shard" => shard.name.clone(), "answered_by" => read)
+            .increment(1);
+        rows.filter(|r| !r.is_empty())
     }
 
     /// After a read on `shard` found nothing in `bucket`: true when the shard still owns
@@ -777,6 +841,14 @@ impl Store for PgStore {
     ) -> BoxFuture<'_, Result<Option<Payment>, StoreError>> {
         Box::pin(async move {
             let bucket = merchant.bucket;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+                [&(bucket as i16), &merchant.id, &id];
+            if let Some(rows) = self
+                .read_on_replica(bucket, &merchant.id, &sql::payment(), &params)
+                .await
+            {
+                return rows.first().map(payment_from_row).transpose();
+            }
             for _ in 0..ROUTE_RETRIES_MAX {
                 let shard = self.owner(bucket);
                 let client = Self::read_client(&shard).await?;
@@ -806,13 +878,16 @@ impl Store for PgStore {
             let bucket = merchant.bucket;
             let cursor = starting_after.unwrap_or_else(|| "pay_g".to_string());
             let limit_plus = (limit + 1) as i64;
-            let rows = self
-                .read_owned(
-                    bucket,
-                    &sql::list_payments(),
-                    &[&(bucket as i16), &merchant.id, &cursor, &limit_plus],
-                )
-                .await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+                [&(bucket as i16), &merchant.id, &cursor, &limit_plus];
+            let query = sql::list_payments();
+            let rows = match self
+                .read_on_replica(bucket, &merchant.id, &query, &params)
+                .await
+            {
+                Some(rows) => rows,
+                None => self.read_owned(bucket, &query, &params).await?,
+            };
             let mut page = rows
                 .iter()
                 .map(payment_from_row)
@@ -868,11 +943,21 @@ impl Store for PgStore {
     ) -> BoxFuture<'_, Result<Vec<BalanceLine>, StoreError>> {
         Box::pin(async move {
             let bucket = merchant.bucket;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
+                [&(bucket as i16), &merchant.id];
+            if let Some(rows) = self
+                .read_on_replica(bucket, &merchant.id, sql::BALANCE, &params)
+                .await
+            {
+                return Ok(balance_lines(
+                    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+                ));
+            }
             for _ in 0..ROUTE_RETRIES_MAX {
                 let shard = self.owner(bucket);
                 let client = Self::read_client(&shard).await?;
                 let rows = client
-                    .query(sql::BALANCE, &[&(bucket as i16), &merchant.id])
+                    .query(sql::BALANCE, &params)
                     .await
                     .map_err(|e| store_error(&shard.name, &e))?;
                 if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {

@@ -21,6 +21,7 @@
 //!   instance committed the same key meanwhile, the whole batch is rolled back and run
 //!   again, when the lookup finds the stored answer and replays it.
 
+use super::replicas::Written;
 use super::rows::{payment_from_row, store_error};
 use super::sql::{
     IDEMPOTENCY_SQL, INSERT_IDEMPOTENCY_SQL, INSERT_PAYMENTS_SQL, INSERT_POSTINGS_SQL,
@@ -32,6 +33,7 @@ use crate::secrets::DbUrl;
 use crate::store::sqlite::WriterLimits;
 use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -133,13 +135,26 @@ pub async fn connect(url: &DbUrl, shard: &str) -> Result<Client, StoreError> {
     Ok(client)
 }
 
-pub fn spawn(shard: String, url: DbUrl, limits: WriterLimits) -> mpsc::Sender<Job> {
+/// `written`: where to record each merchant's write position after a commit, when the
+/// shard has read replicas (see `replicas`).
+pub fn spawn(
+    shard: String,
+    url: DbUrl,
+    limits: WriterLimits,
+    written: Option<Arc<Written>>,
+) -> mpsc::Sender<Job> {
     let (tx, rx) = mpsc::channel(limits.queue_max);
-    tokio::spawn(run(shard, url, rx, limits));
+    tokio::spawn(run(shard, url, rx, limits, written));
     tx
 }
 
-async fn run(shard: String, url: DbUrl, mut rx: mpsc::Receiver<Job>, limits: WriterLimits) {
+async fn run(
+    shard: String,
+    url: DbUrl,
+    mut rx: mpsc::Receiver<Job>,
+    limits: WriterLimits,
+    written: Option<Arc<Written>>,
+) {
     let batch_size =
         metrics::histogram!("paytool_group_commit_batch_size", "shard" => shard.clone());
     let commit_seconds =
@@ -175,6 +190,19 @@ async fn run(shard: String, url: DbUrl, mut rx: mpsc::Receiver<Job>, limits: Wri
                     batch.len(),
                     "shard {shard}: every job in a batch gets exactly one result"
                 );
+                if let Some(written) = &written {
+                    // Before anyone hears of the commit: a read after the answer must find
+                    // the position (unknown: the primary serves the merchant, u64::MAX).
+                    let at = match &connection {
+                        Some(c) => wal_position(&c.client).await.unwrap_or(u64::MAX),
+                        None => u64::MAX,
+                    };
+                    for (job, result) in batch.iter().zip(&results) {
+                        if result.is_ok() {
+                            written.record(&job.request.merchant.id, at);
+                        }
+                    }
+                }
                 for (job, result) in batch.drain(..).zip(results) {
                     if let (
                         Err(StoreError::WrongShard { .. } | StoreError::Fenced { .. }),
@@ -199,6 +227,15 @@ async fn run(shard: String, url: DbUrl, mut rx: mpsc::Receiver<Job>, limits: Wri
             }
         }
     }
+}
+
+/// The primary's WAL position now: at or past every commit this connection made.
+async fn wal_position(client: &Client) -> Option<u64> {
+    let row = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .ok()?;
+    super::replicas::parse_lsn(row.get(0))
 }
 
 /// One error for each caller of a failed batch.

@@ -1,0 +1,164 @@
+//! Read replicas of a shard: hot standbys that a merchant's reads may go to, but only
+//! once they have replayed that merchant's last write made through this instance
+//! (read-your-writes), and only while their replay lag is within `replica_max_lag`.
+//!
+//! Why an LSN per merchant: the writer learns the primary's WAL position after each
+//! commit (`pg_current_wal_lsn()`, one more statement a batch, only on shards with
+//! replicas) and records it for the batch's merchants before it answers them; a replica
+//! whose replay position is at or past it holds every write this instance acknowledged to
+//! that merchant. A shard-wide position would send a merchant's reads to the primary
+//! whenever anyone wrote, which under load is always. Another instance's writes are not
+//! in the map: a read that finds nothing on a replica is read again on the primary (a
+//! payment another instance just created is never answered 404), and anything else from
+//! a replica is at most `replica_max_lag` old.
+
+use crate::secrets::DbUrl;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+/// How often each replica's replay position and lag are read.
+pub const REPLICA_POLL: Duration = Duration::from_millis(100);
+/// Merchants whose last write position is kept; past it the map is cleared and its
+/// highest position becomes the floor every merchant must wait for (safe, and short).
+pub const WRITTEN_MAX: usize = 100_000;
+
+/// A WAL position (`pg_lsn`, "16/B374D848") as a number; None when it is not one.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Each merchant's last write position on one shard, as this instance committed it.
+#[derive(Default)]
+pub struct Written {
+    map: Mutex<HashMap<String, u64>>,
+    floor: AtomicU64,
+}
+
+impl Written {
+    pub fn record(&self, merchant: &str, lsn: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= WRITTEN_MAX && !map.contains_key(merchant) {
+            let highest = map.values().copied().max().unwrap_or(0).max(lsn);
+            self.floor.fetch_max(highest, Ordering::AcqRel);
+            map.clear();
+        }
+        let at = map.entry(merchant.to_string()).or_insert(0);
+        *at = (*at).max(lsn);
+    }
+
+    /// The position a replica must have replayed before it may answer for `merchant`.
+    pub fn needed(&self, merchant: &str) -> u64 {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let own = map.get(merchant).copied().unwrap_or(0);
+        own.max(self.floor.load(Ordering::Acquire))
+    }
+}
+
+/// One read replica and what its last poll found.
+pub struct Replica {
+    pub url: DbUrl,
+    pub pool: deadpool_postgres::Pool,
+    /// Its replay position at the last poll: a lower bound of where it is now.
+    replayed: AtomicU64,
+    /// Its lag was within the bound at the last poll (and the poll answered).
+    usable: AtomicBool,
+}
+
+impl Replica {
+    pub fn new(url: DbUrl, pool: deadpool_postgres::Pool) -> Replica {
+        Replica {
+            url,
+            pool,
+            replayed: AtomicU64::new(0),
+            usable: AtomicBool::new(false),
+        }
+    }
+
+    /// May it answer a read that needs position `needed`?
+    pub fn serves(&self, needed: u64) -> bool {
+        self.usable.load(Ordering::Acquire) && self.replayed.load(Ordering::Acquire) >= needed
+    }
+}
+
+/// Poll `replica` every `REPLICA_POLL` until it is dropped: its replay position, and
+/// whether it is caught up with the primary (`primary`'s position, read first) or its
+/// last replayed commit is at most `max_lag` old.
+pub async fn poll(replica: Weak<Replica>, primary: deadpool_postgres::Pool, max_lag: Duration) {
+    loop {
+        let Some(r) = replica.upgrade() else { return };
+        let primary_at = async {
+            let c = primary.get().await.ok()?;
+            let row = c
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .ok()?;
+            parse_lsn(row.get(0))
+        }
+        .await;
+        let seen = async {
+            let c = r.pool.get().await.ok()?;
+            let row = c
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn()::text, \
+                     EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
+                    &[],
+                )
+                .await
+                .ok()?;
+            let replayed = parse_lsn(row.get::<_, Option<&str>>(0)?)?;
+            Some((replayed, row.get::<_, Option<f64>>(1)))
+        }
+        .await;
+        match seen {
+            Some((replayed, lag_s)) => {
+                let caught_up = primary_at.is_some_and(|p| replayed >= p);
+                let recent = lag_s.is_some_and(|s| s <= max_lag.as_secs_f64());
+                r.replayed.fetch_max(replayed, Ordering::AcqRel);
+                r.usable.store(caught_up || recent, Ordering::Release);
+            }
+            None => r.usable.store(false, Ordering::Release),
+        }
+        drop(r);
+        tokio::time::sleep(REPLICA_POLL).await;
+    }
+}
+
+/// The first of `replicas` that may answer a read needing `needed`.
+pub fn pick(replicas: &[Arc<Replica>], needed: u64) -> Option<&Arc<Replica>> {
+    replicas.iter().find(|r| r.serves(needed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_parse_as_postgres_orders_them() {
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert!(parse_lsn("1/FFFFFFFF") < parse_lsn("2/0"));
+        assert_eq!(parse_lsn("x/1"), None);
+        assert_eq!(parse_lsn("12"), None);
+    }
+
+    #[test]
+    fn a_merchant_needs_its_own_last_write_and_the_floor_after_a_clear() {
+        let w = Written::default();
+        w.record("mer_a", 10);
+        w.record("mer_a", 7);
+        assert_eq!(w.needed("mer_a"), 10, "positions only go forward");
+        assert_eq!(w.needed("mer_b"), 0);
+        // mer_a and these fill the map.
+        for i in 1..WRITTEN_MAX {
+            w.record(&format!("mer_{i}"), 20);
+        }
+        assert_eq!(w.needed("mer_a"), 10);
+        // Full: one more merchant clears the map and raises the floor to its highest.
+        w.record("mer_new", 30);
+        assert_eq!(w.needed("mer_a"), 30);
+        assert_eq!(w.needed("mer_unknown"), 30);
+    }
+}
