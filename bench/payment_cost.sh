@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# What one payment costs the embedded API (issue 14's baseline, to be read before and
+# after each change): `paytool serve` on one SQLite shard, then on its own cores in turn
+#   1. wrk -t1 -c64 GET /healthz            (the anchor: the same server's HTTP ceiling)
+#   2. wrk -t1 -c64 POST /v1/payments        (created and captured, durable, a unique
+#                                             Idempotency-Key each: bench/payments.lua)
+#      with `perf record` on the server      (where its CPU goes: the top entries)
+# and then, the server stopped and the shard checkpointed (PRAGMA wal_checkpoint(TRUNCATE)
+# through Python's sqlite3), the bytes on disk (data + WAL, idempotency records
+# included) per stored payment.
+#
+# Knobs: DURATION [15s] each wrk run; MERCHANTS [8]; TOP [15] perf entries; SKIP_BUILD [0].
+# Output: a markdown block on stdout, also in bench/results/payment-cost-<date>.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+DURATION=${DURATION:-15s}
+MERCHANTS=${MERCHANTS:-8}
+TOP=${TOP:-15}
+KEEP=${KEEP:-0}
+WORK=$(mktemp -d)
+SERVER_PID=""
+PERF_PID=""
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null
+  end_process "$SERVER_PID"
+  drop_work
+  exit $rc
+}
+trap_cleanup
+load_tools
+paytool_binary
+
+DATA=$WORK/data
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+SERVER_PID=$!
+await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
+KEYS=$(make_merchants 1 "$(cat "$DATA/admin_token")")
+ds=$(to_seconds "$DURATION")
+
+log "wrk -t1 -c64 -d$DURATION GET /healthz"
+timeout $((ds + 60)) wrk -t1 -c64 -d"$DURATION" --latency "http://$ADDR/healthz" >"$WORK/healthz.txt"
+health_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/healthz.txt")
+
+log "wrk -t1 -c64 -d$DURATION POST /v1/payments, perf record on the server"
+perf record -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
+PERF_PID=$!
+cpu0=$(proc_jiffies "$SERVER_PID")
+BENCH_KEYS=$KEYS BENCH_RUN=cost-$(date +%s) timeout $((ds + 60)) \
+  wrk -t1 -c64 -d"$DURATION" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
+  >"$WORK/pay.txt" 2>&1
+cpu1=$(proc_jiffies "$SERVER_PID")
+kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
+pay_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/pay.txt")
+pay_n=$(sed -n 's/.*BENCH requests=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
+non200=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
+p99_us=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
+hz=$(getconf CLK_TCK)
+cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$pay_n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+
+stop_server
+python3 - "$DATA" >"$WORK/disk.txt" <<'PY'
+import glob, os, sqlite3, sys
+data = sys.argv[1]
+payments = 0
+for f in sorted(glob.glob(os.path.join(data, "shard-*.db"))):
+    c = sqlite3.connect(f)
+    payments += c.execute("SELECT count(*) FROM payments").fetchone()[0]
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(data, "shard-*.db*")))
+print(payments, size)
+PY
+read -r stored bytes <"$WORK/disk.txt"
+perf report -i "$WORK/perf.data" --no-children --sort dso,sym >"$WORK/perf.txt" 2>/dev/null
+top=$(grep -E '^ +[0-9]' "$WORK/perf.txt" | sed -n "1,${TOP}p" | sed -E 's/^ +//; s/ +/ /g' |
+  awk '{printf "| %s | %s |\n", $1, substr($0, index($0,$2))}')
+
+out="## What one payment costs the embedded API, $(date -u '+%Y-%m-%d %H:%M UTC')
+
+- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')
+- paytool $BUILT_FROM; command: \`DURATION=$DURATION MERCHANTS=$MERCHANTS bench/payment_cost.sh\`
+- one SQLite shard, fresh data dir; wrk -t1 -c64 for $DURATION each, on the same 2 cores as the server
+
+| figure | value | goal (issue 14) |
+| --- | --- | --- |
+| GET /healthz req/s (anchor) | $(th "${health_rps%.*}") | |
+| POST /v1/payments payments/s (created + captured) | $(th "${pay_rps%.*}") (p99 $(fmt "$(awk -v u="$p99_us" 'BEGIN{print u/1000}')" 1) ms, non-200: ${non200:-?}) | |
+| payments/s ÷ healthz req/s | **$(ratio "$pay_rps" "$health_rps")** | ≥ 0.5, p99 < 10 ms |
+| server CPU per payment | $cpu_us µs | |
+| bytes on disk per stored payment (data + WAL after a checkpoint) | **$(awk -v b="$bytes" -v n="$stored" 'BEGIN{printf "%.0f", b/n}')** ($(th "$bytes") bytes, $(th "$stored") payments) | ≤ 600 |
+
+Where the server's CPU went during the payments run (perf, self time, top $TOP):
+
+| share | object and symbol |
+| --- | --- |
+$top
+"
+echo "$out"
+mkdir -p bench/results
+echo "$out" >"bench/results/payment-cost-$(date -u +%Y%m%d-%H%M%S).md"
