@@ -33,13 +33,32 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 /// Each merchant's last write position on one shard, as this instance committed it.
 #[derive(Default)]
 pub struct Written {
-    map: Mutex<HashMap<String, u64>>,
+    inner: Mutex<WrittenInner>,
     floor: AtomicU64,
 }
 
+#[derive(Default)]
+struct WrittenInner {
+    map: HashMap<String, u64>,
+    /// Merchants whose last commit's position could not be read: `UNKNOWN` in the map
+    /// (no replica serves them) until the next position read, which is past it.
+    pending: Vec<String>,
+}
+
+/// A position no replica reaches.
+const UNKNOWN: u64 = u64::MAX;
+
 impl Written {
+    /// `merchant` committed a write at or before `lsn`.
     pub fn record(&self, merchant: &str, lsn: u64) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let WrittenInner { map, pending } = &mut *inner;
+        // A position read now is past every commit before it, the unknown ones too.
+        for m in pending.drain(..) {
+            if let Some(at) = map.get_mut(&m).filter(|at| **at == UNKNOWN) {
+                *at = lsn;
+            }
+        }
         if map.len() >= WRITTEN_MAX && !map.contains_key(merchant) {
             let highest = map.values().copied().max().unwrap_or(0).max(lsn);
             self.floor.fetch_max(highest, Ordering::AcqRel);
@@ -49,10 +68,20 @@ impl Written {
         *at = (*at).max(lsn);
     }
 
+    /// `merchant` committed a write whose position could not be read: its reads stay on
+    /// the primary until the next position is read.
+    pub fn record_unknown(&self, merchant: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.map.insert(merchant.to_string(), UNKNOWN);
+        if inner.pending.len() < WRITTEN_MAX {
+            inner.pending.push(merchant.to_string());
+        }
+    }
+
     /// The position a replica must have replayed before it may answer for `merchant`.
     pub fn needed(&self, merchant: &str) -> u64 {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        let own = map.get(merchant).copied().unwrap_or(0);
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let own = inner.map.get(merchant).copied().unwrap_or(0);
         own.max(self.floor.load(Ordering::Acquire))
     }
 }
@@ -160,5 +189,20 @@ mod tests {
         w.record("mer_new", 30);
         assert_eq!(w.needed("mer_a"), 30);
         assert_eq!(w.needed("mer_unknown"), 30);
+    }
+
+    #[test]
+    fn a_write_whose_position_was_not_read_waits_for_the_next_one() {
+        let w = Written::default();
+        w.record("mer_a", 10);
+        w.record_unknown("mer_a");
+        assert_eq!(
+            w.needed("mer_a"),
+            u64::MAX,
+            "no replica serves it meanwhile"
+        );
+        w.record("mer_b", 40);
+        assert_eq!(w.needed("mer_a"), 40, "settled by the next position read");
+        assert_eq!(w.needed("mer_b"), 40);
     }
 }

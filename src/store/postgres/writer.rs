@@ -192,14 +192,19 @@ async fn run(
                 );
                 if let Some(written) = &written {
                     // Before anyone hears of the commit: a read after the answer must find
-                    // the position (unknown: the primary serves the merchant, u64::MAX).
+                    // the position (unknown: the primary serves the merchant until the
+                    // next position is read).
                     let at = match &connection {
-                        Some(c) => wal_position(&c.client).await.unwrap_or(u64::MAX),
-                        None => u64::MAX,
+                        Some(c) => wal_position(&c.client).await,
+                        None => None,
                     };
                     for (job, result) in batch.iter().zip(&results) {
                         if result.is_ok() {
-                            written.record(&job.request.merchant.id, at);
+                            let merchant = &job.request.merchant.id;
+                            match at {
+                                Some(at) => written.record(merchant, at),
+                                None => written.record_unknown(merchant),
+                            }
                         }
                     }
                 }
