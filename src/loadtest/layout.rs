@@ -88,9 +88,27 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
             crate::services::postgres::url_across(&hosts, SPAWNED_DATABASE)
         })
         .collect();
-    let layout = target
+    let mut layout = target
         .resolve_spawned(&urls)
         .map_err(|e| LoadtestError::Start(e.to_string()))?;
+    // The standbys take reads too (see store::postgres::replicas), in this process and
+    // in the instances run as processes, through a copy of the layout that lists them.
+    let replica_urls: Vec<Vec<String>> = standbys
+        .iter()
+        .map(|s| s.iter().map(|r| r.url(SPAWNED_DATABASE)).collect())
+        .collect();
+    let mut file = target.path.clone();
+    if target.replicas > 0 {
+        for (shard, urls) in layout.shards.iter_mut().zip(&replica_urls) {
+            shard.replicas = urls
+                .iter()
+                .map(|u| crate::secrets::DbUrl::parse(u))
+                .collect::<Result<_, _>>()
+                .map_err(LoadtestError::Start)?;
+        }
+        file = dir.join("layout-with-replicas.toml");
+        write_with_replicas(&target.path, &file, &target.shards, &replica_urls)?;
+    }
     layout_ops::apply(&layout, &[]).await.map_err(|e| {
         LoadtestError::Start(format!(
             "applying layout {} to the spawned shards: {e}",
@@ -111,7 +129,7 @@ pub async fn prepare(target: &LayoutTarget, dir: &Path) -> Result<Shards, Loadte
     let env = by_var.clone();
     Ok(Shards {
         layout,
-        file: target.path.clone(),
+        file,
         env,
         follow: LayoutParser(Arc::new(move |text| {
             let env = |var: &str| {
@@ -182,6 +200,34 @@ async fn clone_standbys(
     Ok(all)
 }
 
+/// `layout` with each shard's `replicas` set to the standbys' URLs, written to `to`.
+fn write_with_replicas(
+    layout: &Path,
+    to: &Path,
+    shards: &[String],
+    replicas: &[Vec<String>],
+) -> Result<(), LoadtestError> {
+    let io = |e: std::io::Error| LoadtestError::Start(format!("{}: {e}", to.display()));
+    let text = std::fs::read_to_string(layout)
+        .map_err(|e| LoadtestError::Start(format!("{}: {e}", layout.display())))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| LoadtestError::Start(format!("{}: {e}", layout.display())))?;
+    let Some(toml::Value::Table(sections)) = table.get_mut("shards") else {
+        return Err(LoadtestError::Start(format!(
+            "{}: no [shards] to add replicas to",
+            layout.display()
+        )));
+    };
+    for (name, urls) in shards.iter().zip(replicas) {
+        if let Some(toml::Value::Table(shard)) = sections.get_mut(name) {
+            let urls = urls.iter().cloned().map(toml::Value::String).collect();
+            shard.insert("replicas".into(), toml::Value::Array(urls));
+        }
+    }
+    let text = toml::to_string(&table).map_err(|e| LoadtestError::Start(e.to_string()))?;
+    std::fs::write(to, text).map_err(io)
+}
+
 /// A standby's `application_name`: an identifier made of the shard's name.
 fn standby_name(shard: &str, k: usize) -> String {
     let shard: String = shard
@@ -213,6 +259,30 @@ fn start_failures(mut failed: Vec<(String, String)>) -> String {
 mod tests {
     use super::*;
     use crate::services::postgres::PostgresError;
+
+    #[test]
+    fn the_copy_of_a_layout_lists_each_shards_standbys_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/shards/two.toml");
+        let copy = dir.path().join("with-replicas.toml");
+        let replicas = vec![
+            vec!["postgres://postgres@127.0.0.1:7001/paytool".to_string()],
+            vec!["postgres://postgres@127.0.0.1:7002/paytool".to_string()],
+        ];
+        write_with_replicas(&shipped, &copy, &["s0".into(), "s1".into()], &replicas).unwrap();
+        let env = |var: &str| (var.ends_with("_URL")).then(|| "postgres://h:1/db".to_string());
+        let layout = crate::profile::shards::load_with(&copy, &env).unwrap();
+        let original = crate::profile::shards::load_with(&shipped, &env).unwrap();
+        assert_eq!(layout.digest, original.digest, "the same bucket map");
+        for (shard, urls) in layout.shards.iter().zip(&replicas) {
+            let listed: Vec<String> = shard
+                .replicas
+                .iter()
+                .map(|u| u.expose().to_string())
+                .collect();
+            assert_eq!(&listed, urls, "shard {}", shard.name);
+        }
+    }
 
     #[test]
     fn a_missing_postgresql_is_said_once_with_what_to_install() {
