@@ -102,22 +102,7 @@ impl LocalPostgres {
     /// `initdb` into `root/data` and start on a free 127.0.0.1 port.
     pub fn start(root: &Path, settings: &Settings) -> Result<LocalPostgres, PostgresError> {
         let bin = bin_dir().ok_or(PostgresError::NotInstalled)?;
-        let as_postgres = running_as_root();
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PostgresError::Io { path, source }
-        };
-        std::fs::create_dir_all(root).map_err(io(root))?;
-        if as_postgres {
-            give_to_postgres(root)?;
-        }
-        let mut server = LocalPostgres {
-            bin,
-            root: root.to_path_buf(),
-            port: 0,
-            as_postgres,
-            running: false,
-        };
+        let server = LocalPostgres::in_root(bin, root, running_as_root())?;
         server.run(
             "initdb",
             &[
@@ -144,16 +129,8 @@ impl LocalPostgres {
             settings.shared_buffers_mb,
         );
         let conf_path = server.data().join("postgresql.auto.conf");
-        std::fs::write(&conf_path, conf).map_err(io(&conf_path))?;
-        let mut last = None;
-        for _ in 0..START_TRIES_MAX {
-            server.port = super::free_port().map_err(io(root))?;
-            match server.start_again() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one try"))
+        std::fs::write(&conf_path, conf).map_err(io_at(&conf_path))?;
+        server.start_on_free_port()
     }
 
     /// A streaming standby of `primary`, cloned by PostgreSQL itself (`pg_basebackup -R`:
@@ -169,21 +146,7 @@ impl LocalPostgres {
             name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
             "standby names are plain identifiers: {name:?}"
         );
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| PostgresError::Io { path, source }
-        };
-        std::fs::create_dir_all(root).map_err(io(root))?;
-        if primary.as_postgres {
-            give_to_postgres(root)?;
-        }
-        let mut server = LocalPostgres {
-            bin: primary.bin.clone(),
-            root: root.to_path_buf(),
-            port: 0,
-            as_postgres: primary.as_postgres,
-            running: false,
-        };
+        let server = LocalPostgres::in_root(primary.bin.clone(), root, primary.as_postgres)?;
         let port = primary.port.to_string();
         let data = server.data().to_string_lossy().to_string();
         let mut args = superuser_at(&port).to_vec();
@@ -191,23 +154,15 @@ impl LocalPostgres {
         server.run("pg_basebackup", &args)?;
         // The copy holds the primary's settings; the last line of a setting wins.
         let conf_path = server.data().join("postgresql.auto.conf");
-        let mut conf = std::fs::read_to_string(&conf_path).map_err(io(&conf_path))?;
+        let mut conf = std::fs::read_to_string(&conf_path).map_err(io_at(&conf_path))?;
         conf.push_str(&format!(
             "unix_socket_directories = '{}'\n\
              primary_conninfo = 'host=127.0.0.1 port={port} user=postgres application_name={name}'\n\
              hot_standby = on\nhot_standby_feedback = on\n",
             server.root.display(),
         ));
-        std::fs::write(&conf_path, conf).map_err(io(&conf_path))?;
-        let mut last = None;
-        for _ in 0..START_TRIES_MAX {
-            server.port = super::free_port().map_err(io(root))?;
-            match server.start_again() {
-                Ok(()) => return Ok(server),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.expect("at least one try"))
+        std::fs::write(&conf_path, conf).map_err(io_at(&conf_path))?;
+        server.start_on_free_port()
     }
 
     /// What a standby needs of this server: where it is, and how it is run. It does
@@ -242,6 +197,39 @@ impl LocalPostgres {
                 "promote",
             ],
         )
+    }
+
+    /// A server not yet started, its files to go under `root` (made, and given to the
+    /// postgres user when running as root).
+    fn in_root(
+        bin: PathBuf,
+        root: &Path,
+        as_postgres: bool,
+    ) -> Result<LocalPostgres, PostgresError> {
+        std::fs::create_dir_all(root).map_err(io_at(root))?;
+        if as_postgres {
+            give_to_postgres(root)?;
+        }
+        Ok(LocalPostgres {
+            bin,
+            root: root.to_path_buf(),
+            port: 0,
+            as_postgres,
+            running: false,
+        })
+    }
+
+    /// Start on a free 127.0.0.1 port, trying another if one is taken meanwhile.
+    fn start_on_free_port(mut self) -> Result<LocalPostgres, PostgresError> {
+        let mut last = None;
+        for _ in 0..START_TRIES_MAX {
+            self.port = super::free_port().map_err(io_at(&self.root))?;
+            match self.start_again() {
+                Ok(()) => return Ok(self),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one try"))
     }
 
     /// Start a stopped server again on the same port (a shard back after an outage).
@@ -373,6 +361,12 @@ impl Drop for LocalPostgres {
     fn drop(&mut self) {
         let _ = self.stop();
     }
+}
+
+/// An I/O error at `path`, as this module reports it.
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> PostgresError {
+    let path = path.to_path_buf();
+    move |source| PostgresError::Io { path, source }
 }
 
 /// libpq's flags for the superuser of the loopback server on `port`.
