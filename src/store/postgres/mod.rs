@@ -554,6 +554,24 @@ impl PgStore {
         Err(stale(bucket))
     }
 
+    /// Rows of one of `merchant`'s own reads (a payment, the list, the balance): from a
+    /// replica that may answer it, else from the owner (see `read_owned`).
+    async fn read_merchant(
+        &self,
+        merchant: &Merchant,
+        query: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let bucket = merchant.bucket;
+        match self
+            .read_on_replica(bucket, &merchant.id, query, params)
+            .await
+        {
+            Some(rows) => Ok(rows),
+            None => self.read_owned(bucket, query, params).await,
+        }
+    }
+
     /// Rows of a merchant's read in `bucket` from a replica of its owner that has replayed
     /// the merchant's last write here and is within the lag bound (see `replicas`). None
     /// when there is no such replica, it fails, or it finds nothing: the primary is read
@@ -843,28 +861,10 @@ impl Store for PgStore {
             let bucket = merchant.bucket;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
                 [&(bucket as i16), &merchant.id, &id];
-            if let Some(rows) = self
-                .read_on_replica(bucket, &merchant.id, &sql::payment(), &params)
-                .await
-            {
-                return rows.first().map(payment_from_row).transpose();
-            }
-            for _ in 0..ROUTE_RETRIES_MAX {
-                let shard = self.owner(bucket);
-                let client = Self::read_client(&shard).await?;
-                let stmt = client
-                    .prepare_cached(&sql::payment())
-                    .await
-                    .map_err(|e| store_error(&shard.name, &e))?;
-                let row = client
-                    .query_opt(&stmt, &[&(bucket as i16), &merchant.id, &id])
-                    .await
-                    .map_err(|e| store_error(&shard.name, &e))?;
-                if row.is_some() || self.confirm_owner(&shard, &client, bucket).await? {
-                    return row.as_ref().map(payment_from_row).transpose();
-                }
-            }
-            Err(stale(bucket))
+            let rows = self
+                .read_merchant(&merchant, &sql::payment(), &params)
+                .await?;
+            rows.first().map(payment_from_row).transpose()
         })
     }
 
@@ -880,14 +880,9 @@ impl Store for PgStore {
             let limit_plus = (limit + 1) as i64;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
                 [&(bucket as i16), &merchant.id, &cursor, &limit_plus];
-            let query = sql::list_payments();
-            let rows = match self
-                .read_on_replica(bucket, &merchant.id, &query, &params)
-                .await
-            {
-                Some(rows) => rows,
-                None => self.read_owned(bucket, &query, &params).await?,
-            };
+            let rows = self
+                .read_merchant(&merchant, &sql::list_payments(), &params)
+                .await?;
             let mut page = rows
                 .iter()
                 .map(payment_from_row)
@@ -945,28 +940,10 @@ impl Store for PgStore {
             let bucket = merchant.bucket;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] =
                 [&(bucket as i16), &merchant.id];
-            if let Some(rows) = self
-                .read_on_replica(bucket, &merchant.id, sql::BALANCE, &params)
-                .await
-            {
-                return Ok(balance_lines(
-                    rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
-                ));
-            }
-            for _ in 0..ROUTE_RETRIES_MAX {
-                let shard = self.owner(bucket);
-                let client = Self::read_client(&shard).await?;
-                let rows = client
-                    .query(sql::BALANCE, &params)
-                    .await
-                    .map_err(|e| store_error(&shard.name, &e))?;
-                if !rows.is_empty() || self.confirm_owner(&shard, &client, bucket).await? {
-                    return Ok(balance_lines(
-                        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
-                    ));
-                }
-            }
-            Err(stale(bucket))
+            let rows = self.read_merchant(&merchant, sql::BALANCE, &params).await?;
+            Ok(balance_lines(
+                rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))),
+            ))
         })
     }
 
