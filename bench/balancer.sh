@@ -52,25 +52,41 @@ profile direct 1 ""
 profile three 3 ""
 profile balanced 3 'balancer = "haproxy"'
 
-rps() {   # PROFILE: successful payments/s (creates), and the audit's verdict
+SECONDS_RUN=${DURATION%s}
+# CPU counts over the steady middle of each run's load: from CPU_SKIP s after its start
+# (past the ramp) to 2 s before its end.
+CPU_SKIP=6
+
+rps() {   # PROFILE: payments/s (successful creates), p99, audit, µs CPU a payment by process
   timeout 600 "$BIN" loadtest -p "$WORK/$1.toml" --report-dir "$WORK/reports" --output json \
-    > "$WORK/$1.json" 2> "$WORK/$1.err" || true
-  python3 - "$WORK/$1.json" <<'PY'
+    > "$WORK/$1.json" 2> "$WORK/$1.err" &
+  local pid=$!
+  python3 bench/cpu_by_process.py "$pid" postgres paytool haproxy > "$WORK/$1.samples" &
+  wait "$pid" || true
+  wait
+  local start
+  start=$(python3 -c "import json; print(json.load(open('$WORK/$1.json'))['started_at_ms'])")
+  python3 bench/cpu_by_process.py --mean $((start + CPU_SKIP * 1000)) \
+    $((start + (SECONDS_RUN - 2) * 1000)) "$WORK/$1.samples" > "$WORK/$1.cpu"
+  python3 - "$WORK/$1.json" "$WORK/$1.cpu" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 row = next(r for r in d["requests"] if r["name"] == "POST /v1/payments")
-print(round(row["ok_rps"]), round(row["ok_p99_ms"], 1), "clean" if d["audit"]["ok"] else "FAILED")
+cores = dict(kv.split("=") for kv in open(sys.argv[2]).read().split())
+per = lambda n: round(float(cores[n]) * 1e6 / row["ok_rps"])
+print(round(row["ok_rps"]), round(row["ok_p99_ms"], 1), "clean" if d["audit"]["ok"] else "FAILED",
+      f"{per('postgres')}/{per('paytool')}/{per('haproxy')}")
 PY
 }
 
 rows=""
 for run in $(seq "$RUNS"); do
-  read -r d_rps d_p99 d_audit < <(rps direct)
-  read -r t_rps t_p99 t_audit < <(rps three)
-  read -r b_rps b_p99 b_audit < <(rps balanced)
+  read -r d_rps d_p99 d_audit d_cpu < <(rps direct)
+  read -r t_rps t_p99 t_audit t_cpu < <(rps three)
+  read -r b_rps b_p99 b_audit b_cpu < <(rps balanced)
   ratio=$(python3 -c "print(round($b_rps / $d_rps, 2))")
   three=$(python3 -c "print(round($t_rps / $d_rps, 2))")
-  rows+="| $run | $d_rps (p99 $d_p99 ms, audit $d_audit) | $t_rps (p99 $t_p99 ms, audit $t_audit; $three) | $b_rps (p99 $b_p99 ms, audit $b_audit) | **$ratio** |"$'\n'
+  rows+="| $run | $d_rps (p99 $d_p99 ms, audit $d_audit; CPU $d_cpu) | $t_rps (p99 $t_p99 ms, audit $t_audit; CPU $t_cpu; $three) | $b_rps (p99 $b_p99 ms, audit $b_audit; CPU $b_cpu) | **$ratio** |"$'\n'
 done
 
 out="## Through HAProxy with 3 instances ÷ one instance direct, $(date -u '+%Y-%m-%d %H:%M UTC')
@@ -78,6 +94,7 @@ out="## Through HAProxy with 3 instances ÷ one instance direct, $(date -u '+%Y-
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(haproxy -v | head -1 | cut -d' ' -f1-3)
 - paytool $(git rev-parse --short HEAD) release; command: \`USERS=$USERS DURATION=$DURATION RUNS=$RUNS bench/balancer.sh\`
 - checkout journeys (create + capture) from $USERS Goose users for $DURATION on 2 spawned PostgreSQL shards; payments/s = successful creates a second
+- CPU = µs of CPU a payment (create + capture) spent by PostgreSQL / paytool (the generator and the API instances) / HAProxy, sampled from /proc each second from ${CPU_SKIP} s into the load to 2 s before its end (bench/cpu_by_process.py)
 
 | run | one instance direct, payments/s | 3 instances direct (the generator spreads), payments/s (÷ one) | HAProxy + 3 instances, payments/s | ratio (goal ≥ 0.8) |
 | --- | --- | --- | --- | --- |

@@ -58,6 +58,16 @@ pub const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// committed meanwhile, a deadlock, a serialization failure) before its callers get 503.
 pub const BATCH_RETRIES_MAX: usize = 3;
 
+/// The writer's session: each statement is planned once per connection (a plan per batch
+/// was a fifth of PostgreSQL's CPU a payment, BENCHMARKS.md), and with sequential scans
+/// priced out, so the plan made while a new shard's tables are empty and unanalyzed is
+/// an index plan all the same (with the planner's choice it kept sequential scans until
+/// autovacuum's first ANALYZE, 3x slower). Every writer statement is a lookup or a
+/// write by key, which an index always serves; `tests/it/pg_explain.rs` checks each
+/// one's generic plan under this session.
+pub const WRITER_SESSION: &str =
+    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off";
+
 type PaymentKey = (String, String);
 
 struct Statements {
@@ -266,11 +276,8 @@ async fn commit_with_retries(
     for _ in 0..=BATCH_RETRIES_MAX {
         if connection.is_none() {
             let client = connect(url, shard).await?;
-            // Plan each batch's statements for its own arguments and the tables' current
-            // size: a generic plan made while a new shard's tables were empty kept
-            // sequential scans until autovacuum's first ANALYZE (3x slower, BENCHMARKS.md).
             client
-                .batch_execute("SET plan_cache_mode = force_custom_plan")
+                .batch_execute(WRITER_SESSION)
                 .await
                 .map_err(|e| store_error(shard, &e))?;
             let statements = Statements::prepare(&client)
