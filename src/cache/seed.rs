@@ -6,10 +6,10 @@
 //! entry is (as the API fills them): a seeded entry is no staler than one the API filled.
 
 use super::admin::{Admin, AdminError};
-use super::entries::{CachedMerchant, CachedPayment, KEY_TTL, PAYMENT_TTL, jittered};
+use super::entries::{CHANGED_TTL, CachedMerchant, CachedPayment, KEY_TTL, PAYMENT_TTL, jittered};
 use super::keys::Keys;
 use crate::ids::now_ms;
-use crate::store::export::{EXPORT_QUEUE_ROWS, Export, ExportError, Row};
+use crate::store::export::{EXPORT_QUEUE_ROWS, Export, ExportError, ReadFrom, Row};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
 use serde::Serialize;
@@ -19,6 +19,14 @@ use tokio::sync::mpsc;
 
 /// Rows turned into one pipeline.
 pub const SEED_BATCH: usize = 1_000;
+/// The most a read replica the seed takes payments from may lag (`--replica-max-lag` is
+/// capped here). A payment changed through the API keeps a `CHANGED` mark for
+/// `CHANGED_TTL`, and the seed's older copy must still meet that mark when its SET NX
+/// arrives: a copy read from a replica this far behind leaves half the mark's life for
+/// the seed's own read-to-write time, where a copy from the primary has all of it.
+/// API keys are never read from a replica: a key rolled a moment ago must not be seeded
+/// back to life.
+pub const SEED_REPLICA_LAG_MAX: Duration = Duration::from_nanos(CHANGED_TTL.as_nanos() as u64 / 2);
 /// Pipelines sent and not yet answered, at most: enough to keep Redis busy while the
 /// next batch is read and encoded.
 pub const SEED_PIPELINES_IN_FLIGHT: usize = 4;
@@ -61,6 +69,8 @@ pub struct SeedSummary {
     pub elapsed_s: f64,
     pub keys_per_s: f64,
     pub dry_run: bool,
+    /// Where each shard's payments were read (PostgreSQL layouts).
+    pub payments_read_from: Vec<ReadFrom>,
 }
 
 /// One batch's commands, and what they count for.
@@ -172,6 +182,7 @@ pub async fn seed(
     let (tx, mut rx) = mpsc::channel::<Row>(EXPORT_QUEUE_ROWS);
     let mut total = SeedSummary {
         dry_run: matches!(sink, Sink::DryRun),
+        payments_read_from: export.payments_read_from(),
         ..Default::default()
     };
     let (mut conn, url, mut file) = match sink {

@@ -2,7 +2,7 @@ use super::{Failure, Output, UsageError};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use paytool::cache::PREFIX_DEFAULT;
 use paytool::cache::admin::{Admin, AdminError, Stats};
-use paytool::cache::seed::{SeedError, Sink, seed};
+use paytool::cache::seed::{SEED_REPLICA_LAG_MAX, SeedError, Sink, seed};
 use paytool::cache::verify::{VerifyReport, verify};
 use paytool::store::export::{Export, ExportError};
 use paytool::store::postgres::export::PgExport;
@@ -96,6 +96,12 @@ pub enum Command {
         /// `redis-cli --pipe`, e.g. through a bastion)
         #[arg(long, value_name = "FILE", conflicts_with = "dry_run")]
         protocol_out: Option<PathBuf>,
+        /// With --layout: read each shard's payments from a replica the layout lists when
+        /// it is at most this far behind its primary (capped at 1s), else from the
+        /// primary; 0 reads primaries only. API keys always come from the primary
+        #[arg(long, env = "PAYTOOL_REPLICA_MAX_LAG", default_value = "1s",
+              value_parser = humantime::parse_duration)]
+        replica_max_lag: Duration,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -136,9 +142,10 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             since,
             dry_run,
             protocol_out,
+            replica_max_lag,
             output,
         } => {
-            let export = open_store(&source).await?;
+            let export = open_store(&source, replica_max_lag.min(SEED_REPLICA_LAG_MAX)).await?;
             let sink = match (&redis, protocol_out, dry_run) {
                 (_, _, true) => Sink::DryRun,
                 (_, Some(path), _) => Sink::File {
@@ -197,6 +204,23 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                     summary.elapsed_s,
                     summary.keys_per_s
                 );
+                for r in summary
+                    .payments_read_from
+                    .iter()
+                    .filter(|r| r.replicas_listed > 0)
+                {
+                    match r.lag_ms {
+                        Some(lag) => println!(
+                            "{}: payments read on replica {} ({lag:.0} ms behind).",
+                            r.shard, r.from
+                        ),
+                        None => println!(
+                            "{}: payments read on the primary (no replica within {}).",
+                            r.shard,
+                            humantime::format_duration(replica_max_lag.min(SEED_REPLICA_LAG_MAX))
+                        ),
+                    }
+                }
             }
             Ok(0)
         }
@@ -205,7 +229,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             source,
             sample,
         } => {
-            let export = open_store(&source).await?;
+            // The cache is judged against the store as it is now: primaries only.
+            let export = open_store(&source, Duration::ZERO).await?;
             let mut admin = connect(&common).await?;
             let bar = progress_bar(common.output, "{spinner} {pos} entries checked {per_sec}");
             let report = verify(&mut admin, export.as_ref(), &common.prefix, sample, &|n| {
@@ -285,13 +310,13 @@ fn progress_bar(output: Output, template: &str) -> Option<indicatif::ProgressBar
 }
 
 /// The store, read-only: the data dir, or every shard of the layout.
-async fn open_store(source: &Source) -> anyhow::Result<Box<dyn Export>> {
+async fn open_store(source: &Source, replica_max_lag: Duration) -> anyhow::Result<Box<dyn Export>> {
     let opened: Result<Box<dyn Export>, ExportError> = match (&source.data_dir, &source.layout) {
         (Some(dir), _) => SqliteExport::open(dir).map(|e| Box::new(e) as Box<dyn Export>),
         (None, Some(path)) => {
             let layout =
                 paytool::profile::shards::load(path).map_err(|e| UsageError(e.to_string()))?;
-            PgExport::open(&layout)
+            PgExport::open(&layout, replica_max_lag)
                 .await
                 .map(|e| Box::new(e) as Box<dyn Export>)
         }

@@ -112,6 +112,12 @@ pub enum Command {
     Status {
         #[command(flatten)]
         common: Common,
+        /// Count rows on a replica the layout lists for the shard when it is at most this
+        /// far behind its primary (or caught up); else on the primary. 0 counts on the
+        /// primary always (e.g. "1s", "0")
+        #[arg(long, env = "PAYTOOL_REPLICA_MAX_LAG", default_value = "1s",
+              value_parser = humantime::parse_duration)]
+        replica_max_lag: std::time::Duration,
     },
     /// Move the buckets whose owner the layout changes, online; resumable
     #[command(after_help = MOVE_HELP)]
@@ -160,9 +166,12 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             show_plan(&plan, common.output, "applied")?;
             Ok(0)
         }
-        Command::Status { common } => {
+        Command::Status {
+            common,
+            replica_max_lag,
+        } => {
             let layout = load(&common.layout)?;
-            status(&layout, common.output).await
+            status(&layout, replica_max_lag, common.output).await
         }
         Command::Move {
             common,
@@ -471,6 +480,14 @@ fn show_plan(plan: &Plan, output: Output, verb: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the layout lists read replicas for shard `name`.
+fn layout_replicas(layout: &Layout, name: &str) -> bool {
+    layout
+        .shards
+        .iter()
+        .any(|s| s.name == name && !s.replicas.is_empty())
+}
+
 /// "s0_standby sync streaming, 0 B / 0 ms" per standby, one a line; "none".
 fn replicas_cell(replicas: &[layout_ops::ReplicaStatus]) -> String {
     if replicas.is_empty() {
@@ -488,8 +505,12 @@ fn replicas_cell(replicas: &[layout_ops::ReplicaStatus]) -> String {
         .join("\n")
 }
 
-async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
-    let (rows, under_way) = layout_ops::status(layout).await;
+async fn status(
+    layout: &Layout,
+    replica_max_lag: std::time::Duration,
+    output: Output,
+) -> anyhow::Result<u8> {
+    let (rows, under_way) = layout_ops::status(layout, replica_max_lag).await;
     let down = rows.iter().filter(|r| !r.reachable).count();
     if output == Output::Json {
         println!(
@@ -547,6 +568,20 @@ async fn status(layout: &Layout, output: Output) -> anyhow::Result<u8> {
                 hot.payments_share * 100.0,
                 100.0 / rows.len() as f64
             );
+        }
+        for r in rows.iter().filter(|r| r.reachable) {
+            match r.counts_lag_ms {
+                Some(lag) => println!(
+                    "{}: counted on replica {} ({lag:.0} ms behind).",
+                    r.name, r.counts_from
+                ),
+                None if !layout_replicas(layout, &r.name) => {}
+                None => println!(
+                    "{}: counted on the primary (no replica within {}).",
+                    r.name,
+                    humantime::format_duration(replica_max_lag)
+                ),
+            }
         }
         for m in &under_way {
             println!(

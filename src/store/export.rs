@@ -106,6 +106,24 @@ pub trait Export: Send + Sync {
         &self,
         keys: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<Vec<Option<StoredAnswer>>, ExportError>>;
+
+    /// Where `stream` reads each shard's payments, when that is not simply the store.
+    fn payments_read_from(&self) -> Vec<ReadFrom> {
+        Vec::new()
+    }
+}
+
+/// Where one shard's payments are streamed from: its primary, or a read replica that was
+/// within the lag bound when the export opened.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReadFrom {
+    pub shard: String,
+    /// "primary", or the replica's URL (password hidden).
+    pub from: String,
+    /// The replica's lag when it was picked (0: caught up); None for the primary.
+    pub lag_ms: Option<f64>,
+    /// Read replicas the layout lists for the shard.
+    pub replicas_listed: usize,
 }
 
 #[cfg(test)]

@@ -4,20 +4,25 @@
 //! lookups is sent to each shard at once, pipelined on its one connection.
 
 use super::layout_ops::connect_all;
+use super::replicas::{FreshReplica, fresh_replica};
 use super::rows::{payment_from_row, store_error};
 use super::sql;
 use crate::ids::{BUCKETS, bucket_of, now_ms};
 use crate::ledger::Payment;
-use crate::store::export::{Export, ExportError, MerchantKeys, Row, StoredAnswer};
+use crate::store::export::{Export, ExportError, MerchantKeys, ReadFrom, Row, StoredAnswer};
 use crate::store::layout::Layout;
 use crate::store::{BoxFuture, Merchant, StoreError, key_hash};
 use futures_util::{TryStreamExt, future::try_join_all, pin_mut};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Statement};
 
 struct Shard {
     name: String,
     client: Client,
+    /// A read replica `stream` reads payments from instead of `client`.
+    payments_replica: Option<FreshReplica>,
+    replicas_listed: usize,
     merchant: Statement,
     payment: Statement,
     answer: Statement,
@@ -59,13 +64,19 @@ fn merchant_keys(
 }
 
 impl PgExport {
-    pub async fn open(layout: &Layout) -> Result<PgExport, ExportError> {
+    /// `replica_max_lag`: `stream` reads a shard's payments from a replica the layout
+    /// lists when one is within this of its primary at open (zero: primaries only).
+    /// Merchants and their keys always come from the primary, and so do lookups (`cache
+    /// verify` judges the cache against the store as it is now).
+    pub async fn open(layout: &Layout, replica_max_lag: Duration) -> Result<PgExport, ExportError> {
         let all = connect_all(layout, &[])
             .await
             .map_err(|e| ExportError::Open(e.to_string()))?;
         let mut shards = Vec::with_capacity(all.clients.len());
         let mut owners = vec![None; BUCKETS as usize];
         for (i, (client, s)) in all.clients.into_iter().zip(all.shards).enumerate() {
+            let payments_replica =
+                fresh_replica(&s.name, &s.replicas, &client, replica_max_lag).await;
             let q = |e: tokio_postgres::Error| ExportError::from(store_error(&s.name, &e));
             for r in client
                 .query("SELECT bucket FROM paytool_buckets", &[])
@@ -79,6 +90,8 @@ impl PgExport {
                 payment: client.prepare(&sql::payment()).await.map_err(q)?,
                 answer: client.prepare(sql::ANSWER).await.map_err(q)?,
                 client,
+                payments_replica,
+                replicas_listed: s.replicas.len(),
                 name: s.name,
             });
         }
@@ -148,8 +161,8 @@ impl Export for PgExport {
                         return Ok(());
                     }
                 }
-                let payments = s
-                    .client
+                let reader = s.payments_replica.as_ref().map_or(&s.client, |r| &r.client);
+                let payments = reader
                     .query_raw(&sql::export_payments(), [since_ms])
                     .await
                     .map_err(q)?;
@@ -196,5 +209,20 @@ impl Export for PgExport {
         keys: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<Vec<Option<StoredAnswer>>, ExportError>> {
         Box::pin(self.lookup(keys, |s| &s.answer, answer_from_row))
+    }
+
+    fn payments_read_from(&self) -> Vec<ReadFrom> {
+        self.shards
+            .iter()
+            .map(|s| ReadFrom {
+                shard: s.name.clone(),
+                from: s
+                    .payments_replica
+                    .as_ref()
+                    .map_or("primary".into(), |r| r.url.clone()),
+                lag_ms: s.payments_replica.as_ref().map(|r| r.lag_ms),
+                replicas_listed: s.replicas_listed,
+            })
+            .collect()
     }
 }

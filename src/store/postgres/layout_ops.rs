@@ -553,6 +553,11 @@ pub struct ShardStatus {
     /// A commit here waits for a standby (`synchronous_standby_names` names a connected
     /// one).
     pub synchronous: bool,
+    /// Who answered the counts (buckets, merchants, payments): "primary", or the URL of
+    /// one of the layout's replicas for the shard, picked only within the lag bound.
+    pub counts_from: String,
+    /// That replica's lag when it was picked (0: caught up).
+    pub counts_lag_ms: Option<f64>,
 }
 
 /// One standby, as the primary sees it in `pg_stat_replication`.
@@ -597,8 +602,13 @@ async fn replicas(c: &tokio_postgres::Client) -> Result<Vec<ReplicaStatus>, toki
 }
 
 /// Every shard's figures (an unreachable shard is a row that says so, not an error), and
-/// the moves under way.
-pub async fn status(layout: &Layout) -> (Vec<ShardStatus>, Vec<super::moves::Entry>) {
+/// the moves under way. The counts, whole-table reads, go to a replica the layout lists
+/// when one is within `replica_max_lag` (zero: always the primary); everything else
+/// (replication, write rate, size, layout) is the primary's to say.
+pub async fn status(
+    layout: &Layout,
+    replica_max_lag: Duration,
+) -> (Vec<ShardStatus>, Vec<super::moves::Entry>) {
     let mut out = Vec::new();
     let mut clients = Vec::new();
     for s in &layout.shards {
@@ -617,6 +627,8 @@ pub async fn status(layout: &Layout) -> (Vec<ShardStatus>, Vec<super::moves::Ent
             payments_share: 0.0,
             replicas: Vec::new(),
             synchronous: false,
+            counts_from: "primary".into(),
+            counts_lag_ms: None,
         };
         match connect(&s.url, &s.name).await {
             Ok(c) => {
@@ -668,8 +680,21 @@ pub async fn status(layout: &Layout) -> (Vec<ShardStatus>, Vec<super::moves::Ent
                     row.layout_version = Some(r.get(0));
                     row.layout_matches = r.get::<_, String>(1) == layout.digest;
                 }
+                let replica = super::replicas::fresh_replica(
+                    &row.name,
+                    &layout.shards[i].replicas,
+                    c,
+                    replica_max_lag,
+                )
+                .await;
+                if let Some(r) = &replica {
+                    row.counts_from = r.url.clone();
+                    row.counts_lag_ms = Some(r.lag_ms);
+                }
+                let counter = replica.as_ref().map_or(c, |r| &r.client);
                 let count = |sql: &'static str| async move {
-                    c.query_one(sql, &[])
+                    counter
+                        .query_one(sql, &[])
                         .await
                         .map(|r| r.get::<_, i64>(0) as u64)
                 };

@@ -112,47 +112,106 @@ impl Replica {
     }
 }
 
-/// Poll `replica` every `REPLICA_POLL` until it is dropped: its replay position, and
-/// whether it is caught up with the primary (`primary`'s position, read first) or its
+/// Where a standby is: its replay position, and how long ago the primary made the last
+/// commit it replayed (None before it has replayed one). None: not a standby.
+async fn replay_state(
+    c: &tokio_postgres::Client,
+) -> Result<Option<(u64, Option<f64>)>, tokio_postgres::Error> {
+    let row = c
+        .query_one(
+            "SELECT pg_last_wal_replay_lsn()::text, \
+             EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
+            &[],
+        )
+        .await?;
+    Ok(row
+        .get::<_, Option<&str>>(0)
+        .and_then(parse_lsn)
+        .map(|replayed| (replayed, row.get::<_, Option<f64>>(1))))
+}
+
+/// The primary's WAL position now.
+async fn primary_position(c: &tokio_postgres::Client) -> Option<u64> {
+    let row = c
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .ok()?;
+    parse_lsn(row.get(0))
+}
+
+/// A standby may answer when it has replayed everything the primary had a moment ago
+/// (an idle primary makes no commits, so the age of the last one says nothing), or its
 /// last replayed commit is at most `max_lag` old.
+fn within(primary_at: Option<u64>, replayed: u64, lag_s: Option<f64>, max_lag: Duration) -> bool {
+    primary_at.is_some_and(|p| replayed >= p) || lag_s.is_some_and(|s| s <= max_lag.as_secs_f64())
+}
+
+/// Poll `replica` every `REPLICA_POLL` until it is dropped: its replay position, and
+/// whether it is `within` `max_lag` of `primary` (whose position is read first).
 pub async fn poll(replica: Weak<Replica>, primary: deadpool_postgres::Pool, max_lag: Duration) {
     loop {
         let Some(r) = replica.upgrade() else { return };
-        let primary_at = async {
-            let c = primary.get().await.ok()?;
-            let row = c
-                .query_one("SELECT pg_current_wal_lsn()::text", &[])
-                .await
-                .ok()?;
-            parse_lsn(row.get(0))
-        }
-        .await;
-        let seen = async {
-            let c = r.pool.get().await.ok()?;
-            let row = c
-                .query_one(
-                    "SELECT pg_last_wal_replay_lsn()::text, \
-                     EXTRACT(epoch FROM now() - pg_last_xact_replay_timestamp())::float8",
-                    &[],
-                )
-                .await
-                .ok()?;
-            let replayed = parse_lsn(row.get::<_, Option<&str>>(0)?)?;
-            Some((replayed, row.get::<_, Option<f64>>(1)))
-        }
-        .await;
+        let primary_at = async { primary_position(&*primary.get().await.ok()?).await }.await;
+        let seen = async { replay_state(&*r.pool.get().await.ok()?).await.ok()? }.await;
         match seen {
             Some((replayed, lag_s)) => {
-                let caught_up = primary_at.is_some_and(|p| replayed >= p);
-                let recent = lag_s.is_some_and(|s| s <= max_lag.as_secs_f64());
                 r.replayed.fetch_max(replayed, Ordering::AcqRel);
-                r.usable.store(caught_up || recent, Ordering::Release);
+                r.usable.store(
+                    within(primary_at, replayed, lag_s, max_lag),
+                    Ordering::Release,
+                );
             }
             None => r.usable.store(false, Ordering::Release),
         }
         drop(r);
         tokio::time::sleep(REPLICA_POLL).await;
     }
+}
+
+/// A replica a one-off whole-table read may use instead of its primary.
+pub struct FreshReplica {
+    pub client: tokio_postgres::Client,
+    /// Its URL, password hidden.
+    pub url: String,
+    /// How far behind the primary it was when picked: 0 when caught up.
+    pub lag_ms: f64,
+}
+
+/// For a one-off reader (`shard status`'s counts, `cache seed`): the first of `replicas`
+/// that answers and is `within` `max_lag` of `primary`; None when none is, and the read
+/// goes to the primary. Checked once, at the start: the read itself may then run past
+/// the bound by its own length, as a read on the primary sees a snapshot as old.
+pub async fn fresh_replica(
+    shard: &str,
+    replicas: &[DbUrl],
+    primary: &tokio_postgres::Client,
+    max_lag: Duration,
+) -> Option<FreshReplica> {
+    if max_lag.is_zero() {
+        return None;
+    }
+    for url in replicas {
+        let Ok(client) = super::writer::connect(url, shard).await else {
+            continue;
+        };
+        let primary_at = primary_position(primary).await;
+        let Ok(Some((replayed, lag_s))) = replay_state(&client).await else {
+            continue;
+        };
+        if within(primary_at, replayed, lag_s, max_lag) {
+            let caught_up = primary_at.is_some_and(|p| replayed >= p);
+            return Some(FreshReplica {
+                client,
+                url: url.redacted(),
+                lag_ms: if caught_up {
+                    0.0
+                } else {
+                    lag_s.unwrap_or(0.0) * 1000.0
+                },
+            });
+        }
+    }
+    None
 }
 
 /// The first of `replicas` that may answer a read needing `needed`.
