@@ -1,29 +1,52 @@
 #!/usr/bin/env bash
 # The load balancer's cost (issue 13): payments/s through HAProxy in front of 3 API
-# instances ÷ payments/s of one instance direct, same machine, same run. Each case is one
-# release `paytool loadtest` of the checkout journey (create + capture) with USERS Goose
-# users for DURATION, its API instances spawned on 2 throwaway PostgreSQL shards
-# (profiles/shards/two.toml), the first without a balancer, the second with
-# `balancer = "haproxy"` and 3 instances (services/haproxy.rs's config); between them, 3
-# instances without a balancer (the generator spreads its users over them), which
-# separates the cost of three instances from the balancer's own. Everything
-# (generator, API processes, HAProxy, PostgreSQL) shares the cores.
+# instances ÷ payments/s of one instance direct, same machine, same run, for the checkout
+# journey (create + capture) on 2 throwaway PostgreSQL shards (profiles/shards/two.toml).
+# Three cases: one instance direct; 3 instances direct (the generator spreads its
+# connections over them), which separates the cost of three instances from the
+# balancer's own; 3 instances behind `balancer = "haproxy"` (services/haproxy.rs's
+# config). Everything (generator, API processes, HAProxy, PostgreSQL) shares the cores.
 #
-# Knobs: USERS [64]; DURATION [20s]; RUNS [2]; SKIP_BUILD [0].
-# Output: a markdown block on stdout, also in bench/results/balancer-<date>.md.
+# MODE=closed [default]: USERS Goose users for DURATION; payments/s = successful creates
+#   a second, with each process's CPU a payment sampled from /proc
+#   (bench/cpu_by_process.py). A fixed user count gives each of 3 instances a third of
+#   the concurrency, so a third of the group-commit batch.
+# MODE=capacity: `loadtest --find-max` in the open model (arrivals at a fixed rate,
+#   latency from each one's scheduled time): the highest rate of journeys a second that
+#   meets p99 <= P99_MS, errors <= 0.1% and the audit, confirmed by a second run at it.
+#
+# Knobs: MODE; RUNS [2]; SKIP_BUILD [0]; closed: USERS [64], DURATION [20s];
+#        capacity: START [4000/s], STEP_TIME [10s], P99_MS [50].
+# Output: a markdown block on stdout, also in bench/results/balancer[-capacity]-<date>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-USERS=${USERS:-64}
-DURATION=${DURATION:-20s}
+MODE=${MODE:-closed}
 RUNS=${RUNS:-2}
 SKIP_BUILD=${SKIP_BUILD:-0}
+USERS=${USERS:-64}
+DURATION=${DURATION:-20s}
+START=${START:-4000/s}
+STEP_TIME=${STEP_TIME:-10s}
+P99_MS=${P99_MS:-50}
+case $MODE in closed | capacity) ;; *) echo "MODE is closed or capacity, not $MODE" >&2; exit 2 ;; esac
 BIN="$ROOT/target/release/paytool"
 [ "$SKIP_BUILD" = 1 ] || cargo build --release --quiet
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
+
+load_section() {
+  if [ "$MODE" = closed ]; then
+    printf '[load]\nusers = %s\nramp = "2s"\nrun_time = "%s"\ntimeout = "10s"\n' "$USERS" "$DURATION"
+    printf '[thresholds]\nerror_rate_max = 0.01\n'
+  else
+    printf '[load]\nrate = "%s"\nrun_time = "%s"\nconnections = 64\nconnections_max = 1024\ntimeout = "5s"\n' \
+      "$START" "$STEP_TIME"
+    printf '[thresholds]\nerror_rate_max = 0.001\np99_ms_max = %s\n[report]\nformats = []\n' "$P99_MS"
+  fi
+}
 
 profile() {   # NAME INSTANCES BALANCER_LINE
   cat > "$WORK/$1.toml" <<TOML
@@ -33,19 +56,13 @@ layout = "$ROOT/profiles/shards/two.toml"
 postgres = "spawn"
 instances = $2
 $3
-[load]
-users = $USERS
-ramp = "2s"
-run_time = "$DURATION"
-timeout = "10s"
 [merchants]
 count = 16
 [scenarios]
 checkout = 1
-[thresholds]
-error_rate_max = 0.01
 [audit]
 enabled = true
+$(load_section)
 TOML
 }
 profile direct 1 ""
@@ -53,11 +70,11 @@ profile three 3 ""
 profile balanced 3 'balancer = "haproxy"'
 
 SECONDS_RUN=${DURATION%s}
-# CPU counts over the steady middle of each run's load: from CPU_SKIP s after its start
-# (past the ramp) to 2 s before its end.
+# CPU counts over the steady middle of each closed run's load: from CPU_SKIP s after its
+# start (past the ramp) to 2 s before its end.
 CPU_SKIP=6
 
-rps() {   # PROFILE: payments/s (successful creates), p99, audit, µs CPU a payment by process
+closed() {   # PROFILE: "payments/s (p99 ms, audit; CPU pg/paytool/haproxy µs a payment)"
   timeout 600 "$BIN" loadtest -p "$WORK/$1.toml" --report-dir "$WORK/reports" --output json \
     > "$WORK/$1.json" 2> "$WORK/$1.err" &
   local pid=$!
@@ -74,31 +91,61 @@ d = json.load(open(sys.argv[1]))
 row = next(r for r in d["requests"] if r["name"] == "POST /v1/payments")
 cores = dict(kv.split("=") for kv in open(sys.argv[2]).read().split())
 per = lambda n: round(float(cores[n]) * 1e6 / row["ok_rps"])
-print(round(row["ok_rps"]), round(row["ok_p99_ms"], 1), "clean" if d["audit"]["ok"] else "FAILED",
-      f"{per('postgres')}/{per('paytool')}/{per('haproxy')}")
+audit = "clean" if d["audit"]["ok"] else "FAILED"
+print(round(row["ok_rps"]), f"{round(row['ok_rps'])}/s (p99 {row['ok_p99_ms']:.1f} ms, audit {audit}; "
+      f"CPU {per('postgres')}/{per('paytool')}/{per('haproxy')})")
+PY
+}
+
+capacity() {   # PROFILE: "best journeys/s (p99 ms; steps, confirmed or not)"
+  timeout 1200 "$BIN" loadtest -p "$WORK/$1.toml" --find-max --find-max-factor 1.5 \
+    --find-max-bisect 4 --report-dir "$WORK/reports" --output json \
+    > "$WORK/$1.json" 2> "$WORK/$1.err" || true
+  python3 - "$WORK/$1.json" <<'PY'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except ValueError:
+    print(0, "no result"); sys.exit()
+best = d.get("best_rate_per_s") or 0
+step = next((s for s in d["steps"] if s["passed"] and s["rate_per_s"] == best), None)
+confirmed = "confirmed" if (d.get("confirmation") or {}).get("passed") else "UNCONFIRMED"
+p99 = step["p99_ms"] if step else 0
+print(round(best), f"{round(best)}/s (p99 {p99:.1f} ms; {len(d['steps'])} steps, {confirmed})")
 PY
 }
 
 rows=""
 for run in $(seq "$RUNS"); do
-  read -r d_rps d_p99 d_audit d_cpu < <(rps direct)
-  read -r t_rps t_p99 t_audit t_cpu < <(rps three)
-  read -r b_rps b_p99 b_audit b_cpu < <(rps balanced)
-  ratio=$(python3 -c "print(round($b_rps / $d_rps, 2))")
-  three=$(python3 -c "print(round($t_rps / $d_rps, 2))")
-  rows+="| $run | $d_rps (p99 $d_p99 ms, audit $d_audit; CPU $d_cpu) | $t_rps (p99 $t_p99 ms, audit $t_audit; CPU $t_cpu; $three) | $b_rps (p99 $b_p99 ms, audit $b_audit; CPU $b_cpu) | **$ratio** |"$'\n'
+  read -r d_n d_text < <($MODE direct)
+  read -r t_n t_text < <($MODE three)
+  read -r b_n b_text < <($MODE balanced)
+  ratio=$(python3 -c "print(round($b_n / $d_n, 2) if $d_n else 0)")
+  three=$(python3 -c "print(round($t_n / $d_n, 2) if $d_n else 0)")
+  rows+="| $run | $d_text | $t_text; $three | $b_text | **$ratio** |"$'\n'
 done
 
-out="## Through HAProxy with 3 instances ÷ one instance direct, $(date -u '+%Y-%m-%d %H:%M UTC')
+if [ "$MODE" = closed ]; then
+  title="Through HAProxy with 3 instances ÷ one instance direct"
+  knobs="USERS=$USERS DURATION=$DURATION RUNS=$RUNS"
+  what="- checkout journeys (create + capture) from $USERS Goose users for $DURATION; payments/s = successful creates a second
+- CPU = µs of CPU a payment (create + capture) spent by PostgreSQL / paytool (the generator and the API instances) / HAProxy, sampled from /proc each second from ${CPU_SKIP} s into the load to 2 s before its end (bench/cpu_by_process.py)"
+else
+  title="Capacity through HAProxy with 3 instances ÷ one instance direct"
+  knobs="MODE=capacity START=$START STEP_TIME=$STEP_TIME P99_MS=$P99_MS RUNS=$RUNS"
+  what="- the highest rate of checkout journeys (create + capture) a second that met p99 ≤ $P99_MS ms, errors ≤ 0.1% and the audit, confirmed by a second run at it (\`--find-max --find-max-factor 1.5 --find-max-bisect 4\`, steps of $STEP_TIME from $START, open model, 64 connections growing to 1,024)"
+fi
+out="## $title, $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(haproxy -v | head -1 | cut -d' ' -f1-3)
-- paytool $(git rev-parse --short HEAD) release; command: \`USERS=$USERS DURATION=$DURATION RUNS=$RUNS bench/balancer.sh\`
-- checkout journeys (create + capture) from $USERS Goose users for $DURATION on 2 spawned PostgreSQL shards; payments/s = successful creates a second
-- CPU = µs of CPU a payment (create + capture) spent by PostgreSQL / paytool (the generator and the API instances) / HAProxy, sampled from /proc each second from ${CPU_SKIP} s into the load to 2 s before its end (bench/cpu_by_process.py)
+- paytool $(git rev-parse --short HEAD) release; command: \`$knobs bench/balancer.sh\`; 2 spawned PostgreSQL shards
+$what
 
-| run | one instance direct, payments/s | 3 instances direct (the generator spreads), payments/s (÷ one) | HAProxy + 3 instances, payments/s | ratio (goal ≥ 0.8) |
+| run | one instance direct | 3 instances direct (÷ one) | HAProxy + 3 instances | ratio (goal ≥ 0.8) |
 | --- | --- | --- | --- | --- |
 $rows"
 echo "$out"
 mkdir -p bench/results
-echo "$out" > "bench/results/balancer-$(date -u +%Y%m%d-%H%M%S).md"
+suffix=""
+[ "$MODE" = capacity ] && suffix="-capacity"
+echo "$out" > "bench/results/balancer$suffix-$(date -u +%Y%m%d-%H%M%S).md"

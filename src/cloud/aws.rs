@@ -27,7 +27,7 @@ pub struct CloudError {
     pub hint: Option<String>,
 }
 
-fn cloud_error<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> CloudError
+pub(super) fn cloud_error<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> CloudError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -116,6 +116,12 @@ pub struct AwsOptions {
 }
 
 pub async fn client(opts: &AwsOptions) -> Client {
+    Client::new(&config(opts).await)
+}
+
+/// The SDK configuration every client here shares: the standard credential chain, the
+/// region, endpoint and profile given, `ATTEMPTS_MAX` attempts and `CALL_TIMEOUT`.
+pub async fn config(opts: &AwsOptions) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(ATTEMPTS_MAX))
         .timeout_config(
@@ -132,7 +138,7 @@ pub async fn client(opts: &AwsOptions) -> Client {
     if let Some(e) = &opts.endpoint_url {
         loader = loader.endpoint_url(e);
     }
-    Client::new(&loader.load().await)
+    loader.load().await
 }
 
 /// The group named `name`, if it exists.
@@ -359,6 +365,14 @@ pub async fn apply(client: &Client, group: &str, action: &Action) -> Result<(), 
                 .send()
                 .await
                 .map_err(|e| cloud_error("DeleteTags", e))?;
+        }
+        Action::CreateLaunchTemplate { .. } | Action::CreateLaunchTemplateVersion { .. } => {
+            return Err(CloudError {
+                operation: "apply",
+                code: "NotAnAutoScalingCall".into(),
+                message: "a launch template action goes through EC2 (cloud::ec2)".into(),
+                hint: None,
+            });
         }
         Action::DeleteGroup => {
             client

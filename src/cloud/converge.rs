@@ -3,9 +3,43 @@
 //! apply would send it again; so it is a failure for the caller, never a warning.
 
 use super::aws::{self, CloudError};
-use super::plan::{self, Plan};
+use super::ec2;
+use super::plan::{self, Action, Plan};
 use super::state::Desired;
-use aws_sdk_autoscaling::Client;
+use super::template::WantedTemplate;
+
+/// The clients a scale profile needs: Auto Scaling, and EC2 for a template paytool makes.
+pub struct Clients {
+    pub autoscaling: aws_sdk_autoscaling::Client,
+    pub ec2: aws_sdk_ec2::Client,
+}
+
+impl Clients {
+    pub async fn new(opts: &aws::AwsOptions) -> Clients {
+        let config = aws::config(opts).await;
+        Clients {
+            autoscaling: aws_sdk_autoscaling::Client::new(&config),
+            ec2: ec2::client(&config),
+        }
+    }
+}
+
+/// What AWS has against what the profile wants: the group, and the launch template when
+/// paytool makes one.
+pub async fn plan(
+    clients: &Clients,
+    desired: &Desired,
+    template: Option<&WantedTemplate>,
+) -> Result<Plan, CloudError> {
+    let p = plan::diff(
+        desired,
+        &aws::observe(&clients.autoscaling, &desired.name).await?,
+    );
+    Ok(match template {
+        Some(t) => p.with_template(t, &ec2::observe(&clients.ec2, &t.name).await?),
+        None => p,
+    })
+}
 
 #[derive(Clone, Debug)]
 pub struct Applied {
@@ -42,12 +76,25 @@ pub fn converged(remaining: &Plan) -> Result<(), NotConverged> {
     }
 }
 
-/// Make `plan`'s actions in order, then plan `desired` against the group again.
-pub async fn apply(client: &Client, desired: &Desired, plan: &Plan) -> Result<Applied, CloudError> {
+/// Make `plan`'s actions in order, then plan again.
+pub async fn apply(
+    clients: &Clients,
+    desired: &Desired,
+    template: Option<&WantedTemplate>,
+    plan: &Plan,
+) -> Result<Applied, CloudError> {
     for action in &plan.actions {
-        aws::apply(client, &plan.group, action).await?;
+        match action {
+            Action::CreateLaunchTemplate { name, data } => {
+                ec2::create(&clients.ec2, name, data).await?
+            }
+            Action::CreateLaunchTemplateVersion { name, data } => {
+                ec2::add_version(&clients.ec2, name, data).await?
+            }
+            group => aws::apply(&clients.autoscaling, &plan.group, group).await?,
+        }
     }
-    let remaining = plan::diff(desired, &aws::observe(client, &plan.group).await?);
+    let remaining = self::plan(clients, desired, template).await?;
     Ok(Applied {
         actions: plan.actions.len(),
         remaining,

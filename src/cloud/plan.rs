@@ -2,6 +2,7 @@
 //! exact actions `apply` makes. Pure: a comparison of `Desired` and `Observed`.
 
 use super::state::{Desired, Launch, Observed, Policy};
+use super::template::{self, Change, ObservedTemplate, TemplateData, WantedTemplate};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -94,6 +95,16 @@ pub enum Action {
         keys: Vec<String>,
     },
     DeleteGroup,
+    /// A launch template paytool makes (`template.rs`), first version.
+    CreateLaunchTemplate {
+        name: String,
+        data: TemplateData,
+    },
+    /// The template's next version, which the group (on "$Latest") launches from then on.
+    CreateLaunchTemplateVersion {
+        name: String,
+        data: TemplateData,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -109,6 +120,67 @@ pub struct Plan {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
+    }
+
+    /// Add the launch template paytool makes: its rows and action go first (the group is
+    /// created from it), and what EC2 reported of it joins the fingerprint, so a saved
+    /// plan is refused once the template changed too.
+    pub fn with_template(mut self, want: &WantedTemplate, have: &Option<ObservedTemplate>) -> Plan {
+        let resource = format!("launch_template {}", want.name);
+        let row = |op, attribute: &str, old: Option<String>, new: Option<String>| Row {
+            op,
+            resource: resource.clone(),
+            attribute: Some(attribute.to_string()),
+            old,
+            new,
+        };
+        let (mut rows, mut actions) = match template::change(want, have) {
+            Change::Nothing => (Vec::new(), Vec::new()),
+            Change::Create => {
+                let mut rows = vec![row(Op::Create, "version", None, Some("1".into()))];
+                rows.extend(
+                    template::fields(&want.data)
+                        .into_iter()
+                        .map(|(field, v)| row(Op::Create, field, None, Some(v))),
+                );
+                let create = Action::CreateLaunchTemplate {
+                    name: want.name.clone(),
+                    data: want.data.clone(),
+                };
+                (rows, vec![create])
+            }
+            Change::NewVersion { latest, changed } => {
+                let next = (latest + 1).to_string();
+                let mut rows = vec![row(
+                    Op::Update,
+                    "version",
+                    Some(latest.to_string()),
+                    Some(next),
+                )];
+                rows.extend(
+                    changed
+                        .into_iter()
+                        .map(|(field, old, new)| row(Op::Update, field, Some(old), Some(new))),
+                );
+                let version = Action::CreateLaunchTemplateVersion {
+                    name: want.name.clone(),
+                    data: want.data.clone(),
+                };
+                (rows, vec![version])
+            }
+        };
+        rows.append(&mut self.rows);
+        actions.append(&mut self.actions);
+        let json = serde_json::to_vec(have).expect("observed template serializes");
+        let mut h = Sha256::new();
+        h.update(self.observed_fingerprint.as_bytes());
+        h.update(&json);
+        Plan {
+            group: self.group,
+            observed_fingerprint: hex::encode(h.finalize()),
+            rows,
+            actions,
+        }
     }
 
     /// Resources (the group, each policy, each tag) to create, update and delete.
@@ -432,6 +504,39 @@ pub fn diff(want: &Desired, have: &Option<Observed>) -> Plan {
 mod tests {
     use super::*;
     use crate::cloud::state::fixtures::{observed, want};
+
+    #[test]
+    fn a_template_goes_first_and_its_state_joins_the_fingerprint() {
+        let group = diff(&want(), &None);
+        let t = WantedTemplate {
+            name: "payment-api".into(),
+            data: TemplateData {
+                image_id: "ami-1".into(),
+                instance_type: "t3.micro".into(),
+                user_data: "#!/bin/bash\n".into(),
+                iam_instance_profile: None,
+                security_group_ids: Vec::new(),
+            },
+        };
+        let p = group.clone().with_template(&t, &None);
+        assert!(matches!(p.actions[0], Action::CreateLaunchTemplate { .. }));
+        assert!(matches!(p.actions[1], Action::CreateGroup { .. }));
+        assert_eq!(p.rows[0].subject(), "launch_template payment-api.version");
+        assert_eq!(p.counts().0, group.counts().0 + 1, "one more resource");
+        let mut seen = ObservedTemplate {
+            name: t.name.clone(),
+            latest_version: 1,
+            data: t.data.clone(),
+        };
+        let same = group.clone().with_template(&t, &Some(seen.clone()));
+        assert_eq!(same.actions, group.actions);
+        seen.latest_version = 2;
+        let later = group.with_template(&t, &Some(seen));
+        assert_ne!(
+            same.observed_fingerprint, later.observed_fingerprint,
+            "a saved plan is refused once the template changed"
+        );
+    }
 
     #[test]
     fn a_missing_group_is_created() {

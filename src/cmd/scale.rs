@@ -4,11 +4,12 @@ use aws_sdk_autoscaling::Client;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 use paytool::cloud::aws::{self, AwsOptions};
-use paytool::cloud::converge;
+use paytool::cloud::converge::{self, Clients};
 use paytool::cloud::plan::{self, Plan};
 use paytool::cloud::saved::{self, SavedPlanError};
 use paytool::cloud::size::{self, Peak, SizingInput};
 use paytool::cloud::state::Desired;
+use paytool::cloud::template::WantedTemplate;
 use paytool::loadtest::capacity;
 use paytool::profile::scale::{self as scale_profile, ScaleProfile};
 use std::io::{IsTerminal, Write};
@@ -183,17 +184,33 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     }
 }
 
-/// The profile's group and a client for the account it lives in.
-async fn connect(common: &Common, profile: &ScaleProfile) -> (Desired, Client) {
-    let desired = Desired::from_profile(profile);
-    (desired, aws::client(&aws_options(common)).await)
+/// What the profile wants (the group, and the launch template paytool makes for it,
+/// if any) and clients for the account it lives in.
+struct Wanted {
+    desired: Desired,
+    template: Option<WantedTemplate>,
+    clients: Clients,
 }
 
-async fn current_plan(desired: &Desired, client: &Client) -> anyhow::Result<Plan> {
-    Ok(plan::diff(
-        desired,
-        &aws::observe(client, &desired.name).await?,
-    ))
+async fn connect(common: &Common, profile: &ScaleProfile) -> anyhow::Result<Wanted> {
+    let template = match &profile.launch_template {
+        Some(t) => Some(WantedTemplate::from_section(t).map_err(|e| {
+            UsageError(format!(
+                "profile {}: `launch_template.serve.layout`: {e}",
+                common.profile.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Wanted {
+        desired: Desired::from_profile(profile),
+        template,
+        clients: Clients::new(&aws_options(common)).await,
+    })
+}
+
+async fn current_plan(w: &Wanted) -> anyhow::Result<Plan> {
+    Ok(converge::plan(&w.clients, &w.desired, w.template.as_ref()).await?)
 }
 
 fn print_plan(p: &Plan) {
@@ -202,8 +219,14 @@ fn print_plan(p: &Plan) {
         return;
     }
     println!("Group {}:", p.group);
+    let width = p.rows.iter().map(|r| r.subject().len()).max().unwrap_or(0);
     for r in &p.rows {
-        println!("  {} {:<40} {}", r.op.symbol(), r.subject(), r.change());
+        println!(
+            "  {} {:<width$}  {}",
+            r.op.symbol(),
+            r.subject(),
+            r.change()
+        );
     }
     let (c, u, d) = p.counts();
     println!("Plan: {c} to create, {u} to update, {d} to delete.");
@@ -213,8 +236,14 @@ fn print_plan(p: &Plan) {
 /// invalid profile is exit 1 here, where every other command makes it a usage error (2).
 async fn plan_cmd(common: Common, out: Option<PathBuf>) -> anyhow::Result<u8> {
     let profile = scale_profile::load(&common.profile).map_err(failed)?;
-    let (desired, client) = connect(&common, &profile).await;
-    let p = current_plan(&desired, &client).await?;
+    let w = connect(&common, &profile)
+        .await
+        .map_err(|e| match e.downcast::<UsageError>() {
+            // Terraform's -detailed-exitcode: a profile that cannot be planned is exit 1.
+            Ok(u) => failed(u.0).into(),
+            Err(e) => e,
+        })?;
+    let p = current_plan(&w).await?;
     if let Some(path) = &out {
         saved::save(path, &p).with_context(|| format!("saving the plan to {}", path.display()))?;
     }
@@ -251,8 +280,9 @@ async fn apply_cmd(
     wait: bool,
     timeout: Duration,
 ) -> anyhow::Result<u8> {
-    let (desired, client) = connect(&common, &load_profile(&common.profile)?).await;
-    let p = current_plan(&desired, &client).await?;
+    let w = connect(&common, &load_profile(&common.profile)?).await?;
+    let p = current_plan(&w).await?;
+    let client = &w.clients.autoscaling;
     if let Some(path) = &saved_plan {
         saved::check(path, &p).map_err(|e| -> anyhow::Error {
             match e {
@@ -272,13 +302,13 @@ async fn apply_cmd(
                 serde_json::json!({ "group": p.group, "applied": 0, "converged": true })
             );
         }
-        return finish_wait(&client, &common, &p.group, wait, timeout).await;
+        return finish_wait(client, &common, &p.group, wait, timeout).await;
     }
     if !yes && !confirm(&format!("Apply {} change(s) to {}?", p.rows.len(), p.group))? {
         eprintln!("paytool scale apply: nothing changed");
         return Ok(1);
     }
-    let applied = converge::apply(&client, &desired, &p).await?;
+    let applied = converge::apply(&w.clients, &w.desired, w.template.as_ref(), &p).await?;
     let verdict = applied.converged();
     if text {
         println!("Applied {} action(s) to {}.", applied.actions, p.group);
@@ -299,7 +329,7 @@ async fn apply_cmd(
         );
     }
     verdict.map_err(failed)?;
-    finish_wait(&client, &common, &p.group, wait, timeout).await
+    finish_wait(client, &common, &p.group, wait, timeout).await
 }
 
 /// --wait: until InService instances reach the group's minimum, bounded by `timeout`.

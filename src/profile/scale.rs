@@ -19,6 +19,49 @@ pub struct ScaleProfile {
     /// Tags on the group, propagated to instances at launch.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// A launch template paytool makes for the group, whose user data runs the API.
+    pub launch_template: Option<ManagedTemplateSection>,
+}
+
+/// A launch template paytool makes, and versions whenever what it says changes: an image
+/// with paytool installed, and user data that starts `paytool serve --layout` at boot.
+/// The group names it (`group.launch_template.name`) with version "$Latest".
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ManagedTemplateSection {
+    pub name: String,
+    /// "ami-...": an image with paytool at `serve.binary`.
+    pub image_id: String,
+    pub instance_type: String,
+    /// Lets the instance read its settings from SSM Parameter Store.
+    pub iam_instance_profile: Option<String>,
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    pub serve: ServeSection,
+}
+
+/// What the instance runs: `paytool serve` on a layout, with its settings (shard URLs,
+/// the admin token: secrets) read from SSM Parameter Store at boot, never carried in the
+/// user data, which anyone allowed to describe the instance can read.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    /// The shard layout, relative to this profile; copied into the user data as written,
+    /// its `${VAR}`s left for the instance's environment.
+    pub layout: std::path::PathBuf,
+    /// [default: 0.0.0.0:8080]
+    pub listen: Option<String>,
+    /// Every parameter under this path becomes a variable of the service, named after
+    /// the parameter's last part (/paytool/prod/PAYTOOL_SHARD_S0_URL).
+    pub ssm_path: String,
+    /// `serve --drain-delay`: the load balancer's health-check interval or more
+    /// [default: 10s].
+    pub drain_delay: Option<String>,
+    /// Where the image has paytool [default: /usr/local/bin/paytool].
+    pub binary: Option<String>,
+    /// The layout's text, read by `load` (not in the file).
+    #[serde(skip)]
+    pub layout_text: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -109,9 +152,41 @@ fn is_zone(z: &str) -> bool {
 }
 
 pub fn load(path: &Path) -> Result<ScaleProfile, ProfileError> {
-    let p: ScaleProfile = read_toml(path)?;
+    let mut p: ScaleProfile = read_toml(path)?;
     check(&p, path)?;
+    if let Some(t) = &mut p.launch_template {
+        t.serve.layout_text = read_layout(path, &t.serve.layout)?;
+    }
     Ok(p)
+}
+
+/// The layout a managed template's user data carries: it must be a valid layout, and
+/// its URLs must come from `${VAR}`s (SSM at boot), never be written out with a password.
+fn read_layout(profile: &Path, layout: &Path) -> Result<String, ProfileError> {
+    let file = profile.parent().unwrap_or(Path::new(".")).join(layout);
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        invalid(
+            profile,
+            "launch_template.serve.layout",
+            format!("is {}: cannot read it: {e}", file.display()),
+        )
+    })?;
+    // Every ${VAR} is left for the instance; here it stands for a URL.
+    super::shards::from_text(&file, &text, &|_| {
+        Some("postgresql://paytool@from-ssm/paytool".into())
+    })?;
+    // Read as text, so a password in a `${VAR:-default}` is caught as well.
+    if let Some(line) = line_with_password(&text) {
+        return Err(ProfileError::Invalid {
+            path: file,
+            key: format!("line {line}"),
+            message: "has a URL with a password in it: the user data carrying the layout is \
+                      readable by anyone allowed to describe the instance; write ${VAR} and \
+                      put the URL under launch_template.serve.ssm_path"
+                .into(),
+        });
+    }
+    Ok(text)
 }
 
 pub fn check(p: &ScaleProfile, path: &Path) -> Result<(), ProfileError> {
@@ -320,6 +395,9 @@ pub fn check(p: &ScaleProfile, path: &Path) -> Result<(), ProfileError> {
             ));
         }
     }
+    if let Some(t) = &p.launch_template {
+        check_template(path, g, t)?;
+    }
     for (k, v) in &p.tags {
         if k.is_empty() || k.len() > 128 || v.len() > 256 || k.starts_with("aws:") {
             return Err(invalid(
@@ -332,9 +410,176 @@ pub fn check(p: &ScaleProfile, path: &Path) -> Result<(), ProfileError> {
     Ok(())
 }
 
+/// The first line (from 1) with a URL that carries a password: `scheme://user:secret@`.
+fn line_with_password(text: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            line.match_indices("://").any(|(at, _)| {
+                let rest = &line[at + 3..];
+                let end = rest
+                    .find(|c: char| {
+                        c == '/' || c == '"' || c == '}' || c == '?' || c.is_whitespace()
+                    })
+                    .unwrap_or(rest.len());
+                rest[..end]
+                    .rsplit_once('@')
+                    .is_some_and(|(user, _)| user.contains(':'))
+            })
+        })
+        .map(|i| i + 1)
+}
+
+fn check_template(
+    path: &Path,
+    g: &GroupSection,
+    t: &ManagedTemplateSection,
+) -> Result<(), ProfileError> {
+    check_name(path, "launch_template.name", &t.name)?;
+    match &g.launch_template {
+        Some(LaunchTemplateSection {
+            name: Some(n),
+            version: Some(v),
+            ..
+        }) if *n == t.name && v == "$Latest" => {}
+        _ => {
+            return Err(invalid(
+                path,
+                "group.launch_template",
+                format!(
+                    "must be {{ name = {:?}, version = \"$Latest\" }}: paytool makes a new \
+                     version of launch_template {:?} on each change, and the group launches the latest",
+                    t.name, t.name
+                ),
+            ));
+        }
+    }
+    if !t.image_id.starts_with("ami-") {
+        return Err(invalid(
+            path,
+            "launch_template.image_id",
+            format!("is {:?}: image ids start with ami-", t.image_id),
+        ));
+    }
+    if !t
+        .instance_type
+        .split_once('.')
+        .is_some_and(|(family, size)| !family.is_empty() && !size.is_empty())
+    {
+        return Err(invalid(
+            path,
+            "launch_template.instance_type",
+            format!(
+                "is {:?}: expected a type such as \"c7g.large\"",
+                t.instance_type
+            ),
+        ));
+    }
+    for (i, sg) in t.security_group_ids.iter().enumerate() {
+        if !sg.starts_with("sg-") {
+            return Err(invalid(
+                path,
+                &format!("launch_template.security_group_ids[{i}]"),
+                format!("is {sg:?}: security group ids start with sg-"),
+            ));
+        }
+    }
+    let s = &t.serve;
+    if let Some(l) = &s.listen
+        && l.parse::<std::net::SocketAddr>().is_err()
+    {
+        return Err(invalid(
+            path,
+            "launch_template.serve.listen",
+            format!("is {l:?}: expected an address and port such as \"0.0.0.0:8080\""),
+        ));
+    }
+    let ssm_part = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    };
+    if !(s.ssm_path.len() > 1
+        && s.ssm_path.starts_with('/')
+        && s.ssm_path.ends_with('/')
+        && s.ssm_path[1..s.ssm_path.len() - 1].split('/').all(ssm_part))
+    {
+        return Err(invalid(
+            path,
+            "launch_template.serve.ssm_path",
+            format!(
+                "is {:?}: expected a parameter path such as \"/paytool/prod/\" (letters, digits, _ . -)",
+                s.ssm_path
+            ),
+        ));
+    }
+    if let Some(d) = &s.drain_delay {
+        super::duration(path, "launch_template.serve.drain_delay", d)?;
+    }
+    if let Some(b) = &s.binary
+        && !(b.starts_with('/') && b.bytes().all(|c| c.is_ascii_graphic()) && !b.contains('\''))
+    {
+        return Err(invalid(
+            path,
+            "launch_template.serve.binary",
+            format!("is {b:?}: an absolute path without spaces or quotes"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_password_in_a_layout_url_is_found_even_in_a_default() {
+        use super::line_with_password as find;
+        assert_eq!(find("url = \"${PAYTOOL_SHARD_S0_URL}\"\n"), None);
+        assert_eq!(find("url = \"postgres://paytool@db:5432/s0\"\n"), None);
+        assert_eq!(find("# a\nurl = \"postgres://u:pw@db/s0\"\n"), Some(2));
+        assert_eq!(
+            find("url = \"${X:-postgresql://u:pw@127.0.0.1/s0}\"\n"),
+            Some(1)
+        );
+        // A colon after the host is a port, not a password.
+        assert_eq!(find("url = \"postgres://db:5432/s0\"\n"), None);
+    }
+
     use super::*;
+
+    const EXAMPLE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/scale/payment-api-template.toml"
+    );
+
+    #[test]
+    fn the_template_example_loads_with_its_layout_and_bad_fields_are_named() {
+        let p = load(Path::new(EXAMPLE)).unwrap();
+        let t = p.launch_template.as_ref().unwrap();
+        assert!(t.serve.layout_text.contains("${PAYTOOL_SHARD_S0_URL"));
+        let key_of = |edit: &dyn Fn(&mut ScaleProfile)| {
+            let mut bad = p.clone();
+            edit(&mut bad);
+            match check(&bad, Path::new(EXAMPLE)) {
+                Err(ProfileError::Invalid { key, .. }) => key,
+                other => panic!("{other:?}"),
+            }
+        };
+        let pinned = key_of(&|b| {
+            b.group.launch_template.as_mut().unwrap().version = Some("3".into());
+        });
+        assert_eq!(pinned, "group.launch_template", "new versions need $Latest");
+        assert_eq!(
+            key_of(&|b| b.launch_template.as_mut().unwrap().serve.ssm_path = "paytool".into()),
+            "launch_template.serve.ssm_path"
+        );
+        assert_eq!(
+            key_of(&|b| b.launch_template.as_mut().unwrap().image_id = "12c6146b".into()),
+            "launch_template.image_id"
+        );
+        assert_eq!(
+            key_of(&|b| b.launch_template.as_mut().unwrap().serve.binary = Some("paytool".into())),
+            "launch_template.serve.binary"
+        );
+    }
 
     #[test]
     fn zones() {

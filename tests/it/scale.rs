@@ -451,3 +451,250 @@ fn a_policy_owned_capacity_is_left_alone() {
         "{out}"
     );
 }
+
+/// The boot script's outside world on a test machine: the AWS CLI answers as SSM would
+/// (and only for the profile's path), systemctl records what it is asked, and the user
+/// and owner changes succeed. Everything else the script does is real.
+fn instance_stubs(dir: &Path, ssm_path: &str) -> PathBuf {
+    let bin = dir.join("stubs");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stubs = [
+        (
+            "aws",
+            format!(
+                "#!/bin/sh\ncase \"$*\" in\n  *\"ssm get-parameters-by-path --path {ssm_path} \"*) \
+                 printf '{ssm_path}PAYTOOL_SHARD_S0_URL\\t%s\\n{ssm_path}PAYTOOL_ADMIN_TOKEN\\t%s\\n' \
+                 \"$SSM_SHARD_URL\" \"$SSM_ADMIN_TOKEN\" ;;\n  *) echo \"unexpected: aws $*\" >&2; exit 1 ;;\nesac\n"
+            ),
+        ),
+        (
+            "systemctl",
+            "#!/bin/sh\necho \"$*\" >> \"$PAYTOOL_ROOT/systemctl.log\"\n".into(),
+        ),
+        ("id", "#!/bin/sh\nexit 0\n".into()),
+        ("useradd", "#!/bin/sh\nexit 0\n".into()),
+        ("chown", "#!/bin/sh\nexit 0\n".into()),
+    ];
+    for (name, text) in stubs {
+        let path = bin.join(name);
+        std::fs::write(&path, text).unwrap();
+        let mut perms = std::fs::metadata(&path).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).unwrap();
+    }
+    bin
+}
+
+/// `KEY=value` lines (a systemd EnvironmentFile).
+fn env_file(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_template_paytool_makes_boots_the_api_from_its_user_data_and_changes_are_new_versions() {
+    const SSM_PATH: &str = "/paytool/test/";
+    const TOKEN: &str = "adm_user_data";
+    let moto = Moto::start();
+    let dir = temp_dir();
+    let pg = crate::support::small_postgres(&dir.path().join("pg"));
+    pg.create_database("paytool_s0").unwrap();
+    let layout = dir.path().join("layout.toml");
+    let layout_text = "name = \"one\"\nversion = 1\nbuckets = 1024\n[shards.s0]\n\
+                       url = \"${PAYTOOL_SHARD_S0_URL}\"\n[[ranges]]\nbuckets = \"0-1023\"\nshard = \"s0\"\n";
+    std::fs::write(&layout, layout_text).unwrap();
+    let port = crate::support::free_port();
+    let profile = dir.path().join("profile.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "[group]\nname = \"payment-api-group\"\nmin = 1\nmax = 4\ndesired = 1\n\
+             launch_template = {{ name = \"payment-api\", version = \"$Latest\" }}\n\
+             availability_zones = [\"us-west-2a\"]\n\
+             [launch_template]\nname = \"payment-api\"\nimage_id = \"ami-12c6146b\"\n\
+             instance_type = \"t3.micro\"\niam_instance_profile = \"payment-api\"\n\
+             [launch_template.serve]\nlayout = \"layout.toml\"\nssm_path = \"{SSM_PATH}\"\n\
+             listen = \"127.0.0.1:{port}\"\ndrain_delay = \"1s\"\nbinary = \"{BIN}\"\n"
+        ),
+    )
+    .unwrap();
+    let profile = profile.to_str().unwrap();
+
+    // The template comes first in the plan (the group launches from it).
+    let (code, out, err) = moto.paytool(&["scale", "plan", "-p", profile]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    let first = out
+        .find("+ launch_template payment-api.version")
+        .expect(&out);
+    assert!(first < out.find("+ group").expect(&out), "{out}");
+    let (code, out, err) = moto.paytool(&["scale", "apply", "-p", profile, "--yes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let latest = || -> Value {
+        serde_json::from_str(&moto.boto3(
+            "import base64\n\
+             v = ec2.describe_launch_template_versions(LaunchTemplateName='payment-api', Versions=['$Latest'])['LaunchTemplateVersions'][0]\n\
+             d = v['LaunchTemplateData']\n\
+             print(json.dumps({'version': v['VersionNumber'], 'image': d['ImageId'], \
+             'profile': d['IamInstanceProfile']['Name'], \
+             'user_data': base64.b64decode(d['UserData']).decode()}))",
+        ))
+        .unwrap()
+    };
+    let v1 = latest();
+    assert_eq!(v1["version"], 1);
+    assert_eq!(v1["image"], "ami-12c6146b");
+    assert_eq!(v1["profile"], "payment-api");
+    let group = &describe(&moto)[0];
+    assert_eq!(group["LaunchTemplate"]["LaunchTemplateName"], "payment-api");
+    assert_eq!(group["LaunchTemplate"]["Version"], "$Latest");
+    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", profile]);
+    assert_eq!(code, Some(0), "applied, so no change: {out}");
+
+    // Boot an "instance" from the user data EC2 gave back.
+    let root = dir.path().join("instance");
+    let stubs = instance_stubs(dir.path(), SSM_PATH);
+    let script = dir.path().join("user-data");
+    std::fs::write(&script, v1["user_data"].as_str().unwrap()).unwrap();
+    let path = format!("{}:{}", stubs.display(), std::env::var("PATH").unwrap());
+    let booted = run_bounded(
+        Command::new("bash")
+            .arg(&script)
+            .env("PAYTOOL_ROOT", &root)
+            .env("PATH", &path)
+            .env("SSM_SHARD_URL", pg.url("paytool_s0"))
+            .env("SSM_ADMIN_TOKEN", TOKEN),
+        COMMAND_TIMEOUT,
+    );
+    let (code, out, err) = code_and_text(&booted);
+    assert_eq!(code, Some(0), "the boot script: {out}{err}");
+    let written = root.join("etc/paytool/layout.toml");
+    assert_eq!(
+        std::fs::read_to_string(&written).unwrap(),
+        layout_text,
+        "the layout as written, its ${{VAR}} left for the service's environment"
+    );
+    let env = env_file(&root.join("etc/paytool/env"));
+    assert!(
+        env.contains(&("PAYTOOL_SHARD_S0_URL".into(), pg.url("paytool_s0"))),
+        "{env:?}"
+    );
+    let systemctl = std::fs::read_to_string(root.join("systemctl.log")).unwrap();
+    assert!(
+        systemctl.contains("enable --now paytool.service"),
+        "{systemctl}"
+    );
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/paytool.service")).unwrap();
+    assert!(
+        unit.contains("EnvironmentFile=/etc/paytool/env\n"),
+        "{unit}"
+    );
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("an ExecStart line");
+
+    // The service's own command line, its paths under the instance's root, with the
+    // variables from "SSM": the API it starts takes payments on the layout.
+    let applied = run_bounded(
+        Command::new(BIN)
+            .args(["shard", "apply", "--layout", written.to_str().unwrap()])
+            .envs(env.iter().cloned()),
+        COMMAND_TIMEOUT,
+    );
+    assert!(applied.status.success(), "{:?}", code_and_text(&applied));
+    let exec = exec.replace("/etc/paytool/", &format!("{}/etc/paytool/", root.display()));
+    let mut words = exec.split_whitespace();
+    let mut service = Command::new(words.next().unwrap());
+    service
+        .args(words)
+        .envs(env.iter().cloned())
+        .current_dir(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _service = crate::support::ChildGuard::new(service.spawn().unwrap());
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !client
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "not ready: {exec}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let merchant: Value = client
+        .post(format!("{base}/v1/merchants"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({ "name": "booted" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paid = client
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(merchant["secret_key"].as_str().expect("a merchant"))
+        .header("Idempotency-Key", "boot-1")
+        .json(&crate::support::payment_body(500, "usd", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        pg.psql_in("paytool_s0", "SELECT count(*) FROM payments")
+            .unwrap()
+            .trim(),
+        "1",
+        "the payment is in the layout's shard"
+    );
+
+    // A change to what the template says is a new version, shown field by field.
+    std::fs::write(&layout, format!("{layout_text}# moved to v2\n")).unwrap();
+    let (code, out, _) = moto.paytool(&["scale", "plan", "-p", profile]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("~ launch_template payment-api.version") && out.contains("1 -> 2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("launch_template payment-api.user_data"),
+        "{out}"
+    );
+    assert!(!out.contains("image_id"), "only what changed: {out}");
+    let (code, out, err) = moto.paytool(&["scale", "apply", "-p", profile, "--yes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let v2 = latest();
+    assert_eq!(v2["version"], 2);
+    assert!(
+        v2["user_data"]
+            .as_str()
+            .unwrap()
+            .contains("# moved to v2\n")
+    );
+
+    // A password written into the layout never reaches the user data.
+    std::fs::write(
+        &layout,
+        layout_text.replace(
+            "${PAYTOOL_SHARD_S0_URL}",
+            "postgres://paytool:hunter2@db/s0",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = moto.paytool(&["scale", "plan", "-p", profile]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains(layout.to_str().unwrap())
+            && err.contains("line 5")
+            && err.contains("password"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
