@@ -6,6 +6,11 @@
 use crate::support::{PgShards, temp_dir};
 use paytool::store::postgres::{sql, writer::WRITER_SESSION};
 
+/// `sql::WRITE_BATCH_SQL`'s 49 arguments: 28 empty arrays, the update time, 20 more.
+const WRITE_BATCH_ARGS: &str = "'{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}',\
+    '{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}',0,\
+    '{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}','{}'";
+
 #[tokio::test]
 async fn no_statement_scans_a_merchant_table() {
     let dir = temp_dir();
@@ -26,7 +31,8 @@ async fn no_statement_scans_a_merchant_table() {
             "list_payments" => "7, 'mer_0', 'pay_0', 10",
             "owned" => "'{7}'",
             "idempotency" | "payments_for_update" => "'{7}', '{mer_0}', '{pay_0}'",
-            "update_payments" => "'{7}', '{mer_0}', '{pay_0}', '{succeeded}', '{1}', '{1}', 0",
+            // Empty arrays, and the update time ($29).
+            "write_batch" => WRITE_BATCH_ARGS,
             "in_buckets" => "7, 7",
             "prune_idempotency" => "0, 10",
             other => panic!("no arguments for statement {other:?}: add them here"),

@@ -23,10 +23,7 @@
 
 use super::replicas::Written;
 use super::rows::{payment_from_row, store_error};
-use super::sql::{
-    IDEMPOTENCY_SQL, INSERT_IDEMPOTENCY_SQL, INSERT_PAYMENTS_SQL, INSERT_POSTINGS_SQL,
-    INSERT_REFUNDS_SQL, OWNED_SQL, UPDATE_PAYMENTS_SQL, UPSERT_BALANCES_SQL, payments_sql,
-};
+use super::sql::{IDEMPOTENCY_SQL, OWNED_SQL, WRITE_BATCH_PARAMS, WRITE_BATCH_SQL, payments_sql};
 use crate::ids::now_ms;
 use crate::ledger::{Payment, Posting, check_balanced};
 use crate::secrets::DbUrl;
@@ -74,12 +71,7 @@ struct Statements {
     owned: Statement,
     idempotency: Statement,
     payments: Statement,
-    insert_idempotency: Statement,
-    insert_payments: Statement,
-    update_payments: Statement,
-    insert_postings: Statement,
-    insert_refunds: Statement,
-    upsert_balances: Statement,
+    write_batch: Statement,
 }
 
 impl Statements {
@@ -88,12 +80,7 @@ impl Statements {
             owned: c.prepare(OWNED_SQL).await?,
             idempotency: c.prepare(IDEMPOTENCY_SQL).await?,
             payments: c.prepare(&payments_sql()).await?,
-            insert_idempotency: c.prepare(INSERT_IDEMPOTENCY_SQL).await?,
-            insert_payments: c.prepare(INSERT_PAYMENTS_SQL).await?,
-            update_payments: c.prepare(UPDATE_PAYMENTS_SQL).await?,
-            insert_postings: c.prepare(INSERT_POSTINGS_SQL).await?,
-            insert_refunds: c.prepare(INSERT_REFUNDS_SQL).await?,
-            upsert_balances: c.prepare(UPSERT_BALANCES_SQL).await?,
+            write_batch: c.prepare(WRITE_BATCH_SQL).await?,
         })
     }
 }
@@ -481,37 +468,46 @@ async fn commit_batch(
         results.push(result);
     }
 
-    // Every write goes out together; the keys' insert says whether another instance
-    // committed one of them meanwhile, and then the whole batch is rolled back.
+    // Every write is one statement; its count of keys inserted says whether another
+    // instance committed one of them meanwhile, and then the whole batch is rolled back.
     let mut rows: Vec<_> = effects.idempotency.iter().collect();
     // One order for every writer, so two instances never wait on each other's keys in
     // opposite orders.
     rows.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
-    let b: Vec<i16> = rows.iter().map(|r| r.0 as i16).collect();
-    let m: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-    let k: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-    let f: Vec<&[u8]> = rows.iter().map(|r| &r.3[..]).collect();
-    let s: Vec<i16> = rows.iter().map(|r| r.4.status as i16).collect();
-    let body: Vec<&[u8]> = rows.iter().map(|r| &r.4.body[..]).collect();
-    let at = vec![now; rows.len()];
-    let keys = async {
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let inserted = tx
-            .query(&st.insert_idempotency, &[&b, &m, &k, &f, &s, &body, &at])
-            .await?;
-        Ok::<usize, tokio_postgres::Error>(inserted.len())
-    };
-    let (inserted, (), ()) = tokio::try_join!(
-        keys,
-        write_payments(&tx, st, &effects, now),
-        write_ledger(&tx, st, &effects, now),
-    )?;
-    if inserted != rows.len() {
+    let mut cols: Columns = Vec::with_capacity(WRITE_BATCH_PARAMS);
+    cols.push(Box::new(
+        rows.iter().map(|r| r.0 as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| r.1.as_str()).collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| r.2.as_str()).collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| &r.3[..]).collect::<Vec<&[u8]>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| r.4.status as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| &r.4.body[..]).collect::<Vec<&[u8]>>(),
+    ));
+    cols.push(Box::new(vec![now; rows.len()]));
+    let changed = payment_columns(&effects, now, &mut cols);
+    ledger_columns(&effects, now, &mut cols);
+    assert_eq!(cols.len(), WRITE_BATCH_PARAMS, "one value per parameter");
+    let params: Vec<&(dyn ToSql + Sync)> = cols.iter().map(|c| &**c as _).collect();
+    let written = tx.query_one(&st.write_batch, &params).await?;
+    let (inserted, updated): (i64, i64) = (written.get(0), written.get(1));
+    if inserted as usize != rows.len() {
         tx.rollback().await?;
         return Ok(Committed::KeyTakenMeanwhile);
     }
+    assert_eq!(
+        updated as usize, changed,
+        "every changed payment was locked and exists"
+    );
     tx.commit().await?;
     Ok(Committed::Done(results))
 }
@@ -610,45 +606,83 @@ fn decide(
     Ok((request.render)(&outcome))
 }
 
-async fn write_payments(
-    tx: &tokio_postgres::Transaction<'_>,
-    st: &Statements,
-    fx: &Effects,
-    now: i64,
-) -> Result<(), tokio_postgres::Error> {
-    if !fx.created.is_empty() {
-        let rows: Vec<(&u16, &Payment, &Option<String>)> = fx
-            .created
-            .iter()
-            .map(|(k, idem)| {
-                let (b, p) = &fx.payments[k];
-                (b, p, idem)
-            })
-            .collect();
-        let b: Vec<i16> = rows.iter().map(|r| *r.0 as i16).collect();
-        let m: Vec<&str> = rows.iter().map(|r| r.1.merchant_id.as_str()).collect();
-        let id: Vec<&str> = rows.iter().map(|r| r.1.id.as_str()).collect();
-        let key: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
-        let amount: Vec<i64> = rows.iter().map(|r| r.1.amount as i64).collect();
-        let currency: Vec<&str> = rows.iter().map(|r| r.1.currency.code()).collect();
-        let status: Vec<&str> = rows.iter().map(|r| r.1.status.as_str()).collect();
-        let captured: Vec<i64> = rows.iter().map(|r| r.1.amount_captured as i64).collect();
-        let refunded: Vec<i64> = rows.iter().map(|r| r.1.amount_refunded as i64).collect();
-        let brand: Vec<&str> = rows.iter().map(|r| r.1.card_brand.as_str()).collect();
-        let last4: Vec<&str> = rows.iter().map(|r| r.1.card_last4.as_str()).collect();
-        let fp: Vec<&str> = rows.iter().map(|r| r.1.card_fingerprint.as_str()).collect();
-        let failure: Vec<Option<&str>> = rows.iter().map(|r| r.1.failure_code.as_deref()).collect();
-        let created: Vec<i64> = rows.iter().map(|r| r.1.created_ms).collect();
-        let updated = vec![now; rows.len()];
-        tx.execute(
-            &st.insert_payments,
-            &[
-                &b, &m, &id, &key, &amount, &currency, &status, &captured, &refunded, &brand,
-                &last4, &fp, &failure, &created, &updated,
-            ],
-        )
-        .await?;
-    }
+/// A statement's parameters, each borrowing from the batch's effects.
+type Columns<'a> = Vec<Box<dyn ToSql + Send + Sync + 'a>>;
+
+/// The created payments' 15 columns and the changed payments' 6 and `now`, for
+/// `WRITE_BATCH_SQL`; returns how many existing payments change.
+fn payment_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) -> usize {
+    let rows: Vec<(&u16, &Payment, &Option<String>)> = fx
+        .created
+        .iter()
+        .map(|(k, idem)| {
+            let (b, p) = &fx.payments[k];
+            (b, p, idem)
+        })
+        .collect();
+    cols.push(Box::new(
+        rows.iter().map(|r| *r.0 as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.merchant_id.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| r.1.id.as_str()).collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.2.as_deref())
+            .collect::<Vec<Option<&str>>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| r.1.amount as i64).collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.currency.code())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.status.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.amount_captured as i64)
+            .collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.amount_refunded as i64)
+            .collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.card_brand.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.card_last4.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.card_fingerprint.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter()
+            .map(|r| r.1.failure_code.as_deref())
+            .collect::<Vec<Option<&str>>>(),
+    ));
+    cols.push(Box::new(
+        rows.iter().map(|r| r.1.created_ms).collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(vec![now; rows.len()]));
     // Payments created in this batch were inserted in their final state above.
     let created: HashSet<&PaymentKey> = fx.created.iter().map(|(k, _)| k).collect();
     let mut changed: Vec<&(u16, Payment)> = fx
@@ -657,90 +691,132 @@ async fn write_payments(
         .filter(|k| !created.contains(k))
         .map(|k| &fx.payments[k])
         .collect();
-    if !changed.is_empty() {
-        changed.sort_by(|a, b| {
-            (a.0, &a.1.merchant_id, &a.1.id).cmp(&(b.0, &b.1.merchant_id, &b.1.id))
-        });
-        let b: Vec<i16> = changed.iter().map(|r| r.0 as i16).collect();
-        let m: Vec<&str> = changed.iter().map(|r| r.1.merchant_id.as_str()).collect();
-        let id: Vec<&str> = changed.iter().map(|r| r.1.id.as_str()).collect();
-        let status: Vec<&str> = changed.iter().map(|r| r.1.status.as_str()).collect();
-        let captured: Vec<i64> = changed.iter().map(|r| r.1.amount_captured as i64).collect();
-        let refunded: Vec<i64> = changed.iter().map(|r| r.1.amount_refunded as i64).collect();
-        let n = tx
-            .execute(
-                &st.update_payments,
-                &[&b, &m, &id, &status, &captured, &refunded, &now],
-            )
-            .await?;
-        assert_eq!(
-            n as usize,
-            changed.len(),
-            "every changed payment was locked and exists"
-        );
-    }
-    Ok(())
+    changed.sort_by(|a, b| (a.0, &a.1.merchant_id, &a.1.id).cmp(&(b.0, &b.1.merchant_id, &b.1.id)));
+    cols.push(Box::new(
+        changed.iter().map(|r| r.0 as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(
+        changed
+            .iter()
+            .map(|r| r.1.merchant_id.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        changed
+            .iter()
+            .map(|r| r.1.id.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        changed
+            .iter()
+            .map(|r| r.1.status.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        changed
+            .iter()
+            .map(|r| r.1.amount_captured as i64)
+            .collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(
+        changed
+            .iter()
+            .map(|r| r.1.amount_refunded as i64)
+            .collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(now));
+    changed.len()
 }
 
-async fn write_ledger(
-    tx: &tokio_postgres::Transaction<'_>,
-    st: &Statements,
-    fx: &Effects,
-    now: i64,
-) -> Result<(), tokio_postgres::Error> {
-    if !fx.postings.is_empty() {
-        // A payment's postings are numbered after those already on it; a new payment's
-        // start at 0. The primary key refuses a duplicate number, so two writers can
-        // never both append the same posting.
-        let mut next_seq = fx.next_seq.clone();
-        let b: Vec<i16> = fx.postings.iter().map(|p| p.0 as i16).collect();
-        let m: Vec<&str> = fx.postings.iter().map(|p| p.1.as_str()).collect();
-        let pay: Vec<&str> = fx.postings.iter().map(|p| p.2.as_str()).collect();
-        let mut seq = Vec::with_capacity(fx.postings.len());
-        for p in &fx.postings {
-            let n = next_seq.entry((p.1.clone(), p.2.clone())).or_insert(0);
-            seq.push(*n);
-            *n += 1;
-        }
-        let currency: Vec<&str> = fx.postings.iter().map(|p| p.3.currency.code()).collect();
-        let account: Vec<&str> = fx.postings.iter().map(|p| p.3.account.as_str()).collect();
-        let amount: Vec<i64> = fx.postings.iter().map(|p| p.3.amount).collect();
-        let at = vec![now; fx.postings.len()];
-        tx.execute(
-            &st.insert_postings,
-            &[&b, &m, &pay, &seq, &currency, &account, &amount, &at],
-        )
-        .await?;
-        // Balances: one delta per row, in one order for every writer (no deadlocks
-        // between instances), zero deltas skipped.
-        let mut deltas: BTreeMap<(u16, &str, &str, &str), i64> = BTreeMap::new();
-        for p in &fx.postings {
-            *deltas
-                .entry((p.0, p.1.as_str(), p.3.currency.code(), p.3.account.as_str()))
-                .or_default() += p.3.amount;
-        }
-        deltas.retain(|_, d| *d != 0);
-        let b: Vec<i16> = deltas.keys().map(|k| k.0 as i16).collect();
-        let m: Vec<&str> = deltas.keys().map(|k| k.1).collect();
-        let c: Vec<&str> = deltas.keys().map(|k| k.2).collect();
-        let a: Vec<&str> = deltas.keys().map(|k| k.3).collect();
-        let d: Vec<i64> = deltas.values().copied().collect();
-        tx.execute(&st.upsert_balances, &[&b, &m, &c, &a, &d])
-            .await?;
+/// The postings' 8 columns, the refunds' 7 and the balance deltas' 5, for
+/// `WRITE_BATCH_SQL`.
+fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
+    // A payment's postings are numbered after those already on it; a new payment's
+    // start at 0. The primary key refuses a duplicate number, so two writers can never
+    // both append the same posting.
+    let mut next_seq = fx.next_seq.clone();
+    let mut seq = Vec::with_capacity(fx.postings.len());
+    for p in &fx.postings {
+        let n = next_seq.entry((p.1.clone(), p.2.clone())).or_insert(0);
+        seq.push(*n);
+        *n += 1;
     }
-    if !fx.refunds.is_empty() {
-        let b: Vec<i16> = fx.refunds.iter().map(|r| r.0 as i16).collect();
-        let m: Vec<&str> = fx.refunds.iter().map(|r| r.1.as_str()).collect();
-        let id: Vec<&str> = fx.refunds.iter().map(|r| r.2.id.as_str()).collect();
-        let pay: Vec<&str> = fx.refunds.iter().map(|r| r.2.payment_id.as_str()).collect();
-        let amount: Vec<i64> = fx.refunds.iter().map(|r| r.2.amount as i64).collect();
-        let currency: Vec<&str> = fx.refunds.iter().map(|r| r.2.currency.code()).collect();
-        let at: Vec<i64> = fx.refunds.iter().map(|r| r.2.created_ms).collect();
-        tx.execute(
-            &st.insert_refunds,
-            &[&b, &m, &id, &pay, &amount, &currency, &at],
-        )
-        .await?;
+    let postings = &fx.postings;
+    cols.push(Box::new(
+        postings.iter().map(|p| p.0 as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(
+        postings.iter().map(|p| p.1.as_str()).collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        postings.iter().map(|p| p.2.as_str()).collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(seq));
+    cols.push(Box::new(
+        postings
+            .iter()
+            .map(|p| p.3.currency.code())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        postings
+            .iter()
+            .map(|p| p.3.account.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        postings.iter().map(|p| p.3.amount).collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(vec![now; postings.len()]));
+    let refunds = &fx.refunds;
+    cols.push(Box::new(
+        refunds.iter().map(|r| r.0 as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(
+        refunds.iter().map(|r| r.1.as_str()).collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        refunds
+            .iter()
+            .map(|r| r.2.id.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        refunds
+            .iter()
+            .map(|r| r.2.payment_id.as_str())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        refunds
+            .iter()
+            .map(|r| r.2.amount as i64)
+            .collect::<Vec<i64>>(),
+    ));
+    cols.push(Box::new(
+        refunds
+            .iter()
+            .map(|r| r.2.currency.code())
+            .collect::<Vec<&str>>(),
+    ));
+    cols.push(Box::new(
+        refunds.iter().map(|r| r.2.created_ms).collect::<Vec<i64>>(),
+    ));
+    // Balances: one delta per row, in one order for every writer (no deadlocks between
+    // instances), zero deltas skipped.
+    let mut deltas: BTreeMap<(u16, &str, &str, &str), i64> = BTreeMap::new();
+    for p in postings {
+        *deltas
+            .entry((p.0, p.1.as_str(), p.3.currency.code(), p.3.account.as_str()))
+            .or_default() += p.3.amount;
     }
-    Ok(())
+    deltas.retain(|_, d| *d != 0);
+    cols.push(Box::new(
+        deltas.keys().map(|k| k.0 as i16).collect::<Vec<i16>>(),
+    ));
+    cols.push(Box::new(deltas.keys().map(|k| k.1).collect::<Vec<&str>>()));
+    cols.push(Box::new(deltas.keys().map(|k| k.2).collect::<Vec<&str>>()));
+    cols.push(Box::new(deltas.keys().map(|k| k.3).collect::<Vec<&str>>()));
+    cols.push(Box::new(deltas.values().copied().collect::<Vec<i64>>()));
 }
