@@ -27,6 +27,10 @@ fi
 if ! command -v openssl >/dev/null; then
   need_apt+=(openssl)
 fi
+# A test reads the API's listen backlog with ss.
+if ! command -v ss >/dev/null; then
+  need_apt+=(iproute2)
+fi
 if ((${#need_apt[@]})); then
   echo "== installing ${need_apt[*]} (Debian packages)"
   if [[ $(id -u) -ne 0 ]]; then

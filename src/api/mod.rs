@@ -14,8 +14,8 @@ pub mod telemetry;
 pub mod types;
 
 pub use server::{
-    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, ServeError, ServeOptions, Server,
-    WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
+    BODY_LIMIT_BYTES_DEFAULT, BODY_LIMIT_BYTES_RANGE, LISTEN_BACKLOG, ServeError, ServeOptions,
+    Server, WRITE_TIMEOUT_MS_DEFAULT, WRITE_TIMEOUT_MS_RANGE,
 };
 
 use crate::store::{Store, WriteRequest};

@@ -108,6 +108,24 @@ impl ServeOptions {
     }
 }
 
+/// Connections the kernel holds for the accept loop. tokio's `bind` asks for 1,024; a
+/// burst of new connections (clients reconnecting together, a balancer or a load
+/// generator opening its pool while the accept loop shares busy cores) overflowed it,
+/// and a dropped SYN is retried after a second: a one-second stall for those clients
+/// (BENCHMARKS.md). The kernel caps it at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As `bind` does: a restarted server may reuse a port with connections in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A bound server, not yet serving: the caller can report where it listens first.
 pub struct Server {
     listener: tokio::net::TcpListener,
@@ -171,12 +189,10 @@ impl Server {
                 format!("in {}", token_path.display()),
             ),
         };
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: opts.listen,
-                source,
-            })?;
+        let listener = listen(opts.listen).map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
         let state = Arc::new(AppState {
             store: store.clone(),
             admin_token_hash: hash_key(admin_token.expose()),

@@ -62,3 +62,33 @@ async fn stalled_connections_do_not_block_others_and_are_closed_after_the_header
     let (status, body) = server.pay(&m, "after", 700, true).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A burst of new connections waits in the kernel for the accept loop instead of being
+/// dropped (a dropped SYN is retried a second later): the listening socket's backlog, its
+/// Send-Q as `ss` shows it, is serve's `LISTEN_BACKLOG` as far as the kernel's
+/// `net.core.somaxconn` allows, not tokio's 1,024.
+#[tokio::test]
+async fn the_listener_holds_a_burst_of_connections_for_the_accept_loop() {
+    let api = Server::start();
+    let port = api.base.rsplit(':').next().unwrap().trim_end_matches('/');
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .expect("ss (iproute2): scripts/install-services.sh installs it");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlog: u32 = text
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on {port}: {text:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        backlog,
+        paytool::api::LISTEN_BACKLOG.min(somaxconn),
+        "{text}"
+    );
+}
