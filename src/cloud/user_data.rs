@@ -46,7 +46,8 @@ cat > "$root/etc/paytool/layout.toml" <<'{LAYOUT_END}'
 {layout}
 {LAYOUT_END}
 # The service's variables (shard URLs, the admin token) from SSM Parameter Store: one
-# per parameter under {ssm_path}, named after its last part. Readable by the service only.
+# per parameter under {ssm_path}, named after its last part, its value on one line (a
+# systemd EnvironmentFile). Readable by the service only.
 umask 077
 aws ssm get-parameters-by-path --path '{ssm_path}' --recursive --with-decryption \
   --query 'Parameters[].[Name,Value]' --output text |

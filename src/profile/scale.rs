@@ -513,6 +513,14 @@ fn check_template(
         ));
     }
     if let Some(d) = &s.drain_delay {
+        // One word: it goes into the unit's command line as it is written.
+        if d.trim() != d || d.contains(char::is_whitespace) {
+            return Err(invalid(
+                path,
+                "launch_template.serve.drain_delay",
+                format!("is {d:?}: one duration without spaces, such as \"10s\""),
+            ));
+        }
         super::duration(path, "launch_template.serve.drain_delay", d)?;
     }
     if let Some(b) = &s.binary
@@ -578,6 +586,13 @@ mod tests {
         assert_eq!(
             key_of(&|b| b.launch_template.as_mut().unwrap().serve.binary = Some("paytool".into())),
             "launch_template.serve.binary"
+        );
+        assert_eq!(
+            key_of(&|b| {
+                b.launch_template.as_mut().unwrap().serve.drain_delay = Some("1m 30s".into())
+            }),
+            "launch_template.serve.drain_delay",
+            "it goes into a command line"
         );
     }
 

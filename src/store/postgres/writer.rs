@@ -7,9 +7,10 @@
 //! a fixed number of set-based statements however many writes it holds:
 //! lock the batch's buckets, look up its idempotency keys, lock the payments it changes,
 //! decide every write in memory with the pure ledger (in queue order, so a capture can
-//! follow the create in the same batch), then write each table with one `UNNEST` insert
-//! or update. A write the ledger refuses changes nothing and gets its error; the others
-//! commit. ARCHITECTURE.md has the measurements behind the choice.
+//! follow the create in the same batch), then write every table in one statement
+//! (`WRITE_BATCH_SQL`: an `UNNEST` insert or update per table). A write the ledger
+//! refuses changes nothing and gets its error; the others commit. ARCHITECTURE.md has
+//! the measurements behind the choice.
 //!
 //! Several API instances may write to one shard at once, so what one process used to
 //! guarantee in memory is enforced by the database inside this transaction:
