@@ -476,24 +476,12 @@ async fn commit_batch(
     // opposite orders.
     rows.sort_by(|a, b| (a.0, &a.1, &a.2).cmp(&(b.0, &b.1, &b.2)));
     let mut cols: Columns = Vec::with_capacity(WRITE_BATCH_PARAMS);
-    cols.push(Box::new(
-        rows.iter().map(|r| r.0 as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| r.1.as_str()).collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| r.2.as_str()).collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| &r.3[..]).collect::<Vec<&[u8]>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| r.4.status as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| &r.4.body[..]).collect::<Vec<&[u8]>>(),
-    ));
+    cols.push(column(&rows, |r| r.0 as i16));
+    cols.push(column(&rows, |r| r.1.as_str()));
+    cols.push(column(&rows, |r| r.2.as_str()));
+    cols.push(column(&rows, |r| &r.3[..]));
+    cols.push(column(&rows, |r| r.4.status as i16));
+    cols.push(column(&rows, |r| &r.4.body[..]));
     cols.push(Box::new(vec![now; rows.len()]));
     let changed = payment_columns(&effects, now, &mut cols);
     ledger_columns(&effects, now, &mut cols);
@@ -610,6 +598,17 @@ fn decide(
 /// A statement's parameters, each borrowing from the batch's effects.
 type Columns<'a> = Vec<Box<dyn ToSql + Send + Sync + 'a>>;
 
+/// One array parameter: `f` of every row, in order.
+fn column<'a, R, T>(
+    rows: impl IntoIterator<Item = R>,
+    f: impl FnMut(R) -> T,
+) -> Box<dyn ToSql + Send + Sync + 'a>
+where
+    Vec<T>: ToSql + Send + Sync + 'a,
+{
+    Box::new(rows.into_iter().map(f).collect::<Vec<T>>())
+}
+
 /// The created payments' 15 columns and the changed payments' 6 and `now`, for
 /// `WRITE_BATCH_SQL`; returns how many existing payments change.
 fn payment_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) -> usize {
@@ -621,68 +620,20 @@ fn payment_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) -> usi
             (b, p, idem)
         })
         .collect();
-    cols.push(Box::new(
-        rows.iter().map(|r| *r.0 as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.merchant_id.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| r.1.id.as_str()).collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.2.as_deref())
-            .collect::<Vec<Option<&str>>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| r.1.amount as i64).collect::<Vec<i64>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.currency.code())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.status.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.amount_captured as i64)
-            .collect::<Vec<i64>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.amount_refunded as i64)
-            .collect::<Vec<i64>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.card_brand.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.card_last4.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.card_fingerprint.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter()
-            .map(|r| r.1.failure_code.as_deref())
-            .collect::<Vec<Option<&str>>>(),
-    ));
-    cols.push(Box::new(
-        rows.iter().map(|r| r.1.created_ms).collect::<Vec<i64>>(),
-    ));
+    cols.push(column(&rows, |r| *r.0 as i16));
+    cols.push(column(&rows, |r| r.1.merchant_id.as_str()));
+    cols.push(column(&rows, |r| r.1.id.as_str()));
+    cols.push(column(&rows, |r| r.2.as_deref()));
+    cols.push(column(&rows, |r| r.1.amount as i64));
+    cols.push(column(&rows, |r| r.1.currency.code()));
+    cols.push(column(&rows, |r| r.1.status.as_str()));
+    cols.push(column(&rows, |r| r.1.amount_captured as i64));
+    cols.push(column(&rows, |r| r.1.amount_refunded as i64));
+    cols.push(column(&rows, |r| r.1.card_brand.as_str()));
+    cols.push(column(&rows, |r| r.1.card_last4.as_str()));
+    cols.push(column(&rows, |r| r.1.card_fingerprint.as_str()));
+    cols.push(column(&rows, |r| r.1.failure_code.as_deref()));
+    cols.push(column(&rows, |r| r.1.created_ms));
     cols.push(Box::new(vec![now; rows.len()]));
     // Payments created in this batch were inserted in their final state above.
     let created: HashSet<&PaymentKey> = fx.created.iter().map(|(k, _)| k).collect();
@@ -693,39 +644,12 @@ fn payment_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) -> usi
         .map(|k| &fx.payments[k])
         .collect();
     changed.sort_by(|a, b| (a.0, &a.1.merchant_id, &a.1.id).cmp(&(b.0, &b.1.merchant_id, &b.1.id)));
-    cols.push(Box::new(
-        changed.iter().map(|r| r.0 as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(
-        changed
-            .iter()
-            .map(|r| r.1.merchant_id.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        changed
-            .iter()
-            .map(|r| r.1.id.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        changed
-            .iter()
-            .map(|r| r.1.status.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        changed
-            .iter()
-            .map(|r| r.1.amount_captured as i64)
-            .collect::<Vec<i64>>(),
-    ));
-    cols.push(Box::new(
-        changed
-            .iter()
-            .map(|r| r.1.amount_refunded as i64)
-            .collect::<Vec<i64>>(),
-    ));
+    cols.push(column(&changed, |r| r.0 as i16));
+    cols.push(column(&changed, |r| r.1.merchant_id.as_str()));
+    cols.push(column(&changed, |r| r.1.id.as_str()));
+    cols.push(column(&changed, |r| r.1.status.as_str()));
+    cols.push(column(&changed, |r| r.1.amount_captured as i64));
+    cols.push(column(&changed, |r| r.1.amount_refunded as i64));
     cols.push(Box::new(now));
     changed.len()
 }
@@ -744,66 +668,22 @@ fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
         *n += 1;
     }
     let postings = &fx.postings;
-    cols.push(Box::new(
-        postings.iter().map(|p| p.0 as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(
-        postings.iter().map(|p| p.1.as_str()).collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        postings.iter().map(|p| p.2.as_str()).collect::<Vec<&str>>(),
-    ));
+    cols.push(column(postings, |p| p.0 as i16));
+    cols.push(column(postings, |p| p.1.as_str()));
+    cols.push(column(postings, |p| p.2.as_str()));
     cols.push(Box::new(seq));
-    cols.push(Box::new(
-        postings
-            .iter()
-            .map(|p| p.3.currency.code())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        postings
-            .iter()
-            .map(|p| p.3.account.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        postings.iter().map(|p| p.3.amount).collect::<Vec<i64>>(),
-    ));
+    cols.push(column(postings, |p| p.3.currency.code()));
+    cols.push(column(postings, |p| p.3.account.as_str()));
+    cols.push(column(postings, |p| p.3.amount));
     cols.push(Box::new(vec![now; postings.len()]));
     let refunds = &fx.refunds;
-    cols.push(Box::new(
-        refunds.iter().map(|r| r.0 as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(
-        refunds.iter().map(|r| r.1.as_str()).collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        refunds
-            .iter()
-            .map(|r| r.2.id.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        refunds
-            .iter()
-            .map(|r| r.2.payment_id.as_str())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        refunds
-            .iter()
-            .map(|r| r.2.amount as i64)
-            .collect::<Vec<i64>>(),
-    ));
-    cols.push(Box::new(
-        refunds
-            .iter()
-            .map(|r| r.2.currency.code())
-            .collect::<Vec<&str>>(),
-    ));
-    cols.push(Box::new(
-        refunds.iter().map(|r| r.2.created_ms).collect::<Vec<i64>>(),
-    ));
+    cols.push(column(refunds, |r| r.0 as i16));
+    cols.push(column(refunds, |r| r.1.as_str()));
+    cols.push(column(refunds, |r| r.2.id.as_str()));
+    cols.push(column(refunds, |r| r.2.payment_id.as_str()));
+    cols.push(column(refunds, |r| r.2.amount as i64));
+    cols.push(column(refunds, |r| r.2.currency.code()));
+    cols.push(column(refunds, |r| r.2.created_ms));
     // Balances: one delta per row, in one order for every writer (no deadlocks between
     // instances), zero deltas skipped.
     let mut deltas: BTreeMap<(u16, &str, &str, &str), i64> = BTreeMap::new();
@@ -813,11 +693,9 @@ fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
             .or_default() += p.3.amount;
     }
     deltas.retain(|_, d| *d != 0);
-    cols.push(Box::new(
-        deltas.keys().map(|k| k.0 as i16).collect::<Vec<i16>>(),
-    ));
-    cols.push(Box::new(deltas.keys().map(|k| k.1).collect::<Vec<&str>>()));
-    cols.push(Box::new(deltas.keys().map(|k| k.2).collect::<Vec<&str>>()));
-    cols.push(Box::new(deltas.keys().map(|k| k.3).collect::<Vec<&str>>()));
-    cols.push(Box::new(deltas.values().copied().collect::<Vec<i64>>()));
+    cols.push(column(deltas.keys(), |k| k.0 as i16));
+    cols.push(column(deltas.keys(), |k| k.1));
+    cols.push(column(deltas.keys(), |k| k.2));
+    cols.push(column(deltas.keys(), |k| k.3));
+    cols.push(column(deltas.values(), |d| *d));
 }
