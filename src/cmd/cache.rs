@@ -145,7 +145,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
             replica_max_lag,
             output,
         } => {
-            let export = open_store(&source, replica_max_lag.min(SEED_REPLICA_LAG_MAX)).await?;
+            let replica_max_lag = replica_max_lag.min(SEED_REPLICA_LAG_MAX);
+            let export = open_store(&source, replica_max_lag).await?;
             let sink = match (&redis, protocol_out, dry_run) {
                 (_, _, true) => Sink::DryRun,
                 (_, Some(path), _) => Sink::File {
@@ -217,7 +218,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
                         None => println!(
                             "{}: payments read on the primary (no replica within {}).",
                             r.shard,
-                            humantime::format_duration(replica_max_lag.min(SEED_REPLICA_LAG_MAX))
+                            humantime::format_duration(replica_max_lag)
                         ),
                     }
                 }
