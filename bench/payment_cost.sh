@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# What one payment costs the embedded API (issue 14's baseline, to be read before and
-# after each change): `paytool serve` on one SQLite shard, then on its own cores in turn
+# What one payment costs the API (issue 14's baseline, to be read before and after each
+# change): `paytool serve` on one shard, embedded SQLite (BACKEND=sqlite, the default) or
+# one PostgreSQL server of its own (BACKEND=postgres: a throwaway cluster, initdb
+# defaults, fsync and synchronous_commit on), then on the same cores in turn
 #   1. wrk -t1 -c64 GET /healthz            (the anchor: the same server's HTTP ceiling)
 #   2. wrk -t1 -c64 POST /v1/payments        (created and captured, durable, a unique
 #                                             Idempotency-Key each: bench/payments.lua)
 #      with `perf record` on the server      (where its CPU goes: the top entries)
-# and then, the server stopped and the shard checkpointed (PRAGMA wal_checkpoint(TRUNCATE)
-# through Python's sqlite3), the bytes on disk (data + WAL, idempotency records
-# included) per stored payment.
+# and then, the server stopped and the shard checkpointed, the bytes on disk per stored
+# payment, idempotency records included: SQLite's file + WAL after
+# PRAGMA wal_checkpoint(TRUNCATE) (through Python's sqlite3); PostgreSQL's database
+# (pg_database_size: tables, indexes, TOAST) after CHECKPOINT, by table too. PostgreSQL's
+# WAL is left out: after the checkpoint it is only recycled segments, reused in place.
+# With PostgreSQL, its CPU per payment is reported beside the server's.
 #
-# Knobs: DURATION [15s] each wrk run; MERCHANTS [8]; TOP [15] perf entries; SKIP_BUILD [0].
+# Knobs: BACKEND [sqlite] or postgres; DURATION [15s] each wrk run; MERCHANTS [8];
+#        TOP [15] perf entries; SKIP_BUILD [0].
 # Output: a markdown block on stdout, also in bench/results/payment-cost-<date>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,7 +26,11 @@ DURATION=${DURATION:-15s}
 MERCHANTS=${MERCHANTS:-8}
 TOP=${TOP:-15}
 KEEP=${KEEP:-0}
+BACKEND=${BACKEND:-sqlite}
+case $BACKEND in sqlite | postgres) ;; *) echo "BACKEND is sqlite or postgres, not $BACKEND" >&2; exit 2 ;; esac
 WORK=$(mktemp -d)
+PG_DATAS=()
+PG_OPTS=
 SERVER_PID=""
 PERF_PID=""
 cleanup() {
@@ -28,6 +38,7 @@ cleanup() {
   set +e
   [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null
   end_process "$SERVER_PID"
+  [[ ${#PG_DATAS[@]} -gt 0 ]] && stop_clusters
   drop_work
   exit $rc
 }
@@ -36,10 +47,44 @@ load_tools
 paytool_binary
 
 DATA=$WORK/data
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER_PID=$!
-await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
-KEYS=$(make_merchants 1 "$(cat "$DATA/admin_token")")
+if [[ $BACKEND == sqlite ]]; then
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+  SERVER_PID=$!
+  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
+  ADMIN_TOKEN=$(cat "$DATA/admin_token")
+  STORE="one SQLite shard, fresh data dir"
+else
+  find_postgres
+  chmod 755 "$WORK"
+  pg_start pg
+  pg_sql pg postgres "CREATE DATABASE paytool" >/dev/null
+  PGV=$(pg_sql pg postgres "SHOW server_version" | cut -d' ' -f1)
+  printf 'name = "payment-cost"
+version = 1
+buckets = 1024
+[shards.s0]
+url = "postgres://postgres@127.0.0.1:%s/paytool"
+[[ranges]]
+buckets = "0-1023"
+shard = "s0"
+' \
+    "${PG_PORT[pg]}" >"$WORK/layout.toml"
+  timeout 120 "$BIN" shard apply --layout "$WORK/layout.toml" >"$WORK/apply.log" 2>&1 ||
+    { cat "$WORK/apply.log" >&2; die "shard apply failed"; }
+  ADMIN_TOKEN=adm_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+  PAYTOOL_ADMIN_TOKEN=$ADMIN_TOKEN "$BIN" serve --layout "$WORK/layout.toml" --listen 127.0.0.1:0 \
+    --data-dir "$DATA" >"$WORK/serve.out" 2>"$WORK/serve.err" &
+  SERVER_PID=$!
+  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
+  STORE="one PostgreSQL $PGV shard (its own throwaway server, fsync and synchronous_commit on)"
+fi
+# Every process of the PostgreSQL server (none with SQLite): its CPU is the payment's too.
+pg_pids() {
+  [[ $BACKEND == postgres ]] || return 0
+  local main; main=$(head -1 "${PG_DIR[pg]}/postmaster.pid")
+  echo "$main" $(pgrep -P "$main")
+}
+KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
 ds=$(to_seconds "$DURATION")
 
 log "wrk -t1 -c64 -d$DURATION GET /healthz"
@@ -50,10 +95,13 @@ log "wrk -t1 -c64 -d$DURATION POST /v1/payments, perf record on the server"
 perf record -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
 PERF_PID=$!
 cpu0=$(proc_jiffies "$SERVER_PID")
+pg0=$(procs_jiffies $(pg_pids))
 BENCH_KEYS=$KEYS BENCH_RUN=cost-$(date +%s) timeout $((ds + 60)) \
   wrk -t1 -c64 -d"$DURATION" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
   >"$WORK/pay.txt" 2>&1
 cpu1=$(proc_jiffies "$SERVER_PID")
+# Backends that started during the run count from zero (they had no CPU before it).
+pg1=$(procs_jiffies $(pg_pids))
 kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
 pay_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/pay.txt")
 pay_n=$(sed -n 's/.*BENCH requests=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
@@ -61,8 +109,19 @@ non200=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
 p99_us=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
 hz=$(getconf CLK_TCK)
 cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$pay_n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+pg_cpu_us=$(awk -v a="$pg0" -v b="$pg1" -v n="$pay_n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
 
 stop_server
+by_table=""
+if [[ $BACKEND == postgres ]]; then
+  pg_sql pg paytool "CHECKPOINT" >/dev/null
+  stored=$(pg_sql pg paytool "SELECT count(*) FROM payments")
+  bytes=$(pg_sql pg paytool "SELECT pg_database_size(current_database())")
+  by_table=$(pg_sql pg paytool "SELECT relname, pg_total_relation_size(oid) FROM pg_class \
+    WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY 2 DESC LIMIT 6" |
+    awk -F'|' -v n="$stored" '{printf "%s %.0f, ", $1, $2 / n}' | sed 's/, $//')
+  by_table="; by table (with its indexes and TOAST), bytes a payment: $by_table"
+else
 python3 - "$DATA" >"$WORK/disk.txt" <<'PY'
 import glob, os, sqlite3, sys
 data = sys.argv[1]
@@ -76,23 +135,27 @@ size = sum(os.path.getsize(p) for p in glob.glob(os.path.join(data, "shard-*.db*
 print(payments, size)
 PY
 read -r stored bytes <"$WORK/disk.txt"
+fi
 perf report -i "$WORK/perf.data" --no-children --sort dso,sym >"$WORK/perf.txt" 2>/dev/null
 top=$(grep -E '^ +[0-9]' "$WORK/perf.txt" | sed -n "1,${TOP}p" | sed -E 's/^ +//; s/ +/ /g' |
   awk '{printf "| %s | %s |\n", $1, substr($0, index($0,$2))}')
 
-out="## What one payment costs the embedded API, $(date -u '+%Y-%m-%d %H:%M UTC')
+pg_row=""
+[[ $BACKEND == postgres ]] && pg_row="
+| PostgreSQL's CPU per payment (all its processes) | $pg_cpu_us µs | |"
+out="## What one payment costs the API ($BACKEND), $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')
-- paytool $BUILT_FROM; command: \`DURATION=$DURATION MERCHANTS=$MERCHANTS bench/payment_cost.sh\`
-- one SQLite shard, fresh data dir; wrk -t1 -c64 for $DURATION each, on the same 2 cores as the server
+- paytool $BUILT_FROM; command: \`BACKEND=$BACKEND DURATION=$DURATION MERCHANTS=$MERCHANTS bench/payment_cost.sh\`
+- $STORE; wrk -t1 -c64 for $DURATION each, on the same 2 cores as the server
 
 | figure | value | goal (issue 14) |
 | --- | --- | --- |
 | GET /healthz req/s (anchor) | $(th "${health_rps%.*}") | |
 | POST /v1/payments payments/s (created + captured) | $(th "${pay_rps%.*}") (p99 $(fmt "$(awk -v u="$p99_us" 'BEGIN{print u/1000}')" 1) ms, non-200: ${non200:-?}) | |
 | payments/s ÷ healthz req/s | **$(ratio "$pay_rps" "$health_rps")** | ≥ 0.5, p99 < 10 ms |
-| server CPU per payment | $cpu_us µs | |
-| bytes on disk per stored payment (data + WAL after a checkpoint) | **$(awk -v b="$bytes" -v n="$stored" 'BEGIN{printf "%.0f", b/n}')** ($(th "$bytes") bytes, $(th "$stored") payments) | ≤ 600 |
+| server CPU per payment | $cpu_us µs | |$pg_row
+| bytes on disk per stored payment (after a checkpoint) | **$(awk -v b="$bytes" -v n="$stored" 'BEGIN{printf "%.0f", b/n}')** ($(th "$bytes") bytes, $(th "$stored") payments$by_table) | ≤ 600 |
 
 Where the server's CPU went during the payments run (perf, self time, top $TOP):
 
@@ -102,4 +165,6 @@ $top
 "
 echo "$out"
 mkdir -p bench/results
-echo "$out" >"bench/results/payment-cost-$(date -u +%Y%m%d-%H%M%S).md"
+suffix=""
+[[ $BACKEND == postgres ]] && suffix="-postgres"
+echo "$out" >"bench/results/payment-cost$suffix-$(date -u +%Y%m%d-%H%M%S).md"

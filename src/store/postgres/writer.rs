@@ -1,6 +1,7 @@
 //! The group-commit writer for one PostgreSQL shard: one task that owns the shard's
-//! write connection, takes whatever writes are queued (up to `batch_max`), and commits
-//! them in one transaction with `synchronous_commit` on, then answers each.
+//! write connection, takes whatever writes are queued or about to be (up to `batch_max`,
+//! `queue::take_ready`), and commits them in one transaction with `synchronous_commit`
+//! on, then answers each.
 //!
 //! Unlike the SQLite writer (one savepoint and a few statements per write, cheap on an
 //! in-process database), every statement here is a network round trip, so a batch costs
@@ -162,7 +163,7 @@ async fn run(
     let mut batch: Vec<Job> = Vec::with_capacity(limits.batch_max);
     while let Some(first) = rx.recv().await {
         batch.push(first);
-        crate::store::queue::take_queued(&mut rx, &mut batch, limits.batch_max);
+        crate::store::queue::take_ready(&mut rx, &mut batch, limits.batch_max).await;
         queue_depth.set(rx.len() as f64);
         batch_size.record(batch.len() as f64);
         let started = Instant::now();
