@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Does the embedded API slow down as its store grows (issue 14: payments/s with 10 M
+# payments stored ÷ with an empty store, goal >= 0.95)? One `paytool serve` on one SQLite
+# shard, fresh data dir, and on the same cores:
+#   1. wrk -t1 -c64 -d$DURATION POST /v1/payments on the empty store   (the anchor)
+#   2. wrk -t1 -c64 in chunks of $CHUNK until $TARGET payments are stored (the fill;
+#      each chunk's rate is kept, so the curve shows where a slowdown starts)
+#   3. wrk -t1 -c64 -d$DURATION again, with $TARGET stored                (the figure)
+# Payments are created and captured, durable, a unique Idempotency-Key each
+# (bench/payments.lua), as in bench/payment_cost.sh. Idempotency records are kept for
+# 24 h by default, so none is pruned during the run: every stored payment keeps its key.
+#
+# Knobs: TARGET [10000000] payments before the last run; DURATION [15s]; CHUNK [60s];
+#        FILL_MAX [1800] seconds the fill may take at most; MERCHANTS [8]; SKIP_BUILD [0];
+#        KEEP [0] keeps the data dir (about 1.2 kB a payment: 12 GB for 10 M).
+# Output: a markdown block on stdout, also in bench/results/store-growth-<date>.md.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+TARGET=${TARGET:-10000000}
+DURATION=${DURATION:-15s}
+CHUNK=${CHUNK:-60s}
+FILL_MAX=${FILL_MAX:-1800}
+MERCHANTS=${MERCHANTS:-8}
+KEEP=${KEEP:-0}
+WORK=$(mktemp -d)
+SERVER_PID=""
+cleanup() {
+  local rc=$?
+  set +e
+  end_process "$SERVER_PID"
+  drop_work
+  exit $rc
+}
+trap_cleanup
+load_tools
+paytool_binary
+
+DATA=$WORK/data
+"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+SERVER_PID=$!
+await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
+KEYS=$(make_merchants 1 "$(cat "$DATA/admin_token")")
+STORED=0
+
+# pay TAG SECONDS: one bounded wrk run; sets RATE (2xx a second), P99_MS, OK; adds OK to STORED.
+pay() {
+  local tag=$1 secs=$2 out=$WORK/$1.txt n non200 dur_us p99_us
+  BENCH_KEYS=$KEYS BENCH_RUN=growth-$tag-$(date +%s%N) timeout $((secs + 60)) \
+    wrk -t1 -c64 -d"${secs}s" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
+    >"$out" 2>&1
+  n=$(sed -n 's/.*BENCH requests=\([0-9]*\).*/\1/p' "$out")
+  non200=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' "$out")
+  dur_us=$(sed -n 's/.* duration_us=\([0-9]*\).*/\1/p' "$out")
+  p99_us=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' "$out")
+  OK=$((n - non200))
+  STORED=$((STORED + OK))
+  RATE=$(awk -v n="$OK" -v d="$dur_us" 'BEGIN{printf "%.0f", n / (d / 1e6)}')
+  P99_MS=$(awk -v u="$p99_us" 'BEGIN{printf "%.1f", u / 1000}')
+  (( non200 == 0 )) || log "$tag: $non200 answers were not 200"
+}
+
+ds=$(to_seconds "$DURATION")
+cs=$(to_seconds "$CHUNK")
+log "empty store: wrk -t1 -c64 -d$DURATION"
+pay empty "$ds"
+EMPTY_RATE=$RATE; EMPTY_P99=$P99_MS
+rows=""
+started=$(date +%s)
+chunk=0
+while (( STORED < TARGET )); do
+  (( $(date +%s) - started < FILL_MAX )) || die "the fill took over FILL_MAX=${FILL_MAX}s at $STORED payments"
+  chunk=$((chunk + 1))
+  pay "fill-$chunk" "$cs"
+  log "fill $chunk: $RATE payments/s (p99 $P99_MS ms), $STORED stored"
+  rows+="| $(th "$STORED") | $(th "$RATE") | $P99_MS |"$'\n'
+done
+log "with $STORED stored: wrk -t1 -c64 -d$DURATION"
+at=$STORED
+pay full "$ds"
+stop_server
+bytes=$(du -cb "$DATA"/shard-*.db* | tail -1 | cut -f1)
+
+out="## The embedded API as its store grows, $(date -u '+%Y-%m-%d %H:%M UTC')
+
+- machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')
+- paytool $BUILT_FROM; command: \`TARGET=$TARGET DURATION=$DURATION CHUNK=$CHUNK bench/store_growth.sh\`
+- one SQLite shard, fresh data dir; wrk -t1 -c64, payments created and captured, on the same 2 cores as the server
+
+| figure | value | goal (issue 14) |
+| --- | --- | --- |
+| payments/s on the empty store (the anchor) | $(th "$EMPTY_RATE") (p99 $EMPTY_P99 ms) | |
+| payments/s with $(th "$at") stored | $(th "$RATE") (p99 $P99_MS ms) | |
+| ratio | **$(ratio "$RATE" "$EMPTY_RATE")** | ≥ 0.95 |
+| shard files at the end (data + WAL, not checkpointed) | $(th "$bytes") bytes | |
+
+The fill, a row per ${CHUNK} chunk (payments stored at its end, its rate):
+
+| stored | payments/s | p99 ms |
+| --- | --- | --- |
+$rows"
+echo "$out"
+mkdir -p bench/results
+echo "$out" >"bench/results/store-growth-$(date -u +%Y%m%d-%H%M%S).md"
