@@ -62,7 +62,7 @@ pub fn take_queued<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize
 
 /// How many times a task-based writer lets the runtime run its other ready tasks before
 /// it closes a batch (`take_ready`). Three instances on two PostgreSQL shards, 64 users:
-/// 8 and 32 gave 13,800 and 13,400 payments/s, none 11,500-12,500 (ARCHITECTURE.md).
+/// 8 and 32 gave 13,800 and 13,400 payments/s, none 11,500-12,500 (BENCHMARKS.md).
 pub const READY_YIELDS_MAX: usize = 8;
 
 /// `take_queued`, then up to `READY_YIELDS_MAX` times: yield to the runtime and take
