@@ -352,6 +352,22 @@ loadtest_flags() {   # TAG WHAT RC ERRFILE ERRORS AUDIT_OK
 }
 
 # ---------------------------------------------------------------- merchants
+# `paytool serve` on one SQLite shard in data dir $1 (fresh or not), on a free loopback
+# port; sets SERVER_PID, ADDR and ADMIN_TOKEN (the one serve wrote into the data dir).
+serve_one_sqlite_shard() {   # DATA
+  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$1" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+  SERVER_PID=$!
+  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
+  ADMIN_TOKEN=$(cat "$1/admin_token")
+}
+# One bounded `wrk -t1 -c64` of bench/payments.lua (created and captured, a unique
+# Idempotency-Key each, under run tag RUN) against http://$ADDR as the merchants KEYS,
+# its output (the BENCH line) into OUT.
+wrk_payments() {   # RUN DURATION OUT
+  BENCH_KEYS=$KEYS BENCH_RUN=$1 timeout $(($(to_seconds "$2") + 60)) \
+    wrk -t1 -c64 -d"$2" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
+    >"$3" 2>&1
+}
 # Create merchants on http://$ADDR with admin token $2 until each of $1 shards has its
 # share of MERCHANTS; print their keys, comma-separated.
 make_merchants() {

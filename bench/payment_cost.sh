@@ -50,10 +50,7 @@ paytool_binary
 
 DATA=$WORK/data
 if [[ $BACKEND == sqlite ]]; then
-  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-  SERVER_PID=$!
-  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
-  ADMIN_TOKEN=$(cat "$DATA/admin_token")
+  serve_one_sqlite_shard "$DATA"
   STORE="one SQLite shard, fresh data dir"
 else
   find_postgres
@@ -96,9 +93,7 @@ health_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/healthz.txt")
 log "wrk -t1 -c64 -d$DURATION POST /v1/payments"
 cpu0=$(proc_jiffies "$SERVER_PID")
 pg0=$(procs_jiffies $(pg_pids))
-BENCH_KEYS=$KEYS BENCH_RUN=cost-$(date +%s) timeout $((ds + 60)) \
-  wrk -t1 -c64 -d"$DURATION" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
-  >"$WORK/pay.txt" 2>&1
+wrk_payments "cost-$(date +%s)" "$DURATION" "$WORK/pay.txt"
 cpu1=$(proc_jiffies "$SERVER_PID")
 # Backends that started during the run count from zero (they had no CPU before it).
 pg1=$(procs_jiffies $(pg_pids))
@@ -106,9 +101,7 @@ pg1=$(procs_jiffies $(pg_pids))
 log "wrk -t1 -c64 -d$DURATION POST /v1/payments again, perf record on the server"
 perf record -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.data" >/dev/null 2>&1 &
 PERF_PID=$!
-BENCH_KEYS=$KEYS BENCH_RUN=cost-perf-$(date +%s) timeout $((ds + 60)) \
-  wrk -t1 -c64 -d"$DURATION" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
-  >"$WORK/pay-perf.txt" 2>&1
+wrk_payments "cost-perf-$(date +%s)" "$DURATION" "$WORK/pay-perf.txt"
 kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""
 pay_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/pay.txt")
 pay_n=$(sed -n 's/.*BENCH requests=\([0-9]*\).*/\1/p' "$WORK/pay.txt")

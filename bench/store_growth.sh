@@ -39,18 +39,14 @@ load_tools
 paytool_binary
 
 DATA=$WORK/data
-"$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVER_PID=$!
-await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
-KEYS=$(make_merchants 1 "$(cat "$DATA/admin_token")")
+serve_one_sqlite_shard "$DATA"
+KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
 STORED=0
 
 # pay TAG SECONDS: one bounded wrk run; sets RATE (2xx a second), P99_MS, OK; adds OK to STORED.
 pay() {
   local tag=$1 secs=$2 out=$WORK/$1.txt n non200 dur_us p99_us
-  BENCH_KEYS=$KEYS BENCH_RUN=growth-$tag-$(date +%s%N) timeout $((secs + 60)) \
-    wrk -t1 -c64 -d"${secs}s" --timeout 10s --latency -s "$ROOT/bench/payments.lua" "http://$ADDR" \
-    >"$out" 2>&1
+  wrk_payments "growth-$tag-$(date +%s%N)" "${secs}s" "$out"
   n=$(sed -n 's/.*BENCH requests=\([0-9]*\).*/\1/p' "$out")
   non200=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' "$out")
   dur_us=$(sed -n 's/.* duration_us=\([0-9]*\).*/\1/p' "$out")
