@@ -78,7 +78,7 @@ pub async fn create_payment(
         fingerprint: card_fingerprint,
     };
     drop(card);
-    let (payment, postings) = Payment::create(
+    let (payment, transfers) = Payment::create(
         new_id("pay"),
         merchant.id.clone(),
         money,
@@ -93,7 +93,7 @@ pub async fn create_payment(
             key,
             request_fingerprint: fingerprint,
         }),
-        mutation: Mutation::Create { payment, postings },
+        mutation: Mutation::Create { payment, transfers },
         render: render_payment,
     };
     state.write(request).await
@@ -412,6 +412,13 @@ fn render_payment(outcome: &Outcome) -> StoredResponse {
         body: error.to_json(),
         replayed: false,
     }
+}
+
+/// Any outcome as its endpoint answered it: a refund's as the refund, the others' as the
+/// payment. The store renders kept answers again with this (`SqliteExport::open`), so it
+/// must stay deterministic: the same rows, the same bytes.
+pub fn render_answer(outcome: &Outcome) -> StoredResponse {
+    render_refund(outcome)
 }
 
 fn render_refund(outcome: &Outcome) -> StoredResponse {

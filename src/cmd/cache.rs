@@ -313,7 +313,8 @@ fn progress_bar(output: Output, template: &str) -> Option<indicatif::ProgressBar
 /// The store, read-only: the data dir, or every shard of the layout.
 async fn open_store(source: &Source, replica_max_lag: Duration) -> anyhow::Result<Box<dyn Export>> {
     let opened: Result<Box<dyn Export>, ExportError> = match (&source.data_dir, &source.layout) {
-        (Some(dir), _) => SqliteExport::open(dir).map(|e| Box::new(e) as Box<dyn Export>),
+        (Some(dir), _) => SqliteExport::open(dir, paytool::api::payments::render_answer)
+            .map(|e| Box::new(e) as Box<dyn Export>),
         (None, Some(path)) => {
             let layout =
                 paytool::profile::shards::load(path).map_err(|e| UsageError(e.to_string()))?;

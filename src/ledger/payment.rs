@@ -1,4 +1,4 @@
-//! The payment state machine and the postings each transition writes. Pure: no I/O.
+//! The payment state machine and the transfers each transition makes. Pure: no I/O.
 //!
 //! ```text
 //! create ──approved, capture=false──▶ requires_capture ──capture──▶ succeeded ──refund*──▶ succeeded
@@ -9,7 +9,7 @@
 
 use super::error::LedgerError;
 use super::money::{Currency, Money};
-use super::postings::{Account, Posting, check_balanced};
+use super::postings::{Account, Transfer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -39,6 +39,28 @@ impl PaymentStatus {
             "failed" => PaymentStatus::Failed,
             _ => return None,
         })
+    }
+
+    /// The status as a small integer, for stores that keep it in many rows. Stored: a
+    /// code, once given, never changes or moves to another status.
+    pub fn code(self) -> u8 {
+        match self {
+            PaymentStatus::RequiresCapture => 0,
+            PaymentStatus::Succeeded => 1,
+            PaymentStatus::Canceled => 2,
+            PaymentStatus::Failed => 3,
+        }
+    }
+
+    pub fn from_code(code: i64) -> Option<Self> {
+        [
+            PaymentStatus::RequiresCapture,
+            PaymentStatus::Succeeded,
+            PaymentStatus::Canceled,
+            PaymentStatus::Failed,
+        ]
+        .into_iter()
+        .find(|s| i64::from(s.code()) == code)
     }
 
     /// The edges of the state machine. A refund keeps a payment `succeeded`.
@@ -94,7 +116,7 @@ impl Payment {
         auth: Authorization,
         capture: bool,
         created_ms: i64,
-    ) -> Result<(Payment, Vec<Posting>), LedgerError> {
+    ) -> Result<(Payment, Vec<Transfer>), LedgerError> {
         let mut payment = Payment {
             id,
             merchant_id,
@@ -115,54 +137,56 @@ impl Payment {
             return Ok((payment, Vec::new()));
         }
         // The hold: funds leave the customer and wait as the merchant's pending balance.
-        let a = payment.amount as i64;
-        let mut postings = vec![
-            payment.posting(Account::CustomerFunds, -a),
-            payment.posting(Account::MerchantPending, a),
-        ];
+        let mut transfers = vec![payment.transfer(
+            Account::CustomerFunds,
+            Account::MerchantPending,
+            payment.amount,
+        )?];
         if capture {
-            postings.extend(payment.capture(None)?);
+            transfers.extend(payment.capture(None)?);
         }
         payment.check()?;
-        check_balanced(&postings)?;
-        Ok((payment, postings))
+        Ok((payment, transfers))
     }
 
     /// Capture `amount` (all of it when None); the rest of the hold goes back to the customer.
-    pub fn capture(&mut self, amount: Option<u64>) -> Result<Vec<Posting>, LedgerError> {
+    pub fn capture(&mut self, amount: Option<u64>) -> Result<Vec<Transfer>, LedgerError> {
         self.require_capturable("captured")?;
         let captured = self.bounded(amount, self.amount, "authorized amount")?;
         let released = self.amount - captured;
-        let mut postings = vec![
-            self.posting(Account::MerchantPending, -(self.amount as i64)),
-            self.posting(Account::MerchantAvailable, captured as i64),
-        ];
+        let mut transfers = vec![self.transfer(
+            Account::MerchantPending,
+            Account::MerchantAvailable,
+            captured,
+        )?];
         if released > 0 {
-            postings.push(self.posting(Account::CustomerFunds, released as i64));
+            transfers.push(self.transfer(
+                Account::MerchantPending,
+                Account::CustomerFunds,
+                released,
+            )?);
         }
         self.transition(PaymentStatus::Succeeded)?;
         self.amount_captured = captured;
         self.check()?;
-        check_balanced(&postings)?;
-        Ok(postings)
+        Ok(transfers)
     }
 
     /// Release the whole hold.
-    pub fn cancel(&mut self) -> Result<Vec<Posting>, LedgerError> {
+    pub fn cancel(&mut self) -> Result<Vec<Transfer>, LedgerError> {
         self.require_capturable("canceled")?;
-        let a = self.amount as i64;
-        let postings = vec![
-            self.posting(Account::MerchantPending, -a),
-            self.posting(Account::CustomerFunds, a),
-        ];
+        let transfers = vec![self.transfer(
+            Account::MerchantPending,
+            Account::CustomerFunds,
+            self.amount,
+        )?];
         self.transition(PaymentStatus::Canceled)?;
         self.check()?;
-        check_balanced(&postings)?;
-        Ok(postings)
+        Ok(transfers)
     }
 
     /// Refund `amount` (all that remains when None) out of the merchant's available balance.
-    pub fn refund(&mut self, amount: Option<u64>) -> Result<(u64, Vec<Posting>), LedgerError> {
+    pub fn refund(&mut self, amount: Option<u64>) -> Result<(u64, Vec<Transfer>), LedgerError> {
         if self.status != PaymentStatus::Succeeded {
             return Err(LedgerError::NotRefundable {
                 status: self.status.as_str(),
@@ -173,15 +197,12 @@ impl Payment {
             return Err(LedgerError::FullyRefunded);
         }
         let refunded = self.bounded(amount, remaining, "amount still refundable")?;
-        let postings = vec![
-            self.posting(Account::MerchantAvailable, -(refunded as i64)),
-            self.posting(Account::Refunds, refunded as i64),
-        ];
+        let transfers =
+            vec![self.transfer(Account::MerchantAvailable, Account::Refunds, refunded)?];
         self.transition(PaymentStatus::Succeeded)?;
         self.amount_refunded += refunded;
         self.check()?;
-        check_balanced(&postings)?;
-        Ok((refunded, postings))
+        Ok((refunded, transfers))
     }
 
     pub fn amount_capturable(&self) -> u64 {
@@ -292,11 +313,24 @@ impl Payment {
         Ok(())
     }
 
-    fn posting(&self, account: Account, amount: i64) -> Posting {
-        Posting {
-            account,
-            currency: self.currency,
-            amount,
+    fn transfer(&self, from: Account, to: Account, amount: u64) -> Result<Transfer, LedgerError> {
+        Transfer::new(from, to, self.currency, amount)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentStatus;
+
+    #[test]
+    fn status_codes_are_fixed_and_round_trip() {
+        // Stored in every kept answer: changing one would misread every key kept.
+        use PaymentStatus::*;
+        let all = [RequiresCapture, Succeeded, Canceled, Failed];
+        assert_eq!(all.map(PaymentStatus::code), [0, 1, 2, 3]);
+        for s in all {
+            assert_eq!(PaymentStatus::from_code(s.code().into()), Some(s));
         }
+        assert_eq!(PaymentStatus::from_code(4), None);
     }
 }

@@ -41,8 +41,9 @@ proptest! {
     ) {
         let money = Money::new(amount, Currency::parse(currency).unwrap()).unwrap();
         let auth = if approved { Authorization::Approved } else { Authorization::Failed("generic_decline") };
-        let (mut payment, mut ledger) =
+        let (mut payment, transfers) =
             Payment::create("pay_1".into(), "mer_1".into(), money, card(), auth, capture, 0).unwrap();
+        let mut ledger = postings_of(&transfers);
         for op in ops {
             let before = payment.clone();
             let result = match op {
@@ -51,7 +52,8 @@ proptest! {
                 Op::Refund(a) => payment.refund(a).map(|(_, p)| p),
             };
             match result {
-                Ok(postings) => {
+                Ok(transfers) => {
+                    let postings = postings_of(&transfers);
                     prop_assert!(check_balanced(&postings).is_ok());
                     prop_assert!(before.status.may_become(payment.status),
                         "{:?} -> {:?}", before.status, payment.status);

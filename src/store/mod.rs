@@ -10,7 +10,7 @@ pub mod queue;
 pub mod retention;
 pub mod sqlite;
 
-use crate::ledger::{Currency, LedgerError, Payment, Posting};
+use crate::ledger::{Currency, LedgerError, Payment, Transfer};
 use crate::secrets::Secret;
 use serde::Serialize;
 use std::future::Future;
@@ -84,7 +84,7 @@ pub enum Mutation {
     /// A payment already decided by the ledger (authorization and capture are pure).
     Create {
         payment: Payment,
-        postings: Vec<Posting>,
+        transfers: Vec<Transfer>,
     },
     Capture {
         payment_id: String,

@@ -398,7 +398,8 @@ async fn seed_then_verify_matches_the_store_and_a_row_changed_behind_its_back_is
     assert_eq!(report["mismatches"], 0, "{report:#}");
     assert_eq!(report["stale"], 0, "{report:#}");
 
-    // One row changed behind the cache's back: verify names exactly its key.
+    // One row changed behind the cache's back: verify names exactly its payment's key,
+    // and the key of the answer that showed it, which the store renders from that row.
     let shard = rusqlite::Connection::open(api.data_dir().join("shard-000.db")).unwrap();
     let changed = shard
         .execute(
@@ -409,13 +410,22 @@ async fn seed_then_verify_matches_the_store_and_a_row_changed_behind_its_back_is
     assert_eq!(changed, 1);
     let (code, report) = verify(&r, &source);
     assert_eq!(code, Some(1), "{report:#}");
-    assert_eq!(report["mismatches"], 1, "{report:#}");
+    assert_eq!(report["mismatches"], 2, "{report:#}");
     assert_eq!(report["stale"], 0, "{report:#}");
     let findings = report["findings"].as_array().unwrap();
-    assert_eq!(findings.len(), 1, "{report:#}");
-    assert_eq!(findings[0]["key"], format!("paytool:{{{m}}}:pay:{id}"));
-    let detail = findings[0]["detail"].as_str().unwrap();
+    assert_eq!(findings.len(), 2, "{report:#}");
+    let payment_key = format!("paytool:{{{m}}}:pay:{id}");
+    let payment = findings.iter().find(|f| f["key"] == payment_key);
+    let payment = payment.unwrap_or_else(|| panic!("{payment_key} not named: {report:#}"));
+    let detail = payment["detail"].as_str().unwrap();
     assert!(detail.starts_with("card_brand: cache"), "{detail}");
+    let answer = findings.iter().find(|f| f["key"] != payment_key).unwrap();
+    let answer_key = answer["key"].as_str().unwrap();
+    assert!(
+        answer_key.starts_with(&format!("paytool:{{{m}}}:idem:")),
+        "{report:#}"
+    );
+    assert_eq!(answer["detail"], "the body differs", "{report:#}");
 
     // A sample checks only as many entries as asked.
     let (_, sampled) = verify(&r, &["--data-dir", data_dir.as_str(), "--sample", "500"]);

@@ -274,6 +274,55 @@ async fn capture_cancel_and_refund_with_a_key_replay() {
     assert_audit_ok(&server).await;
 }
 
+/// A replay shows the payment as the first answer did, not as it is now: every answer
+/// is replayed after all the later changes to its payment, byte for byte.
+#[tokio::test]
+async fn replays_show_the_payment_as_it_was_when_first_answered() {
+    let server = Server::start();
+    let m = server.create_merchant("as-it-was").await;
+    let hold = create(payment_body(1000, "usd", false)).key("w-hold");
+    let held = fresh(&server, &m, &hold, StatusCode::OK).await;
+    let id = parse(&held)["id"].as_str().unwrap().to_string();
+    let capture = on(&id, "capture")
+        .body(json!({ "amount": 800 }))
+        .key("w-capture");
+    let captured = fresh(&server, &m, &capture, StatusCode::OK).await;
+    let refund = |amount: i64, key: &str| {
+        on(&id, "refunds")
+            .body(json!({ "amount": amount }))
+            .key(key)
+    };
+    let (refund_1, refund_2) = (refund(100, "w-refund-1"), refund(200, "w-refund-2"));
+    let refunded_1 = fresh(&server, &m, &refund_1, StatusCode::OK).await;
+    let refunded_2 = fresh(&server, &m, &refund_2, StatusCode::OK).await;
+    let other_hold = create(payment_body(300, "usd", false)).key("w-other");
+    let other_held = fresh(&server, &m, &other_hold, StatusCode::OK).await;
+    let other = parse(&other_held)["id"].as_str().unwrap().to_string();
+    let cancel = on(&other, "cancel").key("w-cancel");
+    let canceled = fresh(&server, &m, &cancel, StatusCode::OK).await;
+
+    for (req, first) in [
+        (&hold, &held),
+        (&capture, &captured),
+        (&refund_1, &refunded_1),
+        (&refund_2, &refunded_2),
+        (&other_hold, &other_held),
+        (&cancel, &canceled),
+    ] {
+        replay(&server, &m, req, StatusCode::OK, first).await;
+    }
+    let (held, captured) = (parse(&held), parse(&captured));
+    assert_eq!(held["status"], "requires_capture");
+    assert_eq!(held["amount_capturable"], 1000);
+    assert_eq!(captured["amount_refunded"], 0);
+    assert_eq!(parse(&refunded_2)["amount"], 200);
+    assert_eq!(parse(&other_held)["status"], "requires_capture");
+    assert_eq!(parse(&canceled)["status"], "canceled");
+    let now = server.ok(&m, &get(format!("/v1/payments/{id}"))).await;
+    assert_eq!(now["amount_refunded"], 300);
+    assert_audit_ok(&server).await;
+}
+
 #[tokio::test]
 async fn a_key_replays_inside_its_retention_and_is_free_again_once_pruned() {
     use std::time::{Duration, Instant};

@@ -480,8 +480,19 @@ fn open_loadtest(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String)
 #[test]
 fn the_open_model_sends_every_scheduled_arrival_and_audits_them() {
     let reports = temp_dir();
-    let (code, summary, output) =
-        open_loadtest(reports.path(), &["--rate", "200/s", "--run-time", "2s"]);
+    // The profile's p99 bound is lifted: this test is about arrivals and the audit, and
+    // a timing must not decide a pass (a busy CI machine once saw 114 ms).
+    let (code, summary, output) = open_loadtest(
+        reports.path(),
+        &[
+            "--rate",
+            "200/s",
+            "--run-time",
+            "2s",
+            "--threshold",
+            "p99_ms_max=60000",
+        ],
+    );
     assert_eq!(code, Some(0), "{output}");
     let open = &summary["open_model"];
     assert_eq!(open["scheduled"], 400, "{open:#}");

@@ -32,3 +32,4 @@ mod segments;
 mod serve_errors;
 mod shard_move;
 mod sharded_loadtest;
+mod store_upgrade;

@@ -405,7 +405,7 @@ async fn a_write_routed_by_a_stale_view_is_refused_inside_the_transaction_and_re
         fingerprint: "f".into(),
     };
     let money = Money::new(900, Currency::parse("usd").unwrap()).unwrap();
-    let (payment, postings) = Payment::create(
+    let (payment, transfers) = Payment::create(
         "pay_00000000000000000000000000000001".into(),
         merchant.id.clone(),
         money,
@@ -419,7 +419,7 @@ async fn a_write_routed_by_a_stale_view_is_refused_inside_the_transaction_and_re
         .write(WriteRequest {
             merchant,
             idempotency: None,
-            mutation: Mutation::Create { payment, postings },
+            mutation: Mutation::Create { payment, transfers },
             render: |_| StoredResponse {
                 status: 200,
                 body: b"kept".to_vec(),

@@ -27,7 +27,7 @@ use super::replicas::Written;
 use super::rows::{payment_from_row, store_error};
 use super::sql::{IDEMPOTENCY_SQL, OWNED_SQL, WRITE_BATCH_PARAMS, WRITE_BATCH_SQL, payments_sql};
 use crate::ids::now_ms;
-use crate::ledger::{Payment, Posting, check_balanced};
+use crate::ledger::{Payment, Posting, Transfer};
 use crate::secrets::DbUrl;
 use crate::store::sqlite::WriterLimits;
 use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
@@ -526,8 +526,8 @@ fn decide(
             .map(|(_, p)| p.clone())
             .ok_or(StoreError::NotFound)
     };
-    let (payment, postings, refund) = match &request.mutation {
-        Mutation::Create { payment, postings } => {
+    let (payment, transfers, refund) = match &request.mutation {
+        Mutation::Create { payment, transfers } => {
             if payment.merchant_id != m.id {
                 return Err(StoreError::Internal(format!(
                     "payment {} belongs to {}, not {}",
@@ -535,7 +535,6 @@ fn decide(
                 )));
             }
             payment.check()?;
-            check_balanced(postings)?;
             let key = (m.id.clone(), payment.id.clone());
             if fx.payments.contains_key(&key) {
                 return Err(StoreError::Internal(format!(
@@ -545,17 +544,17 @@ fn decide(
             }
             let idem = request.idempotency.as_ref().map(|i| i.key.clone());
             fx.created.push((key, idem));
-            (payment.clone(), postings.clone(), None)
+            (payment.clone(), transfers.clone(), None)
         }
         Mutation::Capture { payment_id, amount } => {
             let mut p = current(fx, payment_id)?;
-            let postings = p.capture(*amount)?;
-            (p, postings, None)
+            let transfers = p.capture(*amount)?;
+            (p, transfers, None)
         }
         Mutation::Cancel { payment_id } => {
             let mut p = current(fx, payment_id)?;
-            let postings = p.cancel()?;
-            (p, postings, None)
+            let transfers = p.cancel()?;
+            (p, transfers, None)
         }
         Mutation::Refund {
             payment_id,
@@ -563,7 +562,7 @@ fn decide(
             amount,
         } => {
             let mut p = current(fx, payment_id)?;
-            let (refunded, postings) = p.refund(*amount)?;
+            let (refunded, transfers) = p.refund(*amount)?;
             let refund = Refund {
                 id: refund_id.clone(),
                 payment_id: payment_id.clone(),
@@ -571,16 +570,18 @@ fn decide(
                 currency: p.currency,
                 created_ms: now,
             };
-            (p, postings, Some(refund))
+            (p, transfers, Some(refund))
         }
     };
     let key = (m.id.clone(), payment.id.clone());
     if !matches!(request.mutation, Mutation::Create { .. }) {
         fx.changed.insert(key.clone());
     }
-    for posting in &postings {
+    // PostgreSQL keeps the ledger as postings (its schema predates transfers): each
+    // transfer is its debit and its credit.
+    for posting in transfers.iter().flat_map(Transfer::postings) {
         fx.postings
-            .push((m.bucket, m.id.clone(), payment.id.clone(), *posting));
+            .push((m.bucket, m.id.clone(), payment.id.clone(), posting));
     }
     let outcome = match refund {
         Some(refund) => {

@@ -2,6 +2,7 @@
 //! opened with SQLITE_OPEN_READ_ONLY, so a live API's writer never waits on it (WAL
 //! readers do not block the writer).
 
+use super::answers::{self, Render};
 use super::rows::{PAYMENT_COLUMNS, load_payment, payment_from_row};
 use super::schema;
 use crate::ids::{bucket_of, now_ms, shard_of_bucket};
@@ -19,6 +20,8 @@ pub(super) const MERCHANT_COLUMNS: &str =
 pub struct SqliteExport {
     catalog: Arc<Mutex<Connection>>,
     shards: Vec<Arc<Mutex<Connection>>>,
+    /// Renders kept answers again (the store keeps what they showed, not their bodies).
+    render: Render,
 }
 
 /// A merchant row read with `MERCHANT_COLUMNS`: the merchant, its key hash, and the key
@@ -62,7 +65,8 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl SqliteExport {
-    pub fn open(data_dir: &Path) -> Result<SqliteExport, ExportError> {
+    /// `render` is the API's: answers are kept as the rows they showed and rendered again.
+    pub fn open(data_dir: &Path, render: Render) -> Result<SqliteExport, ExportError> {
         let path = data_dir.join("catalog.db");
         if !path.is_file() {
             return Err(ExportError::Open(format!(
@@ -91,14 +95,18 @@ impl SqliteExport {
         let shards = (0..shards)
             .map(|i| open(&data_dir.join(format!("shard-{i:03}.db"))))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SqliteExport { catalog, shards })
+        Ok(SqliteExport {
+            catalog,
+            shards,
+            render,
+        })
     }
 
     /// Per shard file, one blocking task for that file's share of the batch.
     async fn by_shard<T: Send + 'static>(
         &self,
         keys: Vec<(String, String)>,
-        read: fn(&Connection, &str, &str) -> Result<Option<T>, StoreError>,
+        read: impl Fn(&Connection, &str, &str) -> Result<Option<T>, StoreError> + Send + Copy + 'static,
     ) -> Result<Vec<Option<T>>, ExportError> {
         let n = self.shards.len();
         let mut out: Vec<Option<T>> = (0..keys.len()).map(|_| None).collect();
@@ -129,30 +137,21 @@ fn load_answer(
     c: &Connection,
     merchant: &str,
     key: &str,
+    render: Render,
 ) -> Result<Option<StoredAnswer>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT request_fingerprint, status, body FROM idempotency WHERE merchant_id = ?1 AND key = ?2",
-    )?;
-    let found = stmt
-        .query_row(params![merchant, key], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, u16>(1)?,
-                r.get::<_, Vec<u8>>(2)?,
-            ))
-        })
-        .optional()?;
-    found
-        .map(|(fp, status, body)| {
-            Ok(StoredAnswer {
-                fingerprint: fp.try_into().map_err(|_| {
-                    StoreError::Internal("a stored request fingerprint is not 32 bytes".into())
-                })?,
-                status,
-                body,
-            })
-        })
-        .transpose()
+    let Some(kept) = answers::find(c, merchant, key)? else {
+        return Ok(None);
+    };
+    let fingerprint =
+        kept.fingerprint.clone().try_into().map_err(|_| {
+            StoreError::Internal("a stored request fingerprint is not 32 bytes".into())
+        })?;
+    let status = kept.status;
+    Ok(Some(StoredAnswer {
+        fingerprint,
+        status,
+        body: kept.body(c, merchant, render)?,
+    }))
 }
 
 impl Export for SqliteExport {
@@ -233,6 +232,7 @@ impl Export for SqliteExport {
         &self,
         keys: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<Vec<Option<StoredAnswer>>, ExportError>> {
-        Box::pin(self.by_shard(keys, load_answer))
+        let render = self.render;
+        Box::pin(self.by_shard(keys, move |c, m, k| load_answer(c, m, k, render)))
     }
 }

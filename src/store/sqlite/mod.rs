@@ -1,6 +1,7 @@
 //! The embedded store: a catalog file for merchants and one SQLite file per shard under
 //! the data dir. Merchants hash to buckets; contiguous bucket ranges map to shards.
 
+mod answers;
 mod audit;
 pub mod export;
 mod pruner;
@@ -119,7 +120,15 @@ impl SqliteStore {
         let mut shard_list = Vec::with_capacity(shards);
         for i in 0..shards {
             let path = data_dir.join(format!("shard-{i:03}.db"));
-            let conn = schema::open_writer(&path, schema::SHARD).map_err(in_file(&path))?;
+            let mut conn = schema::open_writer(&path, schema::SHARD).map_err(in_file(&path))?;
+            let moved = schema::upgrade_shard(&mut conn).map_err(in_file(&path))?;
+            if moved > 0 {
+                tracing::info!(
+                    shard = i,
+                    keys = moved,
+                    "idempotency keys moved to idempotency_keys"
+                );
+            }
             let readers = (0..READERS_PER_SHARD)
                 .map(|_| schema::open_reader(&path).map(Mutex::new))
                 .collect::<Result<Vec<_>, _>>()

@@ -38,10 +38,15 @@ fn run(shard: usize, conn: Connection, retention: Duration, stopped: mpsc::Recei
     }
 }
 
+/// Of the oldest `PRUNE_BATCH_MAX` keys by `seq` (creation order), delete those made
+/// before `before_ms`. Bounded work whatever the table holds: a walk by `created_ms`
+/// would need an index on it, and one that filtered before its LIMIT would read the
+/// whole table when nothing has expired. A key written while the clock stood behind
+/// an older one's waits for the keys before it: it is kept longer, never pruned early.
 fn delete_batch(conn: &Connection, before_ms: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "DELETE FROM idempotency WHERE (merchant_id, key) IN \
-         (SELECT merchant_id, key FROM idempotency WHERE created_ms < ?1 ORDER BY created_ms LIMIT ?2)",
+        "DELETE FROM idempotency_keys WHERE created_ms < ?1 AND seq IN \
+         (SELECT seq FROM idempotency_keys ORDER BY seq LIMIT ?2)",
     )?
     .execute(params![before_ms, PRUNE_BATCH_MAX])
 }

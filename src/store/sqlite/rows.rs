@@ -1,7 +1,7 @@
 //! Payments to and from rows. Every payment read back is checked against the ledger's
 //! invariants: a row that breaks them is an error, never a silent answer.
 
-use crate::ledger::{Currency, Payment, PaymentStatus, Posting};
+use crate::ledger::{Currency, Payment, PaymentStatus, Posting, Transfer};
 use crate::store::StoreError;
 use rusqlite::{Connection, Row, params};
 
@@ -93,35 +93,38 @@ pub fn update_payment(conn: &Connection, p: &Payment, now_ms: i64) -> rusqlite::
     Ok(())
 }
 
-/// Append the postings and fold their merchant-side net into the balances table, in the
-/// caller's transaction.
-pub fn insert_postings(
+/// Append the transfers and fold their merchant-side net into the balances table, in
+/// the caller's transaction.
+pub fn insert_transfers(
     conn: &Connection,
     merchant_id: &str,
     payment_id: &str,
-    postings: &[Posting],
+    transfers: &[Transfer],
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO postings (merchant_id, payment_id, currency, account, amount, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO transfers (merchant_id, payment_id, currency, from_account, to_account, \
+         amount, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    let mut net: Vec<(&Posting, i64)> = Vec::with_capacity(postings.len());
-    for p in postings {
+    let mut net: Vec<(Posting, i64)> = Vec::with_capacity(2 * transfers.len());
+    for t in transfers {
         insert.execute(params![
             merchant_id,
             payment_id,
-            p.currency.code(),
-            p.account.as_str(),
-            p.amount,
+            t.currency().code(),
+            t.from().code(),
+            t.to().code(),
+            t.amount() as i64,
             now_ms
         ])?;
-        match net
-            .iter_mut()
-            .find(|(q, _)| q.account == p.account && q.currency == p.currency)
-        {
-            Some((_, sum)) => *sum += p.amount,
-            None => net.push((p, p.amount)),
+        for p in t.postings() {
+            match net
+                .iter_mut()
+                .find(|(q, _)| q.account == p.account && q.currency == p.currency)
+            {
+                Some((_, sum)) => *sum += p.amount,
+                None => net.push((p, p.amount)),
+            }
         }
     }
     let mut upsert = conn.prepare_cached(

@@ -62,13 +62,17 @@ CREATE TABLE IF NOT EXISTS payments (
     CHECK (amount_captured <= amount AND amount_refunded <= amount_captured),
     PRIMARY KEY (merchant_id, id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS postings (
+-- The ledger: one row per transfer (its debit and its credit), accounts as
+-- ledger::Account codes. Postings, one row per side, were twice the rows; a data dir
+-- made before keeps them in `postings`, which the audit still reads (upgrade_shard).
+CREATE TABLE IF NOT EXISTS transfers (
     seq INTEGER PRIMARY KEY,
     merchant_id TEXT NOT NULL,
     payment_id TEXT NOT NULL,
     currency TEXT NOT NULL,
-    account TEXT NOT NULL,
-    amount INTEGER NOT NULL,
+    from_account INTEGER NOT NULL,
+    to_account INTEGER NOT NULL CHECK (to_account != from_account),
+    amount INTEGER NOT NULL CHECK (amount > 0),
     created_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS refunds (
@@ -80,17 +84,27 @@ CREATE TABLE IF NOT EXISTS refunds (
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (merchant_id, id)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS idempotency (
+-- What each Idempotency-Key answered. Not the body: the payment (and refund) it showed
+-- and the payment's state then, from which the answer is rendered again, byte for byte
+-- (a third of the bytes a stored body took). `body` is set only on keys kept from a
+-- data dir made before (upgrade_shard). Rows are in creation order by `seq`, which the
+-- pruner walks oldest first, so no index on created_ms is needed.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    seq INTEGER PRIMARY KEY,
     merchant_id TEXT NOT NULL,
     key TEXT NOT NULL,
     request_fingerprint BLOB NOT NULL,
     status INTEGER NOT NULL,
-    body BLOB NOT NULL,
+    payment_id TEXT,
+    payment_status INTEGER, -- ledger::PaymentStatus::code
+    amount_captured INTEGER,
+    amount_refunded INTEGER,
+    refund_id TEXT,
+    body BLOB,
     created_ms INTEGER NOT NULL,
-    PRIMARY KEY (merchant_id, key)
-) WITHOUT ROWID;
--- Pruning expired keys walks this, oldest first, in bounded batches.
-CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created_ms);
+    CHECK ((payment_id IS NULL) != (body IS NULL))
+);
+CREATE UNIQUE INDEX IF NOT EXISTS idempotency_keys_key ON idempotency_keys (merchant_id, key);
 CREATE TABLE IF NOT EXISTS balances (
     merchant_id TEXT NOT NULL,
     currency TEXT NOT NULL,
@@ -98,6 +112,34 @@ CREATE TABLE IF NOT EXISTS balances (
     amount INTEGER NOT NULL,
     PRIMARY KEY (merchant_id, currency, account)
 ) WITHOUT ROWID;";
+
+/// Bring a shard file made by an earlier release up to `SHARD`, in one transaction:
+/// its idempotency keys move to `idempotency_keys` with their bodies as sent (they are
+/// replayed from those until the pruner ages them out), and its `postings` stay where
+/// they are, read by the audit beside the transfers. Returns the keys moved.
+pub fn upgrade_shard(conn: &mut Connection) -> rusqlite::Result<usize> {
+    if !has_table(conn, "idempotency")? {
+        return Ok(0);
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let moved = tx.execute(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_fingerprint, status, body, created_ms) \
+         SELECT merchant_id, key, request_fingerprint, status, body, created_ms FROM idempotency \
+         ORDER BY created_ms",
+        [],
+    )?;
+    tx.execute_batch("DROP TABLE idempotency;")?;
+    tx.commit()?;
+    Ok(moved)
+}
+
+pub fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
+        [name],
+        |r| r.get(0),
+    )
+}
 
 /// WAL with synchronous=FULL: a commit is on disk before the writer answers, so an
 /// acknowledged payment survives a crash (and, as far as the disk keeps its word, power loss).

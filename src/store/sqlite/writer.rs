@@ -4,10 +4,11 @@
 //! that fails rolls back its savepoint alone; a commit that fails answers every request
 //! in the batch with an error, so nothing unacknowledged is ever reported as done.
 
-use super::rows::{insert_payment, insert_postings, load_payment, update_payment};
+use super::answers;
+use super::rows::{insert_payment, insert_transfers, load_payment, update_payment};
 use crate::ids::now_ms;
 use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use std::ops::RangeInclusive;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
@@ -206,25 +207,17 @@ fn apply(
 ) -> Result<StoredResponse, StoreError> {
     let merchant_id = request.merchant.id.as_str();
     if let Some(idem) = &request.idempotency {
-        let stored: Option<(Vec<u8>, i64, Vec<u8>)> = conn
-            .prepare_cached(
-                "SELECT request_fingerprint, status, body FROM idempotency WHERE merchant_id = ?1 AND key = ?2",
-            )?
-            .query_row(params![merchant_id, idem.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?;
-        if let Some((fingerprint, status, body)) = stored {
-            if fingerprint != idem.request_fingerprint {
+        if let Some(kept) = answers::find(conn, merchant_id, &idem.key)? {
+            if kept.fingerprint != idem.request_fingerprint {
                 return Err(StoreError::IdempotencyMismatch);
             }
-            return Ok(StoredResponse {
-                status: status as u16,
-                body,
-                replayed: true,
-            });
+            // The same fingerprint is the same operation, so this request's renderer is
+            // the one that answered the first time.
+            return kept.replay(conn, merchant_id, request.render);
         }
     }
     let outcome = match &request.mutation {
-        Mutation::Create { payment, postings } => {
+        Mutation::Create { payment, transfers } => {
             if payment.merchant_id != merchant_id {
                 return Err(StoreError::Internal(format!(
                     "payment {} belongs to {}, not {merchant_id}",
@@ -232,29 +225,28 @@ fn apply(
                 )));
             }
             payment.check()?;
-            crate::ledger::check_balanced(postings)?;
             insert_payment(
                 conn,
                 payment,
                 request.idempotency.as_ref().map(|i| i.key.as_str()),
             )?;
-            insert_postings(conn, merchant_id, &payment.id, postings, now)?;
+            insert_transfers(conn, merchant_id, &payment.id, transfers, now)?;
             Outcome::Payment(payment.clone())
         }
         Mutation::Capture { payment_id, amount } => {
             let mut payment =
                 load_payment(conn, merchant_id, payment_id)?.ok_or(StoreError::NotFound)?;
-            let postings = payment.capture(*amount)?;
+            let transfers = payment.capture(*amount)?;
             update_payment(conn, &payment, now)?;
-            insert_postings(conn, merchant_id, payment_id, &postings, now)?;
+            insert_transfers(conn, merchant_id, payment_id, &transfers, now)?;
             Outcome::Payment(payment)
         }
         Mutation::Cancel { payment_id } => {
             let mut payment =
                 load_payment(conn, merchant_id, payment_id)?.ok_or(StoreError::NotFound)?;
-            let postings = payment.cancel()?;
+            let transfers = payment.cancel()?;
             update_payment(conn, &payment, now)?;
-            insert_postings(conn, merchant_id, payment_id, &postings, now)?;
+            insert_transfers(conn, merchant_id, payment_id, &transfers, now)?;
             Outcome::Payment(payment)
         }
         Mutation::Refund {
@@ -264,9 +256,9 @@ fn apply(
         } => {
             let mut payment =
                 load_payment(conn, merchant_id, payment_id)?.ok_or(StoreError::NotFound)?;
-            let (refunded, postings) = payment.refund(*amount)?;
+            let (refunded, transfers) = payment.refund(*amount)?;
             update_payment(conn, &payment, now)?;
-            insert_postings(conn, merchant_id, payment_id, &postings, now)?;
+            insert_transfers(conn, merchant_id, payment_id, &transfers, now)?;
             conn.prepare_cached(
                 "INSERT INTO refunds (merchant_id, id, payment_id, amount, currency, created_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -291,18 +283,7 @@ fn apply(
     };
     let response = (request.render)(&outcome);
     if let Some(idem) = &request.idempotency {
-        conn.prepare_cached(
-            "INSERT INTO idempotency (merchant_id, key, request_fingerprint, status, body, created_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            merchant_id,
-            idem.key,
-            &idem.request_fingerprint[..],
-            response.status as i64,
-            response.body,
-            now
-        ])?;
+        answers::keep(conn, merchant_id, idem, response.status, &outcome, now)?;
     }
     Ok(response)
 }
