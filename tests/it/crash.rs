@@ -247,13 +247,22 @@ pub fn assert_ledger_on_disk(server: &Server) {
         transfers += conn
             .query_row("SELECT COUNT(*) FROM transfers", [], |r| r.get::<_, i64>(0))
             .unwrap();
+        let orphans: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM transfers t \
+                 WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = t.payment_id)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0, "{name}: transfers of no payment");
         let mut sums: HashMap<(String, String, String), i64> = HashMap::new();
         let mut stmt = conn
             .prepare(
-                "SELECT merchant_id, currency, account, SUM(amount) FROM ( \
-                   SELECT merchant_id, currency, from_account AS account, -amount AS amount FROM transfers \
-                   UNION ALL SELECT merchant_id, currency, to_account, amount FROM transfers) \
-                 GROUP BY 1, 2, 3",
+                "SELECT p.merchant_id, t.currency, t.account, SUM(t.amount) FROM ( \
+                   SELECT payment_id, currency, from_account AS account, -amount AS amount FROM transfers \
+                   UNION ALL SELECT payment_id, currency, to_account, amount FROM transfers) t \
+                 JOIN payments p ON p.id = t.payment_id GROUP BY 1, 2, 3",
             )
             .unwrap();
         let mut rows = stmt.query([]).unwrap();

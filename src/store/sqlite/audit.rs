@@ -20,13 +20,17 @@ pub fn audit_shard(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, 
 }
 
 /// Every posting on the shard as (merchant_id, payment_id, currency, account code,
-/// signed amount): each transfer's debit and credit, and the postings that a data dir
-/// made before transfers keeps (`schema::upgrade_shard`), their accounts turned into
-/// codes (-1 for a name the ledger does not know).
+/// signed amount): each transfer's debit and credit, with the merchant of its payment
+/// (NULL for a transfer whose payment is missing, which the per-payment check names),
+/// and the postings that a data dir made before transfers keeps
+/// (`schema::upgrade_shard`), their accounts turned into codes (-1 for a name the
+/// ledger does not know).
 fn postings_sql(legacy: bool) -> String {
-    let mut sql = "SELECT merchant_id, payment_id, currency, from_account AS account, -amount AS amount \
-                   FROM transfers \
-                   UNION ALL SELECT merchant_id, payment_id, currency, to_account, amount FROM transfers"
+    let mut sql = "SELECT p.merchant_id, t.payment_id, t.currency, t.account, t.amount FROM ( \
+                     SELECT payment_id, currency, from_account AS account, -amount AS amount \
+                     FROM transfers \
+                     UNION ALL SELECT payment_id, currency, to_account, amount FROM transfers) t \
+                   LEFT JOIN payments p ON p.id = t.payment_id"
         .to_string();
     if legacy {
         let codes: Vec<String> = Account::ALL
@@ -109,7 +113,8 @@ fn audit_snapshot(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, S
     }
     let mut stmt = conn.prepare(&format!(
         "{with} SELECT merchant_id, currency, account, SUM(amount) FROM entries \
-         WHERE account IN ({}, {}) GROUP BY merchant_id, currency, account",
+         WHERE merchant_id IS NOT NULL AND account IN ({}, {}) \
+         GROUP BY merchant_id, currency, account",
         Account::MerchantPending.code(),
         Account::MerchantAvailable.code()
     ))?;

@@ -103,13 +103,12 @@ pub fn insert_transfers(
     now_ms: i64,
 ) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO transfers (merchant_id, payment_id, currency, from_account, to_account, \
-         amount, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO transfers (payment_id, currency, from_account, to_account, amount, \
+         created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     let mut net: Vec<(Posting, i64)> = Vec::with_capacity(2 * transfers.len());
     for t in transfers {
         insert.execute(params![
-            merchant_id,
             payment_id,
             t.currency().code(),
             t.from().code(),
