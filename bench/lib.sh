@@ -360,6 +360,35 @@ serve_one_sqlite_shard() {   # DATA
   await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
   ADMIN_TOKEN=$(cat "$1/admin_token")
 }
+# `paytool serve` on a layout of one shard, on a PostgreSQL server of its own (cluster
+# "pg", initdb defaults, fsync and synchronous_commit on; the caller's trap must run
+# stop_clusters), data dir DATA; sets SERVER_PID, ADDR, ADMIN_TOKEN and STORE (a line
+# for the results). Needs WORK, BIN and PG_OPTS (extra server flags, may be empty).
+serve_one_pg_shard() {   # DATA
+  find_postgres
+  chmod 755 "$WORK"
+  pg_start pg
+  pg_sql pg postgres "CREATE DATABASE paytool" >/dev/null
+  local version; version=$(pg_sql pg postgres "SHOW server_version" | cut -d' ' -f1)
+  printf 'name = "bench-one-shard"
+version = 1
+buckets = 1024
+[shards.s0]
+url = "postgres://postgres@127.0.0.1:%s/paytool"
+[[ranges]]
+buckets = "0-1023"
+shard = "s0"
+' \
+    "${PG_PORT[pg]}" >"$WORK/layout.toml"
+  timeout 120 "$BIN" shard apply --layout "$WORK/layout.toml" >"$WORK/apply.log" 2>&1 ||
+    { cat "$WORK/apply.log" >&2; die "shard apply failed"; }
+  ADMIN_TOKEN=adm_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+  PAYTOOL_ADMIN_TOKEN=$ADMIN_TOKEN "$BIN" serve --layout "$WORK/layout.toml" --listen 127.0.0.1:0 \
+    --data-dir "$1" >"$WORK/serve.out" 2>"$WORK/serve.err" &
+  SERVER_PID=$!
+  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
+  STORE="one PostgreSQL $version shard (its own throwaway server, fsync and synchronous_commit on)"
+}
 # One bounded `wrk -t1 -c64` of bench/payments.lua (created and captured, a unique
 # Idempotency-Key each, under run tag RUN) against http://$ADDR as the merchants KEYS,
 # its output (the BENCH line) into OUT.

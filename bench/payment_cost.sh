@@ -53,29 +53,7 @@ if [[ $BACKEND == sqlite ]]; then
   serve_one_sqlite_shard "$DATA"
   STORE="one SQLite shard, fresh data dir"
 else
-  find_postgres
-  chmod 755 "$WORK"
-  pg_start pg
-  pg_sql pg postgres "CREATE DATABASE paytool" >/dev/null
-  PGV=$(pg_sql pg postgres "SHOW server_version" | cut -d' ' -f1)
-  printf 'name = "payment-cost"
-version = 1
-buckets = 1024
-[shards.s0]
-url = "postgres://postgres@127.0.0.1:%s/paytool"
-[[ranges]]
-buckets = "0-1023"
-shard = "s0"
-' \
-    "${PG_PORT[pg]}" >"$WORK/layout.toml"
-  timeout 120 "$BIN" shard apply --layout "$WORK/layout.toml" >"$WORK/apply.log" 2>&1 ||
-    { cat "$WORK/apply.log" >&2; die "shard apply failed"; }
-  ADMIN_TOKEN=adm_bench_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-  PAYTOOL_ADMIN_TOKEN=$ADMIN_TOKEN "$BIN" serve --layout "$WORK/layout.toml" --listen 127.0.0.1:0 \
-    --data-dir "$DATA" >"$WORK/serve.out" 2>"$WORK/serve.err" &
-  SERVER_PID=$!
-  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
-  STORE="one PostgreSQL $PGV shard (its own throwaway server, fsync and synchronous_commit on)"
+  serve_one_pg_shard "$DATA"
 fi
 # Every process of the PostgreSQL server (none with SQLite): its CPU is the payment's too.
 pg_pids() {
@@ -137,7 +115,7 @@ PY
 read -r stored bytes <"$WORK/disk.txt"
 fi
 perf report -i "$WORK/perf.data" --no-children --sort dso,sym >"$WORK/perf.txt" 2>/dev/null
-top=$(grep -E '^ +[0-9]' "$WORK/perf.txt" | sed -n "1,${TOP}p" | sed -E 's/^ +//; s/ +/ /g' |
+top=$(grep -E '^ +[0-9.]+% ' "$WORK/perf.txt" | sed -n "1,${TOP}p" | sed -E 's/^ +//; s/ +/ /g' |
   awk '{printf "| %s | %s |\n", $1, substr($0, index($0,$2))}')
 
 pg_row=""

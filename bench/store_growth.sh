@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Does the embedded API slow down as its store grows (issue 14: payments/s with 10 M
-# payments stored ÷ with an empty store, goal >= 0.95)? One `paytool serve` on one SQLite
-# shard, fresh data dir, and on the same cores:
+# Does the API slow down as its store grows (issue 14: payments/s with 10 M payments
+# stored ÷ with an empty store, goal >= 0.95)? One `paytool serve` on one shard, fresh:
+# embedded SQLite (BACKEND=sqlite, the default) or one PostgreSQL server of its own
+# (BACKEND=postgres, as bench/payment_cost.sh), and on the same cores:
 #   1. wrk -t1 -c64 -d$DURATION POST /v1/payments on the empty store   (the anchor)
 #   2. wrk -t1 -c64 in chunks of $CHUNK until $TARGET payments are stored (the fill;
 #      each chunk's rate is kept, so the curve shows where a slowdown starts)
@@ -10,9 +11,10 @@
 # (bench/payments.lua), as in bench/payment_cost.sh. Idempotency records are kept for
 # 24 h by default, so none is pruned during the run: every stored payment keeps its key.
 #
-# Knobs: TARGET [10000000] payments before the last run; DURATION [15s]; CHUNK [60s];
+# Knobs: BACKEND [sqlite] or postgres; TARGET [10000000] payments before the last run; DURATION [15s]; CHUNK [60s];
 #        FILL_MAX [1800] seconds the fill may take at most; MERCHANTS [8]; SKIP_BUILD [0];
-#        KEEP [0] keeps the data dir (about 1.2 kB a payment: 12 GB for 10 M).
+#        KEEP [0] keeps the data dir (SQLite about 0.6 kB a payment, PostgreSQL about
+#        2.4 kB: 6 and 24 GB for 10 M).
 # Output: a markdown block on stdout, also in bench/results/store-growth-<date>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,12 +27,17 @@ CHUNK=${CHUNK:-60s}
 FILL_MAX=${FILL_MAX:-1800}
 MERCHANTS=${MERCHANTS:-8}
 KEEP=${KEEP:-0}
+BACKEND=${BACKEND:-sqlite}
+case $BACKEND in sqlite | postgres) ;; *) echo "BACKEND is sqlite or postgres, not $BACKEND" >&2; exit 2 ;; esac
 WORK=$(mktemp -d)
 SERVER_PID=""
+PG_DATAS=()
+PG_OPTS=
 cleanup() {
   local rc=$?
   set +e
   end_process "$SERVER_PID"
+  [[ ${#PG_DATAS[@]} -gt 0 ]] && stop_clusters
   drop_work
   exit $rc
 }
@@ -39,7 +46,12 @@ load_tools
 paytool_binary
 
 DATA=$WORK/data
-serve_one_sqlite_shard "$DATA"
+if [[ $BACKEND == sqlite ]]; then
+  serve_one_sqlite_shard "$DATA"
+  STORE="one SQLite shard, fresh data dir"
+else
+  serve_one_pg_shard "$DATA"
+fi
 KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
 STORED=0
 
@@ -77,20 +89,26 @@ log "with $STORED stored: wrk -t1 -c64 -d$DURATION"
 at=$STORED
 pay full "$ds"
 stop_server
-bytes=$(du -cb "$DATA"/shard-*.db* | tail -1 | cut -f1)
+if [[ $BACKEND == sqlite ]]; then
+  bytes=$(du -cb "$DATA"/shard-*.db* | tail -1 | cut -f1)
+  files="shard files at the end (data + WAL, not checkpointed)"
+else
+  bytes=$(pg_sql pg paytool "SELECT pg_database_size(current_database())")
+  files="the database at the end (pg_database_size, not checkpointed)"
+fi
 
-out="## The embedded API as its store grows, $(date -u '+%Y-%m-%d %H:%M UTC')
+out="## The API as its store grows ($BACKEND), $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')
-- paytool $BUILT_FROM; command: \`TARGET=$TARGET DURATION=$DURATION CHUNK=$CHUNK bench/store_growth.sh\`
-- one SQLite shard, fresh data dir; wrk -t1 -c64, payments created and captured, on the same 2 cores as the server
+- paytool $BUILT_FROM; command: \`BACKEND=$BACKEND TARGET=$TARGET DURATION=$DURATION CHUNK=$CHUNK bench/store_growth.sh\`
+- $STORE; wrk -t1 -c64, payments created and captured, on the same 2 cores as the server
 
 | figure | value | goal (issue 14) |
 | --- | --- | --- |
 | payments/s on the empty store (the anchor) | $(th "$EMPTY_RATE") (p99 $EMPTY_P99 ms) | |
 | payments/s with $(th "$at") stored | $(th "$RATE") (p99 $P99_MS ms) | |
 | ratio | **$(ratio "$RATE" "$EMPTY_RATE")** | ≥ 0.95 |
-| shard files at the end (data + WAL, not checkpointed) | $(th "$bytes") bytes | |
+| $files | $(th "$bytes") bytes | |
 
 The fill, a row per ${CHUNK} chunk (payments stored at its end, its rate):
 
@@ -99,4 +117,6 @@ The fill, a row per ${CHUNK} chunk (payments stored at its end, its rate):
 $rows"
 echo "$out"
 mkdir -p bench/results
-echo "$out" >"bench/results/store-growth-$(date -u +%Y%m%d-%H%M%S).md"
+suffix=""
+[[ $BACKEND == postgres ]] && suffix="-postgres"
+echo "$out" >"bench/results/store-growth$suffix-$(date -u +%Y%m%d-%H%M%S).md"
