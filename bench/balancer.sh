@@ -4,7 +4,7 @@
 # journey (create + capture) on 2 throwaway PostgreSQL shards (profiles/shards/two.toml).
 # Three cases: one instance direct; 3 instances direct (the generator spreads its
 # connections over them), which separates the cost of three instances from the
-# balancer's own; 3 instances behind `balancer = "haproxy"` (services/haproxy.rs's
+# balancer's own; 3 instances behind `balancer = "$BALANCER"` (services/haproxy.rs's
 # config). Everything (generator, API processes, HAProxy, PostgreSQL) shares the cores.
 #
 # MODE=closed [default]: for each count in USERS, that many Goose users for DURATION;
@@ -18,7 +18,8 @@
 #   latency from each one's scheduled time): the highest rate of journeys a second that
 #   meets p99 <= P99_MS, errors <= 0.1% and the audit, confirmed by a second run at it.
 #
-# Knobs: MODE; RUNS [2]; SKIP_BUILD [0]; closed: USERS ["64 256 512", a list],
+# Knobs: MODE; RUNS [2]; SKIP_BUILD [0]; BALANCER [haproxy] or haproxy-tcp (HAProxy
+#        balancing connections, mode tcp); closed: USERS ["64 256 512", a list],
 #        DURATION [20s];
 #        capacity: START [4000/s], STEP_TIME [10s], P99_MS [50].
 # Output: a markdown block on stdout, also in bench/results/balancer[-capacity]-<date>.md.
@@ -33,6 +34,8 @@ DURATION=${DURATION:-20s}
 START=${START:-4000/s}
 STEP_TIME=${STEP_TIME:-10s}
 P99_MS=${P99_MS:-50}
+BALANCER=${BALANCER:-haproxy}
+case $BALANCER in haproxy | haproxy-tcp) ;; *) echo "BALANCER is haproxy or haproxy-tcp, not $BALANCER" >&2; exit 2 ;; esac
 case $MODE in closed | capacity) ;; *) echo "MODE is closed or capacity, not $MODE" >&2; exit 2 ;; esac
 BIN="$ROOT/target/release/paytool"
 [ "$SKIP_BUILD" = 1 ] || cargo build --release --quiet
@@ -72,7 +75,7 @@ TOML
 profiles() {
   profile direct 1 ""
   profile three 3 ""
-  profile balanced 3 'balancer = "haproxy"'
+  profile balanced 3 "balancer = \"$BALANCER\""
 }
 users=${USERS%% *}
 
@@ -147,12 +150,12 @@ done
 
 if [ "$MODE" = closed ]; then
   title="Through HAProxy with 3 instances ÷ one instance direct"
-  knobs="USERS=\"$USERS\" DURATION=$DURATION RUNS=$RUNS"
+  knobs="BALANCER=$BALANCER USERS=\"$USERS\" DURATION=$DURATION RUNS=$RUNS"
   what="- checkout journeys (create + capture) from each count of Goose users in ($USERS) for $DURATION; payments/s = successful creates a second; the bold ratio is of each case's best rate over the counts (its capacity in the closed model)
 - CPU = µs of CPU a payment (create + capture) spent by PostgreSQL / paytool (the generator and the API instances) / HAProxy, sampled from /proc each second from ${CPU_SKIP} s into the load to 2 s before its end (bench/cpu_by_process.py)"
 else
   title="Capacity through HAProxy with 3 instances ÷ one instance direct"
-  knobs="MODE=capacity START=$START STEP_TIME=$STEP_TIME P99_MS=$P99_MS RUNS=$RUNS"
+  knobs="BALANCER=$BALANCER MODE=capacity START=$START STEP_TIME=$STEP_TIME P99_MS=$P99_MS RUNS=$RUNS"
   what="- the highest rate of checkout journeys (create + capture) a second that met p99 ≤ $P99_MS ms, errors ≤ 0.1% and the audit, confirmed by a second run at it (\`--find-max --find-max-factor 1.5 --find-max-bisect 4\`, steps of $STEP_TIME from $START, open model, 64 connections growing to 1,024)"
 fi
 out="## $title, $(date -u '+%Y-%m-%d %H:%M UTC')
@@ -161,7 +164,7 @@ out="## $title, $(date -u '+%Y-%m-%d %H:%M UTC')
 - paytool $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo " with uncommitted changes to src") release; command: \`$knobs bench/balancer.sh\`; 2 spawned PostgreSQL shards
 $what
 
-| run | one instance direct | 3 instances direct (÷ one) | HAProxy + 3 instances | ratio (goal ≥ 0.8) |
+| run | one instance direct | 3 instances direct (÷ one) | HAProxy ($BALANCER) + 3 instances | ratio (goal ≥ 0.8) |
 | --- | --- | --- | --- | --- |
 $rows"
 echo "$out"

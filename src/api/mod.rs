@@ -92,8 +92,33 @@ pub fn router(state: Arc<AppState>, body_limit_bytes: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            close_while_draining,
+        ))
         .layer(axum::middleware::from_fn(telemetry::track))
         .with_state(state)
+}
+
+/// While draining, every answer says `Connection: close`, and hyper closes the
+/// connection once it is sent: the client makes its next connection afresh, which a
+/// balancer sends to an instance still ready, instead of keeping one that the shutdown
+/// would close under a request it is about to send. With a balancer that passes
+/// connections through (`haproxy-tcp`) that is what keeps a rolling restart free of
+/// failed requests.
+async fn close_while_draining(
+    State(state): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let mut response = next.run(request).await;
+    if state.draining.load(std::sync::atomic::Ordering::Acquire) {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 async fn openapi_json() -> Response {

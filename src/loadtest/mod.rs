@@ -170,14 +170,18 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
             })
             .await?;
             match plan.balancer {
-                Some(Balancer::Haproxy) => {
+                Some(balancer) => {
+                    let mode = match balancer {
+                        Balancer::Haproxy => crate::services::haproxy::Mode::Http,
+                        Balancer::HaproxyTcp => crate::services::haproxy::Mode::Tcp,
+                    };
                     let backends: Vec<String> = bases
                         .iter()
                         .map(|b| b.trim_start_matches("http://").to_string())
                         .collect();
                     let root = run_dir.join("haproxy");
                     let haproxy = tokio::task::spawn_blocking(move || {
-                        crate::services::haproxy::LocalHaproxy::start(&root, &backends)
+                        crate::services::haproxy::LocalHaproxy::start(&root, &backends, mode)
                     })
                     .await
                     .map_err(|e| LoadtestError::Start(format!("starting HAProxy: {e}")))?

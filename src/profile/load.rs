@@ -56,7 +56,8 @@ pub struct TargetSection {
     /// Redis in front of the spawned API's store: "spawn" (a throwaway redis-server
     /// under the run dir) or "existing" (its URL from `PAYTOOL_REDIS_URL`).
     pub redis: Option<RedisMode>,
-    /// A load balancer paytool starts in front of the spawned instances: "haproxy".
+    /// A load balancer paytool starts in front of the spawned instances: "haproxy" (per
+    /// request) or "haproxy-tcp" (per connection).
     pub balancer: Option<Balancer>,
     /// With `postgres = "spawn"`: streaming standbys cloned for each shard's primary
     /// (`pg_basebackup -R`), one of which must have each commit before it is
@@ -68,8 +69,13 @@ pub struct TargetSection {
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Balancer {
-    /// Debian's `haproxy`, with a config paytool writes (see services::haproxy).
+    /// Debian's `haproxy`, with a config paytool writes (see services::haproxy),
+    /// balancing each HTTP request.
     Haproxy,
+    /// The same HAProxy balancing connections (`mode tcp`): a client's connection stays
+    /// on one instance, and HAProxy only copies bytes, at a fraction of the CPU.
+    #[serde(rename = "haproxy-tcp")]
+    HaproxyTcp,
 }
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

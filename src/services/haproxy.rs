@@ -9,6 +9,14 @@
 //!   (`retry-on conn-failure` with `option redispatch`): it never reached the first, so a
 //!   retry cannot make a second payment. Nothing else is retried by the balancer: a
 //!   payment whose answer was lost is resent by its client with the same Idempotency-Key.
+//!
+//! Two modes (`Mode`). `Http` balances each request and keeps its own keep-alive
+//! connections to the instances. `Tcp` balances connections: each client connection is
+//! tied to one instance for its life and HAProxy copies its bytes without parsing them,
+//! which costs a fraction of the CPU; the same health checks decide where new
+//! connections go, and a connection that cannot be made is redispatched (`retries`
+//! with `option redispatch`, the only retry TCP mode has, and one that is always safe).
+//! An instance that drains closes its connections once their requests are answered.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -47,6 +55,13 @@ pub enum HaproxyError {
     },
 }
 
+/// What HAProxy balances: requests (`mode http`) or connections (`mode tcp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Http,
+    Tcp,
+}
+
 pub struct LocalHaproxy {
     port: u16,
     child: Option<Child>,
@@ -54,8 +69,12 @@ pub struct LocalHaproxy {
 
 impl LocalHaproxy {
     /// Start HAProxy on a free 127.0.0.1 port in front of `backends` (`host:port` each),
-    /// its config and log under `root`.
-    pub fn start(root: &Path, backends: &[String]) -> Result<LocalHaproxy, HaproxyError> {
+    /// balancing as `mode` says, its config and log under `root`.
+    pub fn start(
+        root: &Path,
+        backends: &[String],
+        mode: Mode,
+    ) -> Result<LocalHaproxy, HaproxyError> {
         let io = |source| HaproxyError::Io {
             path: root.to_path_buf(),
             source,
@@ -64,7 +83,7 @@ impl LocalHaproxy {
         let mut last = None;
         for _ in 0..START_TRIES_MAX {
             let port = super::free_port().map_err(io)?;
-            match Self::start_on(root, port, backends) {
+            match Self::start_on(root, port, backends, mode) {
                 Ok(h) => return Ok(h),
                 Err(e @ HaproxyError::NotInstalled) => return Err(e),
                 Err(e) => last = Some(e),
@@ -73,9 +92,14 @@ impl LocalHaproxy {
         Err(last.expect("at least one try"))
     }
 
-    fn start_on(root: &Path, port: u16, backends: &[String]) -> Result<LocalHaproxy, HaproxyError> {
+    fn start_on(
+        root: &Path,
+        port: u16,
+        backends: &[String],
+        mode: Mode,
+    ) -> Result<LocalHaproxy, HaproxyError> {
         let config = root.join("haproxy.cfg");
-        std::fs::write(&config, config_text(port, backends)).map_err(|source| {
+        std::fs::write(&config, config_text(port, backends, mode)).map_err(|source| {
             HaproxyError::Io {
                 path: config.clone(),
                 source,
@@ -137,17 +161,22 @@ impl Drop for LocalHaproxy {
     }
 }
 
-/// The config: one HTTP frontend on `port`, round-robin over `backends` with the
-/// health checks and the one safe retry described above.
-pub fn config_text(port: u16, backends: &[String]) -> String {
+/// The config: one frontend on `port`, round-robin over `backends` (requests or
+/// connections, as `mode` says) with the health checks and the one safe retry described
+/// above.
+pub fn config_text(port: u16, backends: &[String], mode: Mode) -> String {
     let inter = CHECK_INTERVAL.as_millis();
     let maxconn = maxconn();
+    let mode_lines = match mode {
+        Mode::Http => "  mode http\n  timeout http-keep-alive 10s\n  option http-keep-alive\n\
+             \x20 retries {RETRIES}\n  retry-on conn-failure\n  option redispatch 1\n"
+            .replace("{RETRIES}", &RETRIES.to_string()),
+        Mode::Tcp => format!("  mode tcp\n  retries {RETRIES}\n  option redispatch 1\n"),
+    };
     let mut text = format!(
         "# Written by paytool for one load test; see src/services/haproxy.rs.\n\
          global\n  maxconn {maxconn}\n\
-         defaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
-         \x20 timeout http-keep-alive 10s\n  option http-keep-alive\n\
-         \x20 retries {RETRIES}\n  retry-on conn-failure\n  option redispatch 1\n\
+         defaults\n{mode_lines}  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
          frontend api\n  bind 127.0.0.1:{port}\n  default_backend instances\n\
          backend instances\n  balance roundrobin\n\
          \x20 option httpchk GET /readyz\n  http-check expect status 200\n\
@@ -180,7 +209,15 @@ mod tests {
 
     #[test]
     fn the_config_checks_readiness_and_retries_only_failed_connections() {
-        let c = config_text(8080, &["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+        let backends = ["127.0.0.1:1".into(), "127.0.0.1:2".into()];
+        let tcp = config_text(8080, &backends, Mode::Tcp);
+        assert!(tcp.contains("mode tcp\n"), "{tcp}");
+        assert!(tcp.contains("option httpchk GET /readyz"), "{tcp}");
+        assert!(tcp.contains("option redispatch 1\n"), "{tcp}");
+        // retry-on is HTTP mode's: TCP mode retries only a connection that failed.
+        assert!(!tcp.contains("retry-on"), "{tcp}");
+        let c = config_text(8080, &backends, Mode::Http);
+        assert!(c.contains("mode http\n"), "{c}");
         assert!(c.contains("bind 127.0.0.1:8080"));
         assert!(c.contains("option httpchk GET /readyz"));
         assert!(c.contains("retry-on conn-failure\n"), "{c}");

@@ -10,11 +10,16 @@ use std::path::Path;
 const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/balanced.toml");
 const LAYOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/shards/two.toml");
 
-/// The shipped profile with its layout made absolute, a shorter run, an error budget and
-/// `chaos` steps, written into `dir`; the run's summary, after checking that it passed.
-fn run(dir: &Path, run_time: &str, error_rate_max: &str, chaos: &str) -> Value {
+/// The shipped profile with its layout made absolute, `balancer`, a shorter run, an
+/// error budget and `chaos` steps, written into `dir`; the run's summary, after checking
+/// that it passed.
+fn run(dir: &Path, balancer: &str, run_time: &str, error_rate_max: &str, chaos: &str) -> Value {
     let text = std::fs::read_to_string(PROFILE)
         .unwrap()
+        .replace(
+            "balancer = \"haproxy\"",
+            &format!("balancer = {balancer:?}"),
+        )
         .replace(
             "layout = \"shards/two.toml\"",
             &format!("layout = {LAYOUT:?}"),
@@ -33,6 +38,7 @@ fn run(dir: &Path, run_time: &str, error_rate_max: &str, chaos: &str) -> Value {
         // fault cost.
         .replace("retry_storm = 1", "retry_storm = 0");
     assert!(text.contains(LAYOUT) && text.contains(run_time) && text.contains("retry_storm = 0"));
+    assert!(text.contains(&format!("balancer = {balancer:?}\n")));
     assert_eq!(
         text.matches(&format!("error_rate_max = {error_rate_max}\n"))
             .count(),
@@ -49,10 +55,30 @@ fn run(dir: &Path, run_time: &str, error_rate_max: &str, chaos: &str) -> Value {
 
 #[test]
 fn a_killed_instance_behind_haproxy_fails_only_what_was_in_flight_on_it() {
+    a_killed_instance_fails_only_what_was_in_flight_on_it("haproxy");
+}
+
+#[test]
+fn a_killed_instance_behind_haproxy_in_tcp_mode_fails_only_what_was_in_flight_on_it() {
+    a_killed_instance_fails_only_what_was_in_flight_on_it("haproxy-tcp");
+}
+
+#[test]
+fn a_rolling_restart_behind_haproxy_fails_no_request() {
+    a_rolling_restart_fails_no_request("haproxy");
+}
+
+#[test]
+fn a_rolling_restart_behind_haproxy_in_tcp_mode_fails_no_request() {
+    a_rolling_restart_fails_no_request("haproxy-tcp");
+}
+
+fn a_killed_instance_fails_only_what_was_in_flight_on_it(balancer: &str) {
     let dir = temp_dir();
     // Only the kill's window may have errors: the budget is for it, the test counts them.
     let summary = run(
         dir.path(),
+        balancer,
         "10s",
         "1.0",
         "[[chaos]]\nat = \"3s\"\nfault = \"kill-api\"\ninstance = 1\nfor = \"3s\"\n",
@@ -70,8 +96,7 @@ fn a_killed_instance_behind_haproxy_fails_only_what_was_in_flight_on_it() {
     );
 }
 
-#[test]
-fn a_rolling_restart_behind_haproxy_fails_no_request() {
+fn a_rolling_restart_fails_no_request(balancer: &str) {
     let dir = temp_dir();
     let mut chaos = String::new();
     for (i, at) in ["2s", "5s", "8s"].iter().enumerate() {
@@ -80,7 +105,7 @@ fn a_rolling_restart_behind_haproxy_fails_no_request() {
         ));
     }
     // No error at all.
-    let summary = run(dir.path(), "12s", "0.0", &chaos);
+    let summary = run(dir.path(), balancer, "12s", "0.0", &chaos);
     assert_eq!(summary["total"]["errors"], 0, "{summary:#}");
     let faults = summary["chaos"].as_array().unwrap();
     assert_eq!(faults.len(), 3);
@@ -101,6 +126,13 @@ async fn a_draining_server_fails_readiness_but_still_serves_then_exits_cleanly()
         async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
     };
     assert_eq!(ready(&server).await.unwrap(), 200);
+    let before = server
+        .client
+        .get(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert!(before.headers().get("connection").is_none(), "{before:?}");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
         .status()
@@ -127,7 +159,10 @@ async fn a_draining_server_fails_readiness_but_still_serves_then_exits_cleanly()
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    assert_eq!(res.status(), 200);
+    // Answered with `Connection: close`: the client's next request opens a connection
+    // afresh, which a balancer sends to an instance still ready.
+    assert_eq!(res.headers()["connection"], "close");
     // Then it stops listening and exits 0.
     assert!(server.terminate().success());
 }

@@ -4,7 +4,7 @@
 //! (`tests/fixtures/make-data-dir-v1.sh`). Every key it answered replays byte for byte,
 //! its ledger passes the audit beside transfers written now, and the upgrade runs once.
 
-use crate::support::{DataDir, Merchant, Req, Server, post, temp_dir};
+use crate::support::{DataDir, Merchant, Req, Server, json_stdout, paytool, post, temp_dir};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::Path;
@@ -72,6 +72,25 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
         key: recorded["secret_key"].as_str().unwrap().to_string(),
     };
 
+    // Read-only commands cannot upgrade it, and say what to do.
+    let path = dir.path().to_str().unwrap();
+    let seed = [
+        "cache",
+        "seed",
+        "--dry-run",
+        "--output",
+        "json",
+        "--data-dir",
+        path,
+    ];
+    let refused = paytool(&seed);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("written by an earlier paytool") && stderr.contains("paytool serve"),
+        "{stderr}"
+    );
+
     let mut server = Server::start_with(DataDir::at(dir.path().to_path_buf()), &[]);
     replay_all(&server, &m, answers).await;
     // The old payment as it stands, and new writes beside the old ones.
@@ -101,6 +120,9 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
     assert!(after.contains(&"idempotency_keys".to_string()), "{after:?}");
     assert!(after.contains(&"transfers".to_string()), "{after:?}");
     assert_eq!(server.terminate().code(), Some(0));
+    // Upgraded, it reads: the four payments, old and new.
+    let dry = json_stdout(&paytool(&seed));
+    assert_eq!(dry["payments"], 4, "{dry:#}");
     let server = Server::start_with(DataDir::at(dir.path().to_path_buf()), &[]);
     replay_all(&server, &m, answers).await;
     let (status, text, _) = server.send(&m, &refund).await;

@@ -95,6 +95,21 @@ impl SqliteExport {
         let shards = (0..shards)
             .map(|i| open(&data_dir.join(format!("shard-{i:03}.db"))))
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, shard) in shards.iter().enumerate() {
+            // Read-only, so it cannot upgrade a shard written by an earlier release the
+            // way `serve` does (schema::upgrade_shard): it says so instead.
+            let c = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let upgraded = schema::has_table(&c, "idempotency_keys")
+                .map_err(|e| ExportError::Open(format!("shard {i}: {e}")))?;
+            if !upgraded {
+                return Err(ExportError::Open(format!(
+                    "{} was written by an earlier paytool: start `paytool serve` on {} once \
+                     to upgrade it, then run this again",
+                    data_dir.join(format!("shard-{i:03}.db")).display(),
+                    data_dir.display()
+                )));
+            }
+        }
         Ok(SqliteExport {
             catalog,
             shards,
