@@ -7,7 +7,7 @@ use crate::ledger::Account;
 use crate::store::StoreError;
 use crate::store::audit::{Check, PaymentChecks, ShardAudit};
 use rusqlite::Connection;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// `keys_since_ms`: keys are unique among payments made since then (the idempotency
 /// retention): an older key may have been pruned and used again, as it may.
@@ -55,32 +55,40 @@ fn audit_snapshot(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, S
     let postings_sql = postings_sql(has_table(conn, "postings")?);
     // Not named `postings`: SQLite's WITH may be recursive without the word, and a CTE
     // of that name would read itself instead of the legacy table.
-    let with = format!("WITH entries AS ({postings_sql})");
-    let mut balanced = Check::new("postings_balance_per_currency");
+    // One pass over the postings (each a join to payments), grouped finely enough for
+    // every check below: per currency, per payment and account, per merchant's balance.
+    let mut by_currency: BTreeMap<String, i64> = BTreeMap::new();
+    let mut postings: u64 = 0;
+    let mut sums: HashMap<(String, Account), i64> = HashMap::new();
+    let mut merchant_sums: BTreeMap<(String, String, Account), i64> = BTreeMap::new();
     let mut stmt = conn.prepare(&format!(
-        "{with} SELECT currency, SUM(amount) FROM entries GROUP BY currency"
+        "WITH entries AS ({postings_sql}) \
+         SELECT merchant_id, payment_id, currency, account, SUM(amount), COUNT(*) FROM entries \
+         GROUP BY payment_id, account, merchant_id, currency"
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let (currency, sum): (String, i64) = (r.get(0)?, r.get(1)?);
-        if sum != 0 {
-            balanced.fail(format!("postings in {currency} sum to {sum}"));
+        let (merchant, payment, currency): (Option<String>, String, String) =
+            (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (account, sum, count) = (
+            account(r.get(3)?)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+        );
+        *by_currency.entry(currency.clone()).or_default() += sum;
+        postings += count as u64;
+        *sums.entry((payment, account)).or_default() += sum;
+        if let Some(merchant) = merchant {
+            *merchant_sums
+                .entry((merchant, currency, account))
+                .or_default() += sum;
         }
     }
-    let postings: u64 =
-        conn.query_row(&format!("{with} SELECT COUNT(*) FROM entries"), [], |r| {
-            r.get::<_, i64>(0)
-        })? as u64;
-
-    // Per payment and account, what the postings add up to.
-    let mut sums: HashMap<(String, Account), i64> = HashMap::new();
-    let mut stmt = conn.prepare(&format!(
-        "{with} SELECT payment_id, account, SUM(amount) FROM entries GROUP BY payment_id, account"
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        sums.insert((r.get(0)?, account(r.get(1)?)?), r.get(2)?);
+    let mut balanced = Check::new("postings_balance_per_currency");
+    for (currency, sum) in by_currency.into_iter().filter(|(_, s)| *s != 0) {
+        balanced.fail(format!("postings in {currency} sum to {sum}"));
     }
+
     let mut refunds: HashMap<String, i64> = HashMap::new();
     let mut stmt =
         conn.prepare("SELECT payment_id, SUM(amount) FROM refunds GROUP BY payment_id")?;
@@ -111,18 +119,11 @@ fn audit_snapshot(conn: &Connection, keys_since_ms: i64) -> Result<ShardAudit, S
             kept.insert((r.get(0)?, r.get(1)?, a.as_str()), r.get(3)?);
         }
     }
-    let mut stmt = conn.prepare(&format!(
-        "{with} SELECT merchant_id, currency, account, SUM(amount) FROM entries \
-         WHERE merchant_id IS NOT NULL AND account IN ({}, {}) \
-         GROUP BY merchant_id, currency, account",
-        Account::MerchantPending.code(),
-        Account::MerchantAvailable.code()
-    ))?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let (merchant, currency, code, sum): (String, String, i64, i64) =
-            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
-        let name = account(code)?.as_str();
+    let summed = merchant_sums
+        .into_iter()
+        .filter(|((_, _, a), _)| merchant_side.contains(a));
+    for ((merchant, currency, account), sum) in summed {
+        let name = account.as_str();
         let balance = kept
             .remove(&(merchant.clone(), currency.clone(), name))
             .unwrap_or(0);
