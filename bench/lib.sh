@@ -360,6 +360,21 @@ serve_one_sqlite_shard() {   # DATA
   await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
   ADMIN_TOKEN=$(cat "$1/admin_token")
 }
+# BACKEND [sqlite] checked, before anything starts: sqlite or postgres, else exit 2.
+check_backend() {
+  BACKEND=${BACKEND:-sqlite}
+  case $BACKEND in sqlite | postgres) ;; *) echo "BACKEND is sqlite or postgres, not $BACKEND" >&2; exit 2 ;; esac
+}
+# `paytool serve` on one fresh shard of BACKEND, data dir DATA: serve_one_sqlite_shard
+# or serve_one_pg_shard (the caller's trap must then run stop_clusters); sets STORE too.
+serve_one_shard() {   # DATA
+  if [[ $BACKEND == sqlite ]]; then
+    serve_one_sqlite_shard "$1"
+    STORE="one SQLite shard, fresh data dir"
+  else
+    serve_one_pg_shard "$1"
+  fi
+}
 # `paytool serve` on a layout of one shard, on a PostgreSQL server of its own (cluster
 # "pg", initdb defaults, fsync and synchronous_commit on; the caller's trap must run
 # stop_clusters), data dir DATA; sets SERVER_PID, ADDR, ADMIN_TOKEN and STORE (a line

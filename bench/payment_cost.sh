@@ -28,8 +28,7 @@ DURATION=${DURATION:-15s}
 MERCHANTS=${MERCHANTS:-8}
 TOP=${TOP:-15}
 KEEP=${KEEP:-0}
-BACKEND=${BACKEND:-sqlite}
-case $BACKEND in sqlite | postgres) ;; *) echo "BACKEND is sqlite or postgres, not $BACKEND" >&2; exit 2 ;; esac
+check_backend
 WORK=$(mktemp -d)
 PG_DATAS=()
 PG_OPTS=
@@ -49,12 +48,7 @@ load_tools
 paytool_binary
 
 DATA=$WORK/data
-if [[ $BACKEND == sqlite ]]; then
-  serve_one_sqlite_shard "$DATA"
-  STORE="one SQLite shard, fresh data dir"
-else
-  serve_one_pg_shard "$DATA"
-fi
+serve_one_shard "$DATA"
 # Every process of the PostgreSQL server (none with SQLite): its CPU is the payment's too.
 pg_pids() {
   [[ $BACKEND == postgres ]] || return 0

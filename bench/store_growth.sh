@@ -27,8 +27,7 @@ CHUNK=${CHUNK:-60s}
 FILL_MAX=${FILL_MAX:-1800}
 MERCHANTS=${MERCHANTS:-8}
 KEEP=${KEEP:-0}
-BACKEND=${BACKEND:-sqlite}
-case $BACKEND in sqlite | postgres) ;; *) echo "BACKEND is sqlite or postgres, not $BACKEND" >&2; exit 2 ;; esac
+check_backend
 WORK=$(mktemp -d)
 SERVER_PID=""
 PG_DATAS=()
@@ -46,12 +45,7 @@ load_tools
 paytool_binary
 
 DATA=$WORK/data
-if [[ $BACKEND == sqlite ]]; then
-  serve_one_sqlite_shard "$DATA"
-  STORE="one SQLite shard, fresh data dir"
-else
-  serve_one_pg_shard "$DATA"
-fi
+serve_one_shard "$DATA"
 KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
 STORED=0
 
