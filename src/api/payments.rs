@@ -201,7 +201,7 @@ pub async fn refund_payment(
             key,
             fingerprint,
             mutation,
-            render_refund,
+            render_answer,
         )?)
         .await
 }
@@ -415,13 +415,10 @@ fn render_payment(outcome: &Outcome) -> StoredResponse {
 }
 
 /// Any outcome as its endpoint answered it: a refund's as the refund, the others' as the
-/// payment. The store renders kept answers again with this (`SqliteExport::open`), so it
-/// must stay deterministic: the same rows, the same bytes.
+/// payment (the refund endpoint's renderer). The store renders kept answers again with
+/// this (`SqliteExport::open`), so it must stay deterministic: the same rows, the same
+/// bytes.
 pub fn render_answer(outcome: &Outcome) -> StoredResponse {
-    render_refund(outcome)
-}
-
-fn render_refund(outcome: &Outcome) -> StoredResponse {
     match outcome {
         Outcome::Refund { refund, .. } => stored(StatusCode::OK, &RefundObject::from(refund)),
         Outcome::Payment(_) => render_payment(outcome),

@@ -167,16 +167,19 @@ impl Drop for LocalHaproxy {
 pub fn config_text(port: u16, backends: &[String], mode: Mode) -> String {
     let inter = CHECK_INTERVAL.as_millis();
     let maxconn = maxconn();
+    // Both modes retry a connection that could not be made; only HTTP mode has
+    // keep-alive to the instances and `retry-on`, which it limits to that same case.
     let mode_lines = match mode {
-        Mode::Http => "  mode http\n  timeout http-keep-alive 10s\n  option http-keep-alive\n\
-             \x20 retries {RETRIES}\n  retry-on conn-failure\n  option redispatch 1\n"
-            .replace("{RETRIES}", &RETRIES.to_string()),
-        Mode::Tcp => format!("  mode tcp\n  retries {RETRIES}\n  option redispatch 1\n"),
+        Mode::Http => {
+            "  mode http\n  timeout http-keep-alive 10s\n  option http-keep-alive\n\
+             \x20 retry-on conn-failure\n"
+        }
+        Mode::Tcp => "  mode tcp\n",
     };
     let mut text = format!(
         "# Written by paytool for one load test; see src/services/haproxy.rs.\n\
          global\n  maxconn {maxconn}\n\
-         defaults\n{mode_lines}  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
+         defaults\n{mode_lines}  retries {RETRIES}\n  option redispatch 1\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n\
          frontend api\n  bind 127.0.0.1:{port}\n  default_backend instances\n\
          backend instances\n  balance roundrobin\n\
          \x20 option httpchk GET /readyz\n  http-check expect status 200\n\
