@@ -172,6 +172,56 @@ async fn a_merchant_made_on_one_instance_pays_through_the_other_at_once() {
     assert!(counts.iter().all(|c| c.trim() != "0"), "{counts:?}");
 }
 
+/// The writers of a shard take turns (`writer::COMMIT_TURN_LOCK`): while another session
+/// holds the turn, a payment waits for it in PostgreSQL, and is answered once it is free.
+#[tokio::test]
+async fn a_writer_waits_for_its_turn_on_the_shard_then_commits() {
+    use paytool::store::postgres::writer::COMMIT_TURN_LOCK;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let t = two_instances();
+    let m = t.a.create_merchant("turns").await;
+    let holders = [t.pg.client(0).await, t.pg.client(1).await];
+    for h in &holders {
+        h.execute("BEGIN", &[]).await.unwrap();
+        h.execute("SELECT pg_advisory_xact_lock($1)", &[&COMMIT_TURN_LOCK])
+            .await
+            .unwrap();
+    }
+    let released = AtomicBool::new(false);
+    let pay = async {
+        let answer = t.b.pay(&m, "after-the-turn", 1500, true).await;
+        (answer, released.load(Ordering::SeqCst))
+    };
+    let hold = async {
+        // Bounded: 200 polls of 50 ms. The writer's session shows up waiting on the lock.
+        let mut waiting = false;
+        for _ in 0..200 {
+            let counts = t.pg.on_each_shard(
+                "SELECT COUNT(*) FROM pg_stat_activity \
+                 WHERE application_name = 'paytool' AND wait_event = 'advisory'",
+            );
+            if counts.iter().any(|c| c.trim() != "0") {
+                waiting = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(waiting, "no writer waited for the turn the tests hold");
+        released.store(true, Ordering::SeqCst);
+        for h in &holders {
+            h.execute("COMMIT", &[]).await.unwrap();
+        }
+    };
+    let (((status, paid), after_release), ()) = tokio::join!(pay, hold);
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    assert!(
+        after_release,
+        "the payment was answered while another session held the turn"
+    );
+    let audit = t.a.audit().await;
+    assert_eq!(audit["ok"], true, "{audit:#}");
+}
+
 #[tokio::test]
 async fn one_key_sent_200_times_at_once_over_two_instances_makes_one_payment() {
     const KEYS: usize = 50;

@@ -6,6 +6,7 @@
 //! Unlike the SQLite writer (one savepoint and a few statements per write, cheap on an
 //! in-process database), every statement here is a network round trip, so a batch costs
 //! a fixed number of set-based statements however many writes it holds:
+//! take the shard's commit turn (`COMMIT_TURN_LOCK`, then close the batch),
 //! lock the batch's buckets, look up its idempotency keys, lock the payments it changes,
 //! decide every write in memory with the pure ledger (in queue order, so a capture can
 //! follow the create in the same batch), then write every table in one statement
@@ -74,7 +75,19 @@ struct Statements {
     idempotency: Statement,
     payments: Statement,
     write_batch: Statement,
+    turn: Statement,
 }
+
+/// The advisory lock a shard's writers take turns on: every batch's transaction takes
+/// it first (`pg_advisory_xact_lock`, so PostgreSQL releases it at COMMIT or ROLLBACK)
+/// and closes its batch only once it holds it. With several API instances on one shard,
+/// each instance's writer then gathers its writes while the others commit, instead of
+/// all of them committing small batches side by side: PostgreSQL's cost is mostly per
+/// batch, and behind HAProxy three writers a shard made three times the commits of the
+/// same load reached directly (BENCHMARKS.md, "Writers that take turns"). Only batching
+/// depends on it: correctness rests on the row locks and keys below, not on this lock.
+/// An arbitrary constant, apart from `OWNERS_LOCK` and the migrations' lock.
+pub const COMMIT_TURN_LOCK: i64 = 0x0070_6179_7475_726e;
 
 impl Statements {
     async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
@@ -83,6 +96,7 @@ impl Statements {
             idempotency: c.prepare(IDEMPOTENCY_SQL).await?,
             payments: c.prepare(&payments_sql()).await?,
             write_batch: c.prepare(WRITE_BATCH_SQL).await?,
+            turn: c.prepare("SELECT pg_advisory_xact_lock($1)").await?,
         })
     }
 }
@@ -169,7 +183,14 @@ async fn run(
         let started = Instant::now();
         let outcome = match tokio::time::timeout(
             BATCH_TIMEOUT,
-            commit_with_retries(&mut connection, &url, &shard, &batch),
+            commit_with_retries(
+                &mut connection,
+                &url,
+                &shard,
+                &mut batch,
+                &mut rx,
+                limits.batch_max,
+            ),
         )
         .await
         {
@@ -259,7 +280,9 @@ async fn commit_with_retries(
     connection: &mut Option<Connection>,
     url: &DbUrl,
     shard: &str,
-    batch: &[Job],
+    batch: &mut Vec<Job>,
+    rx: &mut mpsc::Receiver<Job>,
+    batch_max: usize,
 ) -> Result<Vec<Result<StoredResponse, StoreError>>, StoreError> {
     let mut last = None;
     for _ in 0..=BATCH_RETRIES_MAX {
@@ -276,7 +299,18 @@ async fn commit_with_retries(
             *connection = Some(Connection { client, statements });
         }
         let c = connection.as_mut().expect("connected above");
-        match commit_batch(c, batch).await {
+        let outcome = commit_batch(c, batch, rx, batch_max).await;
+        if !matches!(outcome, Ok(Committed::Done(_))) {
+            // Whatever the batch left open ends here, before the next BEGIN; a
+            // connection that cannot even roll back is replaced.
+            if let Err(e) = c.client.batch_execute("ROLLBACK").await {
+                *connection = None;
+                if outcome.is_ok() {
+                    return Err(store_error(shard, &e));
+                }
+            }
+        }
+        match outcome {
             Ok(Committed::Done(results)) => return Ok(results),
             Ok(Committed::KeyTakenMeanwhile) => {
                 last = Some(
@@ -349,10 +383,22 @@ fn cause_first<A, B, C>(
 
 async fn commit_batch(
     c: &mut Connection,
-    batch: &[Job],
+    batch: &mut Vec<Job>,
+    rx: &mut mpsc::Receiver<Job>,
+    batch_max: usize,
 ) -> Result<Committed, tokio_postgres::Error> {
     let st = &c.statements;
-    let tx = c.client.transaction().await?;
+    let tx = &c.client;
+    // BEGIN and the turn go out together (one round trip); the batch closes once the
+    // turn is ours, with what queued while the other instances' writers had it.
+    let (begun, turn) = tokio::join!(
+        tx.batch_execute("BEGIN"),
+        tx.execute(&st.turn, &[&COMMIT_TURN_LOCK])
+    );
+    begun?;
+    turn?;
+    crate::store::queue::take_queued(rx, batch, batch_max);
+    let batch: &[Job] = batch;
     let now = now_ms();
 
     // The three lookups go out together (tokio-postgres pipelines concurrent queries on
@@ -491,14 +537,13 @@ async fn commit_batch(
     let written = tx.query_one(&st.write_batch, &params).await?;
     let (inserted, updated): (i64, i64) = (written.get(0), written.get(1));
     if inserted as usize != rows.len() {
-        tx.rollback().await?;
         return Ok(Committed::KeyTakenMeanwhile);
     }
     assert_eq!(
         updated as usize, changed,
         "every changed payment was locked and exists"
     );
-    tx.commit().await?;
+    tx.batch_execute("COMMIT").await?;
     Ok(Committed::Done(results))
 }
 
