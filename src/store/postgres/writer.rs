@@ -388,12 +388,12 @@ async fn commit_batch(
     batch_max: usize,
 ) -> Result<Committed, tokio_postgres::Error> {
     let st = &c.statements;
-    let tx = &c.client;
+    let db = &c.client;
     // BEGIN and the turn go out together (one round trip); the batch closes once the
     // turn is ours, with what queued while the other instances' writers had it.
     let (begun, turn) = tokio::join!(
-        tx.batch_execute("BEGIN"),
-        tx.execute(&st.turn, &[&COMMIT_TURN_LOCK])
+        db.batch_execute("BEGIN"),
+        db.execute(&st.turn, &[&COMMIT_TURN_LOCK])
     );
     begun?;
     turn?;
@@ -428,9 +428,9 @@ async fn commit_batch(
     let key_params: [&(dyn ToSql + Sync); 3] = [&kb, &km, &kk];
     let payment_params: [&(dyn ToSql + Sync); 3] = [&pb, &pm, &pi];
     let (owned, keys, payments) = tokio::join!(
-        tx.query(&st.owned, &owned_params),
-        tx.query(&st.idempotency, &key_params),
-        tx.query(&st.payments, &payment_params),
+        db.query(&st.owned, &owned_params),
+        db.query(&st.idempotency, &key_params),
+        db.query(&st.payments, &payment_params),
     );
     let (owned, keys, payments) = cause_first(owned, keys, payments)?;
     // bucket -> whether a move fences it.
@@ -534,7 +534,7 @@ async fn commit_batch(
     ledger_columns(&effects, now, &mut cols);
     assert_eq!(cols.len(), WRITE_BATCH_PARAMS, "one value per parameter");
     let params: Vec<&(dyn ToSql + Sync)> = cols.iter().map(|c| &**c as _).collect();
-    let written = tx.query_one(&st.write_batch, &params).await?;
+    let written = db.query_one(&st.write_batch, &params).await?;
     let (inserted, updated): (i64, i64) = (written.get(0), written.get(1));
     if inserted as usize != rows.len() {
         return Ok(Committed::KeyTakenMeanwhile);
@@ -543,7 +543,7 @@ async fn commit_batch(
         updated as usize, changed,
         "every changed payment was locked and exists"
     );
-    tx.batch_execute("COMMIT").await?;
+    db.batch_execute("COMMIT").await?;
     Ok(Committed::Done(results))
 }
 
