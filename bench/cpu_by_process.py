@@ -3,7 +3,9 @@
 
 Usage: cpu_by_process.py PID NAME [NAME ...]
 Prints, each second until PID exits: EPOCH_MS NAME=cores ... other=cores (cores: CPU
-seconds a second over that second; "other" is every other process). Read from /proc,
+seconds a second over that second; "other" is every other process). The NAME
+"generator" is PID itself (the load generator), apart from the rest of its name (its
+own API processes). Read from /proc,
 so processes that start or end within a second count from or until then.
 Usage: cpu_by_process.py --mean FROM_MS TO_MS FILE: the mean of the lines in [FROM, TO].
 """
@@ -12,7 +14,7 @@ import sys
 import time
 
 
-def snapshot():
+def snapshot(generator=None):
     ticks = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -22,7 +24,7 @@ def snapshot():
                 stat = f.read()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        name = "generator" if pid == generator else stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks[pid] = (name, int(fields[11]) + int(fields[12]))  # utime + stime
     return ticks
@@ -30,10 +32,11 @@ def snapshot():
 
 def sample(pid, names):
     hz = os.sysconf("SC_CLK_TCK")
-    before, at = snapshot(), time.monotonic()
+    generator = pid if "generator" in names else None
+    before, at = snapshot(generator), time.monotonic()
     while os.path.exists(f"/proc/{pid}"):
         time.sleep(1)
-        after, now = snapshot(), time.monotonic()
+        after, now = snapshot(generator), time.monotonic()
         used = {n: 0 for n in names + ["other"]}
         for p, (name, t) in after.items():
             spent = t - before[p][1] if p in before else t

@@ -63,6 +63,10 @@ pub struct TargetSection {
     /// (`pg_basebackup -R`), one of which must have each commit before it is
     /// acknowledged; the shard's URL names them all, so the API follows a promotion.
     pub replicas: Option<usize>,
+    /// Run each spawned instance as its own `paytool serve` process, as a deployment
+    /// would, instead of a task in the generator's runtime. Implied by a balancer and by
+    /// chaos steps that act on the API.
+    pub processes: Option<bool>,
 }
 
 /// The load balancer in front of spawned instances.
@@ -311,6 +315,8 @@ pub struct LoadPlan {
     pub co_mitigation: CoMitigation,
     /// A balancer in front of the spawned instances; the load goes through it.
     pub balancer: Option<Balancer>,
+    /// `target.processes`: spawned instances run as `paytool serve` processes.
+    pub processes: bool,
 }
 
 /// What flags may override; each is the profile key of the same name.
@@ -413,6 +419,7 @@ fn apply(p: &mut LoadProfile, o: &Overrides, path: &Path) -> Result<(), ProfileE
     }
     if let Some(t) = &o.target {
         p.target.balancer = None;
+        p.target.processes = None;
         // A URL replaces whatever the profile would have spawned.
         p.target.url = Some(t.clone());
         p.target.layout = None;
@@ -780,8 +787,16 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             "needs target.layout: only instances on PostgreSQL shards share their data, and a balancer spreads the load over spawned instances",
         ));
     }
+    if p.target.processes.is_some() && p.target.url.is_some() {
+        return Err(invalid(
+            path,
+            "target.processes",
+            "applies to instances paytool spawns, and target.url names one already running",
+        ));
+    }
     Ok(LoadPlan {
         balancer: p.target.balancer,
+        processes: p.target.processes.unwrap_or(false),
         co_mitigation,
         chaos,
         segment: None,

@@ -10,9 +10,14 @@ const PROFILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/smoke.toml"
 
 /// A short smoke run: few users, a few seconds, JSON summary on stdout.
 fn smoke(reports: &Path, extra: &[&str]) -> (Option<i32>, Value, String) {
+    smoke_of(reports, PROFILE, extra)
+}
+
+/// `smoke` with another profile.
+fn smoke_of(reports: &Path, profile: &str, extra: &[&str]) -> (Option<i32>, Value, String) {
     let mut args = vec![
         "--profile",
-        PROFILE,
+        profile,
         "--users",
         "8",
         "--ramp",
@@ -200,6 +205,46 @@ fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
         shown.contains("POST /v1/payments") && shown.contains("PASSED"),
         "{shown}"
     );
+}
+
+#[test]
+fn processes_true_runs_the_spawned_api_as_a_serve_process_of_its_own() {
+    let reports = temp_dir();
+    let profile = reports.path().join("processes.toml");
+    let text = std::fs::read_to_string(PROFILE).unwrap();
+    std::fs::write(
+        &profile,
+        text.replace("[target]\n", "[target]\nprocesses = true\n"),
+    )
+    .unwrap();
+    let (code, summary, output) = smoke_of(reports.path(), profile.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(0), "{output}");
+    assert_eq!(summary["audit"]["ok"], true, "{summary:#}");
+    // The API ran as `paytool serve`, which wrote its own log in the run dir; a task in
+    // the generator's runtime writes none.
+    let log = std::fs::read_to_string(run_dir(reports.path(), &summary).join("api-0.log"))
+        .expect("the API process's log");
+    assert!(log.contains("listening"), "{log}");
+    let tasks = temp_dir();
+    let (code, summary, output) = smoke(tasks.path(), &[]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(!run_dir(tasks.path(), &summary).join("api-0.log").exists());
+    // It names spawned instances, so a URL target refuses it.
+    let remote = reports.path().join("remote.toml");
+    std::fs::write(
+        &remote,
+        text.replace(
+            "[target]\nshards = 2\n",
+            "[target]\nurl = \"http://127.0.0.1:1\"\nprocesses = true\n",
+        ),
+    )
+    .unwrap();
+    let err = refused(&["--profile", remote.to_str().unwrap()], reports.path());
+    assert!(
+        err.contains("`target.processes` applies to instances paytool spawns"),
+        "{err}"
+    );
+    assert!(err.contains("remote.toml"), "{err}");
 }
 
 #[test]
