@@ -172,6 +172,17 @@ cpu_jiffies() {
 }
 # utime+stime jiffies of a process.
 proc_jiffies() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# "NAME JIFFIES" for each thread of a process (names have no spaces: tokio-rt-worker,
+# shard-0-writer).
+thread_jiffies() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{gsub(/[()]/, "", $2); print $2, $14+$15}'; }
+# The machine's busy and total jiffies (every core; idle and iowait are not busy).
+machine_jiffies() { awk '/^cpu / {t=0; for (i=2; i<=NF; i++) t+=$i; print t-$5-$6, t}' /proc/stat; }
+# Cores busy per thread name between two thread_jiffies files over SECONDS: "name x.xx, ...".
+threads_busy() {
+  awk -v s="$3" -v hz="$(getconf CLK_TCK)" 'NR==FNR {a[$1]+=$2; next} {b[$1]+=$2}
+    END {for (n in b) printf "%s %.2f\n", n, (b[n]-a[n])/hz/s}' "$1" "$2" |
+    sort -k2 -nr | awk '{printf "%s%s %s", (NR>1 ? ", " : ""), $1, $2}'
+}
 # utime+stime jiffies of several processes (gone ones count 0).
 procs_jiffies() {
   local s=0 p j

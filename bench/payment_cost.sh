@@ -65,7 +65,13 @@ health_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/healthz.txt")
 log "wrk -t1 -c64 -d$DURATION POST /v1/payments"
 cpu0=$(proc_jiffies "$SERVER_PID")
 pg0=$(procs_jiffies $(pg_pids))
+thread_jiffies "$SERVER_PID" >"$WORK/threads0"
+read -r busy0 total0 < <(machine_jiffies)
+t0=$(date +%s.%N)
 wrk_payments "cost-$(date +%s)" "$DURATION" "$WORK/pay.txt"
+t1=$(date +%s.%N)
+read -r busy1 total1 < <(machine_jiffies)
+thread_jiffies "$SERVER_PID" >"$WORK/threads1"
 cpu1=$(proc_jiffies "$SERVER_PID")
 # Backends that started during the run count from zero (they had no CPU before it).
 pg1=$(procs_jiffies $(pg_pids))
@@ -127,6 +133,8 @@ out="## What one payment costs the API ($BACKEND), $(date -u '+%Y-%m-%d %H:%M UT
 | POST /v1/payments payments/s (created + captured) | $(th "${pay_rps%.*}") (p99 $(fmt "$(awk -v u="$p99_us" 'BEGIN{print u/1000}')" 1) ms, non-200: ${non200:-?}) | |
 | payments/s ÷ healthz req/s | **$(ratio "$pay_rps" "$health_rps")** | ≥ 0.5, p99 < 10 ms |
 | server CPU per payment | $cpu_us µs | |$pg_row
+| the server's threads, cores busy in that run | $(threads_busy "$WORK/threads0" "$WORK/threads1" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')") | |
+| the machine's cores busy in that run (of $(nproc)) | $(awk -v a="$busy0" -v b="$busy1" -v ta="$total0" -v tb="$total1" -v n="$(nproc)" 'BEGIN{printf "%.2f", (b-a)/(tb-ta)*n}') | |
 | bytes on disk per stored payment (after a checkpoint) | **$(awk -v b="$bytes" -v n="$stored" 'BEGIN{printf "%.0f", b/n}')** ($(th "$bytes") bytes, $(th "$stored") payments$by_table) | ≤ 600 |
 
 Where the server's CPU went during the second payments run (perf, self time, top $TOP):
