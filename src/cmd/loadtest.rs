@@ -33,6 +33,8 @@ run dir (apt-get install -y redis-server), \"existing\" reads PAYTOOL_REDIS_URL.
 target.balancer = \"haproxy\" (with a layout) puts a real HAProxy in front of the
 instances (apt-get install -y haproxy), balancing requests; \"haproxy-tcp\" balances
 connections instead, for less CPU; the load and the audit go through it.
+target.processes = true runs each spawned instance as its own `paytool serve` process
+(as a balancer does) instead of a task in this process.
 target.replicas = 1 (with postgres = \"spawn\") clones a synchronous standby of each
 shard (pg_basebackup -R) and names both hosts in the shard's URL, so the API follows a
 promotion; [[chaos]] fault = \"failover\" crashes a shard's primary and promotes it.
