@@ -794,6 +794,24 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             "applies to instances paytool spawns, and target.url names one already running",
         ));
     }
+    if p.target.processes == Some(false) {
+        // Said outright, it would be overridden silently: refuse it instead.
+        let needs = match (
+            p.target.balancer.is_some(),
+            chaos.iter().any(|s| s.fault.on_api()),
+        ) {
+            (true, _) => Some("target.balancer (each instance drains on SIGTERM)"),
+            (false, true) => Some("a [[chaos]] step that acts on the API"),
+            (false, false) => None,
+        };
+        if let Some(needs) = needs {
+            return Err(invalid(
+                path,
+                "target.processes",
+                format!("is false, but {needs} needs the instances as processes"),
+            ));
+        }
+    }
     Ok(LoadPlan {
         balancer: p.target.balancer,
         processes: p.target.processes.unwrap_or(false),

@@ -153,4 +153,25 @@ fn a_chaos_step_naming_what_the_run_does_not_spawn_is_refused_naming_the_key() {
         assert!(err.contains(says), "{step}: {err}");
         assert!(err.contains("bad.toml"), "{err}");
     }
+    // A step that kills an instance needs it as a process: saying otherwise is refused,
+    // not silently overridden.
+    let text = std::fs::read_to_string(KILLED_THREE_TIMES).unwrap();
+    assert!(text.contains("[target]\nshards = 2\n"), "{text}");
+    let profile = dir.path().join("tasks.toml");
+    std::fs::write(
+        &profile,
+        text.replace(
+            "[target]\nshards = 2\n",
+            "[target]\nshards = 2\nprocesses = false\n",
+        ),
+    )
+    .unwrap();
+    let out = loadtest(&["-p", profile.to_str().unwrap()], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`target.processes` is false, but a [[chaos]] step that acts on the API"),
+        "{err}"
+    );
+    assert!(err.contains("tasks.toml"), "{err}");
 }

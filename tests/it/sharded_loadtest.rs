@@ -176,7 +176,7 @@ fn layout_targets_that_do_not_fit_are_refused_naming_the_key() {
     .unwrap();
     let named_layout = format!("layout = {written_out:?}\npostgres = \"spawn\"");
     // (case, the [target] table, flags, what stderr must say, the file it must name)
-    let cases: [(&str, String, &[&str], &str, &Path); 13] = [
+    let cases: [(&str, String, &[&str], &str, &Path); 14] = [
         (
             "standbys of existing shards",
             format!("layout = {layout:?}\nreplicas = 1"),
@@ -252,6 +252,13 @@ fn layout_targets_that_do_not_fit_are_refused_naming_the_key() {
             format!("{spawn}\nredis = \"always\""),
             &[],
             "unknown variant `always`",
+            dir.path(),
+        ),
+        (
+            "processes off behind a balancer",
+            format!("{spawn}\nbalancer = \"haproxy\"\nprocesses = false"),
+            &[],
+            "`target.processes` is false, but target.balancer (each instance drains on SIGTERM) needs the instances as processes",
             dir.path(),
         ),
         (
