@@ -157,13 +157,9 @@ pub async fn prepare(plan: LoadPlan, faults: Faults) -> Result<Prepared, Loadtes
                 layout,
                 instances: plan.instances,
                 cache,
-                // A SIGKILL, SIGSTOP or SIGTERM acts on a process: instances a chaos step
-                // acts on, and instances behind a balancer (which drain on SIGTERM), run as
-                // `paytool serve` processes, as do all when the profile asks.
-                processes: (plan.processes
-                    || balanced
-                    || plan.chaos.iter().any(|s| s.fault.on_api()))
-                .then(|| run_dir.clone()),
+                // Decided with the profile (profile::load::check): asked for, or needed by
+                // the balancer or a chaos step.
+                processes: plan.processes.then(|| run_dir.clone()),
                 // Long enough for two of the balancer's health checks to see it.
                 drain_delay: match balanced {
                     true => 2 * crate::services::haproxy::CHECK_INTERVAL,

@@ -315,7 +315,8 @@ pub struct LoadPlan {
     pub co_mitigation: CoMitigation,
     /// A balancer in front of the spawned instances; the load goes through it.
     pub balancer: Option<Balancer>,
-    /// `target.processes`: spawned instances run as `paytool serve` processes.
+    /// Spawned instances run as `paytool serve` processes: `target.processes`, or needed
+    /// by a balancer or a chaos step on the API.
     pub processes: bool,
 }
 
@@ -794,27 +795,30 @@ fn check(mut p: LoadProfile, path: &Path) -> Result<LoadPlan, ProfileError> {
             "applies to instances paytool spawns, and target.url names one already running",
         ));
     }
-    if p.target.processes == Some(false) {
+    // A SIGKILL, SIGSTOP or SIGTERM acts on a process: instances behind a balancer (which
+    // drain on SIGTERM) and instances a chaos step acts on must run as processes.
+    let needs_processes = match (
+        p.target.balancer.is_some(),
+        chaos.iter().any(|s| s.fault.on_api()),
+    ) {
+        (true, _) => Some("target.balancer (each instance drains on SIGTERM)"),
+        (false, true) => Some("a [[chaos]] step that acts on the API"),
+        (false, false) => None,
+    };
+    let processes = match (p.target.processes, needs_processes) {
         // Said outright, it would be overridden silently: refuse it instead.
-        let needs = match (
-            p.target.balancer.is_some(),
-            chaos.iter().any(|s| s.fault.on_api()),
-        ) {
-            (true, _) => Some("target.balancer (each instance drains on SIGTERM)"),
-            (false, true) => Some("a [[chaos]] step that acts on the API"),
-            (false, false) => None,
-        };
-        if let Some(needs) = needs {
+        (Some(false), Some(needs)) => {
             return Err(invalid(
                 path,
                 "target.processes",
                 format!("is false, but {needs} needs the instances as processes"),
             ));
         }
-    }
+        (asked, needs) => asked.unwrap_or(false) || needs.is_some(),
+    };
     Ok(LoadPlan {
         balancer: p.target.balancer,
-        processes: p.target.processes.unwrap_or(false),
+        processes,
         co_mitigation,
         chaos,
         segment: None,
