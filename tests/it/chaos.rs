@@ -1,7 +1,7 @@
 //! `[[chaos]]` steps in a load test: faults injected into the processes the run spawned,
 //! each reported with what it cost, and the money audit clean after all of them.
 
-use crate::support::{loadtest, named, passed_summary, temp_dir};
+use crate::support::{edited_profile, loadtest, named, passed_summary, temp_dir};
 use serde_json::Value;
 use std::path::Path;
 
@@ -155,17 +155,13 @@ fn a_chaos_step_naming_what_the_run_does_not_spawn_is_refused_naming_the_key() {
     }
     // A step that kills an instance needs it as a process: saying otherwise is refused,
     // not silently overridden.
-    let text = std::fs::read_to_string(KILLED_THREE_TIMES).unwrap();
-    assert!(text.contains("[target]\nshards = 2\n"), "{text}");
-    let profile = dir.path().join("tasks.toml");
-    std::fs::write(
-        &profile,
-        text.replace(
-            "[target]\nshards = 2\n",
-            "[target]\nshards = 2\nprocesses = false\n",
-        ),
-    )
-    .unwrap();
+    let profile = edited_profile(
+        KILLED_THREE_TIMES,
+        dir.path(),
+        "tasks.toml",
+        "[target]\nshards = 2\n",
+        "[target]\nshards = 2\nprocesses = false\n",
+    );
     let out = loadtest(&["-p", profile.to_str().unwrap()], None);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");

@@ -1,7 +1,7 @@
 //! `paytool loadtest` and `paytool report` run for real: short load tests against the
 //! spawned reference API, checked by exit code, output and the files they leave.
 
-use crate::support::{Server, json_stdout, loadtest, named, paytool, temp_dir};
+use crate::support::{Server, edited_profile, json_stdout, loadtest, named, paytool, temp_dir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -210,13 +210,13 @@ fn smoke_profile_passes_with_a_clean_audit_and_writes_every_report() {
 #[test]
 fn processes_true_runs_the_spawned_api_as_a_serve_process_of_its_own() {
     let reports = temp_dir();
-    let profile = reports.path().join("processes.toml");
-    let text = std::fs::read_to_string(PROFILE).unwrap();
-    std::fs::write(
-        &profile,
-        text.replace("[target]\n", "[target]\nprocesses = true\n"),
-    )
-    .unwrap();
+    let profile = edited_profile(
+        PROFILE,
+        reports.path(),
+        "processes.toml",
+        "[target]\n",
+        "[target]\nprocesses = true\n",
+    );
     let (code, summary, output) = smoke_of(reports.path(), profile.to_str().unwrap(), &[]);
     assert_eq!(code, Some(0), "{output}");
     assert_eq!(summary["audit"]["ok"], true, "{summary:#}");
@@ -230,15 +230,13 @@ fn processes_true_runs_the_spawned_api_as_a_serve_process_of_its_own() {
     assert_eq!(code, Some(0), "{output}");
     assert!(!run_dir(tasks.path(), &summary).join("api-0.log").exists());
     // It names spawned instances, so a URL target refuses it.
-    let remote = reports.path().join("remote.toml");
-    std::fs::write(
-        &remote,
-        text.replace(
-            "[target]\nshards = 2\n",
-            "[target]\nurl = \"http://127.0.0.1:1\"\nprocesses = true\n",
-        ),
-    )
-    .unwrap();
+    let remote = edited_profile(
+        PROFILE,
+        reports.path(),
+        "remote.toml",
+        "[target]\nshards = 2\n",
+        "[target]\nurl = \"http://127.0.0.1:1\"\nprocesses = true\n",
+    );
     let err = refused(&["--profile", remote.to_str().unwrap()], reports.path());
     assert!(
         err.contains("`target.processes` applies to instances paytool spawns"),
@@ -598,14 +596,13 @@ fn an_arrival_rate_runs_every_journey_through_the_same_scenario_code() {
 #[test]
 fn an_arrival_rate_is_checked() {
     let dir = temp_dir();
-    let profile = dir.path().join("open.toml");
-    let text = std::fs::read_to_string(OPEN_PROFILE).unwrap();
-
-    std::fs::write(
-        &profile,
-        text.replace("rate = \"1000/s\"", "rate = \"fast\""),
-    )
-    .unwrap();
+    let profile = edited_profile(
+        OPEN_PROFILE,
+        dir.path(),
+        "open.toml",
+        "rate = \"1000/s\"",
+        "rate = \"fast\"",
+    );
     let err = refused(&["--profile", profile.to_str().unwrap()], dir.path());
     assert!(err.contains("load.rate") && err.contains("2000/s"), "{err}");
 }

@@ -359,6 +359,16 @@ pub fn stdout_of(what: &str, cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// A copy of the profile `source` as `dir/name`, with `from` replaced by `to`; `from` must
+/// be in it, so an edit that matches nothing cannot leave the profile as it was.
+pub fn edited_profile(source: &str, dir: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let text = std::fs::read_to_string(source).unwrap();
+    assert!(text.contains(from), "{source} has no {from:?}");
+    let path = dir.join(name);
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    path
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("paytool-it-")
