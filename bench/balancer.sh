@@ -98,7 +98,6 @@ profiles() {
   profile three 3 ""
   profile balanced 3 "balancer = \"$BALANCER\""
 }
-users=${USERS%% *}
 
 SECONDS_RUN=${DURATION%s}
 # CPU counts over the steady middle of each run's load: from CPU_SKIP s after its
