@@ -341,7 +341,9 @@ pub async fn run(
     let mut keys = Check::new("one_payment_per_idempotency_key");
     let mut exact = Check::new("store_holds_exactly_the_acknowledged_payments");
     let mut orphans = Vec::new();
+    let mut missing = 0u64;
     for f in findings {
+        missing += f.missing.len() as u64;
         f.missing.into_iter().for_each(|v| exist.fail(v));
         f.wrong_state.into_iter().for_each(|v| states.fail(v));
         f.doubled_keys.into_iter().for_each(|v| keys.fail(v));
@@ -357,7 +359,8 @@ pub async fn run(
     }
     // Creates never kept for a resend had unknown outcomes: each may have made one
     // payment nobody acknowledged. More payments than that are unexplained.
-    if orphans.len() as u64 > unresolved.not_kept {
+    let orphans_seen = orphans.len() as u64;
+    if orphans_seen > unresolved.not_kept {
         let n = orphans.len();
         for o in orphans {
             exact.fail(o);
@@ -365,6 +368,14 @@ pub async fn run(
         exact.fail(format!(
             "{n} payments under the run's keys were never acknowledged; {} creates with unknown outcomes could explain at most that many",
             unresolved.not_kept
+        ));
+    }
+    // Exactly means fewer fails too: each missing payment is listed under
+    // acknowledged_payments_exist, and counted here as the store's shortfall.
+    if missing > 0 {
+        let held = acknowledged - missing + orphans_seen;
+        exact.fail(format!(
+            "the store holds {held} of the run's payments; {acknowledged} were acknowledged and {missing} of them are not there"
         ));
     }
     for u in &unresolved.reasons {

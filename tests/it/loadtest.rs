@@ -378,12 +378,25 @@ fn the_audit_catches_a_dropped_acknowledged_payment() {
             .unwrap()
             .contains("not in the store")
     );
-    // Counted through the API, the store holds fewer payments than were acknowledged.
+    // The store holds fewer payments than were acknowledged, and the count says so
+    // whether or not a retried key also made an unacknowledged payment.
     let count = named(
         &audit["checks"],
         "store_holds_exactly_the_acknowledged_payments",
     );
     assert_eq!(count["ok"], false, "{audit:#}");
+    let shortfall = format!(
+        "{} of them are not there",
+        missing["violation_count"].as_u64().unwrap()
+    );
+    assert!(
+        count["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v.as_str().unwrap().contains(&shortfall)),
+        "{audit:#}"
+    );
     // A failed run keeps the server's data for a post-mortem.
     assert!(
         run_dir(reports.path(), &summary)
