@@ -5,6 +5,12 @@ mod cmd;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// glibc's malloc took a fifth of the API's CPU, and its arena locks put the shard writer
+/// to sleep when it freed what a runtime thread allocated; mimalloc frees across threads
+/// without a lock (ARCHITECTURE.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ABOUT: &str = "Ops and load-testing toolkit for payment APIs";
 
 const LONG_ABOUT: &str = "\
