@@ -7,7 +7,8 @@
 # generator's figure is its own (acknowledgement log, histograms, Goose's metrics).
 #
 # Knobs: RUN_TIME [the profile's 30m plan] e.g. "2m" for a short try (32 users, 10 s
-#        ramp); SAMPLE [10] s; SKIP_BUILD [0].
+#        ramp); SAMPLE [10] s; SKIP_BUILD [0]; PAYTOOL_BIN [target/release/paytool, built
+#        first unless SKIP_BUILD=1]: another binary, not built (as in bench/lib.sh).
 # Output: a markdown block on stdout (with the RSS curve every ~3 min), also in
 #         bench/results/soak-rss-<date>.md; the samples in bench/results/soak-rss-<date>.csv.
 set -euo pipefail
@@ -16,8 +17,8 @@ cd "$ROOT"
 RUN_TIME=${RUN_TIME:-}
 SAMPLE=${SAMPLE:-10}
 SKIP_BUILD=${SKIP_BUILD:-0}
-BIN="$ROOT/target/release/paytool"
-[ "$SKIP_BUILD" = 1 ] || cargo build --release --quiet
+BIN=${PAYTOOL_BIN:-$ROOT/target/release/paytool}
+[ "$SKIP_BUILD" = 1 ] || [ -n "${PAYTOOL_BIN:-}" ] || cargo build --release --quiet
 
 WORK=$(mktemp -d)
 SERVER_PID=
@@ -77,7 +78,7 @@ PY
 out="## Soak memory, $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r)
-- paytool $(git rev-parse --short HEAD) release; command: \`${RUN_TIME:+RUN_TIME=$RUN_TIME }bench/soak_rss.sh\`; API and generator on the same cores
+- paytool ${PAYTOOL_BIN:-$(git rev-parse --short HEAD) release}; command: \`${RUN_TIME:+RUN_TIME=$RUN_TIME }bench/soak_rss.sh\`; API and generator on the same cores
 $summary
 - **generator peak RSS: $((gen_hwm / 1024)) MiB**; API peak RSS: $(( ${api_hwm:-0} / 1024 )) MiB (samples: $csv)
 "
