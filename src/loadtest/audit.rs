@@ -361,12 +361,11 @@ pub async fn run(
     // payment nobody acknowledged. More payments than that are unexplained.
     let orphans_seen = orphans.len() as u64;
     if orphans_seen > unresolved.not_kept {
-        let n = orphans.len();
         for o in orphans {
             exact.fail(o);
         }
         exact.fail(format!(
-            "{n} payments under the run's keys were never acknowledged; {} creates with unknown outcomes could explain at most that many",
+            "{orphans_seen} payments under the run's keys were never acknowledged; {} creates with unknown outcomes could explain at most that many",
             unresolved.not_kept
         ));
     }
