@@ -364,9 +364,11 @@ loadtest_flags() {   # TAG WHAT RC ERRFILE ERRORS AUDIT_OK
 
 # ---------------------------------------------------------------- merchants
 # `paytool serve` on one SQLite shard in data dir $1 (fresh or not), on a free loopback
-# port; sets SERVER_PID, ADDR and ADMIN_TOKEN (the one serve wrote into the data dir).
-serve_one_sqlite_shard() {   # DATA
-  "$BIN" serve --listen 127.0.0.1:0 --data-dir "$1" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
+# port, with the environment $2 ("K=V K=V", none by default); sets SERVER_PID, ADDR and
+# ADMIN_TOKEN (the one serve wrote into the data dir).
+serve_one_sqlite_shard() {   # DATA [ENV]
+  # shellcheck disable=SC2086  # ENV is a list of K=V words; env execs, so the PID is serve's
+  env ${2:-} "$BIN" serve --listen 127.0.0.1:0 --data-dir "$1" --shards 1 >"$WORK/serve.out" 2>"$WORK/serve.err" &
   SERVER_PID=$!
   await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
   ADMIN_TOKEN=$(cat "$1/admin_token")

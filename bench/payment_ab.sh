@@ -61,12 +61,7 @@ run_side() {
   local name=$1 bin=$2 env=$3 ds health pay n s0 s1 secs on batches paid
   BIN=$bin
   rm -rf "$WORK/data"
-  # shellcheck disable=SC2086  # ENV is a list of K=V words
-  env $env "$BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --shards 1 \
-    >"$WORK/serve.out" 2>"$WORK/serve.err" &
-  SERVER_PID=$!
-  await_listening "$SERVER_PID" "$WORK/serve.out" "$WORK/serve.err"
-  ADMIN_TOKEN=$(cat "$WORK/data/admin_token")
+  serve_one_sqlite_shard "$WORK/data" "$env"
   KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
   ds=$(to_seconds "$DURATION")
   health=$(timeout $((ds + 60)) wrk -t1 -c64 -d"$DURATION" "http://$ADDR/healthz" | awk '/Requests\/sec/ {print $2}')
