@@ -34,6 +34,12 @@ fn recorded() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+fn page_size(dir: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("shard-000.db")).unwrap();
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
 fn shard_tables(dir: &Path) -> Vec<String> {
     let conn = rusqlite::Connection::open(dir.join("shard-000.db")).unwrap();
     let mut stmt = conn
@@ -63,6 +69,7 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
     let dir = temp_dir();
     fixture_copy(dir.path());
     let before = shard_tables(dir.path());
+    assert_eq!(page_size(dir.path()), 4096, "the fixture's pages");
     assert!(before.contains(&"idempotency".to_string()), "{before:?}");
     assert!(before.contains(&"postings".to_string()), "{before:?}");
     let recorded = recorded();
@@ -120,6 +127,8 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
     assert!(after.contains(&"idempotency_keys".to_string()), "{after:?}");
     assert!(after.contains(&"transfers".to_string()), "{after:?}");
     assert_eq!(server.terminate().code(), Some(0));
+    // A file keeps the page size it was made with (WAL mode cannot change it).
+    assert_eq!(page_size(dir.path()), 4096);
     // Upgraded, it reads: the four payments, old and new.
     let dry = json_stdout(&paytool(&seed));
     assert_eq!(dry["payments"], 4, "{dry:#}");
@@ -130,6 +139,21 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), new_refund);
     let (_, text, _) = server.send(&m, &new_payment).await;
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), created);
+    let audit = server.audit().await;
+    assert_eq!(audit["ok"], true, "{audit:#}");
+}
+
+#[tokio::test]
+async fn a_new_shard_file_is_made_with_2_kib_pages() {
+    let server = Server::start();
+    let m = server.create_merchant("pages").await;
+    server
+        .ok(
+            &m,
+            &crate::support::create(crate::support::payment_body(700, "eur", true)).key("p1"),
+        )
+        .await;
+    assert_eq!(page_size(server.data_dir()), 2048);
     let audit = server.audit().await;
     assert_eq!(audit["ok"], true, "{audit:#}");
 }
