@@ -187,6 +187,37 @@ async fn partial_refunds_never_exceed_what_was_captured() {
     assert_usd_settled(&server, &m, (0, 0)).await;
 }
 
+/// Refunds sent all at once share the writer's batches, some applied and some refused
+/// in the same transaction: the balance moves by those applied alone (the writer folds a
+/// batch's balance changes only from requests it kept).
+#[tokio::test]
+async fn concurrent_refunds_move_the_balance_only_by_those_that_succeed() {
+    const REFUNDS: usize = 24;
+    let (server, m) = one_merchant("concurrent refunds").await;
+    let (_, paid) = server.pay(&m, "paid", 1000, true).await;
+    let pay_id = id(&paid);
+    let requests: Vec<Req> = (0..REFUNDS)
+        .map(|i| {
+            on(&pay_id, "refunds")
+                .body(json!({ "amount": 100 }))
+                .key(format!("refund-{i}"))
+        })
+        .collect();
+    let answers = futures_util::future::join_all(requests.iter().map(|r| server.send(&m, r))).await;
+    let ok = answers
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::OK)
+        .count();
+    for (status, text, _) in &answers {
+        assert!(
+            *status == StatusCode::OK || status.is_client_error(),
+            "{status}: {text}"
+        );
+    }
+    assert_eq!(ok, 10, "ten refunds of 100 fit in 1000");
+    assert_usd_settled(&server, &m, (0, 0)).await;
+}
+
 #[tokio::test]
 async fn get_returns_what_create_returned() {
     let (server, m) = one_merchant("get").await;
