@@ -129,6 +129,20 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
     assert_eq!(server.terminate().code(), Some(0));
     // A file keeps the page size it was made with (WAL mode cannot change it).
     assert_eq!(page_size(dir.path()), 4096);
+    // Its status check is now comparisons, as in a new file (schema::upgrade_status_check).
+    let conn = rusqlite::Connection::open(dir.path().join("shard-000.db")).unwrap();
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE name = 'payments'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        sql.contains("CHECK (status = 'requires_capture' OR") && !sql.contains(" IN ("),
+        "{sql}"
+    );
+    drop(conn);
     // Upgraded, it reads: the four payments, old and new.
     let dry = json_stdout(&paytool(&seed));
     assert_eq!(dry["payments"], 4, "{dry:#}");

@@ -122,6 +122,9 @@ impl SqliteStore {
             let path = data_dir.join(format!("shard-{i:03}.db"));
             let mut conn = schema::open_writer(&path, schema::SHARD).map_err(in_file(&path))?;
             let moved = schema::upgrade_shard(&mut conn).map_err(in_file(&path))?;
+            if schema::upgrade_status_check(&mut conn).map_err(in_file(&path))? {
+                tracing::info!(shard = i, "payments status check rewritten as comparisons");
+            }
             if moved > 0 {
                 tracing::info!(
                     shard = i,
