@@ -130,14 +130,16 @@ const STATUS_CHECK_IN: &str =
 /// The same rule as comparisons, which SQLite checks in place (`SHARD` has it).
 const STATUS_CHECK: &str = "CHECK (status = 'requires_capture' OR status = 'succeeded' OR status = 'canceled' OR status = 'failed')";
 
+/// The text of the `payments` table's definition.
+const PAYMENTS_SQL: &str =
+    "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'payments'";
+
 /// Give a shard file made before `STATUS_CHECK` that check instead of `STATUS_CHECK_IN`,
 /// by SQLite's documented way of changing a constraint that every stored row already
 /// meets (ALTER TABLE, "making other kinds of table schema changes"): the table's text
 /// in `sqlite_schema` is rewritten and the schema version bumped, in one transaction; no
 /// row is touched. Returns whether it rewrote anything.
 pub fn upgrade_status_check(conn: &mut Connection) -> rusqlite::Result<bool> {
-    const PAYMENTS_SQL: &str =
-        "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'payments'";
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let sql: String = tx.query_row(PAYMENTS_SQL, [], |r| r.get(0))?;
     if !sql.contains(STATUS_CHECK_IN) {
@@ -218,12 +220,7 @@ mod tests {
     use super::*;
 
     fn payments_sql(conn: &Connection) -> String {
-        conn.query_row(
-            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'payments'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
+        conn.query_row(PAYMENTS_SQL, [], |r| r.get(0)).unwrap()
     }
 
     fn insert_status(conn: &Connection, id: &str, status: &str) -> rusqlite::Result<usize> {

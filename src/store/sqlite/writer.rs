@@ -3,6 +3,8 @@
 //! savepoint, commits them all with one fsync, and only then answers each. A request
 //! that fails rolls back its savepoint alone; a commit that fails answers every request
 //! in the batch with an error, so nothing unacknowledged is ever reported as done.
+//! The balances table is written once a batch, just before the commit, from the
+//! transfers of the requests whose savepoints were released (`rows::BalanceChanges`).
 
 use super::answers;
 use super::rows::{BalanceChanges, insert_payment, insert_transfers, load_payment, update_payment};
