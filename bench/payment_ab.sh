@@ -9,7 +9,7 @@
 #   2. wrk -t1 -c64 POST /v1/payments (bench/payments.lua: created and captured, durable)
 # and, over the middle of run 2, each server thread's time on a core and waiting for
 # one (/proc/PID/task/TID/schedstat: on-CPU and run-queue nanoseconds), and the group
-# commit's batches (/metrics).
+# commit's batches and the share of the time the writer spent in one (/metrics).
 #
 # Knobs: A_BIN, B_BIN      the binaries [both target/release/paytool]
 #        A_ENV, B_ENV      environment for that side's server, "K=V K=V" [none]
@@ -58,7 +58,7 @@ cores_by_thread() {
 
 # One run of side NAME (binary BIN, environment ENV); appends a row to $WORK/rows.
 run_side() {
-  local name=$1 bin=$2 env=$3 ds health pay n s0 s1 secs on batches paid
+  local name=$1 bin=$2 env=$3 ds health pay n s0 s1 secs on batches paid committing
   BIN=$bin
   rm -rf "$WORK/data"
   serve_one_sqlite_shard "$WORK/data" "$env"
@@ -82,9 +82,14 @@ run_side() {
     -v b="$(metric_sum "$WORK/m1" paytool_group_commit_batch_size_count)" 'BEGIN{print b-a}')
   paid=$(awk -v a="$(metric_sum "$WORK/m0" paytool_group_commit_batch_size_sum)" \
     -v b="$(metric_sum "$WORK/m1" paytool_group_commit_batch_size_sum)" 'BEGIN{print b-a}')
-  printf '%s|%s|%s|%s|%s|%s|%s|%s\n' "$name" "${health%.*}" "${pay%.*}" "$(ratio "$pay" "$health")" \
+  # The share of the window the writer spent inside a batch (statements, commit, fsync):
+  # near 1, the writer is the serial stage that sets the rate.
+  committing=$(awk -v a="$(metric_sum "$WORK/m0" paytool_group_commit_seconds_sum)" \
+    -v b="$(metric_sum "$WORK/m1" paytool_group_commit_seconds_sum)" -v s="$secs" \
+    'BEGIN{printf "%.2f", (s>0 ? (b-a)/s : 0)}')
+  printf '%s|%s|%s|%s|%s|%s|%s|%s|%s\n' "$name" "${health%.*}" "${pay%.*}" "$(ratio "$pay" "$health")" \
     "$(awk -v c="$on" -v p="$paid" 'BEGIN{printf "%.1f", (p>0 ? c/p*1e6 : 0)}')" \
-    "$(awk -v p="$paid" -v b="$batches" 'BEGIN{printf "%.1f", (b>0 ? p/b : 0)}')" \
+    "$(awk -v p="$paid" -v b="$batches" 'BEGIN{printf "%.1f", (b>0 ? p/b : 0)}')" "$committing" \
     "$(cores_by_thread "$WORK/s0" "$WORK/s1" "$secs")" "${n:-?}" >>"$WORK/rows"
   log "$name: healthz ${health%.*}/s, payments ${pay%.*}/s"
 }
@@ -111,9 +116,9 @@ out="## $A_NAME against $B_NAME: payments on one SQLite shard, $(date -u '+%Y-%m
 - $A_NAME: \`$A_BIN\`${A_ENV:+ with $A_ENV}; $B_NAME: \`$B_BIN\`${B_ENV:+ with $B_ENV}; HEAD $(git rev-parse --short HEAD)
 - command: \`A_NAME=$A_NAME B_NAME=$B_NAME PAIRS=$PAIRS DURATION=$DURATION bench/payment_ab.sh\` (with the binaries and environments above); wrk -t1 -c64, $DURATION each
 
-| side | healthz/s | payments/s | ÷ healthz | server CPU µs a payment | batch | threads, cores on a CPU/waiting for one | non-200 |
-| --- | --- | --- | --- | --- | --- | --- | --- |
-$(awk -F'|' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8}' "$WORK/rows")
+| side | healthz/s | payments/s | ÷ healthz | server CPU µs a payment | batch | writer in a batch | threads, cores on a CPU/waiting for one | non-200 |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+$(awk -F'|' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}' "$WORK/rows")
 
 Medians:
 
