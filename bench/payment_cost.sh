@@ -17,7 +17,8 @@
 # With PostgreSQL, its CPU per payment is reported beside the server's.
 #
 # Knobs: BACKEND [sqlite] or postgres; DURATION [15s] each wrk run; MERCHANTS [8];
-#        TOP [15] perf entries; SKIP_BUILD [0].
+#        TOP [15] perf entries; SKIP_BUILD [0]; PG_OPTS [none] extra PostgreSQL server
+#        flags for BACKEND=postgres, e.g. "-c max_wal_size=8GB" (initdb defaults otherwise).
 # Output: a markdown block on stdout, also in bench/results/payment-cost-<date>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +32,7 @@ KEEP=${KEEP:-0}
 check_backend
 WORK=$(mktemp -d)
 PG_DATAS=()
-PG_OPTS=
+PG_OPTS=${PG_OPTS:-}
 SERVER_PID=""
 PERF_PID=""
 cleanup() {
@@ -124,7 +125,7 @@ pg_row=""
 out="## What one payment costs the API ($BACKEND), $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), kernel $(uname -r); $(wrk --version 2>&1 | head -1 | awk '{print $1, $2}')
-- paytool $BUILT_FROM; command: \`BACKEND=$BACKEND DURATION=$DURATION MERCHANTS=$MERCHANTS bench/payment_cost.sh\`
+- paytool $BUILT_FROM; command: \`${PG_OPTS:+PG_OPTS=\"$PG_OPTS\" }BACKEND=$BACKEND DURATION=$DURATION MERCHANTS=$MERCHANTS bench/payment_cost.sh\`
 - $STORE; wrk -t1 -c64 for $DURATION each, on the same 2 cores as the server
 
 | figure | value | goal (issue 14) |
