@@ -18,7 +18,7 @@ fn fixture_copy(to: &Path) {
         let from = entry.unwrap().path();
         std::fs::copy(&from, to.join(from.file_name().unwrap())).unwrap();
     }
-    let conn = rusqlite::Connection::open(to.join("shard-000.db")).unwrap();
+    let conn = shard_file(to);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -34,14 +34,28 @@ fn recorded() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+fn shard_file(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("shard-000.db")).unwrap()
+}
+
 fn page_size(dir: &Path) -> i64 {
-    let conn = rusqlite::Connection::open(dir.join("shard-000.db")).unwrap();
-    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+    shard_file(dir)
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+fn payments_sql(dir: &Path) -> String {
+    shard_file(dir)
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'payments'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap()
 }
 
 fn shard_tables(dir: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(dir.join("shard-000.db")).unwrap();
+    let conn = shard_file(dir);
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
         .unwrap();
@@ -130,19 +144,11 @@ async fn a_data_dir_from_the_release_before_opens_replays_and_audits() {
     // A file keeps the page size it was made with (WAL mode cannot change it).
     assert_eq!(page_size(dir.path()), 4096);
     // Its status check is now comparisons, as in a new file (schema::upgrade_status_check).
-    let conn = rusqlite::Connection::open(dir.path().join("shard-000.db")).unwrap();
-    let sql: String = conn
-        .query_row(
-            "SELECT sql FROM sqlite_schema WHERE name = 'payments'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let sql = payments_sql(dir.path());
     assert!(
         sql.contains("CHECK (status = 'requires_capture' OR") && !sql.contains(" IN ("),
         "{sql}"
     );
-    drop(conn);
     // Upgraded, it reads: the four payments, old and new.
     let dry = json_stdout(&paytool(&seed));
     assert_eq!(dry["payments"], 4, "{dry:#}");

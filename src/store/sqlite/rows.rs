@@ -123,16 +123,17 @@ pub fn insert_transfers(
 /// balances table once per batch: a batch of 32 checkouts from 8 merchants is about 16
 /// upserts instead of 64, and the table is only read in committed states (the admin's
 /// balance read, the audit), which see every batch whole.
+/// Keys borrow the merchant ids of the batch's requests, which outlive it.
 #[derive(Default)]
-pub struct BalanceChanges {
-    net: BTreeMap<(String, Currency, Account), i64>,
+pub struct BalanceChanges<'a> {
+    net: BTreeMap<(&'a str, Currency, Account), i64>,
 }
 
-impl BalanceChanges {
+impl<'a> BalanceChanges<'a> {
     /// Fold in the transfers of one applied request of `merchant_id`'s.
-    pub fn add(&mut self, merchant_id: &str, transfers: &[Transfer]) {
+    pub fn add(&mut self, merchant_id: &'a str, transfers: &[Transfer]) {
         for p in transfers.iter().flat_map(Transfer::postings) {
-            let key = (merchant_id.to_string(), p.currency, p.account);
+            let key = (merchant_id, p.currency, p.account);
             *self.net.entry(key).or_insert(0) += p.amount;
         }
     }
