@@ -1,6 +1,8 @@
 -- What every paytool wrk script shares: the thread registry, counting non-200 answers
 -- (the first three shown on stderr), and at the end one machine-readable line the bench
--- scripts parse:
+-- scripts parse. A script that sets the global `lean_answers` before loading this file
+-- gets no response(): wrk then never hands an answer to Lua, and non200 is wrk's own count
+-- of answers of 400 and above.
 --   BENCH requests=N duration_us=N non200=N errors_connect=N ... p50_us=N ... mean_us=N
 -- Loaded by dofile() from the script beside it (bench/payments.lua, bench/reads.lua).
 
@@ -14,7 +16,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-function response(status, headers, body)
+local function count_answer(status, headers, body)
   if status ~= 200 then
     non200 = non200 + 1
     -- Keep the first few for the report.
@@ -25,12 +27,16 @@ function response(status, headers, body)
   end
 end
 
+-- wrk reads the answers in Lua only when response() exists at all.
+if not lean_answers then response = count_answer end
+
 function done(summary, latency, requests)
   local bad = 0
   for _, t in ipairs(threads) do
     bad = bad + (tonumber(t:get("non200")) or 0)
   end
   local e = summary.errors
+  if lean_answers then bad = e.status end
   io.write(string.format(
     "BENCH requests=%d duration_us=%d non200=%d errors_connect=%d errors_read=%d " ..
     "errors_write=%d errors_status=%d errors_timeout=%d p50_us=%d p90_us=%d " ..
