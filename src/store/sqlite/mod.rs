@@ -4,6 +4,7 @@
 mod answers;
 mod audit;
 pub mod export;
+mod gather_vfs;
 mod pruner;
 mod rows;
 mod schema;

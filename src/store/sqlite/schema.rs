@@ -189,10 +189,16 @@ pub fn has_table(conn: &Connection, name: &str) -> rusqlite::Result<bool> {
 
 /// WAL with synchronous=FULL: a commit is on disk before the writer answers, so an
 /// acknowledged payment survives a crash (and, as far as the disk keeps its word, power loss).
+/// Opened through `gather_vfs`, which writes a commit's WAL frames in a few calls instead
+/// of two a page.
 /// A modest page cache: SQLite walks it at the end of every transaction, and a 64 MiB one
 /// made that walk 14% of the writer's CPU (BENCHMARKS.md); readers have their own.
 pub fn open_writer(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let conn = Connection::open_with_flags_and_vfs(
+        path,
+        rusqlite::OpenFlags::default(),
+        super::gather_vfs::register()?,
+    )?;
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
     // Before journal_mode: a new file takes its page size when its first page is written.
     conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE};"))?;
