@@ -394,8 +394,9 @@ async fn seed_then_verify_matches_the_store_and_a_row_changed_behind_its_back_is
     // The API caches each answer after its write, best effort: on a loaded machine a
     // few of those SETs outlive their timeout and are skipped, so verify is held to the
     // answers that are there.
-    let idem_cached = keys(&r, "paytool:*:idem:*").await.len();
-    assert!(idem_cached > 0);
+    let stats = crate::support::json_stdout(&cache_cmd(&r, &["stats", "--output", "json"]));
+    let idem_cached = stats["stats"]["by_kind"]["idem"].as_u64().unwrap_or(0);
+    assert!(idem_cached > 0, "{stats:#}");
     let (code, report) = verify(&r, &source);
     assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["checked"]["pay"], SEEDED_PAYMENTS, "{report:#}");
