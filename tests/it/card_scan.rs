@@ -291,8 +291,7 @@ async fn no_card_number_is_kept_in_sqlite_redis_logs_or_reports() {
     send_card_numbers_everywhere(&server, &m).await;
 
     // Every Redis key and value.
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = crate::support::redis_connection(&redis.url()).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query_async(&mut c)

@@ -369,6 +369,23 @@ pub fn edited_profile(source: &str, dir: &Path, name: &str, from: &str, to: &str
     path
 }
 
+/// How long a test waits for one Redis answer. The crate's default (500 ms) is the
+/// API's budget, not a test's: KEYS over 100,000 entries on a loaded CI machine outlives
+/// it.
+pub const TEST_REDIS_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection of the test's own to a Redis, patient enough for a loaded machine.
+pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(TEST_REDIS_TIMEOUT))
+        .set_response_timeout(Some(TEST_REDIS_TIMEOUT));
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap()
+}
+
 pub fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
         .prefix("paytool-it-")
