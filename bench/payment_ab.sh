@@ -65,7 +65,7 @@ run_side() {
   KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
   ds=$(to_seconds "$DURATION")
   health=$(timeout $((ds + 60)) wrk -t1 -c64 -d"$DURATION" "http://$ADDR/healthz" | awk '/Requests\/sec/ {print $2}')
-  wrk_payments "ab-$name-$(date +%s%N)" "$DURATION" "$WORK/pay.txt" &
+  wrk_payments "ab-${name//[^A-Za-z0-9_-]/-}-$(date +%s%N)" "$DURATION" "$WORK/pay.txt" &
   local wrk=$!
   # The middle of the run: a second in, a second before its end.
   sleep 1
@@ -102,6 +102,14 @@ for ((i = 1; i <= PAIRS; i++)); do
     run_side "$B_NAME" "$B_BIN" "${B_ENV:-}"; run_side "$A_NAME" "$A_BIN" "${A_ENV:-}"
   fi
 done
+
+# A refused payment is answered fast, so a run with refusals measures refusals: no
+# result file for it. BENCH_SHOW_ERRORS=1 prints the first refused answers.
+refused=$(awk -F'|' '$9 != "0" {n++} END {print n+0}' "$WORK/rows")
+if ((refused)); then
+  tr '|' '\t' <"$WORK/rows" >&2
+  die "$refused run(s) had refused payments (the last column); rerun with BENCH_SHOW_ERRORS=1 to see why"
+fi
 
 median() { sort -n | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else printf "%.2f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 medians() {   # NAME: "healthz | payments | ratio | µs"
