@@ -231,7 +231,7 @@ async fn capture_cancel_and_refund_with_a_key_replay() {
                     capture(600),
                     conflict("payment_unexpected_state"),
                 ),
-                // Same key, another amount: refused as reuse, before the state is looked at.
+                // Same key, another amount: refused as reuse, whatever the state says.
                 case(
                     "the key, another amount",
                     capture(500).key("cap-1"),

@@ -32,7 +32,8 @@ enum Shown {
     Body(Vec<u8>),
 }
 
-/// Keep what `idem`'s request answered: `status`, showing `outcome`.
+/// Keep what `idem`'s request answered: `status`, showing `outcome`. False, keeping
+/// nothing, when the merchant's key was already used (its unique index says so).
 pub fn keep(
     conn: &Connection,
     merchant_id: &str,
@@ -40,15 +41,17 @@ pub fn keep(
     status: u16,
     outcome: &Outcome,
     now_ms: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<bool> {
     let (payment, refund_id) = match outcome {
         Outcome::Payment(p) => (p, None),
         Outcome::Refund { refund, payment } => (payment, Some(refund.id.as_str())),
     };
-    conn.prepare_cached(
+    Ok(conn
+        .prepare_cached(
         "INSERT INTO idempotency_keys (merchant_id, key, request_fingerprint, status, payment_id, \
          payment_status, amount_captured, amount_refunded, refund_id, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (merchant_id, key) DO NOTHING",
     )?
     .execute(params![
         merchant_id,
@@ -61,8 +64,7 @@ pub fn keep(
         payment.amount_refunded as i64,
         refund_id,
         now_ms
-    ])?;
-    Ok(())
+    ])? == 1)
 }
 
 /// The answer kept for `merchant_id`'s `key`, if any.

@@ -210,7 +210,11 @@ fn rollback_op(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Apply one request; the transfers it made are pushed onto `applied`.
+/// Apply one request inside its savepoint; the transfers it made are pushed onto
+/// `applied`. A new Idempotency-Key is the common case, so the change is applied first
+/// and the key's unique index finds a key already used, as the answer is kept: no
+/// lookup before every write. A used key (or a change that failed, which a retry of an
+/// earlier success may) undoes whatever the change did and answers from the key.
 fn apply(
     conn: &Connection,
     request: &WriteRequest,
@@ -218,16 +222,54 @@ fn apply(
     applied: &mut Vec<Transfer>,
 ) -> Result<StoredResponse, StoreError> {
     let merchant_id = request.merchant.id.as_str();
-    if let Some(idem) = &request.idempotency {
-        if let Some(kept) = answers::find(conn, merchant_id, &idem.key)? {
-            if kept.fingerprint != idem.request_fingerprint {
-                return Err(StoreError::IdempotencyMismatch);
-            }
-            // The same fingerprint is the same operation, so this request's renderer is
-            // the one that answered the first time.
-            return kept.replay(conn, merchant_id, request.render);
-        }
+    let outcome = match change(conn, request, now, applied) {
+        Ok(outcome) => outcome,
+        Err(e) => return answer_kept(conn, request, applied)?.ok_or(e),
+    };
+    let response = (request.render)(&outcome);
+    if let Some(idem) = &request.idempotency
+        && !answers::keep(conn, merchant_id, idem, response.status, &outcome, now)?
+    {
+        return answer_kept(conn, request, applied)?.ok_or_else(|| {
+            StoreError::Internal(format!("the key {:?} was taken but kept nothing", idem.key))
+        });
     }
+    Ok(response)
+}
+
+/// For a request whose key may have been used before: undo what this request changed
+/// (back to its savepoint, its transfers forgotten) and answer what the key kept, or
+/// refuse a different request under it; `None` when the key is new.
+fn answer_kept(
+    conn: &Connection,
+    request: &WriteRequest,
+    applied: &mut Vec<Transfer>,
+) -> Result<Option<StoredResponse>, StoreError> {
+    let Some(idem) = &request.idempotency else {
+        return Ok(None);
+    };
+    conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+    applied.clear();
+    let merchant_id = request.merchant.id.as_str();
+    let Some(kept) = answers::find(conn, merchant_id, &idem.key)? else {
+        return Ok(None);
+    };
+    if kept.fingerprint != idem.request_fingerprint {
+        return Err(StoreError::IdempotencyMismatch);
+    }
+    // The same fingerprint is the same operation, so this request's renderer is the one
+    // that answered the first time.
+    kept.replay(conn, merchant_id, request.render).map(Some)
+}
+
+/// The change itself, on the committed state as this batch has left it.
+fn change(
+    conn: &Connection,
+    request: &WriteRequest,
+    now: i64,
+    applied: &mut Vec<Transfer>,
+) -> Result<Outcome, StoreError> {
+    let merchant_id = request.merchant.id.as_str();
     let outcome = match &request.mutation {
         Mutation::Create { payment, transfers } => {
             if payment.merchant_id != merchant_id {
@@ -297,9 +339,5 @@ fn apply(
             Outcome::Refund { refund, payment }
         }
     };
-    let response = (request.render)(&outcome);
-    if let Some(idem) = &request.idempotency {
-        answers::keep(conn, merchant_id, idem, response.status, &outcome, now)?;
-    }
-    Ok(response)
+    Ok(outcome)
 }
