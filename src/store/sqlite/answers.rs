@@ -46,25 +46,26 @@ pub fn keep(
         Outcome::Payment(p) => (p, None),
         Outcome::Refund { refund, payment } => (payment, Some(refund.id.as_str())),
     };
-    Ok(conn
+    let inserted = conn
         .prepare_cached(
-        "INSERT INTO idempotency_keys (merchant_id, key, request_fingerprint, status, payment_id, \
-         payment_status, amount_captured, amount_refunded, refund_id, created_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-         ON CONFLICT (merchant_id, key) DO NOTHING",
-    )?
-    .execute(params![
-        merchant_id,
-        idem.key,
-        &idem.request_fingerprint[..],
-        status,
-        payment.id,
-        payment.status.code(),
-        payment.amount_captured as i64,
-        payment.amount_refunded as i64,
-        refund_id,
-        now_ms
-    ])? == 1)
+            "INSERT INTO idempotency_keys (merchant_id, key, request_fingerprint, status, \
+             payment_id, payment_status, amount_captured, amount_refunded, refund_id, \
+             created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (merchant_id, key) DO NOTHING",
+        )?
+        .execute(params![
+            merchant_id,
+            idem.key,
+            &idem.request_fingerprint[..],
+            status,
+            payment.id,
+            payment.status.code(),
+            payment.amount_captured as i64,
+            payment.amount_refunded as i64,
+            refund_id,
+            now_ms
+        ])?;
+    Ok(inserted == 1)
 }
 
 /// The answer kept for `merchant_id`'s `key`, if any.
