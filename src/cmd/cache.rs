@@ -318,9 +318,13 @@ async fn open_store(source: &Source, replica_max_lag: Duration) -> anyhow::Resul
         (None, Some(path)) => {
             let layout =
                 paytool::profile::shards::load(path).map_err(|e| UsageError(e.to_string()))?;
-            PgExport::open(&layout, replica_max_lag)
-                .await
-                .map(|e| Box::new(e) as Box<dyn Export>)
+            PgExport::open(
+                &layout,
+                replica_max_lag,
+                paytool::api::payments::render_answer,
+            )
+            .await
+            .map(|e| Box::new(e) as Box<dyn Export>)
         }
         (None, None) => unreachable!("clap requires --data-dir or --layout"),
     };

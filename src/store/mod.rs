@@ -8,6 +8,7 @@ pub mod layout;
 pub mod postgres;
 pub mod queue;
 pub mod retention;
+pub mod shown;
 pub mod sqlite;
 
 use crate::ledger::{Currency, LedgerError, Payment, Transfer};

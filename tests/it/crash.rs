@@ -214,22 +214,37 @@ fn ack(merchant: usize, key: &str, amount: i64, body: &Value) -> Ack {
     }
 }
 
-/// Read from the store's own files, past the server: on PostgreSQL every shard's
-/// postings sum to zero per currency; on SQLite, where each transfer balances by its
-/// shape, every merchant's pending and available balance equals what its transfers
-/// add up to, so no write was half kept.
+/// Read from the store's own files, past the server: every merchant's pending and
+/// available balance equals what its transfers add up to, so no write was half kept
+/// (each transfer balances by its shape); on PostgreSQL through `ledger_entries`, which
+/// also sums to zero per currency.
 pub fn assert_ledger_on_disk(server: &Server) {
     if let Some(pg) = server.pg() {
-        let sums = pg
-            .on_each_shard("SELECT currency || ' ' || SUM(amount) FROM postings GROUP BY currency");
+        let sums = pg.on_each_shard(
+            "SELECT currency || ' ' || SUM(amount) FROM ledger_entries GROUP BY currency",
+        );
         for (shard, text) in sums.iter().enumerate() {
             for line in text.lines() {
-                assert!(line.ends_with(" 0"), "shard {shard}: postings {line}");
+                assert!(line.ends_with(" 0"), "shard {shard}: entries {line}");
             }
         }
         assert!(
             sums.iter().any(|s| !s.trim().is_empty()),
-            "no postings on any shard"
+            "no transfers on any shard"
+        );
+        let unequal = pg.on_each_shard(
+            "SELECT count(*) FROM (SELECT merchant_id, currency, \
+               CASE account WHEN 1 THEN 'merchant_pending' ELSE 'merchant_available' END AS name, \
+               SUM(amount) AS sum FROM ledger_entries WHERE account IN (1, 2) \
+               GROUP BY merchant_id, currency, account) e \
+             FULL JOIN (SELECT * FROM balances \
+               WHERE account IN ('merchant_pending', 'merchant_available')) b \
+             ON b.merchant_id = e.merchant_id AND b.currency = e.currency AND b.account = e.name \
+             WHERE COALESCE(e.sum, 0) <> COALESCE(b.amount, 0)",
+        );
+        assert!(
+            unequal.iter().all(|n| n.trim() == "0"),
+            "balances unlike their transfers: {unequal:?}"
         );
         return;
     }

@@ -7,10 +7,10 @@ use crate::support::{PgShards, temp_dir};
 use paytool::store::postgres::{sql, writer::WRITER_SESSION};
 
 /// `sql::WRITE_BATCH_SQL`'s arguments: an empty array for each, but the update time
-/// ($29), a number.
+/// ($33), a number.
 fn write_batch_args() -> String {
     (1..=sql::WRITE_BATCH_PARAMS)
-        .map(|i| if i == 29 { "0" } else { "'{}'" })
+        .map(|i| if i == 33 { "0" } else { "'{}'" })
         .collect::<Vec<_>>()
         .join(",")
 }

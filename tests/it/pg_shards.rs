@@ -522,3 +522,120 @@ fn serve_on_a_layout_refuses_what_it_cannot_serve_naming_the_fix() {
         stderr(&not_applied)
     );
 }
+
+/// A shard written before migration 3 kept four postings a checkout and each key's body:
+/// rows of that shape (made here from new ones, by SQL) still replay their body as it
+/// was kept, byte for byte, audit clean beside new transfers, and take new writes.
+#[tokio::test]
+async fn rows_kept_before_transfers_replay_and_audit_beside_new_ones() {
+    use paytool::ledger::Account;
+    let t = two_instances();
+    let m = t.a.create_merchant("kept-before").await;
+    let http = reqwest::Client::new();
+    let send = |server: &Server, path: &str, key: &str, body: Option<Value>| {
+        let mut req = http
+            .post(server.url(path))
+            .bearer_auth(&m.key)
+            .header("Idempotency-Key", key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status(), res.text().await.unwrap())
+        }
+    };
+    let (status, first) = send(
+        &t.a,
+        "/v1/payments",
+        "old",
+        Some(payment_body(1200, "usd", false)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let paid: Value = serde_json::from_str(&first).unwrap();
+    let id = paid["id"].as_str().unwrap().to_string();
+
+    // The rows as the earlier release wrote them: each transfer as its two postings, by
+    // account name, and the key's answer as a body (another layout of the same JSON, so
+    // a replay of it cannot be a rendering).
+    let kept = serde_json::to_string_pretty(&paid).unwrap();
+    let name = |column: &str| {
+        let whens: Vec<String> = Account::ALL
+            .iter()
+            .map(|a| format!("WHEN {} THEN '{}'", a.code(), a.as_str()))
+            .collect();
+        format!("CASE {column} {} END", whens.join(" "))
+    };
+    let to_old_shape = format!(
+        "BEGIN;
+         INSERT INTO postings (bucket, merchant_id, payment_id, seq, currency, account, amount, created_ms)
+           SELECT bucket, merchant_id, payment_id, 2 * seq, currency, {}, -amount, created_ms FROM transfers
+           UNION ALL SELECT bucket, merchant_id, payment_id, 2 * seq + 1, currency, {}, amount, created_ms
+           FROM transfers;
+         DELETE FROM transfers;
+         UPDATE idempotency SET body = convert_to('{}', 'UTF8'), payment_id = NULL,
+           payment_status = NULL, amount_captured = NULL, amount_refunded = NULL, refund_id = NULL;
+         COMMIT;",
+        name("from_account"),
+        name("to_account"),
+        kept.replace('\'', "''")
+    );
+    for i in 0..2 {
+        t.pg.client(i)
+            .await
+            .batch_execute(&to_old_shape)
+            .await
+            .unwrap();
+    }
+    let moved = t.pg.on_each_shard(
+        "SELECT (SELECT count(*) FROM postings) || ':' || (SELECT count(*) FROM transfers)",
+    );
+    assert!(moved.iter().any(|c| c.trim() == "2:0"), "{moved:?}");
+
+    let old_key_again = || {
+        send(
+            &t.b,
+            "/v1/payments",
+            "old",
+            Some(payment_body(1200, "usd", false)),
+        )
+    };
+    let (status, again) = old_key_again().await;
+    assert_eq!(
+        (status, again.as_str()),
+        (StatusCode::OK, kept.as_str()),
+        "the body as kept"
+    );
+    let audit = t.a.audit().await;
+    assert_eq!(audit["ok"], true, "old postings audit: {audit:#}");
+
+    // A new write on the old payment: its transfers beside the old postings.
+    let capture = format!("/v1/payments/{id}/capture");
+    let (status, captured) = send(&t.a, &capture, "cap", None).await;
+    assert_eq!(status, StatusCode::OK, "{captured}");
+    let (status, replayed) = send(&t.b, &capture, "cap", None).await;
+    assert_eq!(
+        (status, &replayed),
+        (StatusCode::OK, &captured),
+        "rendered again, byte for byte"
+    );
+    let (_, old_again) = old_key_again().await;
+    assert_eq!(
+        old_again, kept,
+        "the old key still answers what it answered"
+    );
+    let audit = t.b.audit().await;
+    assert_eq!(
+        audit["ok"], true,
+        "old postings and new transfers: {audit:#}"
+    );
+    let (status, balance, _) =
+        t.a.call(&m, reqwest::Method::GET, "/v1/balance", None, None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{balance}");
+    assert_eq!(
+        balance["available"][0]["amount"], 1200,
+        "the capture moved what the old postings held: {balance:#}"
+    );
+}

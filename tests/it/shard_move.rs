@@ -20,9 +20,10 @@ const MOVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a paused move is waited for to reach its pause point.
 const PAUSE_WAIT: Duration = Duration::from_secs(60);
 /// Tables compared across a round trip, with the key that orders their rows.
-const TABLES: [(&str, &str); 6] = [
+const TABLES: [(&str, &str); 7] = [
     ("merchants", "bucket, id"),
     ("payments", "bucket, merchant_id, id"),
+    ("transfers", "bucket, merchant_id, payment_id, seq"),
     ("postings", "bucket, merchant_id, payment_id, seq"),
     ("refunds", "bucket, merchant_id, id"),
     ("idempotency", "bucket, merchant_id, key"),

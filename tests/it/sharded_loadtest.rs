@@ -144,7 +144,7 @@ fn existing_shards_are_used_as_they_are_and_each_keeps_its_books() {
         );
     }
     let unbalanced = pg.on_each_shard(
-        "SELECT count(*) FROM (SELECT currency FROM postings GROUP BY currency HAVING sum(amount) <> 0) AS u",
+        "SELECT count(*) FROM (SELECT currency FROM ledger_entries GROUP BY currency HAVING sum(amount) <> 0) AS u",
     );
     assert!(unbalanced.iter().all(|n| n.trim() == "0"), "{unbalanced:?}");
 }

@@ -47,7 +47,7 @@ pub async fn audit_shard(
     for r in tx
         .query(
             &format!(
-                "SELECT currency, SUM(amount)::int8 FROM postings WHERE {all} GROUP BY currency"
+                "SELECT currency, SUM(amount)::int8 FROM ledger_entries WHERE {all} GROUP BY currency"
             ),
             &[],
         )
@@ -59,7 +59,10 @@ pub async fn audit_shard(
         }
     }
     let postings: i64 = tx
-        .query_one(&format!("SELECT COUNT(*) FROM postings WHERE {all}"), &[])
+        .query_one(
+            &format!("SELECT COUNT(*) FROM ledger_entries WHERE {all}"),
+            &[],
+        )
         .await?
         .get(0);
 
@@ -68,19 +71,19 @@ pub async fn audit_shard(
     for r in tx
         .query(
             &format!(
-                "SELECT payment_id, account, SUM(amount)::int8 FROM postings WHERE {all} \
+                "SELECT payment_id, account, SUM(amount)::int8 FROM ledger_entries WHERE {all} \
                  GROUP BY payment_id, account"
             ),
             &[],
         )
         .await?
     {
-        let account: String = r.get(1);
-        match Account::parse(&account) {
+        let code: i16 = r.get(1);
+        match Account::from_code(code.into()) {
             Some(a) => {
                 sums.insert((r.get(0), a), r.get(2));
             }
-            None => unknown_accounts.push(account),
+            None => unknown_accounts.push(format!("code {code}")),
         }
     }
     let mut refunds: HashMap<String, i64> = HashMap::new();
@@ -112,16 +115,23 @@ pub async fn audit_shard(
     let payments = per_payment.payments;
     let [invariants, matches_postings, matches_refunds] = per_payment.finish();
 
+    // The merchant-side balances (kept by account name) against their entries' sums.
     let mut balances = Check::new("balances_match_postings");
+    let merchant_side: Vec<String> = [Account::MerchantPending, Account::MerchantAvailable]
+        .iter()
+        .map(|a| format!("({}::int2, '{}')", a.code(), a.as_str()))
+        .collect();
     for r in tx
         .query(
             &format!(
-                "SELECT p.merchant_id, p.currency, p.account, SUM(p.amount)::int8, COALESCE(b.amount, 0) \
-                 FROM postings p LEFT JOIN balances b ON b.bucket = p.bucket \
-                   AND b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = p.account \
-                 WHERE p.account IN ('merchant_pending', 'merchant_available') AND {} \
-                 GROUP BY p.merchant_id, p.currency, p.account, b.amount \
+                "SELECT p.merchant_id, p.currency, a.name, SUM(p.amount)::int8, COALESCE(b.amount, 0) \
+                 FROM ledger_entries p JOIN (VALUES {}) AS a(code, name) ON a.code = p.account \
+                 LEFT JOIN balances b ON b.bucket = p.bucket \
+                   AND b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = a.name \
+                 WHERE {} \
+                 GROUP BY p.merchant_id, p.currency, a.name, b.amount \
                  HAVING SUM(p.amount) != COALESCE(b.amount, 0)",
+                merchant_side.join(", "),
                 scope.on("p.")
             ),
             &[],

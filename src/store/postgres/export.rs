@@ -5,12 +5,13 @@
 
 use super::layout_ops::connect_all;
 use super::replicas::{FreshReplica, fresh_replica};
-use super::rows::{payment_from_row, store_error};
+use super::rows::{KeptAnswer, payment_from_row, store_error};
 use super::sql;
 use crate::ids::{BUCKETS, bucket_of, now_ms};
 use crate::ledger::Payment;
 use crate::store::export::{Export, ExportError, MerchantKeys, ReadFrom, Row, StoredAnswer};
 use crate::store::layout::Layout;
+use crate::store::shown::Render;
 use crate::store::{BoxFuture, Merchant, StoreError, key_hash};
 use futures_util::{TryStreamExt, future::try_join_all, pin_mut};
 use std::time::Duration;
@@ -30,6 +31,8 @@ struct Shard {
 
 pub struct PgExport {
     shards: Vec<Shard>,
+    /// Renders kept answers again (the store keeps what they showed, not their bodies).
+    render: Render,
     /// Each bucket's owner, an index into `shards`, as read at open.
     owners: Vec<Option<usize>>,
 }
@@ -67,8 +70,12 @@ impl PgExport {
     /// `replica_max_lag`: `stream` reads a shard's payments from a replica the layout
     /// lists when one is within this of its primary at open (zero: primaries only).
     /// Merchants and their keys always come from the primary, and so do lookups (`cache
-    /// verify` judges the cache against the store as it is now).
-    pub async fn open(layout: &Layout, replica_max_lag: Duration) -> Result<PgExport, ExportError> {
+    /// verify` judges the cache against the store as it is now). `render` is the API's.
+    pub async fn open(
+        layout: &Layout,
+        replica_max_lag: Duration,
+        render: Render,
+    ) -> Result<PgExport, ExportError> {
         let all = connect_all(layout, &[])
             .await
             .map_err(|e| ExportError::Open(e.to_string()))?;
@@ -88,14 +95,18 @@ impl PgExport {
             shards.push(Shard {
                 merchant: client.prepare(sql::MERCHANT).await.map_err(q)?,
                 payment: client.prepare(&sql::payment()).await.map_err(q)?,
-                answer: client.prepare(sql::ANSWER).await.map_err(q)?,
+                answer: client.prepare(&sql::answer()).await.map_err(q)?,
                 client,
                 payments_replica,
                 replicas_listed: s.replicas.len(),
                 name: s.name,
             });
         }
-        Ok(PgExport { shards, owners })
+        Ok(PgExport {
+            shards,
+            render,
+            owners,
+        })
     }
 
     /// Each key's owner shard, or None for a bucket no shard owns.
@@ -110,7 +121,7 @@ impl PgExport {
         &self,
         keys: Vec<(String, String)>,
         statement: fn(&Shard) -> &Statement,
-        read: fn(&tokio_postgres::Row) -> Result<T, StoreError>,
+        read: impl Fn(&tokio_postgres::Row) -> Result<T, StoreError> + Copy,
     ) -> Result<Vec<Option<T>>, ExportError> {
         try_join_all(keys.into_iter().map(|(merchant, name)| async move {
             let Some((bucket, i)) = self.owner(&merchant) else {
@@ -128,14 +139,14 @@ impl PgExport {
     }
 }
 
-fn answer_from_row(r: &tokio_postgres::Row) -> Result<StoredAnswer, StoreError> {
-    let fingerprint: Vec<u8> = r.get(0);
+fn answer_from_row(r: &tokio_postgres::Row, render: Render) -> Result<StoredAnswer, StoreError> {
+    let kept = KeptAnswer::from_row(r)?;
     Ok(StoredAnswer {
-        fingerprint: fingerprint.try_into().map_err(|_| {
+        body: kept.body(render)?,
+        fingerprint: kept.fingerprint.try_into().map_err(|_| {
             StoreError::Internal("a stored request fingerprint is not 32 bytes".into())
         })?,
-        status: r.get::<_, i16>(1) as u16,
-        body: r.get(2),
+        status: kept.status,
     })
 }
 
@@ -208,7 +219,8 @@ impl Export for PgExport {
         &self,
         keys: Vec<(String, String)>,
     ) -> BoxFuture<'_, Result<Vec<Option<StoredAnswer>>, ExportError>> {
-        Box::pin(self.lookup(keys, |s| &s.answer, answer_from_row))
+        let render = self.render;
+        Box::pin(self.lookup(keys, |s| &s.answer, move |r| answer_from_row(r, render)))
     }
 
     fn payments_read_from(&self) -> Vec<ReadFrom> {

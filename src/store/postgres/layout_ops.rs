@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 /// Tables holding merchant data, each with `bucket` first in its key.
-pub const MERCHANT_TABLES: [&str; 6] = [
+pub const MERCHANT_TABLES: [&str; 7] = [
     "merchants",
     "payments",
+    "transfers",
     "postings",
     "refunds",
     "idempotency",
@@ -24,9 +25,10 @@ pub const MERCHANT_TABLES: [&str; 6] = [
 
 /// Each merchant table's primary key, in `MERCHANT_TABLES`' order: the order a checksum
 /// walks its rows.
-pub const MERCHANT_TABLE_KEYS: [&str; 6] = [
+pub const MERCHANT_TABLE_KEYS: [&str; 7] = [
     "bucket, id",
     "bucket, merchant_id, id",
+    "bucket, merchant_id, payment_id, seq",
     "bucket, merchant_id, payment_id, seq",
     "bucket, merchant_id, id",
     "bucket, merchant_id, key",

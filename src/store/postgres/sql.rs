@@ -3,7 +3,7 @@
 //! sequential scan: each index exists because one of these needs it. The audit and
 //! `shard status` read whole tables on purpose and are not listed.
 
-use super::rows::PAYMENT_COLUMNS;
+use super::rows::{PAYMENT_COLUMNS, kept_answer_columns};
 
 /// The shard's clock in ms since the epoch: write fences are leases on it, so the API
 /// instances' clocks never matter.
@@ -76,12 +76,22 @@ pub const BALANCE: &str = concat!(
     " ORDER BY currency"
 );
 
-/// One stored idempotent answer (`cache verify`, export.rs).
-pub const ANSWER: &str = concat!(
-    "SELECT request_fingerprint, status, body FROM idempotency \
-     WHERE bucket = $1 AND merchant_id = $2 AND key = $3",
-    owned_here!()
-);
+/// The payment and refund a kept answer showed, joined to its key's row `i`
+/// (`rows::kept_answer_columns`).
+const SHOWN_JOINS: &str = " LEFT JOIN payments p ON p.bucket = i.bucket \
+     AND p.merchant_id = i.merchant_id AND p.id = i.payment_id \
+     LEFT JOIN refunds r ON r.bucket = i.bucket AND r.merchant_id = i.merchant_id \
+     AND r.id = i.refund_id";
+
+/// One kept idempotent answer with what it showed (`cache verify`, export.rs).
+pub fn answer() -> String {
+    format!(
+        "SELECT {} FROM idempotency i{SHOWN_JOINS} \
+         WHERE i.bucket = $1 AND i.merchant_id = $2 AND i.key = $3{}",
+        kept_answer_columns(),
+        owned_here!()
+    )
+}
 /// Every merchant in an owned bucket, with `MERCHANT`'s columns first (`cache seed`
 /// reads the whole table on purpose, so it is not in `explained`).
 pub const EXPORT_MERCHANTS: &str = "SELECT m.name, m.key_hash, m.previous_key_hash, \
@@ -102,13 +112,19 @@ pub const OWNED_SQL: &str = concat!(
     db_now_ms!(),
     ", false) FROM paytool_buckets WHERE bucket = ANY($1::int2[]) ORDER BY bucket FOR SHARE"
 );
-pub const IDEMPOTENCY_SQL: &str = "SELECT i.merchant_id, i.key, i.request_fingerprint, i.status, i.body \
-     FROM idempotency i JOIN UNNEST($1::int2[], $2::text[], $3::text[]) AS k(bucket, merchant_id, key) \
-     ON i.bucket = k.bucket AND i.merchant_id = k.merchant_id AND i.key = k.key";
-/// The payments a batch changes, locked, with their bucket and next posting number.
+/// The batch's kept answers, with what each showed.
+pub fn idempotency_sql() -> String {
+    format!(
+        "SELECT {} FROM idempotency i \
+         JOIN UNNEST($1::int2[], $2::text[], $3::text[]) AS k(bucket, merchant_id, key) \
+         ON i.bucket = k.bucket AND i.merchant_id = k.merchant_id AND i.key = k.key{SHOWN_JOINS}",
+        kept_answer_columns()
+    )
+}
+/// The payments a batch changes, locked, with their bucket and next transfer number.
 pub fn payments_sql() -> String {
     format!(
-        "SELECT {PAYMENT_COLUMNS}, p.bucket, (SELECT coalesce(max(q.seq) + 1, 0) FROM postings q \
+        "SELECT {PAYMENT_COLUMNS}, p.bucket, (SELECT coalesce(max(q.seq) + 1, 0) FROM transfers q \
          WHERE q.bucket = p.bucket AND q.merchant_id = p.merchant_id AND q.payment_id = p.id) \
          FROM payments p WHERE (p.bucket, p.merchant_id, p.id) IN \
          (SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[])) \
@@ -119,44 +135,47 @@ pub fn payments_sql() -> String {
 /// completion; none sees another's rows, and none needs to: created and changed payments
 /// are distinct, and nothing here references another table). One statement instead of
 /// six halves PostgreSQL's fixed cost a batch (BENCHMARKS.md). Parameters, in order:
-/// the idempotency rows' 7 columns ($1-$7), the created payments' 15 ($8-$22), the
-/// changed payments' 6 and the update time ($23-$29), the postings' 8 ($30-$37), the
-/// refunds' 7 ($38-$44), the balance deltas' 5 ($45-$49). Returns how many keys were
-/// inserted (fewer than given: another instance committed one meanwhile) and how many
-/// payments were updated.
+/// the idempotency rows' 11 columns ($1-$11: what each answer showed, not its body), the
+/// created payments' 15 ($12-$26), the changed payments' 6 and the update time
+/// ($27-$33), the transfers' 9 ($34-$42), the refunds' 7 ($43-$49), the balance deltas'
+/// 5 ($50-$54). Returns how many keys were inserted (fewer than given: another instance
+/// committed one meanwhile) and how many payments were updated.
 pub const WRITE_BATCH_SQL: &str = "WITH keys AS (\
-     INSERT INTO idempotency (bucket, merchant_id, key, request_fingerprint, status, body, created_ms) \
-     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::bytea[], $5::int2[], $6::bytea[], $7::int8[]) \
+     INSERT INTO idempotency (bucket, merchant_id, key, request_fingerprint, status, \
+     payment_id, payment_status, amount_captured, amount_refunded, refund_id, created_ms) \
+     SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[], $4::bytea[], $5::int2[], \
+     $6::text[], $7::int2[], $8::int8[], $9::int8[], $10::text[], $11::int8[]) \
      ON CONFLICT DO NOTHING RETURNING 1), \
    created AS (\
      INSERT INTO payments (bucket, merchant_id, id, idempotency_key, amount, currency, status, \
      amount_captured, amount_refunded, card_brand, card_last4, card_fingerprint, failure_code, \
      created_ms, updated_ms) \
-     SELECT * FROM UNNEST($8::int2[], $9::text[], $10::text[], $11::text[], $12::int8[], \
-     $13::text[], $14::text[], $15::int8[], $16::int8[], $17::text[], $18::text[], $19::text[], \
-     $20::text[], $21::int8[], $22::int8[])), \
+     SELECT * FROM UNNEST($12::int2[], $13::text[], $14::text[], $15::text[], $16::int8[], \
+     $17::text[], $18::text[], $19::int8[], $20::int8[], $21::text[], $22::text[], $23::text[], \
+     $24::text[], $25::int8[], $26::int8[])), \
    changed AS (\
      UPDATE payments p SET status = u.status, amount_captured = u.captured, \
-     amount_refunded = u.refunded, updated_ms = $29 \
-     FROM UNNEST($23::int2[], $24::text[], $25::text[], $26::text[], $27::int8[], $28::int8[]) \
+     amount_refunded = u.refunded, updated_ms = $33 \
+     FROM UNNEST($27::int2[], $28::text[], $29::text[], $30::text[], $31::int8[], $32::int8[]) \
      AS u(bucket, merchant_id, id, status, captured, refunded) \
      WHERE p.bucket = u.bucket AND p.merchant_id = u.merchant_id AND p.id = u.id RETURNING 1), \
-   postings_in AS (\
-     INSERT INTO postings (bucket, merchant_id, payment_id, seq, currency, account, amount, created_ms) \
-     SELECT * FROM UNNEST($30::int2[], $31::text[], $32::text[], $33::int4[], $34::text[], \
-     $35::text[], $36::int8[], $37::int8[])), \
+   transfers_in AS (\
+     INSERT INTO transfers (bucket, merchant_id, payment_id, seq, currency, from_account, \
+     to_account, amount, created_ms) \
+     SELECT * FROM UNNEST($34::int2[], $35::text[], $36::text[], $37::int4[], $38::text[], \
+     $39::int2[], $40::int2[], $41::int8[], $42::int8[])), \
    refunds_in AS (\
      INSERT INTO refunds (bucket, merchant_id, id, payment_id, amount, currency, created_ms) \
-     SELECT * FROM UNNEST($38::int2[], $39::text[], $40::text[], $41::text[], $42::int8[], \
-     $43::text[], $44::int8[])), \
+     SELECT * FROM UNNEST($43::int2[], $44::text[], $45::text[], $46::text[], $47::int8[], \
+     $48::text[], $49::int8[])), \
    balances_in AS (\
      INSERT INTO balances (bucket, merchant_id, currency, account, amount) \
-     SELECT * FROM UNNEST($45::int2[], $46::text[], $47::text[], $48::text[], $49::int8[]) \
+     SELECT * FROM UNNEST($50::int2[], $51::text[], $52::text[], $53::text[], $54::int8[]) \
      ON CONFLICT (bucket, merchant_id, currency, account) \
      DO UPDATE SET amount = balances.amount + EXCLUDED.amount) \
    SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM changed)";
 /// `WRITE_BATCH_SQL`'s parameters.
-pub const WRITE_BATCH_PARAMS: usize = 49;
+pub const WRITE_BATCH_PARAMS: usize = 54;
 
 /// Expired idempotency keys, oldest first, a bounded batch at a time (retention.rs), only
 /// in buckets this shard owns and no move fences: a copy on its way in or out is the
@@ -187,11 +206,11 @@ pub fn explained() -> Vec<(&'static str, String)> {
         ("owns", OWNS.to_string()),
         ("roll_key", ROLL_KEY.to_string()),
         ("payment", payment()),
-        ("answer", ANSWER.to_string()),
+        ("answer", answer()),
         ("list_payments", list_payments()),
         ("balance", BALANCE.to_string()),
         ("owned", OWNED_SQL.to_string()),
-        ("idempotency", IDEMPOTENCY_SQL.to_string()),
+        ("idempotency", idempotency_sql()),
         ("payments_for_update", payments_sql()),
         ("write_batch", WRITE_BATCH_SQL.to_string()),
         ("prune_idempotency", PRUNE_IDEMPOTENCY.to_string()),

@@ -25,11 +25,12 @@
 //!   again, when the lookup finds the stored answer and replays it.
 
 use super::replicas::Written;
-use super::rows::{payment_from_row, store_error};
-use super::sql::{IDEMPOTENCY_SQL, OWNED_SQL, WRITE_BATCH_PARAMS, WRITE_BATCH_SQL, payments_sql};
+use super::rows::{KeptAnswer, payment_from_row, store_error};
+use super::sql::{OWNED_SQL, WRITE_BATCH_PARAMS, WRITE_BATCH_SQL, idempotency_sql, payments_sql};
 use crate::ids::now_ms;
-use crate::ledger::{Payment, Posting, Transfer};
+use crate::ledger::{Payment, Transfer};
 use crate::secrets::DbUrl;
+use crate::store::shown::Shown;
 use crate::store::sqlite::WriterLimits;
 use crate::store::{Mutation, Outcome, Refund, StoreError, StoredResponse, WriteRequest};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -93,7 +94,7 @@ impl Statements {
     async fn prepare(c: &Client) -> Result<Statements, tokio_postgres::Error> {
         Ok(Statements {
             owned: c.prepare(OWNED_SQL).await?,
-            idempotency: c.prepare(IDEMPOTENCY_SQL).await?,
+            idempotency: c.prepare(&idempotency_sql()).await?,
             payments: c.prepare(&payments_sql()).await?,
             write_batch: c.prepare(WRITE_BATCH_SQL).await?,
             turn: c.prepare("SELECT pg_advisory_xact_lock($1)").await?,
@@ -349,10 +350,11 @@ struct Effects {
     payments: HashMap<PaymentKey, (u16, Payment)>,
     created: Vec<(PaymentKey, Option<String>)>,
     changed: HashSet<PaymentKey>,
-    postings: Vec<(u16, String, String, Posting)>,
+    transfers: Vec<(u16, String, String, Transfer)>,
     refunds: Vec<(u16, String, Refund)>,
-    idempotency: Vec<(u16, String, String, [u8; 32], StoredResponse)>,
-    /// The next posting number of each payment loaded (new payments start at 0).
+    /// Each new key's row: what its answer showed, and the status answered.
+    idempotency: Vec<(u16, String, String, [u8; 32], u16, Shown)>,
+    /// The next transfer number of each payment loaded (new payments start at 0).
     next_seq: HashMap<PaymentKey, i32>,
 }
 
@@ -435,15 +437,11 @@ async fn commit_batch(
     let (owned, keys, payments) = cause_first(owned, keys, payments)?;
     // bucket -> whether a move fences it.
     let owned: HashMap<i16, bool> = owned.iter().map(|r| (r.get(0), r.get(1))).collect();
-    let mut stored: HashMap<(String, String), (Vec<u8>, StoredResponse)> = HashMap::new();
+    // Each kept answer, or why it cannot be read (answered to its replays, not the batch).
+    let mut stored: HashMap<(String, String), Result<KeptAnswer, StoreError>> = HashMap::new();
     for r in keys {
-        let status: i16 = r.get(3);
-        let response = StoredResponse {
-            status: status as u16,
-            body: r.get(4),
-            replayed: true,
-        };
-        stored.insert((r.get(0), r.get(1)), (r.get(2), response));
+        let id: (String, String) = (r.get(12), r.get(13));
+        stored.insert(id, KeptAnswer::from_row(&r));
     }
     let mut effects = Effects::default();
     for r in payments {
@@ -483,12 +481,8 @@ async fn commit_batch(
         }
         if let Some(idem) = &j.request.idempotency {
             let id = (m.id.clone(), idem.key.clone());
-            let earlier = in_batch
-                .get(&id)
-                .map(|(fp, r)| (&fp[..], r))
-                .or_else(|| stored.get(&id).map(|(fp, r)| (&fp[..], r)));
-            if let Some((fingerprint, response)) = earlier {
-                results.push(if fingerprint == idem.request_fingerprint {
+            if let Some((fingerprint, response)) = in_batch.get(&id) {
+                results.push(if *fingerprint == idem.request_fingerprint {
                     Ok(StoredResponse {
                         replayed: true,
                         ..response.clone()
@@ -498,9 +492,19 @@ async fn commit_batch(
                 });
                 continue;
             }
+            if let Some(kept) = stored.get(&id) {
+                results.push(match kept {
+                    Ok(kept) if kept.fingerprint == idem.request_fingerprint => {
+                        kept.replay(j.request.render)
+                    }
+                    Ok(_) => Err(StoreError::IdempotencyMismatch),
+                    Err(e) => Err(StoreError::Internal(e.to_string())),
+                });
+                continue;
+            }
         }
         let result = decide(&j.request, &mut effects, now);
-        if let (Ok(response), Some(idem)) = (&result, &j.request.idempotency) {
+        if let (Ok((response, shown)), Some(idem)) = (&result, &j.request.idempotency) {
             in_batch.insert(
                 (m.id.clone(), idem.key.clone()),
                 (idem.request_fingerprint, response.clone()),
@@ -510,10 +514,11 @@ async fn commit_batch(
                 m.id.clone(),
                 idem.key.clone(),
                 idem.request_fingerprint,
-                response.clone(),
+                response.status,
+                shown.clone(),
             ));
         }
-        results.push(result);
+        results.push(result.map(|(response, _)| response));
     }
 
     // Every write is one statement; its count of keys inserted says whether another
@@ -527,8 +532,12 @@ async fn commit_batch(
     cols.push(column(&rows, |r| r.1.as_str()));
     cols.push(column(&rows, |r| r.2.as_str()));
     cols.push(column(&rows, |r| &r.3[..]));
-    cols.push(column(&rows, |r| r.4.status as i16));
-    cols.push(column(&rows, |r| &r.4.body[..]));
+    cols.push(column(&rows, |r| r.4 as i16));
+    cols.push(column(&rows, |r| r.5.payment_id.as_str()));
+    cols.push(column(&rows, |r| r.5.payment_status as i16));
+    cols.push(column(&rows, |r| r.5.amount_captured));
+    cols.push(column(&rows, |r| r.5.amount_refunded));
+    cols.push(column(&rows, |r| r.5.refund_id.as_deref()));
     cols.push(Box::new(vec![now; rows.len()]));
     let changed = payment_columns(&effects, now, &mut cols);
     ledger_columns(&effects, now, &mut cols);
@@ -558,12 +567,12 @@ fn target(m: &Mutation) -> Option<&str> {
 }
 
 /// Decide one write against the batch's view of its payments; on success record its
-/// effects. A refusal changes nothing.
+/// effects, and return its answer and what the answer shows. A refusal changes nothing.
 fn decide(
     request: &WriteRequest,
     fx: &mut Effects,
     now: i64,
-) -> Result<StoredResponse, StoreError> {
+) -> Result<(StoredResponse, Shown), StoreError> {
     let m = &request.merchant;
     let current = |fx: &Effects, id: &str| -> Result<Payment, StoreError> {
         fx.payments
@@ -622,11 +631,9 @@ fn decide(
     if !matches!(request.mutation, Mutation::Create { .. }) {
         fx.changed.insert(key.clone());
     }
-    // PostgreSQL keeps the ledger as postings (its schema predates transfers): each
-    // transfer is its debit and its credit.
-    for posting in transfers.iter().flat_map(Transfer::postings) {
-        fx.postings
-            .push((m.bucket, m.id.clone(), payment.id.clone(), posting));
+    for t in transfers {
+        fx.transfers
+            .push((m.bucket, m.id.clone(), payment.id.clone(), t));
     }
     let outcome = match refund {
         Some(refund) => {
@@ -639,7 +646,7 @@ fn decide(
         None => Outcome::Payment(payment.clone()),
     };
     fx.payments.insert(key, (m.bucket, payment));
-    Ok((request.render)(&outcome))
+    Ok(((request.render)(&outcome), Shown::of(&outcome)))
 }
 
 /// A statement's parameters, each borrowing from the batch's effects.
@@ -701,28 +708,29 @@ fn payment_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) -> usi
     changed.len()
 }
 
-/// The postings' 8 columns, the refunds' 7 and the balance deltas' 5, for
+/// The transfers' 9 columns, the refunds' 7 and the balance deltas' 5, for
 /// `WRITE_BATCH_SQL`.
 fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
-    // A payment's postings are numbered after those already on it; a new payment's
+    // A payment's transfers are numbered after those already on it; a new payment's
     // start at 0. The primary key refuses a duplicate number, so two writers can never
-    // both append the same posting.
+    // both append the same transfer.
     let mut next_seq = fx.next_seq.clone();
-    let mut seq = Vec::with_capacity(fx.postings.len());
-    for p in &fx.postings {
-        let n = next_seq.entry((p.1.clone(), p.2.clone())).or_insert(0);
+    let mut seq = Vec::with_capacity(fx.transfers.len());
+    for t in &fx.transfers {
+        let n = next_seq.entry((t.1.clone(), t.2.clone())).or_insert(0);
         seq.push(*n);
         *n += 1;
     }
-    let postings = &fx.postings;
-    cols.push(column(postings, |p| p.0 as i16));
-    cols.push(column(postings, |p| p.1.as_str()));
-    cols.push(column(postings, |p| p.2.as_str()));
+    let transfers = &fx.transfers;
+    cols.push(column(transfers, |t| t.0 as i16));
+    cols.push(column(transfers, |t| t.1.as_str()));
+    cols.push(column(transfers, |t| t.2.as_str()));
     cols.push(Box::new(seq));
-    cols.push(column(postings, |p| p.3.currency.code()));
-    cols.push(column(postings, |p| p.3.account.as_str()));
-    cols.push(column(postings, |p| p.3.amount));
-    cols.push(Box::new(vec![now; postings.len()]));
+    cols.push(column(transfers, |t| t.3.currency().code()));
+    cols.push(column(transfers, |t| i16::from(t.3.from().code())));
+    cols.push(column(transfers, |t| i16::from(t.3.to().code())));
+    cols.push(column(transfers, |t| t.3.amount() as i64));
+    cols.push(Box::new(vec![now; transfers.len()]));
     let refunds = &fx.refunds;
     cols.push(column(refunds, |r| r.0 as i16));
     cols.push(column(refunds, |r| r.1.as_str()));
@@ -734,10 +742,17 @@ fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
     // Balances: one delta per row, in one order for every writer (no deadlocks between
     // instances), zero deltas skipped.
     let mut deltas: BTreeMap<(u16, &str, &str, &str), i64> = BTreeMap::new();
-    for p in postings {
-        *deltas
-            .entry((p.0, p.1.as_str(), p.3.currency.code(), p.3.account.as_str()))
-            .or_default() += p.3.amount;
+    for (bucket, merchant, _, t) in transfers {
+        for p in t.postings() {
+            *deltas
+                .entry((
+                    *bucket,
+                    merchant.as_str(),
+                    p.currency.code(),
+                    p.account.as_str(),
+                ))
+                .or_default() += p.amount;
+        }
     }
     deltas.retain(|_, d| *d != 0);
     cols.push(column(deltas.keys(), |k| k.0 as i16));
