@@ -570,9 +570,10 @@ async fn rows_kept_before_transfers_replay_and_audit_beside_new_ones() {
     let to_old_shape = format!(
         "BEGIN;
          INSERT INTO postings (bucket, merchant_id, payment_id, seq, currency, account, amount, created_ms)
-           SELECT bucket, merchant_id, payment_id, 2 * seq, currency, {}, -amount, created_ms FROM transfers
-           UNION ALL SELECT bucket, merchant_id, payment_id, 2 * seq + 1, currency, {}, amount, created_ms
-           FROM transfers;
+           SELECT t.bucket, p.merchant_id, t.payment_id, 2 * t.seq, t.currency, {}, -t.amount,
+             t.created_ms FROM transfers t JOIN payments p ON p.id = t.payment_id
+           UNION ALL SELECT t.bucket, p.merchant_id, t.payment_id, 2 * t.seq + 1, t.currency, {},
+             t.amount, t.created_ms FROM transfers t JOIN payments p ON p.id = t.payment_id;
          DELETE FROM transfers;
          UPDATE idempotency SET body = convert_to('{}', 'UTF8'), payment_id = NULL,
            payment_status = NULL, amount_captured = NULL, amount_refunded = NULL, refund_id = NULL;

@@ -23,7 +23,7 @@ const PAUSE_WAIT: Duration = Duration::from_secs(60);
 const TABLES: [(&str, &str); 7] = [
     ("merchants", "bucket, id"),
     ("payments", "bucket, merchant_id, id"),
-    ("transfers", "bucket, merchant_id, payment_id, seq"),
+    ("transfers", "bucket, payment_id, seq"),
     ("postings", "bucket, merchant_id, payment_id, seq"),
     ("refunds", "bucket, merchant_id, id"),
     ("idempotency", "bucket, merchant_id, key"),

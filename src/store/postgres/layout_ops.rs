@@ -28,7 +28,7 @@ pub const MERCHANT_TABLES: [&str; 7] = [
 pub const MERCHANT_TABLE_KEYS: [&str; 7] = [
     "bucket, id",
     "bucket, merchant_id, id",
-    "bucket, merchant_id, payment_id, seq",
+    "bucket, payment_id, seq",
     "bucket, merchant_id, payment_id, seq",
     "bucket, merchant_id, id",
     "bucket, merchant_id, key",

@@ -160,12 +160,12 @@ CREATE TABLE paytool_move_marks (
         name: "the ledger as transfers, answers kept as what they showed",
         sql: "
 -- The ledger as transfers, as on SQLite: one row a movement between two accounts (its
--- debit and its credit), the accounts as ledger::Account codes. Half the rows postings
--- took, without the account's name in each. Postings written before stay where they
--- are; the audit reads both through ledger_entries.
+-- debit and its credit), the accounts as ledger::Account codes, the merchant that of
+-- the payment (payment ids are unique on their own). Half the rows postings took,
+-- without the account's name or the merchant in each. Postings written before stay
+-- where they are; the audit reads both through ledger_entries.
 CREATE TABLE transfers (
     bucket smallint NOT NULL,
-    merchant_id text NOT NULL,
     payment_id text NOT NULL,
     seq integer NOT NULL,
     currency text NOT NULL,
@@ -173,15 +173,18 @@ CREATE TABLE transfers (
     to_account smallint NOT NULL CHECK (to_account <> from_account),
     amount bigint NOT NULL CHECK (amount > 0),
     created_ms bigint NOT NULL,
-    PRIMARY KEY (bucket, merchant_id, payment_id, seq)
+    PRIMARY KEY (bucket, payment_id, seq)
 );
 -- Every posting on the shard, old and new, with its account as a code (-1 for a name
--- the ledger does not know): each transfer's debit and credit, and the postings kept.
+-- the ledger does not know): each transfer's debit and credit, with the merchant of its
+-- payment (NULL for a transfer whose payment is missing, which the audit names), and
+-- the postings kept.
 CREATE VIEW ledger_entries AS
-    SELECT bucket, merchant_id, payment_id, currency, from_account AS account,
-        -amount AS amount FROM transfers
-    UNION ALL SELECT bucket, merchant_id, payment_id, currency, to_account, amount
-        FROM transfers
+    SELECT t.bucket, p.merchant_id, t.payment_id, t.currency, e.account, e.amount
+        FROM transfers t
+        LEFT JOIN payments p ON p.bucket = t.bucket AND p.id = t.payment_id
+        CROSS JOIN LATERAL (VALUES (t.from_account, -t.amount), (t.to_account, t.amount))
+            AS e(account, amount)
     UNION ALL SELECT bucket, merchant_id, payment_id, currency,
         (CASE account WHEN 'customer_funds' THEN 0 WHEN 'merchant_pending' THEN 1
             WHEN 'merchant_available' THEN 2 WHEN 'refunds' THEN 3 ELSE -1 END)::smallint,

@@ -125,7 +125,7 @@ pub fn idempotency_sql() -> String {
 pub fn payments_sql() -> String {
     format!(
         "SELECT {PAYMENT_COLUMNS}, p.bucket, (SELECT coalesce(max(q.seq) + 1, 0) FROM transfers q \
-         WHERE q.bucket = p.bucket AND q.merchant_id = p.merchant_id AND q.payment_id = p.id) \
+         WHERE q.bucket = p.bucket AND q.payment_id = p.id) \
          FROM payments p WHERE (p.bucket, p.merchant_id, p.id) IN \
          (SELECT * FROM UNNEST($1::int2[], $2::text[], $3::text[])) \
          ORDER BY p.bucket, p.merchant_id, p.id FOR UPDATE"
@@ -137,8 +137,8 @@ pub fn payments_sql() -> String {
 /// six halves PostgreSQL's fixed cost a batch (BENCHMARKS.md). Parameters, in order:
 /// the idempotency rows' 11 columns ($1-$11: what each answer showed, not its body), the
 /// created payments' 15 ($12-$26), the changed payments' 6 and the update time
-/// ($27-$33), the transfers' 9 ($34-$42), the refunds' 7 ($43-$49), the balance deltas'
-/// 5 ($50-$54). Returns how many keys were inserted (fewer than given: another instance
+/// ($27-$33), the transfers' 8 ($34-$41), the refunds' 7 ($42-$48), the balance deltas'
+/// 5 ($49-$53). Returns how many keys were inserted (fewer than given: another instance
 /// committed one meanwhile) and how many payments were updated.
 pub const WRITE_BATCH_SQL: &str = "WITH keys AS (\
      INSERT INTO idempotency (bucket, merchant_id, key, request_fingerprint, status, \
@@ -160,22 +160,22 @@ pub const WRITE_BATCH_SQL: &str = "WITH keys AS (\
      AS u(bucket, merchant_id, id, status, captured, refunded) \
      WHERE p.bucket = u.bucket AND p.merchant_id = u.merchant_id AND p.id = u.id RETURNING 1), \
    transfers_in AS (\
-     INSERT INTO transfers (bucket, merchant_id, payment_id, seq, currency, from_account, \
-     to_account, amount, created_ms) \
-     SELECT * FROM UNNEST($34::int2[], $35::text[], $36::text[], $37::int4[], $38::text[], \
-     $39::int2[], $40::int2[], $41::int8[], $42::int8[])), \
+     INSERT INTO transfers (bucket, payment_id, seq, currency, from_account, to_account, \
+     amount, created_ms) \
+     SELECT * FROM UNNEST($34::int2[], $35::text[], $36::int4[], $37::text[], $38::int2[], \
+     $39::int2[], $40::int8[], $41::int8[])), \
    refunds_in AS (\
      INSERT INTO refunds (bucket, merchant_id, id, payment_id, amount, currency, created_ms) \
-     SELECT * FROM UNNEST($43::int2[], $44::text[], $45::text[], $46::text[], $47::int8[], \
-     $48::text[], $49::int8[])), \
+     SELECT * FROM UNNEST($42::int2[], $43::text[], $44::text[], $45::text[], $46::int8[], \
+     $47::text[], $48::int8[])), \
    balances_in AS (\
      INSERT INTO balances (bucket, merchant_id, currency, account, amount) \
-     SELECT * FROM UNNEST($50::int2[], $51::text[], $52::text[], $53::text[], $54::int8[]) \
+     SELECT * FROM UNNEST($49::int2[], $50::text[], $51::text[], $52::text[], $53::int8[]) \
      ON CONFLICT (bucket, merchant_id, currency, account) \
      DO UPDATE SET amount = balances.amount + EXCLUDED.amount) \
    SELECT (SELECT count(*) FROM keys), (SELECT count(*) FROM changed)";
 /// `WRITE_BATCH_SQL`'s parameters.
-pub const WRITE_BATCH_PARAMS: usize = 54;
+pub const WRITE_BATCH_PARAMS: usize = 53;
 
 /// Expired idempotency keys, oldest first, a bounded batch at a time (retention.rs), only
 /// in buckets this shard owns and no move fences: a copy on its way in or out is the

@@ -708,7 +708,7 @@ fn payment_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) -> usi
     changed.len()
 }
 
-/// The transfers' 9 columns, the refunds' 7 and the balance deltas' 5, for
+/// The transfers' 8 columns, the refunds' 7 and the balance deltas' 5, for
 /// `WRITE_BATCH_SQL`.
 fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
     // A payment's transfers are numbered after those already on it; a new payment's
@@ -723,7 +723,6 @@ fn ledger_columns<'a>(fx: &'a Effects, now: i64, cols: &mut Columns<'a>) {
     }
     let transfers = &fx.transfers;
     cols.push(column(transfers, |t| t.0 as i16));
-    cols.push(column(transfers, |t| t.1.as_str()));
     cols.push(column(transfers, |t| t.2.as_str()));
     cols.push(Box::new(seq));
     cols.push(column(transfers, |t| t.3.currency().code()));
