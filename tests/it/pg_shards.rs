@@ -640,3 +640,29 @@ async fn rows_kept_before_transfers_replay_and_audit_beside_new_ones() {
         "the capture moved what the old postings held: {balance:#}"
     );
 }
+
+/// A transfer whose payment is gone (a row deleted behind the API's back) fails the audit
+/// naming the payment, and the audit answers rather than breaking on the merchant the
+/// transfer no longer has.
+#[tokio::test]
+async fn the_audit_names_transfers_whose_payment_is_missing() {
+    let t = two_instances();
+    let m = t.a.create_merchant("gone").await;
+    let (status, paid) = t.a.pay(&m, "gone-1", 1500, true).await;
+    assert_eq!(status, StatusCode::OK, "{paid}");
+    let id = paid["id"].as_str().unwrap();
+    let deleted = t.pg.on_each_shard(&format!(
+        "WITH d AS (DELETE FROM payments WHERE id = '{id}' RETURNING 1) SELECT count(*) FROM d"
+    ));
+    assert!(deleted.iter().any(|n| n.trim() == "1"), "{deleted:?}");
+    let audit = t.b.audit().await;
+    assert_eq!(audit["ok"], false, "{audit:#}");
+    let check = crate::support::named(&audit["checks"], "payment_matches_postings");
+    assert_eq!(check["ok"], false, "{audit:#}");
+    let named_it = check["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v.as_str().unwrap().starts_with(&format!("{id}: ")));
+    assert!(named_it, "{audit:#}");
+}

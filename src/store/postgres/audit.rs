@@ -115,7 +115,8 @@ pub async fn audit_shard(
     let payments = per_payment.payments;
     let [invariants, matches_postings, matches_refunds] = per_payment.finish();
 
-    // The merchant-side balances (kept by account name) against their entries' sums.
+    // The merchant-side balances (kept by account name) against their entries' sums. A
+    // transfer whose payment is missing has no merchant: the per-payment check names it.
     let mut balances = Check::new("balances_match_postings");
     let merchant_side: Vec<String> = [Account::MerchantPending, Account::MerchantAvailable]
         .iter()
@@ -128,7 +129,7 @@ pub async fn audit_shard(
                  FROM ledger_entries p JOIN (VALUES {}) AS a(code, name) ON a.code = p.account \
                  LEFT JOIN balances b ON b.bucket = p.bucket \
                    AND b.merchant_id = p.merchant_id AND b.currency = p.currency AND b.account = a.name \
-                 WHERE {} \
+                 WHERE p.merchant_id IS NOT NULL AND {} \
                  GROUP BY p.merchant_id, p.currency, a.name, b.amount \
                  HAVING SUM(p.amount) != COALESCE(b.amount, 0)",
                 merchant_side.join(", "),
