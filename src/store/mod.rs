@@ -57,6 +57,29 @@ pub struct Refund {
     pub created_ms: i64,
 }
 
+impl Refund {
+    /// A refund as a store's row holds it, checked on the way out: a row with a negative
+    /// amount or an unknown currency is an error, never an answer.
+    pub fn from_row(
+        id: &str,
+        payment_id: String,
+        amount: i64,
+        currency: &str,
+        created_ms: i64,
+    ) -> Result<Refund, StoreError> {
+        Ok(Refund {
+            id: id.to_string(),
+            payment_id,
+            amount: u64::try_from(amount)
+                .map_err(|_| StoreError::Internal(format!("refund {id} has amount {amount}")))?,
+            currency: Currency::parse(currency).map_err(|_| {
+                StoreError::Internal(format!("refund {id} has currency {currency:?}"))
+            })?,
+            created_ms,
+        })
+    }
+}
+
 /// What a write did, handed to the request's renderer.
 #[derive(Debug)]
 pub enum Outcome {

@@ -99,8 +99,9 @@ impl KeptAnswer {
                     Some(_) => Some(Box::new(payment_from_row(r)?)),
                     None => None,
                 };
-                let refund = match (&shown.refund_id, r.try_get::<_, Option<String>>(22)) {
-                    (Some(id), Ok(Some(payment_id))) => Some(refund_from_row(id, payment_id, r)?),
+                let refund_of = r.try_get::<_, Option<String>>(22).map_err(bad)?;
+                let refund = match (&shown.refund_id, refund_of) {
+                    (Some(id), Some(payment_id)) => Some(refund_from_row(id, payment_id, r)?),
                     _ => None,
                 };
                 Kept::Shown {
@@ -157,17 +158,14 @@ impl KeptAnswer {
 /// The refund `id` of a kept answer's row (columns 22-25).
 fn refund_from_row(id: &str, payment_id: String, r: &Row) -> Result<Refund, StoreError> {
     let bad = |e: tokio_postgres::Error| StoreError::Internal(format!("refund row: {e}"));
-    let amount: i64 = r.try_get(23).map_err(bad)?;
     let currency: String = r.try_get(24).map_err(bad)?;
-    Ok(Refund {
-        id: id.to_string(),
+    Refund::from_row(
+        id,
         payment_id,
-        amount: u64::try_from(amount)
-            .map_err(|_| StoreError::Internal(format!("refund {id} has amount {amount}")))?,
-        currency: Currency::parse(&currency)
-            .map_err(|_| StoreError::Internal(format!("refund {id} has currency {currency:?}")))?,
-        created_ms: r.try_get(25).map_err(bad)?,
-    })
+        r.try_get(23).map_err(bad)?,
+        &currency,
+        r.try_get(25).map_err(bad)?,
+    )
 }
 
 /// A PostgreSQL error as the store's: the shard unreachable (retryable, 503) or a

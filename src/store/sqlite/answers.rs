@@ -3,7 +3,6 @@
 //! their body as sent.
 
 use super::rows::load_payment;
-use crate::ledger::Currency;
 pub use crate::store::shown::Render;
 use crate::store::shown::Shown;
 use crate::store::{Idempotency, Outcome, Refund, StoreError, StoredResponse};
@@ -141,16 +140,7 @@ fn load_refund(
         })
         .optional()?;
     row.map(|(payment_id, amount, currency, created_ms)| {
-        Ok(Refund {
-            id: id.to_string(),
-            payment_id,
-            amount: u64::try_from(amount)
-                .map_err(|_| StoreError::Internal(format!("refund {id} has amount {amount}")))?,
-            currency: Currency::parse(&currency).map_err(|_| {
-                StoreError::Internal(format!("refund {id} has currency {currency:?}"))
-            })?,
-            created_ms,
-        })
+        Refund::from_row(id, payment_id, amount, &currency, created_ms)
     })
     .transpose()
 }
