@@ -25,8 +25,9 @@
 # With PostgreSQL, its CPU per payment is reported beside the server's.
 #
 # Knobs: BACKEND [sqlite] or postgres; DURATION [15s] each wrk run; MERCHANTS [8];
-#        TOP [15] perf entries; FLOORS [1]; FLOOR_DURATION [8s]; SKIP_BUILD [0]; PG_OPTS [none] extra PostgreSQL server
-#        flags for BACKEND=postgres, e.g. "-c max_wal_size=8GB" (initdb defaults otherwise).
+#        TOP [15] perf entries; FLOORS [1]; FLOOR_DURATION [8s]; SKIP_BUILD [0];
+#        PG_OPTS [none] extra PostgreSQL server flags for BACKEND=postgres, e.g.
+#        "-c max_wal_size=8GB" (initdb defaults otherwise).
 # Output: a markdown block on stdout, also in bench/results/payment-cost-<date>.md.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -112,7 +113,6 @@ $(cost_row "POST /v1/payments, 400: the body parsed, refused" "$f400" "$f400_us"
 fi
 
 log "wrk -t1 -c64 -d$DURATION POST /v1/payments"
-mark
 cpu0=$(proc_jiffies "$SERVER_PID")
 pg0=$(procs_jiffies $(pg_pids))
 thread_jiffies "$SERVER_PID" >"$WORK/threads0"
@@ -202,9 +202,9 @@ out="## What one payment costs the API ($BACKEND), $(date -u '+%Y-%m-%d %H:%M UT
 
 What a request costs, from the anchor to a payment (the payments row is the first
 payments run; a request's machine CPU is every process's, wrk's and the kernel's
-included, over the requests answered: when the machine's cores are all busy, its
-inverse is the rate; for payments/s ÷ healthz ≥ 0.5, a payment may use at most twice
-the anchor's and must keep the cores as busy):
+included, over the requests answered, so a rate is the cores kept busy divided by it:
+for payments/s ÷ healthz ≥ 0.5, a payment may use at most twice the anchor's machine
+CPU, and only if it keeps the cores as busy):
 
 | request | req/s | ÷ healthz | server CPU a request | machine CPU a request |
 | --- | --- | --- | --- | --- |
