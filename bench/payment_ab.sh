@@ -41,6 +41,9 @@ trap_cleanup
 load_tools
 BACKEND=sqlite
 for b in "$A_BIN" "$B_BIN"; do [[ -x $b ]] || die "$b is not an executable"; done
+# A build that just finished is still dirty in the page cache: out to disk now, not
+# during the first pair's runs (bench/lib.sh, paytool_binary).
+sync
 
 # Per thread name: on-CPU and run-queue nanoseconds (summed over threads of that name).
 schedstat() {
