@@ -254,9 +254,9 @@ load_tools() {
 # BIN: PAYTOOL_BIN as given (BUILT_FROM says so, and says a debug build measures
 # nothing), or build_paytool's release build; then copied into WORK, so a build
 # finishing meanwhile cannot swap it mid-run, and written to disk before anything is
-# measured: the kernel writes a dirty file back about 30 s later, and the copy's 300 MB
-# (and a build's output) then went out during the measured runs, on the disk the shard
-# syncs to (payments' p99 of 100-470 ms in half the runs, BENCHMARKS.md).
+# measured: the kernel writes a dirty file back about 30 s later, so the copy's 300 MB
+# (and a build's output) would go out during the measured runs, on the disk the shard
+# syncs to (payments' p99 was 100-470 ms in half the runs before this, BENCHMARKS.md).
 paytool_binary() {
   if [[ -n ${PAYTOOL_BIN:-} ]]; then
     [[ -x $PAYTOOL_BIN ]] || die "PAYTOOL_BIN=$PAYTOOL_BIN is not an executable"
