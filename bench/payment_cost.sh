@@ -70,13 +70,16 @@ pg_pids() {
 KEYS=$(make_merchants 1 "$ADMIN_TOKEN")
 ds=$(to_seconds "$DURATION")
 
+# CPU µs a request: jiffies A, then B, over N requests.
+per_request() {   # A B N
+  awk -v a="$1" -v b="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}'
+}
 # CPU a request over a run: mark before it, then `cost N` prints the server's and the
 # whole machine's (server, wrk, kernel, anything else) CPU µs a request for N requests.
 mark() { MARK_SERVER=$(proc_jiffies "$SERVER_PID"); read -r MARK_BUSY _ < <(machine_jiffies); }
 cost() {   # N
   local busy; read -r busy _ < <(machine_jiffies)
-  awk -v a="$MARK_SERVER" -v b="$(proc_jiffies "$SERVER_PID")" -v c="$MARK_BUSY" -v d="$busy" \
-    -v n="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.1f %.1f\n", (b-a)/hz*1e6/n, (d-c)/hz*1e6/n}'
+  echo "$(per_request "$MARK_SERVER" "$(proc_jiffies "$SERVER_PID")" "$1") $(per_request "$MARK_BUSY" "$busy" "$1")"
 }
 
 log "wrk -t1 -c64 -d$DURATION GET /healthz"
@@ -136,10 +139,9 @@ pay_rps=$(awk '/Requests\/sec/ {print $2}' "$WORK/pay.txt")
 pay_n=$(sed -n 's/.*BENCH requests=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
 non200=$(sed -n 's/.* non200=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
 p99_us=$(sed -n 's/.* p99_us=\([0-9]*\).*/\1/p' "$WORK/pay.txt")
-hz=$(getconf CLK_TCK)
-cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$pay_n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
-all_us=$(awk -v a="$busy0" -v b="$busy1" -v n="$pay_n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
-pg_cpu_us=$(awk -v a="$pg0" -v b="$pg1" -v n="$pay_n" -v hz="$hz" 'BEGIN{printf "%.1f", (b-a)/hz*1e6/n}')
+cpu_us=$(per_request "$cpu0" "$cpu1" "$pay_n")
+all_us=$(per_request "$busy0" "$busy1" "$pay_n")
+pg_cpu_us=$(per_request "$pg0" "$pg1" "$pay_n")
 
 stop_server
 by_table=""
